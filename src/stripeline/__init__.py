@@ -1,0 +1,27 @@
+"""stripeline: a Stripe integration that is reliable by default."""
+
+from __future__ import annotations
+
+from stripeline.errors import (
+    ConfigError,
+    DatabaseUnavailable,
+    EnvelopeError,
+    HandlerError,
+    SignatureError,
+    StripelineError,
+)
+from stripeline.settings import Settings, load_settings
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "ConfigError",
+    "DatabaseUnavailable",
+    "EnvelopeError",
+    "HandlerError",
+    "Settings",
+    "SignatureError",
+    "StripelineError",
+    "__version__",
+    "load_settings",
+]

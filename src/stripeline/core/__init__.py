@@ -1,0 +1,1 @@
+"""Pure logic: no I/O, no environment, no Stripe SDK, no database."""

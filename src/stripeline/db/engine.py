@@ -1,0 +1,149 @@
+"""Engines for SQLite (WAL, one writer) and PostgreSQL (psycopg 3), and migrations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
+#: How long SQLite waits for the write lock before giving up (and we answer 503).
+SQLITE_BUSY_TIMEOUT_MS = 5_000
+#: How long a PostgreSQL connection attempt may take before we answer 503.
+POSTGRES_CONNECT_TIMEOUT_S = 3
+
+
+def normalize_url(url: str) -> str:
+    """``postgres://`` and ``postgresql://`` mean psycopg 3 here."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def is_postgres(engine_or_url: Engine | str) -> bool:
+    url = engine_or_url if isinstance(engine_or_url, str) else str(engine_or_url.url)
+    return url.startswith(("postgresql", "postgres"))
+
+
+def make_engine(url: str, *, pool_size: int = 5, **kwargs: Any) -> Engine:
+    """An engine configured for stripeline's access patterns.
+
+    SQLite: WAL journal, ``synchronous=FULL`` (a 2xx means the event is on
+    disk), a busy timeout, and explicit ``BEGIN`` so SAVEPOINTs work; write
+    transactions start with ``BEGIN IMMEDIATE`` so that two writers queue on
+    the lock instead of failing on a stale snapshot. PostgreSQL: pre-ping so a
+    restarted server is reconnected to without a restart of ours.
+    """
+    url = normalize_url(url)
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            poolclass=kwargs.pop("poolclass", None) or _sqlite_pool(url),
+            **kwargs,
+        )
+        _configure_sqlite(engine)
+        return engine
+    connect_args = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S, **kwargs.pop("connect_args", {})}
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=kwargs.pop("max_overflow", 10),
+        pool_timeout=kwargs.pop("pool_timeout", 10),
+        connect_args=connect_args,
+        **kwargs,
+    )
+
+
+def _sqlite_pool(url: str) -> Any:
+    from sqlalchemy.pool import QueuePool, StaticPool
+
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        return StaticPool
+    return QueuePool
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")
+
+
+@contextmanager
+def connect(engine: Engine, *, readonly: bool = False) -> Iterator[Connection]:
+    """A connection in a transaction, committed on success.
+
+    ``readonly=True`` starts a deferred SQLite transaction that never takes the
+    write lock (reads in WAL mode never wait for the writer).
+    """
+    conn = engine.connect()
+    if readonly:
+        conn = conn.execution_options(sqlite_begin="DEFERRED")
+    try:
+        with conn.begin():
+            yield conn
+    finally:
+        conn.close()
+
+
+def alembic_config(engine: Engine | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", "stripeline.db:migrations")
+    if engine is not None:
+        cfg.attributes["engine"] = engine
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema up to ``revision`` (Alembic ``upgrade``)."""
+    command.upgrade(alembic_config(engine), revision)
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def migrations_current(engine: Engine) -> bool:
+    """True when the database is at the newest migration."""
+    return current_revision(engine) == head_revision()
+
+
+def null_pool_engine(url: str) -> Engine:
+    """A short-lived engine for one-off checks (doctor, CLI)."""
+    return (
+        make_engine(url, poolclass=NullPool)
+        if url.startswith("sqlite")
+        else create_engine(
+            normalize_url(url),
+            poolclass=NullPool,
+            connect_args={"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S},
+        )
+    )

@@ -1,0 +1,174 @@
+"""One ``Settings`` object, read from the environment and validated at start.
+
+Stripe's own names are read as they are (``STRIPE_SECRET_KEY``,
+``STRIPE_WEBHOOK_SECRET``, ``STRIPE_CONNECT_WEBHOOK_SECRET``); everything of
+ours carries the ``STRIPELINE_`` prefix. ``load_settings()`` turns every
+problem into one ``ConfigError`` whose message says what to fix. Secrets are
+``SecretStr``: they never show in a repr, a log line or an error.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stripeline.errors import ConfigError
+
+Mode = Literal["test", "live"]
+
+DEFAULT_DATABASE_URL = "sqlite:///./stripeline.db"
+DEFAULT_BODY_LIMIT = 2 * 1024 * 1024
+DEFAULT_TOLERANCE = 300
+#: Seconds to wait before attempt 2, 3, …; the last value repeats up to max_attempts.
+DEFAULT_RETRY_SCHEDULE = (10, 30, 120, 600, 1800, 3600, 3 * 3600, 6 * 3600)
+DEFAULT_MAX_ATTEMPTS = 10
+
+_KEY = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9_]{8,}$")
+_WHSEC = re.compile(r"^whsec_[A-Za-z0-9+/=_-]{8,}$")
+
+
+def key_mode(key: str) -> Mode:
+    """``test`` or ``live``, from a well-formed secret or restricted key."""
+    return "live" if "_live_" in key[:8] else "test"
+
+
+def _split_secrets(raw: SecretStr | None) -> tuple[SecretStr, ...]:
+    if raw is None:
+        return ()
+    return tuple(
+        SecretStr(part.strip()) for part in raw.get_secret_value().split(",") if part.strip()
+    )
+
+
+class Settings(BaseSettings):
+    """Everything stripeline reads from the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STRIPELINE_",
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+    )
+
+    stripe_secret_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("STRIPE_SECRET_KEY", "stripe_secret_key")
+    )
+    stripe_webhook_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STRIPE_WEBHOOK_SECRET", "stripe_webhook_secret"),
+        description="One or several whsec_ secrets, comma-separated (rotation).",
+    )
+    stripe_connect_webhook_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "STRIPE_CONNECT_WEBHOOK_SECRET", "stripe_connect_webhook_secret"
+        ),
+    )
+    stripe_api_base: str | None = Field(
+        default=None, description="Point the SDK somewhere else than api.stripe.com (the sandbox)."
+    )
+    mode: Mode | None = Field(default=None, description="Expected mode; must agree with the key.")
+    database_url: str = DEFAULT_DATABASE_URL
+    webhook_tolerance: int = Field(default=DEFAULT_TOLERANCE, ge=1, le=3600)
+    body_limit: int = Field(default=DEFAULT_BODY_LIMIT, ge=1024, le=64 * 1024 * 1024)
+    retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
+    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, le=100)
+    lease_seconds: int = Field(default=120, ge=5, le=24 * 3600)
+    worker_batch_size: int = Field(default=100, ge=1, le=10_000)
+    worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _retry_schedule_from_csv(cls, data: object) -> object:
+        if isinstance(data, dict):
+            raw = data.get("retry_schedule")
+            if isinstance(raw, str):
+                data = {
+                    **data,
+                    "retry_schedule": tuple(int(x) for x in raw.split(",") if x.strip()),
+                }
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        key = self.stripe_secret_key.get_secret_value() if self.stripe_secret_key else None
+        if key is not None:
+            if not _KEY.match(key):
+                raise ValueError(
+                    "STRIPE_SECRET_KEY is malformed: expected sk_test_…, sk_live_…, rk_test_… or rk_live_…"
+                )
+            if self.mode is not None and key_mode(key) != self.mode:
+                raise ValueError(
+                    f"STRIPE_SECRET_KEY is a {key_mode(key)} key but STRIPELINE_MODE={self.mode}: "
+                    "use a key of that mode or change STRIPELINE_MODE"
+                )
+        elif self.mode == "live":
+            raise ValueError(
+                "STRIPELINE_MODE=live needs STRIPE_SECRET_KEY (an sk_live_ or rk_live_ key)"
+            )
+        for name, raw in (
+            ("STRIPE_WEBHOOK_SECRET", self.stripe_webhook_secret),
+            ("STRIPE_CONNECT_WEBHOOK_SECRET", self.stripe_connect_webhook_secret),
+        ):
+            for i, secret in enumerate(_split_secrets(raw), start=1):
+                if not _WHSEC.match(secret.get_secret_value()):
+                    raise ValueError(f"{name} entry {i} is malformed: expected whsec_…")
+        if self.effective_mode == "live" and not self.webhook_secrets:
+            raise ValueError("a live key needs STRIPE_WEBHOOK_SECRET: webhooks cannot be verified")
+        if not self.retry_schedule or any(s < 0 for s in self.retry_schedule):
+            raise ValueError(
+                "STRIPELINE_RETRY_SCHEDULE must be comma-separated non-negative seconds"
+            )
+        if not self.database_url.startswith(("sqlite", "postgresql", "postgres")):
+            raise ValueError("STRIPELINE_DATABASE_URL must be a sqlite:/// or postgresql:// URL")
+        return self
+
+    @property
+    def effective_mode(self) -> Mode:
+        """The mode events must carry: the key's, else STRIPELINE_MODE, else test."""
+        if self.stripe_secret_key is not None:
+            return key_mode(self.stripe_secret_key.get_secret_value())
+        return self.mode or "test"
+
+    @property
+    def livemode(self) -> bool:
+        return self.effective_mode == "live"
+
+    @property
+    def webhook_secrets(self) -> tuple[SecretStr, ...]:
+        return _split_secrets(self.stripe_webhook_secret)
+
+    @property
+    def connect_webhook_secrets(self) -> tuple[SecretStr, ...]:
+        return _split_secrets(self.stripe_connect_webhook_secret)
+
+    @property
+    def uses_sandbox(self) -> bool:
+        """No key: ``serve`` runs the offline sandbox in-process."""
+        return self.stripe_secret_key is None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and check the settings; raise ``ConfigError`` with one line per problem.
+
+    Raises:
+        ConfigError: the environment holds settings that cannot work.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False, include_input=False):
+            where = ".".join(str(p) for p in err["loc"])
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"{where.upper() + ': ' if where else ''}{msg}")
+        raise ConfigError("; ".join(lines)) from None
