@@ -40,3 +40,7 @@ def migrate() -> None:
 
 def run(argv: list[str] | None = None) -> Any:  # pragma: no cover - thin wrapper
     return main.main(args=argv, standalone_mode=False)
+
+
+# -- commands defined in their own modules ------------------------------------
+# (each registers one click command; keep this list sorted)
