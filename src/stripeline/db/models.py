@@ -82,9 +82,11 @@ class Event(Base):
     deliveries: Mapped[int] = mapped_column(Integer, default=1)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: When the event is next due: for pending/failed rows the next attempt,
+    #: for processing rows the end of the worker's lease (after which any
+    #: worker may claim it again). None once processed, dead or ignored.
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     lease_owner: Mapped[str | None] = mapped_column(String(255))
-    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     last_traceback: Mapped[str | None] = mapped_column(Text)

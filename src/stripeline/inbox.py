@@ -1,0 +1,435 @@
+"""The inbox: store verified events, claim them for work, retry, replay.
+
+Every function takes a SQLAlchemy ``Connection`` inside a transaction that
+the caller owns, so that callers decide what commits together. Statuses::
+
+    pending ──claim──▶ processing ──▶ processed
+       ▲                   │ error
+       │                   ▼
+       └──(backoff)──── failed ──(max attempts)──▶ dead
+    ignored: verified but of the other mode (test vs live); never processed.
+
+A ``processing`` row's ``next_attempt_at`` is the end of its lease: when a
+worker dies, the row is simply due again and any worker claims it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from stripeline.core.envelope import Envelope
+from stripeline.db.models import Attempt, Delivery, Event
+
+STATUSES = ("pending", "processing", "processed", "failed", "dead", "ignored")
+#: Statuses a worker may claim (when due).
+CLAIMABLE = ("pending", "failed", "processing")
+SOURCES = ("webhook", "connect", "catch-up", "replay")
+
+events = cast(Table, Event.__table__)
+deliveries = cast(Table, Delivery.__table__)
+attempts = cast(Table, Attempt.__table__)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingEvent:
+    """A verified event on its way into the inbox."""
+
+    envelope: Envelope
+    payload: bytes
+    source: str
+    received_at: datetime
+    #: ``ignored`` for events of the other mode, else ``pending``.
+    status: str = "pending"
+    #: The ``t=`` of the signature header, for webhook deliveries.
+    signed_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedEvent:
+    """An event a worker holds the lease on."""
+
+    id: str
+    type: str
+    payload: bytes
+    attempts: int
+    created: int
+    account: str | None
+
+
+def _insert(conn: Connection) -> Any:
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+def store(conn: Connection, items: Sequence[IncomingEvent]) -> list[bool]:
+    """Insert events, or count one more delivery of those already held.
+
+    Returns, per item, True when the event is new to the inbox.
+    """
+    insert = _insert(conn)
+    results: list[bool] = []
+    for item in items:
+        env = item.envelope
+        stmt = insert(events).values(
+            id=env.id,
+            type=env.type,
+            account=env.account,
+            livemode=env.livemode,
+            api_version=env.api_version,
+            created=env.created,
+            object_id=env.object_id,
+            object_type=env.object_type,
+            payload=item.payload,
+            source=item.source,
+            status=item.status,
+            attempts=0,
+            deliveries=1,
+            received_at=item.received_at,
+            last_received_at=item.received_at,
+            next_attempt_at=item.received_at if item.status == "pending" else None,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[events.c.id],
+            set_={
+                "deliveries": events.c.deliveries + 1,
+                "last_received_at": stmt.excluded.last_received_at,
+            },
+        ).returning(events.c.deliveries)
+        results.append(conn.execute(stmt).scalar_one() == 1)
+    conn.execute(
+        deliveries.insert(),
+        [
+            {
+                "event_id": item.envelope.id,
+                "received_at": item.received_at,
+                "source": item.source,
+                "signed_at": item.signed_at,
+            }
+            for item in items
+        ],
+    )
+    return results
+
+
+def known_ids(conn: Connection, ids: Sequence[str]) -> set[str]:
+    """Which of ``ids`` the inbox already holds."""
+    if not ids:
+        return set()
+    return set(conn.execute(select(events.c.id).where(events.c.id.in_(ids))).scalars())
+
+
+def claim(
+    conn: Connection, *, worker: str, limit: int, lease_seconds: int, now: datetime | None = None
+) -> list[ClaimedEvent]:
+    """Take the lease on up to ``limit`` due events and count an attempt on each.
+
+    PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so any number of workers share the
+    queue without waiting on each other. SQLite: the caller's ``BEGIN
+    IMMEDIATE`` makes this the one writer.
+    """
+    now = now or utcnow()
+    due = (
+        select(events.c.id)
+        .where(events.c.status.in_(CLAIMABLE), events.c.next_attempt_at <= now)
+        .order_by(events.c.next_attempt_at)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    stmt = (
+        update(events)
+        .where(events.c.id.in_(due.scalar_subquery()))
+        .values(
+            status="processing",
+            lease_owner=worker,
+            next_attempt_at=now + timedelta(seconds=lease_seconds),
+            attempts=events.c.attempts + 1,
+        )
+        .returning(
+            events.c.id,
+            events.c.type,
+            events.c.payload,
+            events.c.attempts,
+            events.c.created,
+            events.c.account,
+        )
+    )
+    rows = conn.execute(stmt).all()
+    claimed = [ClaimedEvent(*row) for row in rows]
+    claimed.sort(key=lambda e: e.created)
+    return claimed
+
+
+def own(conn: Connection, event_id: str, worker: str) -> bool:
+    """Check that ``worker`` still holds the lease, and lock the row for this
+    transaction (PostgreSQL): a worker whose lease ran out must not finish."""
+    stmt = (
+        update(events)
+        .where(
+            events.c.id == event_id, events.c.lease_owner == worker, events.c.status == "processing"
+        )
+        .values(lease_owner=worker)
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+def mark_processed(conn: Connection, event_id: str, *, now: datetime) -> None:
+    conn.execute(
+        update(events)
+        .where(events.c.id == event_id)
+        .values(
+            status="processed",
+            processed_at=now,
+            next_attempt_at=None,
+            lease_owner=None,
+            last_error=None,
+            last_traceback=None,
+        )
+    )
+
+
+def backoff(attempt: int, schedule: Sequence[int], *, jitter: float = 0.2) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+    The schedule's last value repeats; jitter spreads retries by ±20% so a
+    burst of failures does not come back as a burst.
+    """
+    base = schedule[min(attempt, len(schedule)) - 1] if schedule else 0
+    return max(0.0, base * (1 + random.uniform(-jitter, jitter)))  # noqa: S311 - not crypto
+
+
+def mark_failed(
+    conn: Connection,
+    event_id: str,
+    *,
+    attempt: int,
+    error: str,
+    traceback: str | None,
+    max_attempts: int,
+    schedule: Sequence[int],
+    now: datetime,
+) -> str:
+    """Record a failed attempt: ``failed`` with a next attempt, or ``dead``."""
+    status = "dead" if attempt >= max_attempts else "failed"
+    next_at = None if status == "dead" else now + timedelta(seconds=backoff(attempt, schedule))
+    conn.execute(
+        update(events)
+        .where(events.c.id == event_id)
+        .values(
+            status=status,
+            next_attempt_at=next_at,
+            lease_owner=None,
+            last_error=error[:4000],
+            last_traceback=traceback[-20000:] if traceback else None,
+        )
+    )
+    return status
+
+
+def record_attempt(
+    conn: Connection,
+    rows: Sequence[dict[str, Any]],
+) -> None:
+    """Append rows to the attempt log (event_id, number, worker, started_at,
+    finished_at, outcome, error, traceback)."""
+    if rows:
+        conn.execute(attempts.insert(), list(rows))
+
+
+def retry(
+    conn: Connection,
+    *,
+    event_id: str | None = None,
+    dead: bool = False,
+    now: datetime | None = None,
+) -> int:
+    """Make failed or dead events due now, with a fresh attempt budget.
+
+    With ``event_id``, that event (if failed or dead); with ``dead=True``,
+    every dead event. Returns how many were scheduled.
+    """
+    now = now or utcnow()
+    cond = events.c.id == event_id if event_id is not None else events.c.status == "dead"
+    if event_id is None and not dead:
+        return 0
+    stmt = (
+        update(events)
+        .where(cond, events.c.status.in_(("failed", "dead")))
+        .values(status="pending", attempts=0, next_attempt_at=now, lease_owner=None)
+    )
+    return int(conn.execute(stmt).rowcount)
+
+
+def replay(conn: Connection, event_id: str, *, now: datetime | None = None) -> bool:
+    """Process an event again, whatever its status but ``processing``.
+
+    The mirror ignores a state it already holds; the application's handlers
+    run again (the at-least-once contract). An ``ignored`` event (other mode)
+    is processed as any other when replayed by hand. Returns False when the
+    event is unknown or a worker holds it right now.
+    """
+    now = now or utcnow()
+    stmt = (
+        update(events)
+        .where(events.c.id == event_id, events.c.status != "processing")
+        .values(status="pending", attempts=0, next_attempt_at=now, lease_owner=None)
+    )
+    if conn.execute(stmt).rowcount != 1:
+        return False
+    conn.execute(
+        deliveries.insert().values(
+            event_id=event_id, received_at=now, source="replay", signed_at=None
+        )
+    )
+    return True
+
+
+def queue_depth(conn: Connection) -> dict[str, int]:
+    """Number of events per status (every status present, zero included)."""
+    counts = dict.fromkeys(STATUSES, 0)
+    for status, count in conn.execute(
+        select(events.c.status, func.count()).group_by(events.c.status)
+    ):
+        counts[status] = int(count)
+    return counts
+
+
+def oldest_pending(conn: Connection) -> datetime | None:
+    """When the longest-waiting unprocessed event was received."""
+    return conn.execute(
+        select(func.min(events.c.received_at)).where(events.c.status.in_(CLAIMABLE))
+    ).scalar_one_or_none()
+
+
+def next_due(conn: Connection) -> datetime | None:
+    """When the next claimable event falls due (None: nothing to do)."""
+    return conn.execute(
+        select(func.min(events.c.next_attempt_at)).where(events.c.status.in_(CLAIMABLE))
+    ).scalar_one_or_none()
+
+
+@dataclass(frozen=True, slots=True)
+class EventSummary:
+    id: str
+    type: str
+    status: str
+    attempts: int
+    deliveries: int
+    created: int
+    received_at: datetime
+    account: str | None
+    livemode: bool
+    source: str
+    next_attempt_at: datetime | None
+    last_error: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "status": self.status,
+            "attempts": self.attempts,
+            "deliveries": self.deliveries,
+            "created": self.created,
+            "received_at": self.received_at.isoformat(),
+            "account": self.account,
+            "livemode": self.livemode,
+            "source": self.source,
+            "next_attempt_at": self.next_attempt_at.isoformat() if self.next_attempt_at else None,
+            "last_error": self.last_error,
+        }
+
+
+def _summary(values: tuple[Any, ...]) -> EventSummary:
+    return EventSummary(*values)
+
+
+_SUMMARY_COLUMNS = (
+    events.c.id,
+    events.c.type,
+    events.c.status,
+    events.c.attempts,
+    events.c.deliveries,
+    events.c.created,
+    events.c.received_at,
+    events.c.account,
+    events.c.livemode,
+    events.c.source,
+    events.c.next_attempt_at,
+    events.c.last_error,
+)
+
+
+def list_events(
+    conn: Connection,
+    *,
+    status: str | None = None,
+    type: str | None = None,
+    limit: int = 50,
+) -> list[EventSummary]:
+    """Newest received first. ``type`` may end with ``*`` (``invoice.*``)."""
+    stmt = select(*_SUMMARY_COLUMNS).order_by(events.c.received_at.desc(), events.c.id).limit(limit)
+    if status:
+        stmt = stmt.where(events.c.status == status)
+    if type:
+        stmt = stmt.where(
+            events.c.type.like(type[:-1] + "%") if type.endswith("*") else events.c.type == type
+        )
+    return [_summary(tuple(row)) for row in conn.execute(stmt)]
+
+
+@dataclass(frozen=True, slots=True)
+class EventDetail:
+    summary: EventSummary
+    payload: bytes
+    last_traceback: str | None
+    processed_at: datetime | None
+    deliveries: list[dict[str, Any]]
+    attempts: list[dict[str, Any]]
+
+
+def get_event(conn: Connection, event_id: str) -> EventDetail | None:
+    row = conn.execute(
+        select(
+            *_SUMMARY_COLUMNS, events.c.payload, events.c.last_traceback, events.c.processed_at
+        ).where(events.c.id == event_id)
+    ).first()
+    if row is None:
+        return None
+    summary = _summary(tuple(row)[: len(_SUMMARY_COLUMNS)])
+    delivery_rows = conn.execute(
+        select(deliveries.c.received_at, deliveries.c.source, deliveries.c.signed_at)
+        .where(deliveries.c.event_id == event_id)
+        .order_by(deliveries.c.id)
+    ).mappings()
+    attempt_rows = conn.execute(
+        select(
+            attempts.c.number,
+            attempts.c.worker,
+            attempts.c.started_at,
+            attempts.c.finished_at,
+            attempts.c.outcome,
+            attempts.c.error,
+            attempts.c.traceback,
+        )
+        .where(attempts.c.event_id == event_id)
+        .order_by(attempts.c.id)
+    ).mappings()
+    return EventDetail(
+        summary=summary,
+        payload=row.payload,
+        last_traceback=row.last_traceback,
+        processed_at=row.processed_at,
+        deliveries=[dict(r) for r in delivery_rows],
+        attempts=[dict(r) for r in attempt_rows],
+    )
