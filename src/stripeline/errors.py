@@ -8,7 +8,17 @@ catch ``StripelineError`` and know it came from us::
     ├── SignatureError         a webhook whose Stripe-Signature does not verify
     ├── EnvelopeError          verified JSON that is not a Stripe event envelope
     ├── DatabaseUnavailable    the database did not answer; try again later
-    └── HandlerError           an application handler raised while processing an event
+    ├── HandlerError           an application handler raised while processing an event
+    └── StripeAPIError         a call to the Stripe API failed (request_id, http_status,
+        │                      code, retryable); raised by ``stripeline.gateway`` only
+        ├── StripeConnectionError      Stripe could not be reached (network, timeout)
+        ├── StripeAuthenticationError  401: the API key is not valid
+        ├── StripePermissionError      403: the key may not do this
+        ├── StripeRateLimitError       429: too many requests, or the object is busy
+        ├── StripeInvalidRequestError  400/404: the request is wrong; do not resend unchanged
+        ├── StripeIdempotencyError     the idempotency key was used with other parameters
+        ├── StripeCardError            402: a decline (``decline_code``); message safe to show
+        └── StripeServerError          5xx or an unexpected answer from Stripe
 
 The class docstring is the default message.
 """
@@ -60,3 +70,104 @@ class DatabaseUnavailable(StripelineError):
 
 class HandlerError(StripelineError):
     """An event handler failed."""
+
+
+class StripeAPIError(StripelineError):
+    """The Stripe API call failed."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        request_id: str | None = None,
+        http_status: int | None = None,
+        code: str | None = None,
+        retryable: bool = False,
+    ) -> None:
+        #: Stripe's ``Request-Id`` (quote it to Stripe support), when there was a response.
+        self.request_id = request_id
+        #: The HTTP status of Stripe's answer; None when no answer came.
+        self.http_status = http_status
+        #: Stripe's error ``code`` (``resource_missing``, ``card_declined``, …).
+        self.code = code
+        #: True when sending the same request again later may succeed.
+        self.retryable = retryable
+        super().__init__(message)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(message={self.message!r}, http_status={self.http_status!r}, "
+            f"code={self.code!r}, request_id={self.request_id!r}, retryable={self.retryable!r})"
+        )
+
+
+class StripeConnectionError(StripeAPIError):
+    """Stripe could not be reached."""
+
+
+class StripeAuthenticationError(StripeAPIError):
+    """Stripe refused the API key."""
+
+
+class StripePermissionError(StripeAPIError):
+    """The API key lacks the permission for this request."""
+
+
+class StripeRateLimitError(StripeAPIError):
+    """Stripe asked us to slow down."""
+
+
+class StripeInvalidRequestError(StripeAPIError):
+    """Stripe rejected the request as invalid."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        param: str | None = None,
+        request_id: str | None = None,
+        http_status: int | None = None,
+        code: str | None = None,
+        retryable: bool = False,
+    ) -> None:
+        #: The request parameter Stripe names as wrong, if any.
+        self.param = param
+        super().__init__(
+            message,
+            request_id=request_id,
+            http_status=http_status,
+            code=code,
+            retryable=retryable,
+        )
+
+
+class StripeIdempotencyError(StripeAPIError):
+    """The idempotency key was already used with other parameters."""
+
+
+class StripeCardError(StripeAPIError):
+    """The card was declined."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        decline_code: str | None = None,
+        request_id: str | None = None,
+        http_status: int | None = None,
+        code: str | None = None,
+        retryable: bool = False,
+    ) -> None:
+        #: The issuer's reason (``insufficient_funds``, ``lost_card``, …), if given.
+        self.decline_code = decline_code
+        super().__init__(
+            message,
+            request_id=request_id,
+            http_status=http_status,
+            code=code,
+            retryable=retryable,
+        )
+
+
+class StripeServerError(StripeAPIError):
+    """Stripe failed to answer the request."""
