@@ -31,6 +31,8 @@ STATUSES = ("pending", "processing", "processed", "failed", "dead", "ignored")
 #: Statuses a worker may claim (when due).
 CLAIMABLE = ("pending", "failed", "processing")
 SOURCES = ("webhook", "connect", "catch-up", "replay")
+#: PostgreSQL channel notified when new events are due (workers LISTEN on it).
+NOTIFY_CHANNEL = "stripeline_events"
 
 events = cast(Table, Event.__table__)
 deliveries = cast(Table, Delivery.__table__)
@@ -106,6 +108,11 @@ def store(conn: Connection, items: Sequence[IncomingEvent]) -> list[bool]:
             },
         ).returning(events.c.deliveries)
         results.append(conn.execute(stmt).scalar_one() == 1)
+    if conn.dialect.name == "postgresql" and any(
+        new and item.status == "pending" for new, item in zip(results, items, strict=True)
+    ):
+        # Delivered at commit, once per transaction: wakes workers on every host.
+        conn.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
     conn.execute(
         deliveries.insert(),
         [

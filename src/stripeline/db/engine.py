@@ -34,7 +34,13 @@ def is_postgres(engine_or_url: Engine | str) -> bool:
     return url.startswith(("postgresql", "postgres"))
 
 
-def make_engine(url: str, *, pool_size: int = 5, **kwargs: Any) -> Engine:
+def make_engine(
+    url: str,
+    *,
+    pool_size: int = 5,
+    sqlite_busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS,
+    **kwargs: Any,
+) -> Engine:
     """An engine configured for stripeline's access patterns.
 
     SQLite: WAL journal, ``synchronous=FULL`` (a 2xx means the event is on
@@ -47,11 +53,11 @@ def make_engine(url: str, *, pool_size: int = 5, **kwargs: Any) -> Engine:
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            connect_args={"check_same_thread": False, "timeout": sqlite_busy_timeout_ms / 1000},
             poolclass=kwargs.pop("poolclass", None) or _sqlite_pool(url),
             **kwargs,
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, sqlite_busy_timeout_ms)
         return engine
     connect_args = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S, **kwargs.pop("connect_args", {})}
     return create_engine(
@@ -74,7 +80,7 @@ def _sqlite_pool(url: str) -> Any:
     return QueuePool
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the driver, decide when transactions begin.
@@ -82,7 +88,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 

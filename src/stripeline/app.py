@@ -1,0 +1,216 @@
+"""The application object: settings, database, and the handlers it runs.
+
+::
+
+    import stripeline
+
+    app = stripeline.Stripeline()
+
+    @app.on("invoice.paid")
+    def grant_access(event: stripeline.ReceivedEvent) -> None:
+        event.session.execute(...)          # commits with the event's processed mark
+        if event.once(f"receipt:{event.object['id']}"):
+            send_receipt(event.object)      # outside effect: at least once, see docs
+
+Run it with ``stripeline serve --app myproject.billing:app``.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import cached_property
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import Connection, Engine, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from stripeline.db.engine import connect, make_engine
+from stripeline.db.models import OnceKey
+from stripeline.inbox import utcnow
+from stripeline.metrics import Metrics
+from stripeline.settings import Settings, load_settings
+
+Handler = Callable[["ReceivedEvent"], Awaitable[None] | None]
+H = TypeVar("H", bound=Handler)
+
+once_keys = cast(Table, OnceKey.__table__)
+
+
+def take_once(conn: Connection, key: str, *, event_id: str | None, now: datetime) -> bool:
+    """Insert ``key`` into the once table; True if it was not there."""
+    if not key or len(key) > 255:
+        raise ValueError("a once() key is 1 to 255 characters")
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = (
+        insert(once_keys)
+        .values(key=key, event_id=event_id, created_at=now)
+        .on_conflict_do_nothing(index_elements=[once_keys.c.key])
+    )
+    return conn.execute(stmt).rowcount == 1
+
+
+@dataclass
+class ReceivedEvent:
+    """An event handed to a handler, with the transaction it is processed in."""
+
+    id: str
+    type: str
+    created: int
+    livemode: bool
+    account: str | None
+    api_version: str | None
+    #: The whole event as Stripe sent it.
+    data: dict[str, Any]
+    #: Which processing attempt this is (1 for the first).
+    attempt: int
+    _connection: Connection = field(repr=False)
+    _session: Session | None = field(default=None, repr=False)
+
+    @property
+    def object(self) -> dict[str, Any]:
+        """``data.object``: the Stripe object the event is about."""
+        return cast(dict[str, Any], self.data["data"]["object"])
+
+    @property
+    def previous_attributes(self) -> dict[str, Any]:
+        """``data.previous_attributes`` (``*.updated`` events), else empty."""
+        return cast(dict[str, Any], self.data["data"].get("previous_attributes") or {})
+
+    @property
+    def session(self) -> Session:
+        """A SQLAlchemy session in the event's transaction: what a handler
+        writes through it commits together with the event's ``processed``
+        mark, or not at all."""
+        if self._session is None:
+            self._session = Session(bind=self._connection)
+        return self._session
+
+    @property
+    def connection(self) -> Connection:
+        """The SQLAlchemy connection of the event's transaction (Core access)."""
+        return self._connection
+
+    def once(self, key: str) -> bool:
+        """True the first time ``key`` is seen, False ever after.
+
+        The key is stored in the event's transaction: it becomes permanent
+        exactly when the event is processed. Guard an outside side effect with
+        it (``if event.once(f"email:{id}"): send()``) so that duplicates,
+        replays and other events for the same change do not repeat it. If the
+        handler fails after the side effect, the event is retried and the
+        effect happens again: outside effects are at least once (see
+        docs/handlers.md).
+        """
+        return take_once(self._connection, key, event_id=self.id, now=utcnow())
+
+    def _finish(self) -> None:
+        if self._session is not None:
+            self._session.flush()
+            self._session.close()
+            self._session = None
+
+    def _discard(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+
+class Stripeline:
+    """A stripeline application: settings, database and event handlers."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        engine: Engine | None = None,
+        **overrides: Any,
+    ) -> None:
+        self._settings = settings
+        self._overrides = overrides
+        self._engine = engine
+        self._handlers: dict[str, list[Handler]] = {}
+        self._extra_secrets: dict[str, list[str]] = {"account": [], "connect": []}
+
+    # -- configuration -----------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """The settings, read from the environment the first time they are needed."""
+        if self._settings is None:
+            self._settings = load_settings(**self._overrides)
+        return self._settings
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            pool = 8 if not self.settings.is_sqlite else 5
+            self._engine = make_engine(self.settings.database_url, pool_size=pool)
+        return self._engine
+
+    @cached_property
+    def metrics(self) -> Metrics:
+        return Metrics(self.engine)
+
+    def dispose(self) -> None:
+        """Close the database connections."""
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def webhook_secrets(self, endpoint: str = "account") -> list[str]:
+        """The secrets a webhook to ``endpoint`` (account | connect) may be signed with."""
+        configured = (
+            self.settings.webhook_secrets
+            if endpoint == "account"
+            else self.settings.connect_webhook_secrets
+        )
+        return [s.get_secret_value() for s in configured] + self._extra_secrets[endpoint]
+
+    def add_webhook_secret(self, secret: str, endpoint: str = "account") -> None:
+        """Accept one more secret (``serve`` registers with the sandbox this way)."""
+        if secret not in self._extra_secrets[endpoint]:
+            self._extra_secrets[endpoint].append(secret)
+
+    # -- handlers ----------------------------------------------------------
+
+    def on(self, *event_types: str) -> Callable[[H], H]:
+        """Register a handler for one or more event types.
+
+        ``"invoice.paid"`` matches that type, ``"invoice.*"`` every invoice
+        event, ``"*"`` every event. Handlers may be sync or async; they run in
+        the order registered, exact types first, then prefixes, then ``*``.
+        """
+        if not event_types:
+            raise ValueError("on() needs at least one event type")
+
+        def register(handler: H) -> H:
+            for event_type in event_types:
+                self._handlers.setdefault(event_type, []).append(handler)
+            return handler
+
+        return register
+
+    def handlers_for(self, event_type: str) -> list[Handler]:
+        found = list(self._handlers.get(event_type, ()))
+        prefix = event_type
+        while "." in prefix:
+            prefix = prefix.rsplit(".", 1)[0]
+            found.extend(self._handlers.get(prefix + ".*", ()))
+        found.extend(self._handlers.get("*", ()))
+        return found
+
+    @staticmethod
+    def is_async(handler: Handler) -> bool:
+        return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+            getattr(handler, "__call__", None)  # noqa: B004 - callable objects
+        )
+
+    # -- outside handlers --------------------------------------------------
+
+    def once(self, key: str) -> bool:
+        """Take ``key`` in its own committed transaction: True the first time."""
+        with connect(self.engine) as conn:
+            return take_once(conn, key, event_id=None, now=utcnow())

@@ -1,0 +1,101 @@
+"""Prometheus metrics, one registry per application (tests build many)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from stripeline import inbox
+from stripeline.db.engine import connect
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+#: Outcomes of a webhook request, the label of ``stripeline_webhooks_total``.
+OUTCOMES = (
+    "stored",
+    "duplicate",
+    "ignored",
+    "bad_signature",
+    "bad_payload",
+    "too_large",
+    "unavailable",
+)
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class _QueueCollector(Collector):
+    """Queue depth by status and the oldest pending age, read at scrape time."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "stripeline_queue_depth", "Events in the inbox by status.", labels=["status"]
+        )
+        oldest = GaugeMetricFamily(
+            "stripeline_oldest_pending_age_seconds",
+            "Age of the longest-waiting unprocessed event (0 when none).",
+        )
+        up = GaugeMetricFamily("stripeline_database_up", "1 when the inbox could be read.")
+        try:
+            with connect(self._engine, readonly=True) as conn:
+                counts = inbox.queue_depth(conn)
+                first = inbox.oldest_pending(conn)
+        except Exception:
+            up.add_metric([], 0)
+            yield up
+            return
+        for status, count in counts.items():
+            depth.add_metric([status], count)
+        oldest.add_metric([], max(0.0, time.time() - first.timestamp()) if first else 0.0)
+        up.add_metric([], 1)
+        yield depth
+        yield oldest
+        yield up
+
+
+class Metrics:
+    """The instruments the web app and the worker update."""
+
+    def __init__(self, engine: Engine | None = None) -> None:
+        self.registry = CollectorRegistry()
+        self.webhooks = Counter(
+            "stripeline_webhooks",
+            "Webhook requests by endpoint and outcome.",
+            ["endpoint", "outcome"],
+            registry=self.registry,
+        )
+        self.ingest_seconds = Histogram(
+            "stripeline_webhook_ingest_seconds",
+            "Time from request to stored event (2xx answered).",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.processing_seconds = Histogram(
+            "stripeline_event_processing_seconds",
+            "Time to apply one event to the mirror and run its handlers.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.processed = Counter(
+            "stripeline_events_processed",
+            "Events processed, by event type.",
+            ["type"],
+            registry=self.registry,
+        )
+        self.failures = Counter(
+            "stripeline_event_failures",
+            "Failed processing attempts, by event type.",
+            ["type"],
+            registry=self.registry,
+        )
+        if engine is not None:
+            self.registry.register(_QueueCollector(engine))

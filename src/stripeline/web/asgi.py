@@ -1,0 +1,235 @@
+"""The ASGI app: ``POST /webhooks/stripe`` (and ``/webhooks/stripe/connect``),
+``GET /healthz``, ``GET /readyz`` and ``GET /metrics``.
+
+The webhook route, in order: bound the body, verify the signature on the raw
+bytes, parse the envelope, store the event (group commit), answer. Nothing is
+processed in the request: the worker does that.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import lru_cache
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from stripeline import inbox
+from stripeline.app import Stripeline
+from stripeline.core.envelope import parse_envelope
+from stripeline.core.signature import verify
+from stripeline.db.engine import connect, current_revision, head_revision, is_postgres
+from stripeline.errors import DatabaseUnavailable, EnvelopeError, SignatureError
+from stripeline.log import get_logger
+from stripeline.web.writer import IngestWriter
+from stripeline.worker import Worker
+
+log = get_logger("stripeline.web")
+
+ENDPOINTS = {"account": "webhook", "connect": "connect"}
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _TooLarge
+    return bytes(body)
+
+
+@lru_cache(maxsize=1)
+def _head() -> str | None:
+    return head_revision()
+
+
+def create_app(
+    app: Stripeline,
+    *,
+    run_worker: bool = False,
+    worker_options: dict[str, Any] | None = None,
+) -> Starlette:
+    """Build the ASGI application for ``app``.
+
+    With ``run_worker=True`` a worker thread processes the inbox in the same
+    process (``stripeline serve``); otherwise run ``stripeline worker``.
+    """
+    settings = app.settings
+    metrics = app.metrics
+    state: dict[str, Any] = {}
+
+    def wake_worker() -> None:
+        worker = state.get("worker")
+        if worker is not None:
+            worker.wake()
+
+    writer = IngestWriter(
+        app.engine, threads=2 if is_postgres(app.engine) else 1, on_commit=wake_worker
+    )
+
+    def bad_request(
+        endpoint: str, outcome: str, reason: str, message: str, request: Request
+    ) -> Response:
+        metrics.webhooks.labels(endpoint, outcome).inc()
+        log.warning(
+            "webhook_rejected",
+            action="webhook_rejected",
+            endpoint=endpoint,
+            outcome=outcome,
+            reason=reason,
+            client=request.client.host if request.client else None,
+        )
+        return JSONResponse(
+            {"error": outcome, "reason": reason, "message": message}, status_code=400
+        )
+
+    async def receive(request: Request, endpoint: str) -> Response:
+        started = time.perf_counter()
+        secrets = app.webhook_secrets(endpoint)
+        if endpoint == "connect" and not secrets:
+            return JSONResponse(
+                {"error": "not_configured", "message": "STRIPE_CONNECT_WEBHOOK_SECRET is not set"},
+                status_code=404,
+            )
+        try:
+            body = await _read_body(request, settings.body_limit)
+        except _TooLarge:
+            metrics.webhooks.labels(endpoint, "too_large").inc()
+            log.warning(
+                "webhook_too_large",
+                action="webhook_rejected",
+                endpoint=endpoint,
+                reason="too_large",
+            )
+            return JSONResponse(
+                {"error": "too_large", "message": f"body over {settings.body_limit} bytes"},
+                status_code=413,
+            )
+        try:
+            signed_at = verify(
+                body,
+                request.headers.get("stripe-signature"),
+                secrets,
+                now=time.time(),
+                tolerance=settings.webhook_tolerance,
+            )
+        except SignatureError as exc:
+            return bad_request(endpoint, "bad_signature", exc.reason, exc.message, request)
+        try:
+            envelope, _ = parse_envelope(body)
+        except EnvelopeError as exc:
+            return bad_request(endpoint, "bad_payload", exc.reason, exc.message, request)
+        status = "pending" if envelope.livemode == settings.livemode else "ignored"
+        item = inbox.IncomingEvent(
+            envelope=envelope,
+            payload=body,
+            source=ENDPOINTS[endpoint],
+            received_at=inbox.utcnow(),
+            status=status,
+            signed_at=signed_at,
+        )
+        try:
+            new = await writer.submit(item)
+        except DatabaseUnavailable as exc:
+            metrics.webhooks.labels(endpoint, "unavailable").inc()
+            return JSONResponse(
+                {"error": "unavailable", "message": exc.message},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+        outcome = "ignored" if status == "ignored" else ("stored" if new else "duplicate")
+        metrics.webhooks.labels(endpoint, outcome).inc()
+        metrics.ingest_seconds.observe(time.perf_counter() - started)
+        if status == "ignored" and new:
+            log.warning(
+                "event_mode_mismatch",
+                action="event_ignored",
+                event_id=envelope.id,
+                event_type=envelope.type,
+                event_livemode=envelope.livemode,
+                mode=settings.effective_mode,
+            )
+        return JSONResponse(
+            {"received": True, "id": envelope.id, "duplicate": not new, "status": status}
+        )
+
+    async def webhook(request: Request) -> Response:
+        return await receive(request, "account")
+
+    async def webhook_connect(request: Request) -> Response:
+        return await receive(request, "connect")
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    def check_ready() -> dict[str, Any]:
+        checks: dict[str, Any] = {}
+        try:
+            with connect(app.engine, readonly=True) as conn:
+                conn.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except SQLAlchemyError as exc:
+            checks["database"] = f"unreachable: {type(exc).__name__}"
+            return checks
+        current = current_revision(app.engine)
+        checks["migrations"] = (
+            "ok" if current == _head() else f"not current (at {current}, need {_head()})"
+        )
+        return checks
+
+    async def readyz(request: Request) -> Response:
+        checks = await run_in_threadpool(check_ready)
+        ready = all(v == "ok" for v in checks.values()) and len(checks) == 2
+        return JSONResponse(
+            {"status": "ready" if ready else "not_ready", "checks": checks},
+            status_code=200 if ready else 503,
+        )
+
+    async def metrics_endpoint(request: Request) -> Response:
+        data = await run_in_threadpool(generate_latest, metrics.registry)
+        return Response(data, media_type=CONTENT_TYPE_LATEST)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        writer.start()
+        thread: threading.Thread | None = None
+        if run_worker:
+            worker = Worker(app, **(worker_options or {}))
+            state["worker"] = worker
+            thread = threading.Thread(target=worker.run, name="stripeline-worker", daemon=True)
+            thread.start()
+        try:
+            yield
+        finally:
+            writer.stop()
+            if thread is not None:
+                state["worker"].stop()
+                thread.join(30)
+
+    return Starlette(
+        routes=[
+            Route("/webhooks/stripe", webhook, methods=["POST"]),
+            Route("/webhooks/stripe/connect", webhook_connect, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )

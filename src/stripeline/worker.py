@@ -1,0 +1,295 @@
+"""The worker: claims due events, applies them to the mirror, runs handlers.
+
+One batch is claimed in a short transaction (the lease). The batch is then
+processed in transactions of at most ``max_transaction_seconds`` each; every
+event inside runs in its own SAVEPOINT, so a failing handler rolls back only
+its own event's writes, and what a handler writes through ``event.session``
+commits together with that event's ``processed`` mark. A worker killed at any
+point loses nothing: uncommitted events stay ``processing`` until their lease
+runs out, then any worker claims them again.
+
+On PostgreSQL, workers on any number of hosts share the queue (``FOR UPDATE
+SKIP LOCKED``) and are woken by ``LISTEN stripeline_events``; polling every
+``worker_poll_seconds`` is the safety net.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable
+from datetime import timedelta
+from typing import Any, cast
+
+from sqlalchemy.exc import DBAPIError
+
+from stripeline import inbox, mirror
+from stripeline.app import ReceivedEvent, Stripeline
+from stripeline.db.engine import connect, is_postgres
+from stripeline.inbox import NOTIFY_CHANNEL
+from stripeline.log import get_logger
+
+log = get_logger("stripeline.worker")
+
+#: Longest a processing transaction holds SQLite's write lock before it
+#: commits and lets the web app's writer in.
+DEFAULT_MAX_TRANSACTION_SECONDS = 0.2
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    """Processes the inbox of ``app``. ``run()`` loops until ``stop()``."""
+
+    def __init__(
+        self,
+        app: Stripeline,
+        *,
+        worker_id: str | None = None,
+        batch_size: int | None = None,
+        lease_seconds: int | None = None,
+        poll_seconds: float | None = None,
+        max_transaction_seconds: float = DEFAULT_MAX_TRANSACTION_SECONDS,
+        listen: bool = True,
+    ) -> None:
+        settings = app.settings
+        self.app = app
+        self.id = worker_id or new_worker_id()
+        self.batch_size = batch_size or settings.worker_batch_size
+        self.lease_seconds = lease_seconds or settings.lease_seconds
+        self.poll_seconds = poll_seconds or settings.worker_poll_seconds
+        self.max_transaction_seconds = max_transaction_seconds
+        self._listen = listen and is_postgres(app.engine)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._listener: threading.Thread | None = None
+
+    # -- control -----------------------------------------------------------
+
+    def wake(self) -> None:
+        """Look for work now (the web app calls this after storing an event)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> None:
+        """Process events until ``stop()``; database outages are waited out."""
+        log.info("worker_started", action="worker_started", worker=self.id)
+        if self._listen:
+            self._listener = threading.Thread(
+                target=self._listen_forever, name="stripeline-listen", daemon=True
+            )
+            self._listener.start()
+        failures = 0
+        try:
+            while not self._stop.is_set():
+                try:
+                    done = self.run_once()
+                    failures = 0
+                except DBAPIError as exc:
+                    failures += 1
+                    delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                    log.warning(
+                        "worker_database_error",
+                        action="worker_database_error",
+                        error=str(exc.orig or exc).splitlines()[0][:300],
+                        retry_in=delay,
+                    )
+                    self._stop.wait(delay)
+                    continue
+                if done == 0:
+                    self._wake.wait(self._idle_wait())
+                    self._wake.clear()
+        finally:
+            if self._loop is not None:
+                self._loop.close()
+                self._loop = None
+            log.info("worker_stopped", action="worker_stopped", worker=self.id)
+
+    def drain(self, *, timeout: float = 30.0) -> int:
+        """Process until nothing is due (tests, one-off runs); return how many."""
+        deadline = time.monotonic() + timeout
+        total = 0
+        while time.monotonic() < deadline:
+            done = self.run_once()
+            if done == 0:
+                return total
+            total += done
+        raise TimeoutError(f"inbox not drained within {timeout} s")
+
+    def _idle_wait(self) -> float:
+        try:
+            with connect(self.app.engine, readonly=True) as conn:
+                due = inbox.next_due(conn)
+        except DBAPIError:
+            return self.poll_seconds
+        if due is None:
+            return self.poll_seconds
+        return max(0.01, min(self.poll_seconds, (due - inbox.utcnow()).total_seconds()))
+
+    # -- one batch ---------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Claim one batch and process it; return how many events were claimed."""
+        with connect(self.app.engine) as conn:
+            claimed = inbox.claim(
+                conn, worker=self.id, limit=self.batch_size, lease_seconds=self.lease_seconds
+            )
+        if not claimed:
+            return 0
+        position = 0
+        while position < len(claimed):
+            with connect(self.app.engine) as conn:
+                started = time.monotonic()
+                attempt_rows: list[dict[str, Any]] = []
+                while position < len(claimed):
+                    row = self._process(conn, claimed[position])
+                    if row is not None:
+                        attempt_rows.append(row)
+                    position += 1
+                    if time.monotonic() - started > self.max_transaction_seconds:
+                        break
+                inbox.record_attempt(conn, attempt_rows)
+        return len(claimed)
+
+    def _process(self, conn: Any, claimed: inbox.ClaimedEvent) -> dict[str, Any] | None:
+        settings = self.app.settings
+        started_at = inbox.utcnow()
+        t0 = time.perf_counter()
+        outcome = "processed"
+        error: str | None = None
+        tb: str | None = None
+        if claimed.attempts > settings.max_attempts:
+            # Claimed again after a lease ran out on its last allowed attempt:
+            # the worker died while processing it, again and again.
+            outcome = inbox.mark_failed(
+                conn,
+                claimed.id,
+                attempt=claimed.attempts,
+                error="the lease ran out on the last allowed attempt (worker killed or stuck?)",
+                traceback=None,
+                max_attempts=settings.max_attempts,
+                schedule=settings.retry_schedule,
+                now=started_at,
+            )
+            error = "lease expired"
+        else:
+            event: ReceivedEvent | None = None
+            try:
+                with conn.begin_nested():
+                    if not inbox.own(conn, claimed.id, self.id):
+                        log.warning(
+                            "lease_lost", action="lease_lost", event_id=claimed.id, worker=self.id
+                        )
+                        return None
+                    body = json.loads(claimed.payload)
+                    event = ReceivedEvent(
+                        id=claimed.id,
+                        type=claimed.type,
+                        created=claimed.created,
+                        livemode=bool(body.get("livemode")),
+                        account=claimed.account,
+                        api_version=body.get("api_version"),
+                        data=body,
+                        attempt=claimed.attempts,
+                        _connection=conn,
+                    )
+                    self._apply(conn, event, now=started_at)
+                    event._finish()
+                    inbox.mark_processed(conn, claimed.id, now=inbox.utcnow())
+            except Exception as exc:
+                if event is not None:
+                    event._discard()
+                error = f"{type(exc).__name__}: {exc}"
+                tb = traceback.format_exc()
+                outcome = inbox.mark_failed(
+                    conn,
+                    claimed.id,
+                    attempt=claimed.attempts,
+                    error=error,
+                    traceback=tb,
+                    max_attempts=settings.max_attempts,
+                    schedule=settings.retry_schedule,
+                    now=inbox.utcnow(),
+                )
+                self.app.metrics.failures.labels(claimed.type).inc()
+                log.warning(
+                    "event_failed",
+                    action="event_failed",
+                    event_id=claimed.id,
+                    event_type=claimed.type,
+                    attempt=claimed.attempts,
+                    status=outcome,
+                    error=error[:500],
+                )
+        elapsed = time.perf_counter() - t0
+        self.app.metrics.processing_seconds.observe(elapsed)
+        if outcome == "processed":
+            self.app.metrics.processed.labels(claimed.type).inc()
+        return {
+            "event_id": claimed.id,
+            "number": claimed.attempts,
+            "worker": self.id,
+            "started_at": started_at,
+            "finished_at": started_at + timedelta(seconds=elapsed),
+            "outcome": outcome,
+            "error": error[:4000] if error else None,
+            "traceback": tb[-20000:] if tb else None,
+        }
+
+    def _apply(self, conn: Any, event: ReceivedEvent, *, now: Any) -> None:
+        obj = event.data.get("data", {}).get("object")
+        if mirror.mirrorable(obj):
+            mirror.apply_object(
+                conn,
+                obj,
+                account=event.account,
+                livemode=event.livemode,
+                created=event.created,
+                event_type=event.type,
+                event_id=event.id,
+                now=now,
+            )
+        for handler in self.app.handlers_for(event.type):
+            result = handler(event)
+            if result is not None and asyncio.iscoroutine(result):
+                self._run_async(cast(Awaitable[None], result))
+
+    def _run_async(self, awaitable: Awaitable[None]) -> None:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        self._loop.run_until_complete(awaitable)
+
+    # -- PostgreSQL LISTEN -------------------------------------------------
+
+    def _listen_forever(self) -> None:
+        import psycopg
+
+        url = self.app.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True, connect_timeout=3) as pg:
+                    pg.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    failures = 0
+                    while not self._stop.is_set():
+                        for _ in pg.notifies(timeout=1.0, stop_after=1):
+                            self._wake.set()
+            except psycopg.Error:
+                failures += 1
+                self._stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)))
