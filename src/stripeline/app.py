@@ -144,6 +144,10 @@ class Stripeline:
             self._settings = load_settings(**self._overrides)
         return self._settings
 
+    def use_settings(self, settings: Settings) -> None:
+        """Replace the settings (before the app starts serving)."""
+        self._settings = settings
+
     @property
     def engine(self) -> Engine:
         if self._engine is None:
