@@ -1,0 +1,445 @@
+"""Catch-up: list ``/v1/events`` and insert what the inbox lacks.
+
+Webhooks are the fast path; catch-up is the safety net for deliveries that
+never came (an outage of ours, a disabled endpoint, a lost network). It pages
+the Events API **oldest first** from a cursor saved in ``stripeline_cursors``
+(name ``events``) and stores each event it does not hold yet with source
+``catch-up``, exactly as the webhook route would. Each page is written in one
+transaction together with the cursor that follows it, so an interruption
+loses nothing and repeats nothing.
+
+Stripe lists newest first; walking forward means ``ending_before=<cursor>``,
+whose page holds the events just newer than the cursor (still newest first,
+so each page is reversed). On a first run there is no cursor: the walk goes
+back (``starting_after``, filtered by ``created[gte]`` when ``since`` is
+given) to the oldest page, and forward from there. Stripe keeps events for
+30 days, so a cursor older than 25 days is warned about; a cursor Stripe no
+longer knows restarts the walk from the cursor's time (already stored events
+are skipped, not stored twice).
+
+``run_catch_up_forever`` (and ``run_catch_up_forever_async``) repeat this in
+the background for ``stripeline serve``: they never raise, and when Stripe
+or the database is unreachable they log, back off with jitter and try again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import stripe
+from sqlalchemy import Connection, Engine, Table, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+
+from stripeline import inbox
+from stripeline.core.envelope import parse_envelope
+from stripeline.db import connect
+from stripeline.db.models import Cursor
+from stripeline.errors import EnvelopeError, StripeAPIError, StripeInvalidRequestError
+from stripeline.gateway import stripe_errors
+from stripeline.log import get_logger
+from stripeline.settings import Mode
+
+#: The name of catch-up's row in ``stripeline_cursors``.
+CURSOR_NAME = "events"
+#: Events per request (Stripe's maximum).
+PAGE_SIZE = 100
+#: How long Stripe keeps events.
+EVENT_RETENTION = timedelta(days=30)
+#: A cursor older than this is close to falling out of Stripe's retention.
+CURSOR_WARN_AGE = timedelta(days=25)
+#: Seconds between two catch-ups when all is well (webhooks do the real-time work).
+DEFAULT_INTERVAL = 300.0
+#: First and largest wait after a failed catch-up (doubling, with jitter).
+DEFAULT_BACKOFF_INITIAL = 5.0
+DEFAULT_BACKOFF_MAX = 600.0
+#: A key for ``pg_try_advisory_lock``: one catch-up at a time per database.
+_ADVISORY_LOCK_KEY = 0x5354_4C43  # "STLC"
+
+cursors = cast(Table, Cursor.__table__)
+log = get_logger("stripeline.sync")
+
+
+@dataclass(frozen=True, slots=True)
+class CatchUpResult:
+    """What one catch-up did."""
+
+    #: Pages fetched from ``/v1/events`` (the backward walk of a first run included).
+    pages: int
+    #: Events listed in the pages stored.
+    seen: int
+    #: Events new to the inbox, stored with source ``catch-up``.
+    inserted: int
+    #: Of those, events of the other mode (test vs live), stored as ``ignored``.
+    ignored: int
+    #: The cursor after this run: the newest event listed so far, and its ``created``.
+    cursor: str | None
+    cursor_created: int | None
+    #: The saved cursor was older than ``CURSOR_WARN_AGE`` when the run began.
+    cursor_was_old: bool = False
+    #: Another process held the catch-up lock (PostgreSQL); nothing was done.
+    skipped: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "pages": self.pages,
+            "seen": self.seen,
+            "inserted": self.inserted,
+            "ignored": self.ignored,
+            "cursor": self.cursor,
+            "cursor_created": self.cursor_created,
+            "cursor_was_old": self.cursor_was_old,
+            "skipped": self.skipped,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SavedCursor:
+    event_id: str
+    created: int | None
+    updated_at: datetime
+
+
+def read_cursor(conn: Connection, name: str = CURSOR_NAME) -> SavedCursor | None:
+    """The saved position of catch-up, if any."""
+    row = conn.execute(
+        select(cursors.c.value, cursors.c.position_time, cursors.c.updated_at).where(
+            cursors.c.name == name
+        )
+    ).first()
+    return None if row is None else SavedCursor(row.value, row.position_time, row.updated_at)
+
+
+def save_cursor(
+    conn: Connection, event_id: str, created: int, *, now: datetime, name: str = CURSOR_NAME
+) -> None:
+    """Set the cursor (in the caller's transaction, with the page it follows)."""
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = insert(cursors).values(name=name, value=event_id, position_time=created, updated_at=now)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[cursors.c.name],
+            set_={"value": event_id, "position_time": created, "updated_at": now},
+        )
+    )
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _page(client: stripe.StripeClient, params: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+    """One page of ``/v1/events`` as Stripe sent it: raw dicts, newest first."""
+    with stripe_errors():
+        listing = client.v1.events.list(params)  # type: ignore[arg-type]
+    response = listing.last_response
+    body = response.data if response is not None else None
+    if isinstance(body, dict) and isinstance(body.get("data"), list):
+        items = [item for item in body["data"] if isinstance(item, dict)]
+    else:  # pragma: no cover - the SDK always keeps the response it parsed
+        items = [event.to_dict(for_json=True) for event in listing.data]
+    return items, bool(listing.has_more)
+
+
+def _oldest_page(
+    client: stripe.StripeClient, *, since: int | None, page_size: int
+) -> tuple[list[dict[str, Any]], int]:
+    """Walk back to the oldest page (first run); return it and the pages fetched."""
+    params: dict[str, Any] = {"limit": page_size}
+    if since is not None:
+        params["created"] = {"gte": since}
+    pages = 0
+    page: list[dict[str, Any]] = []
+    while True:
+        items, has_more = _page(client, params)
+        pages += 1
+        if items:
+            page = items
+        if not has_more or not items:
+            return page, pages
+        params["starting_after"] = items[-1]["id"]
+
+
+def _store_page(
+    engine: Engine,
+    items: list[dict[str, Any]],
+    *,
+    livemode: bool,
+    now: datetime,
+) -> tuple[int, int]:
+    """Store a page's events the inbox lacks and advance the cursor, in one
+    transaction. ``items`` is newest first, as listed. Returns (inserted, ignored)."""
+    oldest_first = list(reversed(items))
+    incoming: list[inbox.IncomingEvent] = []
+    for item in oldest_first:
+        try:
+            envelope, _ = parse_envelope(item)
+        except EnvelopeError as exc:
+            log.warning(
+                "catch-up skipped an event that is not a snapshot event",
+                action="catch_up_event_skipped",
+                event_id=item.get("id"),
+                reason=exc.reason,
+            )
+            continue
+        incoming.append(
+            inbox.IncomingEvent(
+                envelope=envelope,
+                payload=json.dumps(item, separators=(",", ":")).encode(),
+                source="catch-up",
+                received_at=now,
+                status="pending" if envelope.livemode == livemode else "ignored",
+            )
+        )
+    newest = items[0]
+    with connect(engine) as conn:
+        known = inbox.known_ids(conn, [item.envelope.id for item in incoming])
+        new = [item for item in incoming if item.envelope.id not in known]
+        if new:
+            inbox.store(conn, new)
+        save_cursor(conn, str(newest["id"]), int(newest["created"]), now=now)
+    for item in new:
+        if item.status == "ignored":
+            log.warning(
+                "event of the other mode stored as ignored",
+                action="catch_up_event_ignored",
+                event_id=item.envelope.id,
+                event_type=item.envelope.type,
+            )
+    return len(new), sum(1 for item in new if item.status == "ignored")
+
+
+@contextmanager
+def _single_runner(engine: Engine) -> Iterator[bool]:
+    """On PostgreSQL, hold an advisory lock so that one catch-up runs at a time
+    however many ``serve`` processes there are; yields False when another has it.
+    (SQLite serialises writers already; two runs would only skip known events.)"""
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    with engine.connect() as conn:
+        got = bool(
+            conn.execute(
+                text("SELECT pg_try_advisory_lock(:key)"), {"key": _ADVISORY_LOCK_KEY}
+            ).scalar_one()
+        )
+        conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": _ADVISORY_LOCK_KEY})
+                conn.commit()
+
+
+def catch_up(
+    engine: Engine,
+    client: stripe.StripeClient,
+    *,
+    mode: Mode,
+    since: int | datetime | None = None,
+    now: datetime | None = None,
+    page_size: int = PAGE_SIZE,
+) -> CatchUpResult:
+    """List ``/v1/events`` from the saved cursor, oldest first, and store what
+    the inbox lacks (source ``catch-up``; events whose mode is not ``mode``
+    are stored ``ignored``). ``since`` (Unix time or aware datetime) bounds a
+    first run, when no cursor is saved; without it a first run takes every
+    event Stripe still keeps. ``now`` fixes the clock (tests).
+
+    Raises:
+        StripeAPIError: Stripe answered with an error or could not be reached;
+            every page stored before that is kept, cursor included.
+        sqlalchemy.exc.SQLAlchemyError: the database failed.
+    """
+    if not 1 <= page_size <= PAGE_SIZE:
+        raise ValueError(f"page_size must be between 1 and {PAGE_SIZE}")
+    since_ts = int(since.timestamp()) if isinstance(since, datetime) else since
+    livemode = mode == "live"
+
+    def clock() -> datetime:
+        return now or _utcnow()
+
+    with _single_runner(engine) as runner:
+        if not runner:
+            log.info("another process is catching up", action="catch_up_skipped")
+            return CatchUpResult(0, 0, 0, 0, None, None, skipped=True)
+        with connect(engine, readonly=True) as conn:
+            saved = read_cursor(conn)
+        pages = seen = inserted = ignored = 0
+        cursor = saved.event_id if saved else None
+        cursor_created = saved.created if saved else None
+        cursor_was_old = False
+        if saved is not None and saved.created is not None:
+            age = clock() - datetime.fromtimestamp(saved.created, UTC)
+            if age > CURSOR_WARN_AGE:
+                cursor_was_old = True
+                log.warning(
+                    "catch-up cursor is close to Stripe's 30-day event retention",
+                    action="catch_up_cursor_old",
+                    cursor=cursor,
+                    age_days=round(age.total_seconds() / 86400, 1),
+                )
+
+        def take(items: list[dict[str, Any]]) -> None:
+            nonlocal seen, inserted, ignored, cursor, cursor_created
+            added, other_mode = _store_page(engine, items, livemode=livemode, now=clock())
+            seen += len(items)
+            inserted += added
+            ignored += other_mode
+            cursor, cursor_created = str(items[0]["id"]), int(items[0]["created"])
+            log.info(
+                "catch-up page stored",
+                action="catch_up_page",
+                listed=len(items),
+                inserted=added,
+                cursor=cursor,
+            )
+
+        if cursor is None:
+            first, fetched = _oldest_page(client, since=since_ts, page_size=page_size)
+            pages += fetched
+            if first:
+                take(first)
+        while cursor is not None:
+            try:
+                items, has_more = _page(client, {"limit": page_size, "ending_before": cursor})
+            except StripeInvalidRequestError as exc:
+                if exc.param != "ending_before" and exc.code != "resource_missing":
+                    raise
+                # The cursor's event is gone (past retention): restart from its time.
+                log.warning(
+                    "catch-up cursor is no longer known to Stripe; restarting from its time",
+                    action="catch_up_cursor_lost",
+                    cursor=cursor,
+                )
+                first, fetched = _oldest_page(client, since=cursor_created, page_size=page_size)
+                pages += fetched
+                if not first:
+                    break
+                take(first)
+                continue
+            pages += 1
+            if items:
+                take(items)
+            if not has_more or not items:
+                break
+        result = CatchUpResult(
+            pages=pages,
+            seen=seen,
+            inserted=inserted,
+            ignored=ignored,
+            cursor=cursor,
+            cursor_created=cursor_created,
+            cursor_was_old=cursor_was_old,
+        )
+        log.info("catch-up done", action="catch_up_done", **result.to_json())
+        return result
+
+
+def next_backoff(
+    failures: int,
+    *,
+    initial: float = DEFAULT_BACKOFF_INITIAL,
+    maximum: float = DEFAULT_BACKOFF_MAX,
+) -> float:
+    """Seconds to wait after ``failures`` consecutive failures: doubling from
+    ``initial`` up to ``maximum``, spread over its upper half (jitter) so that
+    many processes do not come back at once."""
+    base = min(maximum, initial * 2.0 ** max(0, failures - 1))
+    return base * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+
+
+def _attempt(run: Callable[[], CatchUpResult], failures: int) -> tuple[CatchUpResult | None, int]:
+    """One catch-up that never raises; returns its result (None on failure)
+    and the new count of consecutive failures."""
+    try:
+        return run(), 0
+    except StripeAPIError as exc:
+        log.warning(
+            "catch-up failed: Stripe did not answer as expected; will retry",
+            action="catch_up_failed",
+            error=repr(exc),
+            retryable=exc.retryable,
+            failures=failures + 1,
+        )
+    except Exception as exc:
+        # The database, most likely; serve must keep running and retry.
+        log.error(
+            "catch-up failed; will retry",
+            action="catch_up_failed",
+            error=f"{type(exc).__name__}: {str(exc)[:500]}",
+            failures=failures + 1,
+        )
+    return None, failures + 1
+
+
+def run_catch_up_forever(
+    engine: Engine,
+    client: stripe.StripeClient,
+    *,
+    mode: Mode,
+    stop: threading.Event,
+    since: int | datetime | None = None,
+    interval: float = DEFAULT_INTERVAL,
+    backoff_initial: float = DEFAULT_BACKOFF_INITIAL,
+    backoff_max: float = DEFAULT_BACKOFF_MAX,
+) -> None:
+    """Catch up now and every ``interval`` seconds until ``stop`` is set.
+
+    Meant for a background thread of ``stripeline serve``. Never raises: a
+    failure (Stripe or the database unreachable) is logged and retried after
+    ``next_backoff``.
+    """
+    failures = 0
+    log.info("catch-up loop started", action="catch_up_loop_started", interval=interval)
+    while not stop.is_set():
+        result, failures = _attempt(
+            lambda: catch_up(engine, client, mode=mode, since=since), failures
+        )
+        delay = (
+            interval
+            if result is not None
+            else next_backoff(failures, initial=backoff_initial, maximum=backoff_max)
+        )
+        stop.wait(delay)
+    log.info("catch-up loop stopped", action="catch_up_loop_stopped")
+
+
+async def run_catch_up_forever_async(
+    engine: Engine,
+    client: stripe.StripeClient,
+    *,
+    mode: Mode,
+    since: int | datetime | None = None,
+    interval: float = DEFAULT_INTERVAL,
+    backoff_initial: float = DEFAULT_BACKOFF_INITIAL,
+    backoff_max: float = DEFAULT_BACKOFF_MAX,
+) -> None:
+    """``run_catch_up_forever`` as an asyncio task; cancel the task to stop it.
+
+    Each catch-up runs in a worker thread (the SDK and the database calls
+    block), so the event loop keeps serving webhooks meanwhile.
+    """
+    failures = 0
+    log.info("catch-up loop started", action="catch_up_loop_started", interval=interval)
+    try:
+        while True:
+            result, failures = await asyncio.to_thread(
+                _attempt, lambda: catch_up(engine, client, mode=mode, since=since), failures
+            )
+            delay = (
+                interval
+                if result is not None
+                else next_backoff(failures, initial=backoff_initial, maximum=backoff_max)
+            )
+            await asyncio.sleep(delay)
+    finally:
+        log.info("catch-up loop stopped", action="catch_up_loop_stopped")
