@@ -202,3 +202,6 @@ def run(argv: list[str] | None = None) -> Any:  # pragma: no cover - thin wrappe
 
 # -- commands defined in their own modules ------------------------------------
 # (each registers one click command; keep this list sorted)
+from stripeline.sandbox.cli import sandbox as _sandbox  # noqa: E402 - registered last
+
+main.add_command(_sandbox)

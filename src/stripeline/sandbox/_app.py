@@ -1,0 +1,27 @@
+"""The modules whose routes make up the sandbox API.
+
+A new resource is a new module that registers its routes with
+``stripeline.sandbox._routes.route``; add it here.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+RESOURCE_MODULES: tuple[str, ...] = (
+    "stripeline.sandbox._controls",
+    "stripeline.sandbox._events",
+    "stripeline.sandbox._webhook_endpoints",
+    "stripeline.sandbox._customers",
+)
+
+_loaded = False
+
+
+def load_routes() -> None:
+    """Import every resource module once (each registers its routes)."""
+    global _loaded
+    if not _loaded:
+        for name in RESOURCE_MODULES:
+            importlib.import_module(name)
+        _loaded = True

@@ -1,0 +1,122 @@
+"""Sandbox-only controls under ``/_sandbox/…`` (authenticated by the account's key).
+
+They act on the calling key's account (the clock is the sandbox's own) and
+are never subject to faults, rate limits or idempotency. ``Sandbox`` offers
+the same as Python methods.
+"""
+
+from __future__ import annotations
+
+from stripeline.sandbox._delivery import DeliveryMode
+from stripeline.sandbox._errors import invalid
+from stripeline.sandbox._faults import KINDS, Fault
+from stripeline.sandbox._routes import Request, as_bool, as_int, route
+from stripeline.sandbox._state import Account, Obj
+
+
+def fault_from_params(request: Request) -> Fault:
+    params = request.params
+    kind = str(request.param("kind"))
+    if kind not in KINDS:
+        raise invalid(f"kind must be one of {', '.join(KINDS)}", param="kind")
+    after = params.get("after_commit")
+    should_retry = params.get("should_retry")
+    try:
+        return Fault(
+            kind=kind,
+            count=as_int(params.get("count", 1), "count", minimum=1),
+            path=params.get("path") or None,
+            method=params.get("method") or None,
+            after_commit=(
+                as_bool(after, "after_commit")
+                if after is not None
+                else kind in ("timeout", "disconnect")
+            ),
+            status=as_int(params["status"], "status") if params.get("status") else None,
+            should_retry=None if should_retry is None else as_bool(should_retry, "should_retry"),
+            delay=float(params.get("delay", 30.0)),
+        )
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
+
+
+def _faults(account: Account) -> Obj:
+    return {
+        "object": "list",
+        "data": [
+            {"kind": f.kind, "count": f.count, "path": f.path, "method": f.method}
+            for f in account.faults
+        ],
+    }
+
+
+@route("POST", "/_sandbox/faults", control=True)
+def add_fault(request: Request) -> Obj:
+    request.account.faults.append(fault_from_params(request))
+    return _faults(request.account)
+
+
+@route("DELETE", "/_sandbox/faults", control=True)
+def clear_faults(request: Request) -> Obj:
+    request.account.faults.clear()
+    return _faults(request.account)
+
+
+@route("POST", "/_sandbox/rate_limit", control=True)
+def set_rate_limit(request: Request) -> Obj:
+    per_second = as_int(request.params.get("per_second", 0), "per_second", minimum=0)
+    request.account.rate_limit = float(per_second)
+    return {"per_second": per_second}
+
+
+@route("POST", "/_sandbox/delivery", control=True)
+def set_delivery(request: Request) -> Obj:
+    params = request.params
+    mode = DeliveryMode(
+        duplicate=as_int(params.get("duplicate", 1), "duplicate", minimum=1),
+        delay=float(params.get("delay", 0.0)),
+        hold=as_bool(params.get("hold", "false"), "hold"),
+    )
+    request.account.delivery = mode
+    return {"duplicate": mode.duplicate, "delay": mode.delay, "hold": mode.hold}
+
+
+@route("POST", "/_sandbox/delivery/flush", control=True)
+def flush_delivery(request: Request) -> Obj:
+    order = str(request.params.get("order", "fifo"))
+    if order not in ("fifo", "reverse", "shuffle"):
+        raise invalid("order must be fifo, reverse or shuffle", param="order")
+    seed = request.params.get("seed")
+    released = request.world.deliverer.flush(
+        request.account, order, None if seed is None else as_int(seed, "seed")
+    )
+    return {"released": released}
+
+
+@route("GET", "/_sandbox/delivery/attempts", control=True)
+def list_attempts(request: Request) -> Obj:
+    return {
+        "object": "list",
+        "data": [
+            {
+                "event": a.event_id,
+                "type": a.event_type,
+                "webhook_endpoint": a.endpoint_id,
+                "attempt": a.attempt,
+                "status": a.status,
+                "error": a.error,
+            }
+            for a in request.account.attempts
+        ],
+    }
+
+
+@route("GET", "/_sandbox/clock", control=True)
+def get_clock(request: Request) -> Obj:
+    return {"now": request.now()}
+
+
+@route("POST", "/_sandbox/clock/advance", control=True)
+def advance_clock(request: Request) -> Obj:
+    seconds = as_int(request.param("seconds"), "seconds", minimum=0)
+    return {"now": request.world.clock.advance(seconds)}
