@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stripeline.app import ReceivedEvent, Stripeline
 from stripeline.errors import (
     ConfigError,
     DatabaseUnavailable,
@@ -19,8 +20,10 @@ __all__ = [
     "DatabaseUnavailable",
     "EnvelopeError",
     "HandlerError",
+    "ReceivedEvent",
     "Settings",
     "SignatureError",
+    "Stripeline",
     "StripelineError",
     "__version__",
     "load_settings",

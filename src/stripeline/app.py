@@ -49,8 +49,9 @@ def take_once(conn: Connection, key: str, *, event_id: str | None, now: datetime
         insert(once_keys)
         .values(key=key, event_id=event_id, created_at=now)
         .on_conflict_do_nothing(index_elements=[once_keys.c.key])
+        .returning(once_keys.c.key)
     )
-    return conn.execute(stmt).rowcount == 1
+    return conn.execute(stmt).first() is not None
 
 
 @dataclass
@@ -86,7 +87,7 @@ class ReceivedEvent:
         writes through it commits together with the event's ``processed``
         mark, or not at all."""
         if self._session is None:
-            self._session = Session(bind=self._connection)
+            self._session = Session(bind=self._connection, join_transaction_mode="create_savepoint")
         return self._session
 
     @property
@@ -109,7 +110,9 @@ class ReceivedEvent:
 
     def _finish(self) -> None:
         if self._session is not None:
-            self._session.flush()
+            # Joined to the event's transaction: this commit ends the session's
+            # part (its SAVEPOINT, if any); the event's transaction commits later.
+            self._session.commit()
             self._session.close()
             self._session = None
 

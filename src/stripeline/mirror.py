@@ -96,8 +96,8 @@ def apply_object(
             "updated_at": ex.updated_at,
         },
         where=newer,
-    )
-    return conn.execute(stmt).rowcount == 1
+    ).returning(objects.c.id)
+    return conn.execute(stmt).first() is not None
 
 
 def get_object(

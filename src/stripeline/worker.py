@@ -116,20 +116,27 @@ class Worker:
                     self._wake.wait(self._idle_wait())
                     self._wake.clear()
         finally:
-            if self._loop is not None:
-                self._loop.close()
-                self._loop = None
+            self.close()
             log.info("worker_stopped", action="worker_stopped", worker=self.id)
+
+    def close(self) -> None:
+        """Release what the worker holds (the event loop of async handlers)."""
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
 
     def drain(self, *, timeout: float = 30.0) -> int:
         """Process until nothing is due (tests, one-off runs); return how many."""
         deadline = time.monotonic() + timeout
         total = 0
-        while time.monotonic() < deadline:
-            done = self.run_once()
-            if done == 0:
-                return total
-            total += done
+        try:
+            while time.monotonic() < deadline:
+                done = self.run_once()
+                if done == 0:
+                    return total
+                total += done
+        finally:
+            self.close()
         raise TimeoutError(f"inbox not drained within {timeout} s")
 
     def _idle_wait(self) -> float:
@@ -189,7 +196,6 @@ class Worker:
             )
             error = "lease expired"
         else:
-            event: ReceivedEvent | None = None
             try:
                 with conn.begin_nested():
                     if not inbox.own(conn, claimed.id, self.id):
@@ -209,12 +215,15 @@ class Worker:
                         attempt=claimed.attempts,
                         _connection=conn,
                     )
-                    self._apply(conn, event, now=started_at)
-                    event._finish()
+                    try:
+                        self._apply(conn, event, now=started_at)
+                        event._finish()
+                    except BaseException:
+                        # Close the handler's session before its SAVEPOINT goes.
+                        event._discard()
+                        raise
                     inbox.mark_processed(conn, claimed.id, now=inbox.utcnow())
             except Exception as exc:
-                if event is not None:
-                    event._discard()
                 error = f"{type(exc).__name__}: {exc}"
                 tb = traceback.format_exc()
                 outcome = inbox.mark_failed(
