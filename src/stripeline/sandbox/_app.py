@@ -13,6 +13,12 @@ RESOURCE_MODULES: tuple[str, ...] = (
     "stripeline.sandbox._events",
     "stripeline.sandbox._webhook_endpoints",
     "stripeline.sandbox._customers",
+    "stripeline.sandbox._payment_methods",
+    "stripeline.sandbox._setup_intents",
+    "stripeline.sandbox._payment_intents",
+    "stripeline.sandbox._charges",
+    "stripeline.sandbox._refunds",
+    "stripeline.sandbox._disputes",
 )
 
 _loaded = False
