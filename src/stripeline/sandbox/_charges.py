@@ -88,6 +88,7 @@ def new_charge(
                 "overcapture": {"maximum_amount_capturable": amount, "status": "unavailable"},
                 "regulated_status": "unregulated",
                 "three_d_secure": None,
+                "transaction_link_id": None,
                 "wallet": None,
             },
             "type": "card",
