@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import threading
 import time
@@ -13,10 +14,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import stripe
+import structlog
+from click.testing import CliRunner, Result
 from sqlalchemy import Engine, select, text
+from stripe._http_client import HTTPClient
 from structlog.testing import capture_logs
 
 from stripeline import inbox
+from stripeline.cli import main
 from stripeline.core.envelope import parse_envelope
 from stripeline.db import connect
 from stripeline.errors import StripeRateLimitError
@@ -337,3 +342,79 @@ def test_async_loop_runs_until_cancelled(engine: Engine, client: stripe.StripeCl
 
     asyncio.run(scenario())
     assert len(_rows(engine)) == len(_stripe_events(client))
+
+
+# -- stripeline sync events ---------------------------------------------------
+
+
+@pytest.fixture
+def sync_cli(
+    database_url: str, sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Engine]:
+    from stripeline.db import make_engine
+
+    monkeypatch.setenv("STRIPELINE_DATABASE_URL", database_url)
+    monkeypatch.setenv("STRIPE_SECRET_KEY", sandbox.secret_key)
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", sandbox.webhook_secret)
+    monkeypatch.setenv("STRIPELINE_STRIPE_API_BASE", sandbox.url)
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+    # The command configured logging to the runner's (now closed) stderr.
+    structlog.reset_defaults()
+
+
+def _sync(*args: str) -> Result:
+    return CliRunner().invoke(main, ["sync", "events", *args])
+
+
+def test_sync_events_command(sync_cli: Engine, client: stripe.StripeClient) -> None:
+    _make_events(client, 3)
+    expected = _stripe_events(client)
+
+    result = _sync()
+    assert result.exit_code == 0, result.output
+    assert f"caught up: {len(expected)} new events stored" in result.stdout
+    assert f"cursor: {expected[-1]}" in result.stdout
+    assert _delivery_order(sync_cli) == expected
+
+    again = _sync("--json", "--since", "2026-01-01T00:00:00Z")
+    assert again.exit_code == 0, again.output
+    doc = json.loads(again.stdout)
+    assert (doc["inserted"], doc["cursor"]) == (0, expected[-1])
+
+
+def test_sync_events_since_on_a_first_run(
+    sync_cli: Engine, sandbox: Sandbox, client: stripe.StripeClient
+) -> None:
+    _make_events(client, 2)
+    old = set(_stripe_events(client))
+    since = sandbox.advance_clock(7200) - 10
+    _make_events(client, 1)
+    recent = [e for e in _stripe_events(client) if e not in old]
+    iso_since = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    result = _sync("--since", iso_since)
+    assert result.exit_code == 0, result.output
+    assert _delivery_order(sync_cli) == recent
+
+
+def test_sync_events_rejects_a_bad_since(sync_cli: Engine) -> None:
+    result = _sync("--since", "last tuesday")
+    assert result.exit_code == 2
+    assert "neither Unix seconds nor an ISO date" in result.output
+
+
+def test_sync_events_when_stripe_is_down(sync_cli: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(HTTPClient, "INITIAL_DELAY", 0.001)
+    monkeypatch.setenv("STRIPELINE_STRIPE_API_BASE", f"http://127.0.0.1:{_closed_port()}")
+    result = _sync()
+    assert result.exit_code == 1
+    assert "Stripe:" in result.stderr and "StripeConnectionError" in result.stderr
+    assert os.environ["STRIPE_SECRET_KEY"] not in result.output
+
+
+def test_sync_events_needs_a_key(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRIPELINE_DATABASE_URL", sqlite_url)
+    result = _sync()
+    assert result.exit_code == 2
+    assert "STRIPE_SECRET_KEY" in result.stderr

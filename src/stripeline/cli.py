@@ -202,6 +202,12 @@ def run(argv: list[str] | None = None) -> Any:  # pragma: no cover - thin wrappe
 
 # -- commands defined in their own modules ------------------------------------
 # (each registers one click command; keep this list sorted)
+from stripeline.commands.doctor import doctor as _doctor  # noqa: E402
+from stripeline.commands.events import events as _events  # noqa: E402
+from stripeline.commands.sync import sync as _sync  # noqa: E402
 from stripeline.sandbox.cli import sandbox as _sandbox  # noqa: E402 - registered last
 
+main.add_command(_doctor)
+main.add_command(_events)
 main.add_command(_sandbox)
+main.add_command(_sync)

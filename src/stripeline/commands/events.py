@@ -1,0 +1,222 @@
+"""``stripeline events``: look at the inbox and act on its events."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import click
+from rich.table import Table
+
+from stripeline import inbox
+from stripeline.commands._common import (
+    console,
+    database,
+    fail,
+    iso,
+    load_settings_or_exit,
+)
+from stripeline.db import connect
+
+#: Statuses ``events retry`` acts on.
+RETRYABLE = ("failed", "dead")
+_STATUS_STYLE = {
+    "pending": "cyan",
+    "processing": "blue",
+    "processed": "green",
+    "failed": "yellow",
+    "dead": "bold red",
+    "ignored": "dim",
+}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def _status(status: str) -> str:
+    style = _STATUS_STYLE.get(status, "")
+    return f"[{style}]{status}[/]" if style else status
+
+
+@click.group()
+def events() -> None:
+    """Look at the inbox and act on its events."""
+
+
+@events.command("list")
+@click.option("--status", type=click.Choice(inbox.STATUSES), help="Only events in this status.")
+@click.option("--type", "event_type", metavar="TYPE", help="An event type, or a prefix: invoice.*")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 100_000),
+    default=50,
+    show_default=True,
+    help="At most this many.",
+)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array, for scripts.")
+def list_events(status: str | None, event_type: str | None, limit: int, as_json: bool) -> None:
+    """List events, newest received first."""
+    settings = load_settings_or_exit()
+    with database(settings) as engine, connect(engine, readonly=True) as conn:
+        rows = inbox.list_events(conn, status=status, type=event_type, limit=limit)
+    if as_json:
+        click.echo(json.dumps([row.to_json() for row in rows], indent=2))
+        return
+    out = console()
+    if not rows:
+        out.print("no events match")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in ("id", "type", "status", "attempts", "deliveries", "source", "created", "received"):
+        table.add_column(name, no_wrap=name in ("id", "type"))
+    for row in rows:
+        table.add_row(
+            row.id,
+            row.type,
+            _status(row.status),
+            str(row.attempts),
+            str(row.deliveries),
+            row.source,
+            iso(row.created),
+            iso(row.received_at),
+        )
+    out.print(table)
+    if len(rows) == limit:
+        out.print(f"[dim]showing the newest {limit}; use --limit for more[/]")
+
+
+def _payload(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+
+
+@events.command()
+@click.argument("event_id")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object, for scripts.")
+def show(event_id: str, as_json: bool) -> None:
+    """Show one event: its state, payload, deliveries, attempts and last error."""
+    settings = load_settings_or_exit()
+    with database(settings) as engine, connect(engine, readonly=True) as conn:
+        detail = inbox.get_event(conn, event_id)
+    if detail is None:
+        fail(f"no event {event_id} in the inbox")
+    summary = detail.summary
+    if as_json:
+        doc = {
+            **summary.to_json(),
+            "processed_at": _jsonable(detail.processed_at),
+            "last_traceback": detail.last_traceback,
+            "payload": _payload(detail.payload),
+            "delivery_log": [{k: _jsonable(v) for k, v in d.items()} for d in detail.deliveries],
+            "attempt_log": [{k: _jsonable(v) for k, v in a.items()} for a in detail.attempts],
+        }
+        click.echo(json.dumps(doc, indent=2))
+        return
+    out = console()
+    out.print(f"[bold]{summary.id}[/]  {summary.type}  {_status(summary.status)}")
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="dim")
+    facts.add_column()
+    facts.add_row("created", iso(summary.created))
+    facts.add_row("received", iso(summary.received_at))
+    facts.add_row("source", summary.source)
+    facts.add_row("account", summary.account or "(platform)")
+    facts.add_row("livemode", str(summary.livemode).lower())
+    facts.add_row("attempts", str(summary.attempts))
+    facts.add_row("deliveries", str(summary.deliveries))
+    if summary.next_attempt_at is not None:
+        label = "lease until" if summary.status == "processing" else "next attempt"
+        facts.add_row(label, iso(summary.next_attempt_at))
+    if detail.processed_at is not None:
+        facts.add_row("processed", iso(detail.processed_at))
+    out.print(facts)
+    if summary.last_error:
+        out.print("\n[bold red]last error[/]")
+        out.print(summary.last_error, markup=False)
+    if detail.last_traceback:
+        out.print("\n[bold]traceback[/]")
+        out.print(detail.last_traceback, markup=False)
+    out.print("\n[bold]deliveries[/]")
+    deliveries = Table(box=None, header_style="dim", pad_edge=False)
+    for name in ("#", "received", "source", "signed at"):
+        deliveries.add_column(name)
+    for number, delivery in enumerate(detail.deliveries, start=1):
+        signed = delivery.get("signed_at")
+        deliveries.add_row(
+            str(number),
+            iso(delivery["received_at"]),
+            str(delivery["source"]),
+            iso(int(signed)) if signed is not None else "",
+        )
+    out.print(deliveries)
+    out.print("\n[bold]attempts[/]")
+    if not detail.attempts:
+        out.print("none yet")
+    else:
+        attempts = Table(box=None, header_style="dim", pad_edge=False)
+        for name in ("#", "worker", "started", "finished", "outcome", "error"):
+            attempts.add_column(name)
+        for attempt in detail.attempts:
+            attempts.add_row(
+                str(attempt["number"]),
+                str(attempt["worker"]),
+                iso(attempt["started_at"]),
+                iso(attempt["finished_at"]),
+                _status(str(attempt["outcome"])),
+                (attempt["error"] or "").splitlines()[0] if attempt["error"] else "",
+            )
+        out.print(attempts)
+    out.print("\n[bold]payload[/]")
+    payload = _payload(detail.payload)
+    if isinstance(payload, str):
+        out.print(payload, markup=False)
+    else:
+        out.print_json(data=payload)
+
+
+@events.command()
+@click.argument("event_id", required=False)
+@click.option("--dead", is_flag=True, help="Every dead event.")
+def retry(event_id: str | None, dead: bool) -> None:
+    """Process a failed or dead event again now, with a fresh attempt budget."""
+    if (event_id is None) == (not dead):
+        raise click.UsageError("give one EVENT_ID or --dead")
+    settings = load_settings_or_exit()
+    with database(settings) as engine, connect(engine) as conn:
+        if event_id is None:
+            count = inbox.retry(conn, dead=True)
+            click.echo(f"{count} dead event{'s' if count != 1 else ''} scheduled for a new attempt")
+            return
+        detail = inbox.get_event(conn, event_id)
+        if detail is None:
+            fail(f"no event {event_id} in the inbox")
+        status = detail.summary.status
+        if status not in RETRYABLE:
+            fail(
+                f"{event_id} is {status}: only failed or dead events are retried "
+                f"(`stripeline events replay {event_id}` processes any event again)"
+            )
+        inbox.retry(conn, event_id=event_id)
+    click.echo(f"{event_id} scheduled for a new attempt (was {status})")
+
+
+@events.command()
+@click.argument("event_id")
+def replay(event_id: str) -> None:
+    """Process an event again, whatever its status (handlers run again)."""
+    settings = load_settings_or_exit()
+    with database(settings) as engine, connect(engine) as conn:
+        detail = inbox.get_event(conn, event_id)
+        if detail is None:
+            fail(f"no event {event_id} in the inbox")
+        if detail.summary.status == "processing" or not inbox.replay(conn, event_id):
+            fail(f"{event_id} is being processed by a worker right now; try again when it is done")
+    click.echo(f"{event_id} will be processed again (was {detail.summary.status})")
