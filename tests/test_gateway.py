@@ -115,10 +115,10 @@ def test_client_talks_to_the_configured_base_with_the_sdk_version(
     assert request["headers"]["Stripe-Version"] == stripe.api_version
 
 
-def test_api_key_argument_overrides_the_settings(fake_stripe: FakeStripe) -> None:
+def test_arguments_override_the_settings(fake_stripe: FakeStripe) -> None:
     fake_stripe.replies = [Reply(200, {"id": "evt_123", "object": "event"})]
-    settings = load_settings(stripe_api_base=fake_stripe.url)
-    _call(make_client(settings, api_key="sk_test_fromthesandbox1"))
+    settings = load_settings(stripe_api_base="http://127.0.0.1:9")
+    _call(make_client(settings, api_key="sk_test_fromthesandbox1", api_base=fake_stripe.url))
     assert fake_stripe.requests[0]["headers"]["Authorization"] == "Bearer sk_test_fromthesandbox1"
 
 

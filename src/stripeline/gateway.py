@@ -52,12 +52,14 @@ def make_client(
     settings: Settings,
     *,
     api_key: str | None = None,
+    api_base: str | None = None,
     max_network_retries: int = DEFAULT_MAX_NETWORK_RETRIES,
 ) -> stripe.StripeClient:
     """A ``StripeClient`` for ``settings`` (the sandbox when ``stripe_api_base`` is set).
 
-    ``api_key`` overrides ``STRIPE_SECRET_KEY`` (``serve`` passes the key of
-    the sandbox it runs in-process).
+    ``api_key`` and ``api_base`` override ``STRIPE_SECRET_KEY`` and
+    ``STRIPELINE_STRIPE_API_BASE`` (``serve`` passes those of the sandbox it
+    runs in-process).
 
     Raises:
         ConfigError: there is no API key to call Stripe with.
@@ -69,7 +71,7 @@ def make_client(
         raise ConfigError("calling the Stripe API needs STRIPE_SECRET_KEY")
     if max_network_retries < 0:
         raise ValueError("max_network_retries must be >= 0")
-    base = settings.stripe_api_base.rstrip("/") if settings.stripe_api_base else None
+    base = (api_base or settings.stripe_api_base or "").rstrip("/") or None
     return stripe.StripeClient(
         key,
         stripe_version=API_VERSION,
