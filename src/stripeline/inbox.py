@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, func, select, update
+from sqlalchemy import Connection, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stripeline.core.envelope import Envelope
@@ -73,41 +73,54 @@ def _insert(conn: Connection) -> Any:
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
+_STORE_STATEMENTS: dict[str, Any] = {}
+
+
+def _store_statement(conn: Connection) -> Any:
+    """The upsert of ``store``, built once per dialect: building it per event
+    (its ``excluded`` alias above all) cost more than executing it."""
+    stmt = _STORE_STATEMENTS.get(conn.dialect.name)
+    if stmt is None:
+        base = _insert(conn)(events)
+        stmt = base.on_conflict_do_update(
+            index_elements=[events.c.id],
+            set_={
+                "deliveries": events.c.deliveries + 1,
+                "last_received_at": base.excluded.last_received_at,
+            },
+        ).returning(events.c.deliveries)
+        _STORE_STATEMENTS[conn.dialect.name] = stmt
+    return stmt
+
+
 def store(conn: Connection, items: Sequence[IncomingEvent]) -> list[bool]:
     """Insert events, or count one more delivery of those already held.
 
     Returns, per item, True when the event is new to the inbox.
     """
-    insert = _insert(conn)
+    stmt = _store_statement(conn)
     results: list[bool] = []
     for item in items:
         env = item.envelope
-        stmt = insert(events).values(
-            id=env.id,
-            type=env.type,
-            account=env.account,
-            livemode=env.livemode,
-            api_version=env.api_version,
-            created=env.created,
-            object_id=env.object_id,
-            object_type=env.object_type,
-            payload=item.payload,
-            source=item.source,
-            status=item.status,
-            attempts=0,
-            deliveries=1,
-            received_at=item.received_at,
-            last_received_at=item.received_at,
-            next_attempt_at=item.received_at if item.status == "pending" else None,
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[events.c.id],
-            set_={
-                "deliveries": events.c.deliveries + 1,
-                "last_received_at": stmt.excluded.last_received_at,
-            },
-        ).returning(events.c.deliveries)
-        results.append(conn.execute(stmt).scalar_one() == 1)
+        values = {
+            "id": env.id,
+            "type": env.type,
+            "account": env.account,
+            "livemode": env.livemode,
+            "api_version": env.api_version,
+            "created": env.created,
+            "object_id": env.object_id,
+            "object_type": env.object_type,
+            "payload": item.payload,
+            "source": item.source,
+            "status": item.status,
+            "attempts": 0,
+            "deliveries": 1,
+            "received_at": item.received_at,
+            "last_received_at": item.received_at,
+            "next_attempt_at": item.received_at if item.status == "pending" else None,
+        }
+        results.append(conn.execute(stmt, values).scalar_one() == 1)
     if conn.dialect.name == "postgresql" and any(
         new and item.status == "pending" for new, item in zip(results, items, strict=True)
     ):
@@ -177,23 +190,47 @@ def claim(
     return claimed
 
 
-def own(conn: Connection, event_id: str, worker: str) -> bool:
-    """Check that ``worker`` still holds the lease, and lock the row for this
-    transaction (PostgreSQL): a worker whose lease ran out must not finish."""
+_FINISH = (
+    update(events)
+    .where(
+        events.c.id == bindparam("event_id"),
+        events.c.lease_owner == bindparam("worker"),
+        events.c.status == "processing",
+    )
+    .values(
+        status="processed",
+        processed_at=bindparam("now"),
+        next_attempt_at=None,
+        lease_owner=None,
+        last_error=None,
+        last_traceback=None,
+    )
+)
+
+
+def finish(conn: Connection, event_id: str, *, worker: str, now: datetime) -> bool:
+    """Mark the event processed if ``worker`` still holds its lease.
+
+    Run first in the event's transaction: on PostgreSQL it also locks the row,
+    so no other worker can take the event over until this one commits or rolls
+    back; a worker whose lease ran out (and was taken over) gets False and
+    must not run the event.
+    """
+    params = {"event_id": event_id, "worker": worker, "now": now}
+    return conn.execute(_FINISH, params).rowcount == 1
+
+
+def finish_many(
+    conn: Connection, event_ids: Sequence[str], *, worker: str, now: datetime
+) -> set[str]:
+    """``finish`` for many events at once; returns the ids this worker still owned."""
     stmt = (
         update(events)
         .where(
-            events.c.id == event_id, events.c.lease_owner == worker, events.c.status == "processing"
+            events.c.id.in_(event_ids),
+            events.c.lease_owner == worker,
+            events.c.status == "processing",
         )
-        .values(lease_owner=worker)
-    )
-    return conn.execute(stmt).rowcount == 1
-
-
-def mark_processed(conn: Connection, event_id: str, *, now: datetime) -> None:
-    conn.execute(
-        update(events)
-        .where(events.c.id == event_id)
         .values(
             status="processed",
             processed_at=now,
@@ -202,7 +239,9 @@ def mark_processed(conn: Connection, event_id: str, *, now: datetime) -> None:
             last_error=None,
             last_traceback=None,
         )
+        .returning(events.c.id)
     )
+    return set(conn.execute(stmt).scalars())
 
 
 def backoff(attempt: int, schedule: Sequence[int], *, jitter: float = 0.2) -> float:

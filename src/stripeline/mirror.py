@@ -46,8 +46,50 @@ def mirrorable(obj: object) -> bool:
     )
 
 
-def apply_object(
-    conn: Connection,
+_UPSERTS: dict[tuple[str, bool], Any] = {}
+
+
+def _upsert(conn: Connection, *, returning: bool = True) -> Any:
+    """The conditional upsert, built once per dialect (building it costs more
+    than running it)."""
+    stmt = _UPSERTS.get((conn.dialect.name, returning))
+    if stmt is None:
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        base = insert(objects)
+        ex = base.excluded
+        newer = or_(
+            ex.marker > objects.c.marker,
+            and_(ex.marker == objects.c.marker, ex.marker_rank > objects.c.marker_rank),
+            and_(
+                ex.marker == objects.c.marker,
+                ex.marker_rank == objects.c.marker_rank,
+                ex.event_id > objects.c.event_id,
+            ),
+        )
+        stmt = base.on_conflict_do_update(
+            index_elements=[objects.c.account, objects.c.id],
+            set_={
+                name: getattr(ex, name)
+                for name in (
+                    "object",
+                    "livemode",
+                    "data",
+                    "marker",
+                    "marker_rank",
+                    "event_id",
+                    "deleted",
+                    "updated_at",
+                )
+            },
+            where=newer,
+        )
+        if returning:
+            stmt = stmt.returning(objects.c.id)
+        _UPSERTS[(conn.dialect.name, returning)] = stmt
+    return stmt
+
+
+def row_values(
     obj: dict[str, Any],
     *,
     account: str | None,
@@ -56,48 +98,49 @@ def apply_object(
     event_type: str,
     event_id: str,
     now: datetime,
-) -> bool:
-    """Upsert ``obj`` unless the mirror already holds a newer state; True if written."""
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+) -> dict[str, Any]:
+    """The mirror row an event's object maps to."""
     event_rank = rank(event_type)
-    deleted = event_rank == 2 or obj.get("deleted") is True
-    stmt = insert(objects).values(
-        account=account or "",
-        id=obj["id"],
-        object=obj["object"],
-        livemode=livemode,
-        data=obj,
-        marker=created,
-        marker_rank=event_rank,
-        event_id=event_id,
-        deleted=deleted,
-        updated_at=now,
-    )
-    ex = stmt.excluded
-    newer = or_(
-        ex.marker > objects.c.marker,
-        and_(ex.marker == objects.c.marker, ex.marker_rank > objects.c.marker_rank),
-        and_(
-            ex.marker == objects.c.marker,
-            ex.marker_rank == objects.c.marker_rank,
-            ex.event_id > objects.c.event_id,
-        ),
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[objects.c.account, objects.c.id],
-        set_={
-            "object": ex.object,
-            "livemode": ex.livemode,
-            "data": ex.data,
-            "marker": ex.marker,
-            "marker_rank": ex.marker_rank,
-            "event_id": ex.event_id,
-            "deleted": ex.deleted,
-            "updated_at": ex.updated_at,
-        },
-        where=newer,
-    ).returning(objects.c.id)
-    return conn.execute(stmt).first() is not None
+    return {
+        "account": account or "",
+        "id": obj["id"],
+        "object": obj["object"],
+        "livemode": livemode,
+        "data": obj,
+        "marker": created,
+        "marker_rank": event_rank,
+        "event_id": event_id,
+        "deleted": event_rank == 2 or obj.get("deleted") is True,
+        "updated_at": now,
+    }
+
+
+def apply_object(conn: Connection, obj: dict[str, Any], **event: Any) -> bool:
+    """Upsert ``obj`` unless the mirror already holds a newer state; True if written.
+
+    ``event`` holds the keyword arguments of ``row_values``.
+    """
+    return conn.execute(_upsert(conn), row_values(obj, **event)).first() is not None
+
+
+def _order(row: dict[str, Any]) -> tuple[int, int, str]:
+    return (row["marker"], row["marker_rank"], row["event_id"])
+
+
+def apply_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Upsert many rows (from ``row_values``) in one round of statements.
+
+    Within the batch only the newest state of each object is sent; the
+    database keeps it only if newer than what it holds, as ``apply_object``.
+    """
+    newest: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["account"], row["id"])
+        held = newest.get(key)
+        if held is None or _order(row) > _order(held):
+            newest[key] = row
+    if newest:
+        conn.execute(_upsert(conn, returning=False), list(newest.values()))
 
 
 def get_object(

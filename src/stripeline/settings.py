@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     body_limit: int = Field(default=DEFAULT_BODY_LIMIT, ge=1024, le=64 * 1024 * 1024)
     retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
     max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, le=100)
-    lease_seconds: int = Field(default=120, ge=5, le=24 * 3600)
+    lease_seconds: int = Field(default=120, ge=1, le=24 * 3600)
     worker_batch_size: int = Field(default=100, ge=1, le=10_000)
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     log_format: Literal["auto", "json", "console"] = "auto"
