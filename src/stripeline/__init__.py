@@ -1,4 +1,7 @@
-"""stripeline: a Stripe integration that is reliable by default."""
+"""stripeline: a Stripe integration that is reliable by default.
+
+The public API is what ``__all__`` lists; everything else may change.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,17 @@ from stripeline.errors import (
     ConfigError,
     DatabaseUnavailable,
     EnvelopeError,
-    HandlerError,
     SignatureError,
+    StripeAPIError,
+    StripeAuthenticationError,
+    StripeCardError,
+    StripeConnectionError,
+    StripeIdempotencyError,
+    StripeInvalidRequestError,
     StripelineError,
+    StripePermissionError,
+    StripeRateLimitError,
+    StripeServerError,
 )
 from stripeline.settings import Settings, load_settings
 
@@ -19,10 +30,18 @@ __all__ = [
     "ConfigError",
     "DatabaseUnavailable",
     "EnvelopeError",
-    "HandlerError",
     "ReceivedEvent",
     "Settings",
     "SignatureError",
+    "StripeAPIError",
+    "StripeAuthenticationError",
+    "StripeCardError",
+    "StripeConnectionError",
+    "StripeIdempotencyError",
+    "StripeInvalidRequestError",
+    "StripePermissionError",
+    "StripeRateLimitError",
+    "StripeServerError",
     "Stripeline",
     "StripelineError",
     "__version__",

@@ -125,7 +125,7 @@ def serve(app_spec: str | None, host: str, port: int, no_worker: bool, sandbox_p
     sandbox = None
     if settings.uses_sandbox:
         sandbox = _start_sandbox(app, f"http://{host}:{port}/webhooks/stripe", sandbox_port)
-    asgi = create_app(app, run_worker=not no_worker)
+    asgi = create_app(app, run_worker=not no_worker, catch_up=True)
     database = "SQLite" if settings.is_sqlite else "PostgreSQL"
     click.echo(
         f"stripeline serving on http://{host}:{port} ({database}, {settings.effective_mode} mode)"

@@ -8,7 +8,6 @@ catch ``StripelineError`` and know it came from us::
     ├── SignatureError         a webhook whose Stripe-Signature does not verify
     ├── EnvelopeError          verified JSON that is not a Stripe event envelope
     ├── DatabaseUnavailable    the database did not answer; try again later
-    ├── HandlerError           an application handler raised while processing an event
     └── StripeAPIError         a call to the Stripe API failed (request_id, http_status,
         │                      code, retryable); raised by ``stripeline.gateway`` only
         ├── StripeConnectionError      Stripe could not be reached (network, timeout)
@@ -66,10 +65,6 @@ class EnvelopeError(StripelineError):
 
 class DatabaseUnavailable(StripelineError):
     """The database is unavailable; try again later."""
-
-
-class HandlerError(StripelineError):
-    """An event handler failed."""
 
 
 class StripeAPIError(StripelineError):

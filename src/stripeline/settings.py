@@ -10,10 +10,10 @@ problem into one ``ConfigError`` whose message says what to fix. Secrets are
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from stripeline.errors import ConfigError
 
@@ -26,8 +26,8 @@ DEFAULT_TOLERANCE = 300
 DEFAULT_RETRY_SCHEDULE = (10, 30, 120, 600, 1800, 3600, 3 * 3600, 6 * 3600)
 DEFAULT_MAX_ATTEMPTS = 10
 
-_KEY = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9_]{8,}$")
-_WHSEC = re.compile(r"^whsec_[A-Za-z0-9+/=_-]{8,}$")
+KEY_PATTERN = re.compile(r"^(sk|rk)_(test|live)_[A-Za-z0-9_]{8,}$")
+WEBHOOK_SECRET_PATTERN = re.compile(r"^whsec_[A-Za-z0-9+/=_-]{8,}$")
 
 
 def key_mode(key: str) -> Mode:
@@ -74,11 +74,17 @@ class Settings(BaseSettings):
     database_url: str = DEFAULT_DATABASE_URL
     webhook_tolerance: int = Field(default=DEFAULT_TOLERANCE, ge=1, le=3600)
     body_limit: int = Field(default=DEFAULT_BODY_LIMIT, ge=1024, le=64 * 1024 * 1024)
-    retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
+    #: Comma-separated seconds in the environment: ``10,30,120``.
+    retry_schedule: Annotated[tuple[int, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE
     max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, le=100)
     lease_seconds: int = Field(default=120, ge=1, le=24 * 3600)
     worker_batch_size: int = Field(default=100, ge=1, le=10_000)
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    catch_up_interval: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds between catch-up runs inside serve; 0 turns it off.",
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
@@ -88,17 +94,20 @@ class Settings(BaseSettings):
         if isinstance(data, dict):
             raw = data.get("retry_schedule")
             if isinstance(raw, str):
-                data = {
-                    **data,
-                    "retry_schedule": tuple(int(x) for x in raw.split(",") if x.strip()),
-                }
+                try:
+                    schedule = tuple(int(x) for x in raw.split(",") if x.strip())
+                except ValueError:
+                    raise ValueError(
+                        "STRIPELINE_RETRY_SCHEDULE must be comma-separated non-negative seconds"
+                    ) from None
+                data = {**data, "retry_schedule": schedule}
         return data
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
         key = self.stripe_secret_key.get_secret_value() if self.stripe_secret_key else None
         if key is not None:
-            if not _KEY.match(key):
+            if not KEY_PATTERN.match(key):
                 raise ValueError(
                     "STRIPE_SECRET_KEY is malformed: expected sk_test_…, sk_live_…, rk_test_… or rk_live_…"
                 )
@@ -116,7 +125,7 @@ class Settings(BaseSettings):
             ("STRIPE_CONNECT_WEBHOOK_SECRET", self.stripe_connect_webhook_secret),
         ):
             for i, secret in enumerate(_split_secrets(raw), start=1):
-                if not _WHSEC.match(secret.get_secret_value()):
+                if not WEBHOOK_SECRET_PATTERN.match(secret.get_secret_value()):
                     raise ValueError(f"{name} entry {i} is malformed: expected whsec_…")
         if self.effective_mode == "live" and not self.webhook_secrets:
             raise ValueError("a live key needs STRIPE_WEBHOOK_SECRET: webhooks cannot be verified")

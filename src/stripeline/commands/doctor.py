@@ -22,11 +22,11 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from stripeline.commands._common import console, short_error
 from stripeline.db.engine import current_revision, head_revision, null_pool_engine
 from stripeline.errors import ConfigError
+from stripeline.settings import DEFAULT_DATABASE_URL, key_mode, load_settings
 
 # The settings module owns the formats; doctor reports on them one by one.
-from stripeline.settings import _KEY as KEY_FORMAT
-from stripeline.settings import _WHSEC as WEBHOOK_SECRET_FORMAT
-from stripeline.settings import DEFAULT_DATABASE_URL, key_mode, load_settings
+from stripeline.settings import KEY_PATTERN as KEY_FORMAT
+from stripeline.settings import WEBHOOK_SECRET_PATTERN as WEBHOOK_SECRET_FORMAT
 
 
 @dataclass(frozen=True, slots=True)

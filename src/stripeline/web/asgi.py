@@ -60,16 +60,43 @@ def _head() -> str | None:
     return head_revision()
 
 
+def _start_catch_up(app: Stripeline, stop: threading.Event) -> threading.Thread | None:
+    from stripeline.gateway import make_client
+    from stripeline.sync import run_catch_up_forever
+
+    settings = app.settings
+    if settings.stripe_secret_key is None or settings.catch_up_interval <= 0:
+        return None
+    thread = threading.Thread(
+        target=run_catch_up_forever,
+        args=(app.engine, make_client(settings)),
+        kwargs={
+            "mode": settings.effective_mode,
+            "stop": stop,
+            "interval": settings.catch_up_interval,
+        },
+        name="stripeline-catch-up",
+        daemon=True,
+    )
+    thread.start()
+    return thread
+
+
 def create_app(
     app: Stripeline,
     *,
     run_worker: bool = False,
     worker_options: dict[str, Any] | None = None,
+    catch_up: bool = False,
 ) -> Starlette:
     """Build the ASGI application for ``app``.
 
     With ``run_worker=True`` a worker thread processes the inbox in the same
-    process (``stripeline serve``); otherwise run ``stripeline worker``.
+    process (``stripeline serve``); otherwise run ``stripeline worker``. With
+    ``catch_up=True`` (and a Stripe key), a background thread lists the
+    Events API every ``catch_up_interval`` seconds and inserts what the
+    webhooks missed; it never stops the app from starting or serving when
+    Stripe is unreachable.
     """
     settings = app.settings
     metrics = app.metrics
@@ -215,9 +242,14 @@ def create_app(
             state["worker"] = worker
             thread = threading.Thread(target=worker.run, name="stripeline-worker", daemon=True)
             thread.start()
+        stop_catch_up = threading.Event()
+        catch_up_thread = _start_catch_up(app, stop_catch_up) if catch_up else None
         try:
             yield
         finally:
+            stop_catch_up.set()
+            if catch_up_thread is not None:
+                catch_up_thread.join(10)
             writer.stop()
             if thread is not None:
                 state["worker"].stop()
