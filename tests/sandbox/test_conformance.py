@@ -136,3 +136,34 @@ def test_conformance(sandbox: Sandbox, key: str, client: stripe.StripeClient) ->
     _check("webhook_endpoint", endpoint)
     client.v1.webhook_endpoints.delete(endpoint.id)
     assert control(sandbox, key, "GET", "/_sandbox/clock")["now"] > 0
+
+
+def test_conformance_checkout_and_portal(
+    sandbox: Sandbox, key: str, client: stripe.StripeClient
+) -> None:
+    customer = client.v1.customers.create({"email": "c@example.com"})
+    session = client.v1.checkout.sessions.create(
+        {
+            "mode": "payment",
+            "success_url": "https://example.com/s",
+            "cancel_url": "https://example.com/c",
+            "line_items": [
+                {
+                    "price_data": {
+                        "currency": "usd",
+                        "unit_amount": 500,
+                        "product_data": {"name": "A"},
+                    }
+                }
+            ],
+        }
+    )
+    _check("checkout.session", session)
+    control(sandbox, key, "POST", f"/_sandbox/checkout/sessions/{session.id}/complete")
+    _check("checkout.session", client.v1.checkout.sessions.retrieve(session.id))
+    _check(
+        "billing_portal.session",
+        client.v1.billing_portal.sessions.create(
+            {"customer": customer.id, "return_url": "https://example.com/account"}
+        ),
+    )
