@@ -26,13 +26,6 @@ RESOURCE_MODULES: tuple[str, ...] = (
     "stripeline.sandbox._invoices",
     # After _customers: it extends POST /v1/customers with `test_clock`.
     "stripeline.sandbox._test_clocks",
-    "stripeline.sandbox._products",
-    "stripeline.sandbox._prices",
-    "stripeline.sandbox._billing_settings",
-    "stripeline.sandbox._subscriptions",
-    "stripeline.sandbox._invoices",
-    # After _customers: it extends POST /v1/customers with `test_clock`.
-    "stripeline.sandbox._test_clocks",
     "stripeline.sandbox._checkout_sessions",
     "stripeline.sandbox._billing_portal",
 )
