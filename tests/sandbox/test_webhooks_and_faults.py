@@ -40,6 +40,8 @@ def test_failed_deliveries_are_retried(
     receiver.failures = [500, 503]
     client.v1.customers.create()
     event = receiver.wait_for_type("customer.created")[0]
+    # The receiver answers before the sandbox records the attempt: wait for it.
+    assert sandbox.wait_for_deliveries()
     attempts = [a for a in sandbox.delivery_attempts(key) if a.event_id == event["id"]]
     assert [a.status for a in attempts] == [500, 503, 200]
     assert client.v1.events.retrieve(event["id"]).pending_webhooks == 0
