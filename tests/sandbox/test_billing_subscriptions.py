@@ -407,3 +407,43 @@ def test_sandbox_clock_drives_subscriptions_without_a_test_clock() -> None:
             assert invoices.data[0].billing_reason == "subscription_cycle"
         finally:
             http.close()
+
+
+def test_first_payment_needing_3d_secure(
+    sandbox: Sandbox, key: str, client: stripe.StripeClient, receiver: Receiver
+) -> None:
+    _, customer, price = _setup(client, card="pm_card_authenticationRequired")
+    subscription = client.v1.subscriptions.create(
+        {"customer": customer.id, "items": [{"price": price.id}]}
+    )
+    assert subscription.status == "incomplete"
+    invoice = client.v1.invoices.retrieve(str(subscription.latest_invoice))
+    assert invoice.status == "open" and invoice.payments is not None
+    intent_id = str(invoice.payments.data[0].payment.payment_intent)
+    assert client.v1.payment_intents.retrieve(intent_id).status == "requires_action"
+    receiver.wait_for_type("invoice.payment_action_required")
+    control(sandbox, key, "POST", f"/_sandbox/payment_intents/{intent_id}/authenticate")
+    assert client.v1.subscriptions.retrieve(subscription.id).status == "active"
+    receiver.wait_for_type("invoice.paid")
+
+
+def test_renewal_events_carry_no_request(client: stripe.StripeClient, receiver: Receiver) -> None:
+    clock, customer, price = _setup(client)
+    client.v1.subscriptions.create({"customer": customer.id, "items": [{"price": price.id}]})
+    _advance(client, clock.id, START + 31 * DAY + 2 * 3600)
+    renewal = receiver.wait_for_type("invoice.paid", 2)[1]
+    assert renewal["request"] == {"id": None, "idempotency_key": None}
+    assert renewal["data"]["object"]["billing_reason"] == "subscription_cycle"
+
+
+def test_error_if_incomplete_makes_no_subscription(client: stripe.StripeClient) -> None:
+    _, customer, price = _setup(client, card="pm_card_chargeCustomerFail")
+    with pytest.raises(stripe.CardError):
+        client.v1.subscriptions.create(
+            {
+                "customer": customer.id,
+                "items": [{"price": price.id}],
+                "payment_behavior": "error_if_incomplete",
+            }
+        )
+    assert client.v1.subscriptions.list({"customer": customer.id, "status": "all"}).data == []

@@ -417,8 +417,12 @@ def run_until(
             return
         moment, _, action = min(jobs, key=lambda job: (job[0], job[1]))
         on_step(moment)
+        first = len(request.events)
         reconcile(request)
         action()
+        for event in request.events[first:]:
+            # Stripe's automatic changes carry no request.
+            event["request"] = {"id": None, "idempotency_key": None}
     raise RuntimeError("billing schedule did not settle")
 
 

@@ -242,9 +242,11 @@ def create_subscription(request: Request) -> Obj:
         if invoice["status"] == "paid":
             subscription["status"] = "active"
         elif payment_behavior == "error_if_incomplete":
+            # No subscription is made: the attempt's invoice is voided, the rest removed.
             void(request, invoice)
-            subscription["status"] = "incomplete_expired"
-            subscription["ended_at"] = now
+            for item in subscription["items"]["data"]:
+                request.account.remove(item["id"])
+            request.account.remove(sub_id)
             raise StripeError(
                 402,
                 "The subscription's first payment failed.",
