@@ -23,6 +23,7 @@ RESOURCE_MODULES: tuple[str, ...] = (
     "stripeline.sandbox._prices",
     "stripeline.sandbox._billing_settings",
     "stripeline.sandbox._subscriptions",
+    "stripeline.sandbox._subscription_items",
     "stripeline.sandbox._invoices",
     # After _customers: it extends POST /v1/customers with `test_clock`.
     "stripeline.sandbox._test_clocks",

@@ -41,7 +41,8 @@ from stripeline.sandbox._invoicing import (
     reconcile,
     void,
 )
-from stripeline.sandbox._objects import copy, previous_attributes
+from stripeline.sandbox._objects import apply_metadata, copy, previous_attributes
+from stripeline.sandbox._prices import plan_of
 from stripeline.sandbox._routes import Request
 from stripeline.sandbox._state import Obj
 
@@ -76,7 +77,7 @@ def boundary(subscription: Obj, cycle: int, hidden: dict[str, Any]) -> int:
     )
 
 
-def set_period(request: Request, subscription: Obj, start: int, end: int) -> None:
+def set_period(subscription: Obj, start: int, end: int) -> None:
     for item in subscription["items"]["data"]:
         item["current_period_start"] = start
         item["current_period_end"] = end
@@ -92,19 +93,7 @@ def reset_anchor(request: Request, subscription: Obj, anchor: int) -> None:
     hidden = request.account.hidden(subscription["id"])
     hidden["anchor"], hidden["cycle"] = anchor, 0
     subscription["billing_cycle_anchor"] = anchor
-    set_period(request, subscription, anchor, boundary(subscription, 1, hidden))
-
-
-def prorate(amount: int, remaining: int, total: int) -> int:
-    """``amount × remaining / total`` rounded half up (away from zero), in cents."""
-    if total <= 0:
-        return 0
-    sign = -1 if amount < 0 else 1
-    return sign * ((2 * abs(amount) * remaining + total) // (2 * total))
-
-
-def _date(moment: int) -> str:
-    return datetime.fromtimestamp(moment, UTC).strftime("%d %b %Y").lstrip("0")
+    set_period(subscription, anchor, boundary(subscription, 1, hidden))
 
 
 def product_name(request: Request, price: Obj) -> str:
@@ -206,11 +195,8 @@ def renew(request: Request, subscription: Obj) -> None:
     hidden["previous_start"] = period_of(subscription)[0]
     hidden["cycle"] = int(hidden["cycle"]) + 1
     cycle = int(hidden["cycle"])
-    set_period(
-        request, subscription, boundary(subscription, cycle, hidden), boundary(
-            subscription, cycle + 1, hidden
-        )
-    )  # fmt: skip
+    start, end = boundary(subscription, cycle, hidden), boundary(subscription, cycle + 1, hidden)
+    set_period(subscription, start, end)
     invoice = cycle_invoice(request, subscription, "subscription_cycle")
     request.emit(
         "customer.subscription.updated", subscription, previous_attributes(before, subscription)
@@ -437,9 +423,7 @@ def settle(request: Request) -> None:
 
 
 def new_item(request: Request, subscription: Obj, price: Obj, quantity: int, metadata: Any) -> Obj:
-    from stripeline.sandbox._objects import apply_metadata
-    from stripeline.sandbox._prices import plan_of
-
+    """Store a subscription item for ``price`` (its period is set by the caller)."""
     item: Obj = {
         "id": new_id("si"),
         "object": "subscription_item",

@@ -16,7 +16,7 @@ was due, so objects show the time they would have had at Stripe.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from stripeline.sandbox._errors import invalid
@@ -42,7 +42,6 @@ class BillingSettings:
     after_retries: str = "cancel"
     upcoming_days: int = DEFAULT_UPCOMING_DAYS
     finalize_delay: int = DEFAULT_FINALIZE_DELAY
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def settings_of(account: Account) -> BillingSettings:

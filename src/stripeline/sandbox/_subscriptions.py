@@ -17,18 +17,23 @@ from stripeline.sandbox._billing import (
     cycle_invoice,
     new_item,
     period_of,
-    product_name,
-    prorate,
     reset_anchor,
     settle,
 )
 from stripeline.sandbox._billing_settings import TRIAL_WILL_END_NOTICE, billing_now
 from stripeline.sandbox._errors import StripeError, invalid
 from stripeline.sandbox._ids import new_id
-from stripeline.sandbox._invoicing import end_subscription, new_invoice, void
+from stripeline.sandbox._invoicing import (
+    end_subscription,
+    include_pending_items,
+    new_invoice,
+    void,
+)
 from stripeline.sandbox._lists import list_object
 from stripeline.sandbox._objects import apply_metadata, copy, previous_attributes
 from stripeline.sandbox._payment_methods import attach, resolve
+from stripeline.sandbox._prices import plan_of
+from stripeline.sandbox._prorations import Change, proration_items
 from stripeline.sandbox._routes import Request, as_bool, as_int, optional_str, route
 from stripeline.sandbox._state import Obj
 
@@ -41,8 +46,6 @@ PAYMENT_BEHAVIORS = (
     "pending_if_incomplete",
 )
 PAUSE_BEHAVIORS = ("keep_as_draft", "mark_uncollectible", "void")
-#: (item, old price, old quantity, new price, new quantity) of one item change.
-Change = tuple[Obj, Obj | None, int, Obj | None, int]
 #: Stripe refuses trials longer than two years.
 MAX_TRIAL_SECONDS = 730 * 86400
 
@@ -300,100 +303,6 @@ def _cancel_options(request: Request, subscription: Obj) -> None:
                 subscription["cancellation_details"][name] = optional_str(details[name])
 
 
-def _proration_lines(
-    request: Request,
-    subscription: Obj,
-    changes: list[Change],
-    moment: int,
-) -> list[Obj]:
-    """Invoice items crediting unused time and charging remaining time of each change.
-
-    ``changes`` holds (item, old price, old quantity, new price, new quantity).
-    """
-    start, end = period_of(subscription)
-    remaining, total = end - moment, end - start
-    created: list[Obj] = []
-    for item, old_price, old_quantity, new_price, new_quantity in changes:
-        for price, quantity, sign, words in (
-            (old_price, old_quantity, -1, "Unused time on"),
-            (new_price, new_quantity, 1, "Remaining time on"),
-        ):
-            if price is None or quantity == 0:
-                continue
-            amount = sign * prorate(int(price["unit_amount"]) * quantity, remaining, total)
-            when = _date(moment)
-            created.append(
-                _invoice_item(
-                    request,
-                    subscription,
-                    item,
-                    price,
-                    quantity,
-                    amount,
-                    f"{words} {quantity} × {product_name(request, price)} after {when}",
-                    (moment, end),
-                )
-            )
-    return created
-
-
-def _date(moment: int) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(moment, UTC).strftime("%d %b %Y").lstrip("0")
-
-
-def _invoice_item(
-    request: Request,
-    subscription: Obj,
-    item: Obj,
-    price: Obj,
-    quantity: int,
-    amount: int,
-    description: str,
-    period: tuple[int, int],
-) -> Obj:
-    invoice_item: Obj = {
-        "id": new_id("ii"),
-        "object": "invoiceitem",
-        "amount": amount,
-        "currency": subscription["currency"],
-        "customer": subscription["customer"],
-        "customer_account": None,
-        "date": period[0],
-        "description": description,
-        "discountable": False,
-        "discounts": [],
-        "invoice": None,
-        "livemode": False,
-        "metadata": {},
-        "net_amount": amount,
-        "parent": {
-            "subscription_details": {
-                "subscription": subscription["id"],
-                "subscription_item": item["id"],
-            },
-            "type": "subscription_details",
-        },
-        "period": {"start": period[0], "end": period[1]},
-        "pricing": {
-            "price_details": {"price": price["id"], "product": price["product"]},
-            "type": "price_details",
-            "unit_amount_decimal": price["unit_amount_decimal"],
-        },
-        "proration": True,
-        "proration_details": {"discount_amounts": []},
-        "quantity": quantity,
-        "quantity_decimal": str(quantity),
-        "tax_rates": [],
-        "test_clock": subscription["test_clock"],
-    }
-    request.account.add(invoice_item)
-    request.account.hidden(invoice_item["id"])["subscription_item"] = item["id"]
-    request.emit("invoiceitem.created", invoice_item)
-    return invoice_item
-
-
 def _apply_items(request: Request, subscription: Obj, given: list[dict[str, Any]]) -> list[Change]:
     """Change, add and delete items; return what changed for prorations."""
     changes: list[Change] = []
@@ -417,8 +326,6 @@ def _apply_items(request: Request, subscription: Obj, given: list[dict[str, Any]
             )
             quantity = as_int(entry.get("quantity", old_quantity), "quantity", minimum=0)
             if price["id"] != old_price["id"]:
-                from stripeline.sandbox._prices import plan_of
-
                 item["price"], item["plan"] = copy(price), plan_of(price)
             item["quantity"] = quantity
             item["metadata"] = apply_metadata(item["metadata"], entry.get("metadata"))
@@ -510,7 +417,7 @@ def update_subscription(request: Request) -> Obj:
         # The old interval's unused time is credited; the new one is billed whole.
         changes = [(item, old, quantity, None, 0) for item, old, quantity, _, _ in changes]
     if changes and not trialing and behavior != "none":
-        pending = _proration_lines(request, subscription, changes, moment)
+        pending = proration_items(request, subscription, changes, moment)
     if reset:
         if ends_trial:
             subscription["trial_end"] = now
@@ -532,8 +439,6 @@ def update_subscription(request: Request) -> Obj:
             period=(moment, moment),
             days_until_due=subscription["days_until_due"],
         )
-        from stripeline.sandbox._invoicing import include_pending_items
-
         include_pending_items(request, invoice, subscription["id"])
         subscription["latest_invoice"] = invoice["id"]
         request.emit("invoice.created", invoice)
@@ -565,15 +470,13 @@ def cancel_subscription(request: Request) -> Obj:
             (item, item["price"], int(item["quantity"]), None, 0)
             for item in subscription["items"]["data"]
         ]
-        _proration_lines(request, subscription, changes, now)
+        proration_items(request, subscription, changes, now)
     end_subscription(request, subscription, "cancellation_requested")
     if as_bool(params.get("invoice_now", False), "invoice_now"):
         customer = request.account.objects[subscription["customer"]]
         invoice = new_invoice(
             request, customer, subscription=subscription, billing_reason="subscription_update"
         )
-        from stripeline.sandbox._invoicing import include_pending_items
-
         include_pending_items(request, invoice, subscription["id"])
         request.emit("invoice.created", invoice)
         collect(request, invoice)
@@ -634,65 +537,3 @@ def list_subscriptions(request: Request) -> Obj:
         return bool(status == "all" or subscription["status"] == status)
 
     return list_object(request, request.account.all(NOUN), "/v1/subscriptions", keep)
-
-
-# -- subscription items ----------------------------------------------------------
-
-
-@route("GET", "/v1/subscription_items")
-def list_subscription_items(request: Request) -> Obj:
-    settle(request)
-    subscription = request.get(NOUN, str(request.param("subscription")), param="subscription")
-    return list_object(
-        request,
-        list(reversed(subscription["items"]["data"])),
-        f"/v1/subscription_items?subscription={subscription['id']}",
-    )
-
-
-@route("GET", "/v1/subscription_items/{id}")
-def retrieve_subscription_item(request: Request) -> Obj:
-    settle(request)
-    return request.get("subscription_item", request.path_params["id"])
-
-
-def _item_change(request: Request, subscription_id: str, entry: dict[str, Any]) -> Obj:
-    """Run an item change as a subscription update (same prorations and events)."""
-    params: dict[str, Any] = {"items": [entry]}
-    for name in ("proration_behavior", "proration_date"):
-        if name in request.params:
-            params[name] = request.params[name]
-    inner = Request(
-        request.world, request.account, "POST", f"/v1/subscriptions/{subscription_id}",
-        params, {"id": subscription_id}, request.request_id, request.idempotency_key,
-        events=request.events,
-    )  # fmt: skip
-    return update_subscription(inner)
-
-
-@route("POST", "/v1/subscription_items")
-def create_subscription_item(request: Request) -> Obj:
-    subscription_id = str(request.param("subscription"))
-    entry: dict[str, Any] = {
-        k: request.params[k] for k in ("price", "quantity", "metadata") if k in request.params
-    }
-    subscription = _item_change(request, subscription_id, entry)
-    return dict(subscription["items"]["data"][-1])
-
-
-@route("POST", "/v1/subscription_items/{id}")
-def update_subscription_item(request: Request) -> Obj:
-    item = request.get("subscription_item", request.path_params["id"])
-    entry: dict[str, Any] = {
-        k: request.params[k] for k in ("price", "quantity", "metadata") if k in request.params
-    }
-    entry["id"] = item["id"]
-    _item_change(request, item["subscription"], entry)
-    return item
-
-
-@route("DELETE", "/v1/subscription_items/{id}")
-def delete_subscription_item(request: Request) -> Obj:
-    item = request.get("subscription_item", request.path_params["id"])
-    _item_change(request, item["subscription"], {"id": item["id"], "deleted": "true"})
-    return {"id": item["id"], "object": "subscription_item", "deleted": True}
