@@ -447,3 +447,32 @@ def test_error_if_incomplete_makes_no_subscription(client: stripe.StripeClient) 
             }
         )
     assert client.v1.subscriptions.list({"customer": customer.id, "status": "all"}).data == []
+
+
+def test_subscription_items_endpoints(client: stripe.StripeClient, receiver: Receiver) -> None:
+    _, customer, price = _setup(client)
+    extra = client.v1.prices.create(
+        {
+            "currency": "usd",
+            "unit_amount": 500,
+            "recurring": {"interval": "month"},
+            "product_data": {"name": "Seats"},
+        }
+    )
+    subscription = client.v1.subscriptions.create(
+        {"customer": customer.id, "items": [{"price": price.id}]}
+    )
+    added = client.v1.subscription_items.create(
+        {"subscription": subscription.id, "price": extra.id, "quantity": 2,
+         "proration_behavior": "none"}
+    )  # fmt: skip
+    assert added.quantity == 2 and added.current_period_end == START + 31 * DAY
+    listed = client.v1.subscription_items.list({"subscription": subscription.id})
+    assert {i.id for i in listed.data} == {added.id, subscription["items"].data[0].id}
+    changed = client.v1.subscription_items.update(added.id, {"quantity": 5})
+    assert changed.quantity == 5
+    assert client.v1.subscription_items.retrieve(added.id).quantity == 5
+    assert client.v1.subscription_items.delete(added.id).deleted is True
+    assert len(client.v1.subscriptions.retrieve(subscription.id)["items"].data) == 1
+    updates = receiver.wait_for_type("customer.subscription.updated", 3)
+    assert len(updates[1]["data"]["previous_attributes"]["items"]["data"]) == 2
