@@ -17,7 +17,7 @@ from stripeline.app import ReceivedEvent, Stripeline
 from stripeline.core.envelope import parse_envelope
 from stripeline.db.engine import connect, make_engine
 from stripeline.db.models import Attempt, Event
-from stripeline.mirror import get_object
+from stripeline.mirror import GENERIC, get_object
 from stripeline.settings import Settings
 from stripeline.worker import Worker
 from tests.factories import SECRET, encode, event
@@ -288,8 +288,7 @@ def test_mirror_keeps_the_newest_state_whatever_the_order(app: Stripeline) -> No
     with connect(app.engine, readonly=True) as conn:
         row = conn.execute(select(Event.status).where(Event.id == deleted["id"])).scalar_one()
         assert row == "processed"
-        from stripeline.mirror import objects
-
+        objects = GENERIC.table
         assert conn.execute(select(objects.c.deleted).where(objects.c.id == obj_id)).scalar_one()
 
 

@@ -32,6 +32,7 @@ from stripeline.db.engine import connect, make_engine
 from stripeline.db.models import OnceKey
 from stripeline.inbox import utcnow
 from stripeline.metrics import Metrics
+from stripeline.mirror.fetch import Fetcher
 from stripeline.settings import Settings, load_settings
 
 Handler = Callable[["ReceivedEvent"], Awaitable[None] | None]
@@ -130,9 +131,11 @@ class Stripeline:
         settings: Settings | None = None,
         *,
         engine: Engine | None = None,
+        fetcher: Fetcher | None = None,
         **overrides: Any,
     ) -> None:
         self._settings = settings
+        self._fetcher = fetcher
         self._overrides = overrides
         self._engine = engine
         self._handlers: dict[str, list[Handler]] = {}
@@ -157,6 +160,19 @@ class Stripeline:
             pool = 8 if not self.settings.is_sqlite else 5
             self._engine = make_engine(self.settings.database_url, pool_size=pool)
         return self._engine
+
+    @property
+    def fetcher(self) -> Fetcher | None:
+        """How the mirror reads objects from the API: through the SDK when a
+        key is set (the sandbox's, under ``serve`` without a key), else None."""
+        if self._fetcher is None and self.settings.stripe_secret_key is not None:
+            from stripeline.gateway import make_client
+            from stripeline.mirror.fetch import StripeFetcher
+
+            self._fetcher = StripeFetcher(
+                make_client(self.settings), reads_per_second=self.settings.reads_per_second
+            )
+        return self._fetcher
 
     @cached_property
     def metrics(self) -> Metrics:

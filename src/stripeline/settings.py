@@ -80,6 +80,25 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(default=120, ge=1, le=24 * 3600)
     worker_batch_size: int = Field(default=100, ge=1, le=10_000)
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    mirror_policy: Literal["payload", "refetch"] = Field(
+        default="payload",
+        description="payload: apply each event's object; refetch: read the object from the API.",
+    )
+    #: Per object type, ``subscription=refetch,invoice=refetch`` in the environment.
+    mirror_policies: Annotated[dict[str, Literal["payload", "refetch"]], NoDecode] = Field(
+        default_factory=dict
+    )
+    mirror_coalesce_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=3600,
+        description="Re-fetches of one object within this window are one read.",
+    )
+    api_reads_per_second: float | None = Field(
+        default=None,
+        gt=0,
+        description="Token-bucket limit on API reads per process; default 20/s test, 80/s live.",
+    )
     catch_up_interval: float = Field(
         default=300.0,
         ge=0,
@@ -101,6 +120,25 @@ class Settings(BaseSettings):
                         "STRIPELINE_RETRY_SCHEDULE must be comma-separated non-negative seconds"
                     ) from None
                 data = {**data, "retry_schedule": schedule}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mirror_policies_from_csv(cls, data: object) -> object:
+        if isinstance(data, dict):
+            raw = data.get("mirror_policies")
+            if isinstance(raw, str):
+                policies: dict[str, str] = {}
+                for part in raw.split(","):
+                    if not part.strip():
+                        continue
+                    name, sep, policy = part.partition("=")
+                    if not sep or policy.strip() not in ("payload", "refetch"):
+                        raise ValueError(
+                            "STRIPELINE_MIRROR_POLICIES must look like subscription=refetch,invoice=payload"
+                        )
+                    policies[name.strip()] = policy.strip()
+                data = {**data, "mirror_policies": policies}
         return data
 
     @model_validator(mode="after")
@@ -143,6 +181,17 @@ class Settings(BaseSettings):
         if self.stripe_secret_key is not None:
             return key_mode(self.stripe_secret_key.get_secret_value())
         return self.mode or "test"
+
+    def policy_for(self, object_type: str) -> str:
+        """The mirror policy of one object type."""
+        return self.mirror_policies.get(object_type, self.mirror_policy)
+
+    @property
+    def reads_per_second(self) -> float:
+        """API reads allowed per second: below Stripe's 25/s (test) and 100/s (live)."""
+        if self.api_reads_per_second is not None:
+            return self.api_reads_per_second
+        return 80.0 if self.effective_mode == "live" else 20.0
 
     @property
     def livemode(self) -> bool:

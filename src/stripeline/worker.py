@@ -24,7 +24,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy.exc import DBAPIError
@@ -32,8 +32,10 @@ from sqlalchemy.exc import DBAPIError
 from stripeline import inbox, mirror
 from stripeline.app import ReceivedEvent, Stripeline
 from stripeline.db.engine import connect, is_postgres
+from stripeline.errors import StripeAPIError
 from stripeline.inbox import NOTIFY_CHANNEL
 from stripeline.log import get_logger
+from stripeline.mirror import refetch
 
 log = get_logger("stripeline.worker")
 
@@ -145,6 +147,10 @@ class Worker:
         try:
             with connect(self.app.engine, readonly=True) as conn:
                 due = inbox.next_due(conn)
+                if self.app.fetcher is not None:
+                    due_read = refetch.next_due(conn)
+                    if due_read is not None and (due is None or due_read < due):
+                        due = due_read
         except DBAPIError:
             return self.poll_seconds
         if due is None:
@@ -160,7 +166,7 @@ class Worker:
                 conn, worker=self.id, limit=self.batch_size, lease_seconds=self.lease_seconds
             )
         if not claimed:
-            return 0
+            return self.refetch_once()
         position = 0
         while position < len(claimed):
             with connect(self.app.engine) as conn:
@@ -185,7 +191,7 @@ class Worker:
                     if time.monotonic() - started > self.max_transaction_seconds:
                         break
                 inbox.record_attempt(conn, attempt_rows)
-        return len(claimed)
+        return len(claimed) + self.refetch_once()
 
     def _bulk_ok(self, claimed: inbox.ClaimedEvent) -> bool:
         return claimed.attempts <= self.app.settings.max_attempts and not self.app.handlers_for(
@@ -203,25 +209,14 @@ class Worker:
         try:
             with conn.begin_nested():
                 owned = inbox.finish_many(conn, [e.id for e in run], worker=self.id, now=started_at)
-                rows = []
+                events = []
                 for claimed in run:
-                    if claimed.id not in owned:
-                        continue
-                    body = json.loads(claimed.payload)
-                    obj = body.get("data", {}).get("object")
-                    if mirror.mirrorable(obj):
-                        rows.append(
-                            mirror.row_values(
-                                obj,
-                                account=claimed.account,
-                                livemode=bool(body.get("livemode")),
-                                created=claimed.created,
-                                event_type=claimed.type,
-                                event_id=claimed.id,
-                                now=started_at,
-                            )
+                    if claimed.id in owned:
+                        body = json.loads(claimed.payload)
+                        events.append(
+                            (claimed.id, claimed.type, claimed.created, claimed.account, body)
                         )
-                mirror.apply_rows(conn, rows)
+                self._mirror(conn, events, now=started_at)
         except Exception as exc:
             log.warning(
                 "bulk_apply_failed",
@@ -341,22 +336,112 @@ class Worker:
         }
 
     def _apply(self, conn: Any, event: ReceivedEvent, *, now: Any) -> None:
-        obj = event.data.get("data", {}).get("object")
-        if mirror.mirrorable(obj):
-            mirror.apply_object(
-                conn,
-                obj,
-                account=event.account,
-                livemode=event.livemode,
-                created=event.created,
-                event_type=event.type,
-                event_id=event.id,
-                now=now,
-            )
+        self._mirror(
+            conn, [(event.id, event.type, event.created, event.account, event.data)], now=now
+        )
         for handler in self.app.handlers_for(event.type):
             result = handler(event)
             if result is not None and asyncio.iscoroutine(result):
                 self._run_async(cast(Awaitable[None], result))
+
+    def _mirror(
+        self,
+        conn: Any,
+        events: list[tuple[str, str, int, str | None, dict[str, Any]]],
+        *,
+        now: datetime,
+    ) -> None:
+        """Apply events' objects to the mirror by each type's policy; queue
+        re-fetches for the ``refetch`` policy and for states that tie."""
+        settings = self.app.settings
+        states: list[mirror.State] = []
+        wanted: list[refetch.Wanted] = []
+        for event_id, event_type, created, account, body in events:
+            obj = body.get("data", {}).get("object")
+            if not mirror.mirrorable(obj):
+                continue
+            livemode = bool(body.get("livemode"))
+            if settings.policy_for(obj["object"]) == "refetch":
+                wanted.append(refetch.Wanted(account or "", obj["id"], obj["object"], livemode))
+                continue
+            states.append(
+                mirror.state_from_event(
+                    obj,
+                    account=account,
+                    livemode=livemode,
+                    created=created,
+                    event_type=event_type,
+                    event_id=event_id,
+                )
+            )
+        result = mirror.apply_states(conn, states, now=now)
+        wanted.extend(
+            refetch.Wanted(t.account, t.id, t.object_type, t.livemode) for t in result.ties
+        )
+        if wanted:
+            refetch.request(conn, wanted, now=now, window=settings.mirror_coalesce_seconds)
+
+    # -- re-fetches --------------------------------------------------------
+
+    def refetch_once(self, limit: int = 20) -> int:
+        """Read due objects from the API and apply them; return how many."""
+        fetcher = self.app.fetcher
+        if fetcher is None:
+            return 0
+        settings = self.app.settings
+        with connect(self.app.engine) as conn:
+            claimed = refetch.claim(
+                conn,
+                worker=self.id,
+                limit=limit,
+                lease_seconds=self.lease_seconds,
+                now=inbox.utcnow(),
+            )
+        for item in claimed:
+            started = inbox.utcnow()
+            try:
+                if not fetcher.can_fetch(item.object_type):
+                    raise StripeAPIError(f"no API read known for {item.object_type} objects")
+                fetched = fetcher.fetch(item.object_type, item.id, item.account or None)
+            except StripeAPIError as exc:
+                delay = inbox.backoff(item.attempts, settings.retry_schedule)
+                log.warning(
+                    "refetch_failed",
+                    action="refetch_failed",
+                    object_id=item.id,
+                    error=exc.message[:300],
+                    retry_in=delay,
+                )
+                with connect(self.app.engine) as conn:
+                    refetch.fail(conn, item, error=exc.message, retry_in=delay, now=inbox.utcnow())
+                continue
+            state = mirror.state_from_fetch(
+                fetched.data,
+                object_type=item.object_type,
+                object_id=item.id,
+                account=item.account,
+                livemode=item.livemode,
+                fetched_at=fetched.fetched_at,
+            )
+            with connect(self.app.engine) as conn:
+                now = inbox.utcnow()
+                result = mirror.apply_states(conn, [state], now=now)
+                refetch.complete(
+                    conn,
+                    item,
+                    worker=self.id,
+                    started_at=started,
+                    now=now,
+                    window=settings.mirror_coalesce_seconds,
+                )
+                if result.ties:
+                    refetch.request(
+                        conn,
+                        [refetch.Wanted(item.account, item.id, item.object_type, item.livemode)],
+                        now=now,
+                        window=settings.mirror_coalesce_seconds,
+                    )
+        return len(claimed)
 
     def _run_async(self, awaitable: Awaitable[None]) -> None:
         if self._loop is None:

@@ -129,24 +129,35 @@ class Attempt(Base):
     traceback: Mapped[str | None] = mapped_column(Text)
 
 
-class StripeObject(Base):
-    """The mirror, first cut: the latest known state of each Stripe object."""
+class MirrorColumns:
+    """The columns every mirror table has (the generic one and the typed ones).
 
-    __tablename__ = "stripeline_objects"
+    Typed tables add the columns applications filter on; see
+    ``stripeline.mirror.tables``.
+    """
 
     #: "" for the platform account, else the connected account id.
     account: Mapped[str] = mapped_column(String(255), primary_key=True)
     id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    object: Mapped[str] = mapped_column(String(64), index=True)
     livemode: Mapped[bool] = mapped_column(Boolean)
+    #: The object exactly as Stripe last described it.
     data: Mapped[dict[str, Any]] = mapped_column(JSONType)
-    #: Ordering marker: the ``created`` of the event whose state this is …
+    #: Ordering marker: the second the state describes (``core.ordering``) …
     marker: Mapped[int] = mapped_column(BigInteger)
-    #: … and a precedence inside that second (see ``stripeline.mirror``).
+    #: … and its rank inside that second.
     marker_rank: Mapped[int] = mapped_column(Integer)
+    #: The event the state came from; None when it was fetched from the API.
     event_id: Mapped[str | None] = mapped_column(String(255))
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class StripeObject(MirrorColumns, Base):
+    """The mirror of every object type without a typed table of its own."""
+
+    __tablename__ = "stripeline_objects"
+
+    object: Mapped[str] = mapped_column(String(64), index=True)
 
 
 class Cursor(Base):
@@ -169,3 +180,27 @@ class OnceKey(Base):
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     event_id: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Refetch(Base):
+    """Objects to read again from the API, coalesced: one row per object.
+
+    A request that finds the row already there only counts itself and moves
+    ``last_requested_at``: many events about one object within the window
+    cost one API read.
+    """
+
+    __tablename__ = "stripeline_refetches"
+
+    account: Mapped[str] = mapped_column(String(255), primary_key=True)
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    object_type: Mapped[str] = mapped_column(String(64))
+    livemode: Mapped[bool] = mapped_column(Boolean)
+    requests: Mapped[int] = mapped_column(Integer, default=1)
+    first_requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: When the read is due (or, while ``lease_owner`` is set, when the lease ends).
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)

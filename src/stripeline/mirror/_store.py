@@ -1,0 +1,235 @@
+"""Writing states into the mirror: decide with ``core.ordering``, then upsert.
+
+States for many objects are applied with a few statements: one read of the
+held markers per table, one upsert of the winners per table. The upsert is
+guarded (``WHERE incoming (marker, rank) > held``) so that two workers racing
+on one object on PostgreSQL cannot regress it either. States that cannot be
+ordered (same marker and rank, different data) are returned as ties for the
+caller to settle by re-fetching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Table, and_, or_, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+
+from stripeline.core.ordering import Decision, Seen, decide, needs_data, rank
+from stripeline.mirror.tables import MirrorTable, table_for
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """One state of one Stripe object, on its way into the mirror."""
+
+    account: str
+    id: str
+    object_type: str
+    livemode: bool
+    data: dict[str, Any]
+    marker: int
+    rank: int
+    event_id: str | None
+    deleted: bool
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.account, self.id)
+
+
+def mirrorable(obj: object) -> bool:
+    """An event object the mirror keeps: a dict with string ``object`` and ``id``."""
+    return (
+        isinstance(obj, dict)
+        and isinstance(obj.get("object"), str)
+        and isinstance(obj.get("id"), str)
+    )
+
+
+def state_from_event(
+    obj: dict[str, Any],
+    *,
+    account: str | None,
+    livemode: bool,
+    created: int,
+    event_type: str,
+    event_id: str,
+) -> State:
+    state_rank = rank(event_type, obj)
+    return State(
+        account=account or "",
+        id=obj["id"],
+        object_type=obj["object"],
+        livemode=livemode,
+        data=obj,
+        marker=created,
+        rank=state_rank,
+        event_id=event_id,
+        deleted=state_rank >= 20,
+    )
+
+
+def state_from_fetch(
+    obj: dict[str, Any] | None,
+    *,
+    object_type: str,
+    object_id: str,
+    account: str | None,
+    livemode: bool,
+    fetched_at: int,
+) -> State:
+    """A state read from the API at ``fetched_at``; ``obj=None`` means gone (404)."""
+    data = obj if obj is not None else {"id": object_id, "object": object_type, "deleted": True}
+    state_rank = rank(None, data)
+    return State(
+        account=account or "",
+        id=object_id,
+        object_type=object_type,
+        livemode=livemode,
+        data=data,
+        marker=fetched_at,
+        rank=state_rank,
+        event_id=None,
+        deleted=state_rank >= 20,
+    )
+
+
+@dataclass
+class ApplyResult:
+    applied: int = 0
+    kept: int = 0
+    same: int = 0
+    ties: list[State] = field(default_factory=list)
+
+
+_UPSERTS: dict[tuple[str, str], Any] = {}
+_COMMON = ("livemode", "data", "marker", "marker_rank", "event_id", "deleted", "updated_at")
+
+
+def _upsert(conn: Connection, table: Table) -> Any:
+    """The guarded upsert for ``table``, built once per dialect."""
+    cache_key = (conn.dialect.name, table.name)
+    stmt = _UPSERTS.get(cache_key)
+    if stmt is None:
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        base = insert(table)
+        ex = base.excluded
+        newer = or_(
+            ex.marker > table.c.marker,
+            and_(ex.marker == table.c.marker, ex.marker_rank > table.c.marker_rank),
+        )
+        keys = {"account", "id"}
+        stmt = base.on_conflict_do_update(
+            index_elements=[table.c.account, table.c.id],
+            set_={c.name: getattr(ex, c.name) for c in table.columns if c.name not in keys},
+            where=newer,
+        )
+        _UPSERTS[cache_key] = stmt
+    return stmt
+
+
+def _held(
+    conn: Connection, table: Table, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], Seen]:
+    held: dict[tuple[str, str], Seen] = {}
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        rows = conn.execute(
+            select(
+                table.c.account, table.c.id, table.c.marker, table.c.marker_rank, table.c.event_id
+            ).where(tuple_(table.c.account, table.c.id).in_(chunk))
+        )
+        for account, object_id, marker, marker_rank, event_id in rows:
+            held[(account, object_id)] = Seen(marker, marker_rank, event_id is None)
+    return held
+
+
+def _held_data(conn: Connection, table: Table, key: tuple[str, str]) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(table.c.data).where(table.c.account == key[0], table.c.id == key[1])
+    ).first()
+    return None if row is None else dict(row.data)
+
+
+def _seen(state: State) -> Seen:
+    return Seen(state.marker, state.rank, state.event_id is None, state.data)
+
+
+def _newest(states: Sequence[State], result: ApplyResult) -> dict[tuple[str, str], State]:
+    """One state per object: the newest of those given, ties reported."""
+    newest: dict[tuple[str, str], State] = {}
+    for state in states:
+        held = newest.get(state.key)
+        decision = decide(None if held is None else _seen(held), _seen(state))
+        if decision is Decision.APPLY:
+            newest[state.key] = state
+        elif decision is Decision.TIE:
+            result.ties.append(state)
+    return newest
+
+
+def apply_states(conn: Connection, states: Sequence[State], *, now: datetime) -> ApplyResult:
+    """Write each state unless the mirror holds a newer one; report ties."""
+    result = ApplyResult()
+    by_table: dict[str, tuple[MirrorTable, list[State]]] = {}
+    for state in _newest(states, result).values():
+        mirror_table = table_for(state.object_type)
+        by_table.setdefault(mirror_table.table.name, (mirror_table, []))[1].append(state)
+    for mirror_table, group in by_table.values():
+        table = mirror_table.table
+        held = _held(conn, table, [s.key for s in group])
+        rows = []
+        for state in group:
+            incoming = _seen(state)
+            seen = held.get(state.key)
+            if seen is not None and needs_data(seen, incoming):
+                seen = Seen(
+                    seen.marker, seen.rank, seen.fetched, _held_data(conn, table, state.key)
+                )
+            decision = decide(seen, incoming)
+            if decision is Decision.APPLY:
+                rows.append(
+                    {
+                        "account": state.account,
+                        "id": state.id,
+                        "livemode": state.livemode,
+                        "data": state.data,
+                        "marker": state.marker,
+                        "marker_rank": state.rank,
+                        "event_id": state.event_id,
+                        "deleted": state.deleted,
+                        "updated_at": now,
+                        **mirror_table.columns(state.data),
+                    }
+                )
+                result.applied += 1
+            elif decision is Decision.KEEP:
+                result.kept += 1
+            elif decision is Decision.SAME:
+                result.same += 1
+            else:
+                result.ties.append(state)
+        if rows:
+            conn.execute(_upsert(conn, table), rows)
+    return result
+
+
+def get_object(
+    conn: Connection, object_id: str, *, account: str | None = None, object_type: str | None = None
+) -> dict[str, Any] | None:
+    """The mirrored state of one object (deleted ones included), or None."""
+    from stripeline.mirror.tables import all_tables
+
+    tables = [table_for(object_type)] if object_type else all_tables()
+    for mirror_table in tables:
+        table = mirror_table.table
+        row = conn.execute(
+            select(table.c.data).where(table.c.account == (account or ""), table.c.id == object_id)
+        ).first()
+        if row is not None:
+            return dict(row.data)
+    return None
