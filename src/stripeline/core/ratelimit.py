@@ -41,8 +41,10 @@ class TokenBucket:
         """Take a token and return 0, or return the seconds until one is free."""
         with self._lock:
             self._refill()
-            if self._tokens >= 1:
-                self._tokens -= 1
+            # Float refills land a hair short of a whole token: allow for it,
+            # or a waiter would sleep ever shorter intervals forever.
+            if self._tokens >= 1 - 1e-9:
+                self._tokens = max(0.0, self._tokens - 1)
                 return 0.0
             return (1 - self._tokens) / self.rate
 
