@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import structlog
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, update
 from sqlalchemy.orm import Session
 
@@ -17,7 +18,7 @@ from stripeline.app import ReceivedEvent, Stripeline
 from stripeline.core.envelope import parse_envelope
 from stripeline.db.engine import connect, make_engine
 from stripeline.db.models import Attempt, Event
-from stripeline.mirror import GENERIC, get_object
+from stripeline.mirror import get_object, table_for
 from stripeline.settings import Settings
 from stripeline.worker import Worker
 from tests.factories import SECRET, encode, event
@@ -288,7 +289,7 @@ def test_mirror_keeps_the_newest_state_whatever_the_order(app: Stripeline) -> No
     with connect(app.engine, readonly=True) as conn:
         row = conn.execute(select(Event.status).where(Event.id == deleted["id"])).scalar_one()
         assert row == "processed"
-        objects = GENERIC.table
+        objects = table_for("customer").table
         assert conn.execute(select(objects.c.deleted).where(objects.c.id == obj_id)).scalar_one()
 
 
@@ -327,3 +328,23 @@ def test_handlers_for_matches_exact_prefix_and_star() -> None:
     assert app.handlers_for("customer.subscription.updated") == marks
     assert app.handlers_for("customer.created") == [marks[2], marks[3]]
     assert app.handlers_for("invoice.paid") == [marks[3]]
+
+
+def test_handler_logs_carry_the_event(app: Stripeline) -> None:
+    from structlog.testing import capture_logs
+
+    from stripeline.log import get_logger
+
+    logger = get_logger("app")
+
+    @app.on("*")
+    def log_something(e: ReceivedEvent) -> None:
+        logger.info("granted", action="grant_access")
+
+    body = event("invoice.paid", obj={"id": "in_log", "object": "invoice"})
+    put(app, body)
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as logs:
+        Worker(app, listen=False).drain()
+    (entry,) = [e for e in logs if e.get("action") == "grant_access"]
+    assert entry["event_id"] == body["id"]
+    assert entry["event_type"] == "invoice.paid"

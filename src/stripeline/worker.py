@@ -27,6 +27,7 @@ from collections.abc import Awaitable
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+import structlog
 from sqlalchemy.exc import DBAPIError
 
 from stripeline import inbox, mirror
@@ -270,7 +271,13 @@ class Worker:
             error = "lease expired"
         else:
             try:
-                with conn.begin_nested():
+                # Whatever a handler logs carries the event it is handling.
+                with (
+                    structlog.contextvars.bound_contextvars(
+                        event_id=claimed.id, event_type=claimed.type
+                    ),
+                    conn.begin_nested(),
+                ):
                     # Marked processed first (and locked): the SAVEPOINT's
                     # rollback undoes it if anything below fails.
                     if not inbox.finish(conn, claimed.id, worker=self.id, now=started_at):
