@@ -1,15 +1,27 @@
-"""``stripeline sync``: bring the inbox up to date with Stripe."""
+"""``stripeline sync``: bring the inbox (events) and the mirror (objects) up to date."""
 
 from __future__ import annotations
 
 import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
 
-from stripeline.commands._common import database, fail, iso, load_settings_or_exit
+from stripeline.commands._common import console, database, fail, iso, load_settings_or_exit
 from stripeline.db import connect
 from stripeline.errors import ConfigError, StripeAPIError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from stripeline.listing import Reader
+    from stripeline.settings import Settings
+    from stripeline.sync_objects import BackfillResult, Progress
 
 
 def parse_since(value: str) -> int:
@@ -106,3 +118,143 @@ def sync_events(since: int | None, as_json: bool) -> None:
             "so run catch-up more often (stripeline serve does it in the background)",
             err=True,
         )
+
+
+def _reader(settings: Settings) -> Reader:
+    """A ``Reader`` for the command: the SDK client and one shared rate limit."""
+    from stripeline.gateway import make_client
+    from stripeline.listing import Reader
+
+    try:
+        client = make_client(settings)
+    except ConfigError as exc:
+        fail(f"configuration error: {exc.message}", code=2)
+    return Reader(client, reads_per_second=settings.reads_per_second)
+
+
+def object_types(names: tuple[str, ...]) -> list[str]:
+    """The object types named on the command line (all when none), or exit 2."""
+    from stripeline.listing import resolve_types
+
+    try:
+        return resolve_types(names)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@sync.command("objects")
+@click.argument("types", nargs=-1, metavar="[TYPES]...")
+@click.option(
+    "--restart", is_flag=True, help="Start a new run instead of resuming an unfinished one."
+)
+@click.option(
+    "--concurrency",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 16),
+    help="Types listed at once (they share one rate limit).",
+)
+@click.option("--json", "as_json", is_flag=True, help="The result as a JSON object.")
+def sync_objects(types: tuple[str, ...], restart: bool, concurrency: int, as_json: bool) -> None:
+    """Backfill the mirror: list every object of TYPES (default: all) from Stripe.
+
+    Canceled subscriptions, every invoice line and archived products and
+    prices included. Resumable: an interrupted run goes on where it stopped
+    and does not list again the types it finished. Types: customer,
+    payment_method, product, price, subscription, invoice, payment_intent,
+    charge, refund, dispute, checkout.session (plural forms accepted).
+    """
+    import threading
+
+    from stripeline.log import configure_logging
+    from stripeline.sync_objects import backfill
+
+    chosen = object_types(types)
+    settings = load_settings_or_exit()
+    configure_logging(settings.log_format, settings.log_level)
+    reader = _reader(settings)
+    stop = threading.Event()
+    out = console()
+    show_progress = not as_json and out.is_terminal
+    with database(settings) as engine, _progress(out, chosen, show_progress) as on_page:
+        try:
+            result = backfill(
+                engine,
+                reader,
+                chosen,
+                concurrency=concurrency,
+                restart=restart,
+                stop=stop,
+                on_page=on_page,
+                coalesce_seconds=settings.mirror_coalesce_seconds,
+            )
+        except KeyboardInterrupt:
+            stop.set()
+            fail("interrupted: run it again to resume where it stopped", code=130)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        _print_backfill(out, result)
+    if not result.complete:
+        sys.exit(1)
+
+
+@contextmanager
+def _progress(
+    out: Console, types: list[str], enabled: bool
+) -> Iterator[Callable[[Progress], None] | None]:
+    """A rich progress bar per type (objects, rate); None when not enabled."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import Progress as Bar
+    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    bar = Bar(
+        SpinnerColumn(finished_text="[green]✓"),
+        TextColumn("{task.description:<18}"),
+        TextColumn("{task.completed:>9,.0f} objects"),
+        TextColumn("{task.fields[rate]:>10}"),
+        TimeElapsedColumn(),
+        console=out,
+    )
+    tasks = {t: bar.add_task(t, total=None, rate="") for t in types}
+    started = time.monotonic()
+
+    def on_page(progress: Progress) -> None:
+        rate = progress.objects / max(1e-3, time.monotonic() - started)
+        bar.update(
+            tasks[progress.object_type],
+            completed=progress.objects,
+            rate=f"{rate:,.0f}/s",
+            total=progress.objects if progress.finished else None,
+        )
+
+    with bar:
+        yield on_page
+
+
+def _print_backfill(out: Console, result: BackfillResult) -> None:
+    from rich.table import Table
+
+    table = Table(
+        title=f"backfill run {iso(result.run)}" + (" (resumed)" if result.resumed else "")
+    )
+    for column in ("type", "status", "objects", "pages", "written", "note"):
+        table.add_column(
+            column, justify="right" if column in ("objects", "pages", "written") else "left"
+        )
+    for t in result.types.values():
+        note = t.error or (f"resumed after {t.resumed_after}" if t.resumed_after else "")
+        if t.status == "skipped":
+            note = "finished earlier in this run"
+        table.add_row(t.object_type, t.status, str(t.objects), str(t.pages), str(t.applied), note)
+    out.print(table)
+    rate = f", {result.objects / result.seconds:,.0f} objects/s" if result.seconds else ""
+    out.print(
+        f"{result.objects} object{'s' if result.objects != 1 else ''} in {result.seconds:.1f} s"
+        f"{rate}, {result.reads} API reads"
+        + (f", {result.rate_limited} rate limited (429)" if result.rate_limited else "")
+    )
+    if not result.complete:
+        out.print("some types did not finish: run it again to resume where they stopped")

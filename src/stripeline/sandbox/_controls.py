@@ -7,11 +7,13 @@ the same as Python methods.
 
 from __future__ import annotations
 
+from typing import Any
+
 from stripeline.sandbox._delivery import DeliveryMode
 from stripeline.sandbox._errors import invalid
 from stripeline.sandbox._faults import KINDS, Fault
 from stripeline.sandbox._routes import Request, as_bool, as_int, route
-from stripeline.sandbox._state import Account, Obj
+from stripeline.sandbox._state import Account, Obj, World
 
 
 def fault_from_params(request: Request) -> Fault:
@@ -120,3 +122,52 @@ def get_clock(request: Request) -> Obj:
 def advance_clock(request: Request) -> Obj:
     seconds = as_int(request.param("seconds"), "seconds", minimum=0)
     return {"now": request.world.clock.advance(seconds)}
+
+
+#: Collections ``/_sandbox/bulk`` can fill (each object needs no other one).
+BULK_RESOURCES = ("customers", "products")
+BULK_MAX = 100_000
+
+
+def bulk_create(
+    world: World, account: Account, resource: str, count: int, params: dict[str, Any]
+) -> list[str]:
+    """Run ``POST /v1/<resource>`` ``count`` times in-process; return the ids.
+
+    Raises:
+        ValueError: an unknown resource or a count out of range.
+    """
+    from stripeline.sandbox._ids import new_request_id
+    from stripeline.sandbox._routes import ROUTES
+
+    if resource not in BULK_RESOURCES:
+        raise ValueError(f"bulk creation knows {', '.join(BULK_RESOURCES)}, not {resource!r}")
+    if not 1 <= count <= BULK_MAX:
+        raise ValueError(f"count must be between 1 and {BULK_MAX}")
+    path = f"/v1/{resource}"
+    found = ROUTES.match("POST", path)
+    if found is None:  # pragma: no cover - both collections are always registered
+        raise ValueError(f"no route POST {path}")
+    handler = found[0].handler
+    ids: list[str] = []
+    with account.lock:
+        for i in range(count):
+            values = {
+                k: v.replace("{i}", str(i)) if isinstance(v, str) else v for k, v in params.items()
+            }
+            request = Request(world, account, "POST", path, values, {}, new_request_id(), None)
+            ids.append(str(handler(request)["id"]))
+    return ids
+
+
+@route("POST", "/_sandbox/bulk", control=True)
+def bulk(request: Request) -> Obj:
+    """``resource``, ``count`` and the objects' own parameters (``{i}``: their number)."""
+    params = dict(request.params)
+    resource = str(params.pop("resource", ""))
+    count = as_int(params.pop("count", 1), "count", minimum=1)
+    try:
+        ids = bulk_create(request.world, request.account, resource, count, params)
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
+    return {"object": "list", "data": ids, "count": len(ids)}

@@ -100,6 +100,7 @@ def over_rate_limit(account: Account) -> bool:
         while window and window[0] <= now - 1.0:
             window.popleft()
         if len(window) >= account.rate_limit:
+            account.rate_limited += 1
             return True
         window.append(now)
     return False

@@ -147,7 +147,23 @@ def list_invoices(request: Request) -> Obj:
             and params.get("collection_method") in (None, invoice["collection_method"])
         )
 
-    return list_object(request, request.account.all(NOUN), "/v1/invoices", keep)
+    page = list_object(request, request.account.all(NOUN), "/v1/invoices", keep)
+    page["data"] = [_first_lines(invoice) for invoice in page["data"]]
+    return page
+
+
+#: Lines an invoice shows in a list; the rest are paged from /v1/invoices/{id}/lines.
+LISTED_LINES = 10
+
+
+def _first_lines(invoice: Obj) -> Obj:
+    """The invoice as lists show it: its first ``LISTED_LINES`` lines, ``has_more``."""
+    lines = invoice["lines"]["data"]
+    if len(lines) <= LISTED_LINES:
+        return invoice
+    shown = {**invoice["lines"], "data": lines[:LISTED_LINES], "has_more": True}
+    shown["url"] = f"/v1/invoices/{invoice['id']}/lines"
+    return {**invoice, "lines": shown}
 
 
 @route("GET", "/v1/invoices/{id}/lines")

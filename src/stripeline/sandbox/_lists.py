@@ -55,12 +55,13 @@ def list_object(
     ids = [obj["id"] for obj in rows]
     after, before = params.get("starting_after"), params.get("ending_before")
     if after:
-        if after not in request.account.objects:
+        # Sub-lists (an invoice's lines) hold objects the account does not keep apart.
+        if after not in request.account.objects and after not in ids:
             raise invalid(f"No such object: '{after}'", param="starting_after")
         start = ids.index(after) + 1 if after in ids else len(ids)
         page, has_more = rows[start : start + limit], len(rows) > start + limit
     elif before:
-        if before not in request.account.objects:
+        if before not in request.account.objects and before not in ids:
             raise invalid(f"No such object: '{before}'", param="ending_before")
         end = ids.index(before) if before in ids else 0
         begin = max(0, end - limit)

@@ -210,6 +210,34 @@ class Sandbox:
         """Answer 429 ``rate_limit`` beyond ``per_second`` requests (0 = unlimited)."""
         self.account(key).rate_limit = per_second
 
+    def rate_limited_count(self, key: str | None = None) -> int:
+        """How many requests of the account were answered 429 by the rate limit."""
+        account = self.account(key)
+        with account.lock:
+            return account.rate_limited
+
+    def request_counts(self, key: str | None = None) -> dict[str, int]:
+        """API requests of the account by ``"METHOD /route/{pattern}"``
+        (``"GET /v1/invoices/{id}/lines"``); sandbox controls are not counted."""
+        account = self.account(key)
+        with account.lock:
+            return dict(account.requests)
+
+    def bulk_create(
+        self, resource: str, count: int, *, key: str | None = None, **params: object
+    ) -> list[str]:
+        """Create ``count`` objects at once without HTTP (big fixtures, benchmarks):
+        ``resource`` is a ``POST /v1/<resource>`` collection (``customers``,
+        ``products``), ``params`` its parameters; ``{i}`` in a string value is
+        replaced by the object's number. Events are recorded, not delivered.
+
+        Raises:
+            ValueError: a resource that cannot be created in bulk.
+        """
+        from stripeline.sandbox._controls import bulk_create
+
+        return bulk_create(self.world, self.account(key), resource, count, params)
+
     # -- time ----------------------------------------------------------------
 
     def advance_clock(self, seconds: float) -> int:

@@ -183,6 +183,8 @@ class _Handler(BaseHTTPRequestHandler):
             fault: Fault | None = None
             idempotency_key: str | None = None
             if not route.control:
+                with account.lock:
+                    account.requests[f"{method} {route.pattern}"] += 1
                 if over_rate_limit(account):
                     raise rate_limited()
                 fault = take_fault(account, method, path)

@@ -10,7 +10,7 @@ Every write to an account happens under its lock, one request at a time.
 from __future__ import annotations
 
 import threading
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +51,10 @@ class Account:
     faults: list[Fault] = field(default_factory=list)
     rate_limit: float = 0.0
     recent_requests: deque[float] = field(default_factory=deque)
+    #: Requests answered 429 by the rate limit (``Sandbox.rate_limited_count``).
+    rate_limited: int = 0
+    #: API requests by ``"METHOD /route/{pattern}"`` (``Sandbox.request_counts``).
+    requests: Counter[str] = field(default_factory=Counter)
     delivery: DeliveryMode | None = None
     held: list[Any] = field(default_factory=list)
     attempts: list[Any] = field(default_factory=list)
