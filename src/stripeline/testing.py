@@ -531,15 +531,15 @@ class StripelineEnv:
         from sqlalchemy import select
 
         from stripeline.db.engine import connect
-        from stripeline.db.models import StripeObject
+        from stripeline.mirror.tables import all_tables
 
         with connect(self.app.engine, readonly=True) as conn:
-            row = conn.execute(
-                select(StripeObject.data, StripeObject.deleted).where(StripeObject.id == object_id)
-            ).first()
-        if row is None:
-            return None
-        return cast(dict[str, Any], row.data)
+            for mirror_table in all_tables():  # typed tables and the generic one
+                table = mirror_table.table
+                row = conn.execute(select(table.c.data).where(table.c.id == object_id)).first()
+                if row is not None:
+                    return cast(dict[str, Any], row.data)
+        return None
 
     # -- sandbox-only controls -----------------------------------------------
 

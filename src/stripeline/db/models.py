@@ -204,3 +204,304 @@ class Refetch(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+# -- typed mirror tables ---------------------------------------------------------
+# One table per object type applications query. Each has the common
+# ``MirrorColumns`` plus the columns they filter on, computed from the object
+# by ``stripeline.mirror.mapping`` (amounts in the currency's smallest unit,
+# Stripe's timestamps as aware UTC datetimes, ids of expandable fields).
+
+
+class Customer(MirrorColumns, Base):
+    __tablename__ = "stripeline_customers"
+
+    email: Mapped[str | None] = mapped_column(String(512))
+    name: Mapped[str | None] = mapped_column(String(512))
+    currency: Mapped[str | None] = mapped_column(String(16))
+    balance: Mapped[int | None] = mapped_column(BigInteger)
+    delinquent: Mapped[bool | None] = mapped_column(Boolean)
+    default_payment_method: Mapped[str | None] = mapped_column(String(255))
+    created: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_stripeline_customers_email", "account", "email"),)
+
+
+class PaymentMethod(MirrorColumns, Base):
+    __tablename__ = "stripeline_payment_methods"
+
+    customer: Mapped[str | None] = mapped_column(String(255))
+    type: Mapped[str | None] = mapped_column(String(64))
+    card_brand: Mapped[str | None] = mapped_column(String(32))
+    card_last4: Mapped[str | None] = mapped_column(String(8))
+    card_exp_month: Mapped[int | None] = mapped_column(Integer)
+    card_exp_year: Mapped[int | None] = mapped_column(Integer)
+    created: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_stripeline_payment_methods_customer", "account", "customer"),)
+
+
+class PaymentIntent(MirrorColumns, Base):
+    __tablename__ = "stripeline_payment_intents"
+
+    customer: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str | None] = mapped_column(String(64))
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    amount_received: Mapped[int | None] = mapped_column(BigInteger)
+    amount_capturable: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(16))
+    capture_method: Mapped[str | None] = mapped_column(String(32))
+    payment_method: Mapped[str | None] = mapped_column(String(255))
+    latest_charge: Mapped[str | None] = mapped_column(String(255))
+    #: Only in API versions before basil (2025-03-31); None since.
+    invoice: Mapped[str | None] = mapped_column(String(255))
+    cancellation_reason: Mapped[str | None] = mapped_column(String(64))
+    canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_stripeline_payment_intents_customer", "account", "customer", "status"),
+        Index("ix_stripeline_payment_intents_status", "account", "status"),
+    )
+
+
+class Charge(MirrorColumns, Base):
+    __tablename__ = "stripeline_charges"
+
+    customer: Mapped[str | None] = mapped_column(String(255))
+    payment_intent: Mapped[str | None] = mapped_column(String(255))
+    payment_method: Mapped[str | None] = mapped_column(String(255))
+    #: Only in API versions before basil (2025-03-31); None since.
+    invoice: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str | None] = mapped_column(String(64))
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    amount_captured: Mapped[int | None] = mapped_column(BigInteger)
+    amount_refunded: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(16))
+    paid: Mapped[bool | None] = mapped_column(Boolean)
+    captured: Mapped[bool | None] = mapped_column(Boolean)
+    refunded: Mapped[bool | None] = mapped_column(Boolean)
+    disputed: Mapped[bool | None] = mapped_column(Boolean)
+    created: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_stripeline_charges_customer", "account", "customer"),
+        Index("ix_stripeline_charges_payment_intent", "account", "payment_intent"),
+    )
+
+
+class Refund(MirrorColumns, Base):
+    __tablename__ = "stripeline_refunds"
+
+    charge: Mapped[str | None] = mapped_column(String(255))
+    payment_intent: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(16))
+    created: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_stripeline_refunds_charge", "account", "charge"),
+        Index("ix_stripeline_refunds_payment_intent", "account", "payment_intent"),
+    )
+
+
+class Product(MirrorColumns, Base):
+    __tablename__ = "stripeline_products"
+
+    name: Mapped[str | None] = mapped_column(String(512))
+    active: Mapped[bool | None] = mapped_column(Boolean)
+    default_price: Mapped[str | None] = mapped_column(String(255))
+    created: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Price(MirrorColumns, Base):
+    __tablename__ = "stripeline_prices"
+
+    product: Mapped[str | None] = mapped_column(String(255))
+    active: Mapped[bool | None] = mapped_column(Boolean)
+    currency: Mapped[str | None] = mapped_column(String(16))
+    unit_amount: Mapped[int | None] = mapped_column(BigInteger)
+    #: one_time | recurring
+    type: Mapped[str | None] = mapped_column(String(32))
+    recurring_interval: Mapped[str | None] = mapped_column(String(16))
+    recurring_interval_count: Mapped[int | None] = mapped_column(Integer)
+    lookup_key: Mapped[str | None] = mapped_column(String(255))
+    created: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_stripeline_prices_product", "account", "product"),
+        Index("ix_stripeline_prices_lookup_key", "account", "lookup_key"),
+    )
+
+
+class Subscription(MirrorColumns, Base):
+    __tablename__ = "stripeline_subscriptions"
+
+    customer: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str | None] = mapped_column(String(64))
+    currency: Mapped[str | None] = mapped_column(String(16))
+    collection_method: Mapped[str | None] = mapped_column(String(32))
+    #: On the subscription before basil (2025-03-31), on its items since:
+    #: then the earliest start and the latest end over the items.
+    current_period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancel_at_period_end: Mapped[bool | None] = mapped_column(Boolean)
+    cancel_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    trial_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    trial_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    latest_invoice: Mapped[str | None] = mapped_column(String(255))
+    default_payment_method: Mapped[str | None] = mapped_column(String(255))
+    created: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_stripeline_subscriptions_customer", "account", "customer", "status"),
+        Index("ix_stripeline_subscriptions_period_end", "account", "status", "current_period_end"),
+    )
+
+
+class SubscriptionItem(MirrorColumns, Base):
+    __tablename__ = "stripeline_subscription_items"
+
+    subscription: Mapped[str | None] = mapped_column(String(255))
+    price: Mapped[str | None] = mapped_column(String(255))
+    product: Mapped[str | None] = mapped_column(String(255))
+    quantity: Mapped[int | None] = mapped_column(BigInteger)
+    current_period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    current_period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_stripeline_subscription_items_subscription", "account", "subscription"),
+    )
+
+
+class Invoice(MirrorColumns, Base):
+    __tablename__ = "stripeline_invoices"
+
+    customer: Mapped[str | None] = mapped_column(String(255))
+    #: ``invoice.subscription`` before basil, ``parent.subscription_details`` since.
+    subscription: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str | None] = mapped_column(String(64))
+    currency: Mapped[str | None] = mapped_column(String(16))
+    amount_due: Mapped[int | None] = mapped_column(BigInteger)
+    amount_paid: Mapped[int | None] = mapped_column(BigInteger)
+    amount_remaining: Mapped[int | None] = mapped_column(BigInteger)
+    subtotal: Mapped[int | None] = mapped_column(BigInteger)
+    total: Mapped[int | None] = mapped_column(BigInteger)
+    #: ``invoice.paid`` before basil; since, whether the status is ``paid``.
+    paid: Mapped[bool | None] = mapped_column(Boolean)
+    number: Mapped[str | None] = mapped_column(String(255))
+    billing_reason: Mapped[str | None] = mapped_column(String(64))
+    collection_method: Mapped[str | None] = mapped_column(String(32))
+    #: The old top-level fields before basil, ``payments`` since.
+    payment_intent: Mapped[str | None] = mapped_column(String(255))
+    charge: Mapped[str | None] = mapped_column(String(255))
+    due_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: How many lines the invoice has (``lines.total_count`` when Stripe sent it).
+    lines_total_count: Mapped[int | None] = mapped_column(Integer)
+    #: False when the payload's ``lines`` list was cut short (``has_more``).
+    lines_complete: Mapped[bool | None] = mapped_column(Boolean)
+    created: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_stripeline_invoices_customer", "account", "customer", "status"),
+        Index("ix_stripeline_invoices_subscription", "account", "subscription"),
+        Index("ix_stripeline_invoices_due_date", "account", "status", "due_date"),
+    )
+
+
+class InvoiceLine(Base):
+    """The lines of the mirrored invoices, copied from each invoice's ``lines``.
+
+    Not a mirror table of its own: the rows of one invoice are replaced
+    whenever a newer state of that invoice is written (see ``docs/mirror.md``).
+    """
+
+    __tablename__ = "stripeline_invoice_lines"
+
+    account: Mapped[str] = mapped_column(String(255), primary_key=True)
+    invoice: Mapped[str] = mapped_column(String(255), primary_key=True)
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    #: The line's place in the invoice's list (0 first).
+    position: Mapped[int] = mapped_column(Integer)
+    livemode: Mapped[bool] = mapped_column(Boolean)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(16))
+    description: Mapped[str | None] = mapped_column(Text)
+    quantity: Mapped[int | None] = mapped_column(BigInteger)
+    price: Mapped[str | None] = mapped_column(String(255))
+    product: Mapped[str | None] = mapped_column(String(255))
+    subscription: Mapped[str | None] = mapped_column(String(255))
+    subscription_item: Mapped[str | None] = mapped_column(String(255))
+    invoice_item: Mapped[str | None] = mapped_column(String(255))
+    proration: Mapped[bool | None] = mapped_column(Boolean)
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Dispute(MirrorColumns, Base):
+    __tablename__ = "stripeline_disputes"
+
+    charge: Mapped[str | None] = mapped_column(String(255))
+    payment_intent: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(16))
+    #: ``evidence_details.due_by``; None when no response is allowed (Stripe's 0).
+    due_by: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    has_evidence: Mapped[bool | None] = mapped_column(Boolean)
+    past_due: Mapped[bool | None] = mapped_column(Boolean)
+    is_charge_refundable: Mapped[bool | None] = mapped_column(Boolean)
+    created: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_stripeline_disputes_due_by", "account", "due_by"),
+        Index("ix_stripeline_disputes_status", "account", "status"),
+        Index("ix_stripeline_disputes_charge", "account", "charge"),
+    )
+
+
+class CheckoutSession(MirrorColumns, Base):
+    __tablename__ = "stripeline_checkout_sessions"
+
+    customer: Mapped[str | None] = mapped_column(String(255))
+    customer_email: Mapped[str | None] = mapped_column(String(512))
+    client_reference_id: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str | None] = mapped_column(String(32))
+    payment_status: Mapped[str | None] = mapped_column(String(32))
+    mode: Mapped[str | None] = mapped_column(String(32))
+    amount_total: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(16))
+    payment_intent: Mapped[str | None] = mapped_column(String(255))
+    subscription: Mapped[str | None] = mapped_column(String(255))
+    setup_intent: Mapped[str | None] = mapped_column(String(255))
+    invoice: Mapped[str | None] = mapped_column(String(255))
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        Index("ix_stripeline_checkout_sessions_customer", "account", "customer"),
+        Index("ix_stripeline_checkout_sessions_reference", "account", "client_reference_id"),
+    )
+
+
+class CustomerLink(Base):
+    """Which Stripe customer an application's user is (one per user and account)."""
+
+    __tablename__ = "stripeline_customer_links"
+
+    account: Mapped[str] = mapped_column(String(255), primary_key=True)
+    app_user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_stripeline_customer_links_customer", "account", "customer_id"),)

@@ -215,6 +215,8 @@ def apply_states(conn: Connection, states: Sequence[State], *, now: datetime) ->
                 result.ties.append(state)
         if rows:
             conn.execute(_upsert(conn, table), rows)
+            if mirror_table.after_write is not None:
+                mirror_table.after_write(conn, rows)
     return result
 
 
