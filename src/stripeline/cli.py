@@ -211,3 +211,7 @@ main.add_command(_doctor)
 main.add_command(_events)
 main.add_command(_sandbox)
 main.add_command(_sync)
+
+from stripeline.commands.verify import verify as _verify  # noqa: E402
+
+main.add_command(_verify)
