@@ -17,7 +17,6 @@ Run it with ``stripeline serve --app myproject.billing:app``.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -224,12 +223,6 @@ class Stripeline:
             found.extend(self._handlers.get(prefix + ".*", ()))
         found.extend(self._handlers.get("*", ()))
         return found
-
-    @staticmethod
-    def is_async(handler: Handler) -> bool:
-        return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-            getattr(handler, "__call__", None)  # noqa: B004 - callable objects
-        )
 
     # -- outside handlers --------------------------------------------------
 
