@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -12,6 +13,7 @@ from prometheus_client.registry import Collector
 
 from stripeline import inbox
 from stripeline.db.engine import connect
+from stripeline.sync import catch_up_gap
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -45,10 +47,16 @@ class _QueueCollector(Collector):
             "Age of the longest-waiting unprocessed event (0 when none).",
         )
         up = GaugeMetricFamily("stripeline_database_up", "1 when the inbox could be read.")
+        gap_gauge = GaugeMetricFamily(
+            "stripeline_catch_up_gap_seconds",
+            "Seconds since the moment up to which catch-up has seen every event "
+            "(alarm near Stripe's 30-day event retention).",
+        )
         try:
             with connect(self._engine, readonly=True) as conn:
                 counts = inbox.queue_depth(conn)
                 first = inbox.oldest_pending(conn)
+                gap = catch_up_gap(conn, datetime.now(UTC))
         except Exception:
             up.add_metric([], 0)
             yield up
@@ -60,6 +68,9 @@ class _QueueCollector(Collector):
         yield depth
         yield oldest
         yield up
+        if gap is not None:
+            gap_gauge.add_metric([], gap)
+            yield gap_gauge
 
 
 class Metrics:

@@ -55,6 +55,12 @@ PAGE_SIZE = 100
 EVENT_RETENTION = timedelta(days=30)
 #: A cursor older than this is close to falling out of Stripe's retention.
 CURSOR_WARN_AGE = timedelta(days=25)
+#: The row that records when the last complete catch-up began: every event
+#: Stripe created before then is in the inbox.
+COVERED_CURSOR = "events:covered"
+#: The gap (seconds since that moment) at which the loop raises its alarm:
+#: past 30 days Stripe no longer lists the events catch-up would need.
+GAP_ALARM_SECONDS = CURSOR_WARN_AGE.total_seconds()
 #: Seconds between two catch-ups when all is well (webhooks do the real-time work).
 DEFAULT_INTERVAL = 300.0
 #: First and largest wait after a failed catch-up (doubling, with jitter).
@@ -271,6 +277,7 @@ def catch_up(
         if not runner:
             log.info("another process is catching up", action="catch_up_skipped")
             return CatchUpResult(0, 0, 0, 0, None, None, skipped=True)
+        run_started = clock()
         with connect(engine, readonly=True) as conn:
             saved = read_cursor(conn)
         pages = seen = inserted = ignored = 0
@@ -331,6 +338,14 @@ def catch_up(
                 take(items)
             if not has_more or not items:
                 break
+        with connect(engine) as conn:
+            save_cursor(
+                conn,
+                cursor or "",
+                int(run_started.timestamp()),
+                now=clock(),
+                name=COVERED_CURSOR,
+            )
         result = CatchUpResult(
             pages=pages,
             seen=seen,
@@ -342,6 +357,38 @@ def catch_up(
         )
         log.info("catch-up done", action="catch_up_done", **result.to_json())
         return result
+
+
+def catch_up_gap(conn: Connection, now: datetime) -> float | None:
+    """Seconds since the moment up to which catch-up has seen every event:
+    the start of the last complete catch-up, else the newest event it stored
+    (None: catch-up never ran). Near 30 days, events start to be lost."""
+    covered = read_cursor(conn, COVERED_CURSOR) or read_cursor(conn)
+    if covered is None or covered.created is None:
+        return None
+    return max(0.0, now.timestamp() - covered.created)
+
+
+def check_gap(engine: Engine, *, now: datetime | None = None) -> float | None:
+    """Read the catch-up gap and raise the alarm (an error log line with
+    ``action=catch_up_gap_alarm``) when it nears Stripe's event retention.
+    Never raises; the gap is also the gauge ``stripeline_catch_up_gap_seconds``."""
+    try:
+        with connect(engine, readonly=True) as conn:
+            gap = catch_up_gap(conn, now or _utcnow())
+    except Exception:  # the database: catch-up's own failure is logged already
+        return None
+    if gap is not None and gap >= GAP_ALARM_SECONDS:
+        log.error(
+            "catch-up has not covered the Events API for too long: "
+            "Stripe drops events after 30 days; fix catch-up, then run "
+            "`stripeline sync objects` and `stripeline verify`",
+            action="catch_up_gap_alarm",
+            gap_seconds=round(gap),
+            gap_days=round(gap / 86400, 1),
+            retention_days=EVENT_RETENTION.days,
+        )
+    return gap
 
 
 def next_backoff(
@@ -404,6 +451,7 @@ def run_catch_up_forever(
         result, failures = _attempt(
             lambda: catch_up(engine, client, mode=mode, since=since), failures
         )
+        check_gap(engine)
         delay = (
             interval
             if result is not None
@@ -435,6 +483,7 @@ async def run_catch_up_forever_async(
             result, failures = await asyncio.to_thread(
                 _attempt, lambda: catch_up(engine, client, mode=mode, since=since), failures
             )
+            await asyncio.to_thread(check_gap, engine)
             delay = (
                 interval
                 if result is not None
