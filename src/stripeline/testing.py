@@ -349,7 +349,12 @@ class _ServedApp:
         self._socket.bind(("127.0.0.1", 0))
         self.port = int(self._socket.getsockname()[1])
         config = uvicorn.Config(
-            asgi_app, log_config=None, log_level="warning", access_log=False, lifespan="on"
+            asgi_app,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=2,
         )
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(
