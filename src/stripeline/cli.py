@@ -215,3 +215,7 @@ main.add_command(_sync)
 from stripeline.commands.verify import verify as _verify  # noqa: E402
 
 main.add_command(_verify)
+
+from stripeline.commands.mirror import mirror as _mirror  # noqa: E402
+
+main.add_command(_mirror)
