@@ -54,6 +54,7 @@ __all__ = [
     "DEFAULT_WEBHOOK_PATH",
     "Delivery",
     "Order",
+    "SandboxControlError",
     "StoredEvent",
     "StripelineEnv",
     "advance_clock",
@@ -381,6 +382,20 @@ class _ServedApp:
         self._socket.close()
 
 
+class SandboxControlError(Exception):
+    """A sandbox-only endpoint answered with an error (``status``, Stripe's ``error`` hash)."""
+
+    def __init__(self, method: str, path: str, status: int, body: Any) -> None:
+        self.status = status
+        self.error: dict[str, Any] = (
+            body.get("error", {}) if isinstance(body, dict) else {"message": str(body)}
+        )
+        super().__init__(f"{method} {path}: {status} {self.error.get('message', '')}")
+
+    def __repr__(self) -> str:
+        return f"SandboxControlError(status={self.status}, code={self.error.get('code')!r})"
+
+
 class StripelineEnv:
     """A sandbox account, an SDK client and a ``Stripeline`` app that receives
     the account's webhooks on a real HTTP server (``stripeline_env``)."""
@@ -549,7 +564,11 @@ class StripelineEnv:
     # -- sandbox-only controls -----------------------------------------------
 
     def control(self, method: str, path: str, **params: Any) -> Any:
-        """Call a sandbox-only ``/_sandbox/…`` endpoint as this account."""
+        """Call a sandbox-only ``/_sandbox/…`` endpoint as this account; return its JSON.
+
+        Raises:
+            SandboxControlError: the endpoint answered 4xx/5xx (e.g. 402 for a declined card).
+        """
         data = urllib.parse.urlencode(params).encode() if method == "POST" else None
         request = urllib.request.Request(  # noqa: S310 - the in-process sandbox
             self.sandbox.url + path,
@@ -562,9 +581,8 @@ class StripelineEnv:
                 return json.loads(response.read())
         except urllib.error.HTTPError as error:
             with error:
-                raise AssertionError(
-                    f"{method} {path}: {error.code} {error.read().decode()}"
-                ) from None
+                body = _answer(error.read())
+            raise SandboxControlError(method, path, int(error.code), body) from None
 
 
 def advance_clock(

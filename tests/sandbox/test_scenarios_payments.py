@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 import stripe
 
-from stripeline.testing import StripelineEnv
+from stripeline.testing import SandboxControlError, StripelineEnv
 
 DECLINES = [
     ("pm_card_chargeDeclined", "card_declined", "generic_decline"),
@@ -349,3 +349,90 @@ def test_checkout_session_paid(stripeline_env: StripelineEnv) -> None:
     intent = stripeline_env.mirror(paid["payment_intent"])
     assert intent is not None and intent["status"] == "succeeded" and intent["amount"] == 2500
     assert_all_processed(stripeline_env)
+
+
+def _monthly_price(client: stripe.StripeClient, amount: int) -> str:
+    product = client.v1.products.create({"name": "Pro"})
+    price = client.v1.prices.create(
+        {
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount": amount,
+            "recurring": {"interval": "month"},
+        }
+    )
+    return price.id
+
+
+def test_checkout_session_subscription(stripeline_env: StripelineEnv) -> None:
+    client = stripeline_env.client
+    price = _monthly_price(client, 900)
+    session = client.v1.checkout.sessions.create(
+        {
+            "mode": "subscription",
+            "success_url": "https://example.com/thanks",
+            "customer_email": "sub@example.com",
+            "line_items": [{"price": price, "quantity": 2}],
+        }
+    )
+    assert session.status == "open" and session.amount_total == 1800
+    with pytest.raises(SandboxControlError) as declined:
+        stripeline_env.control(
+            "POST",
+            f"/_sandbox/checkout/sessions/{session.id}/complete",
+            payment_method="pm_card_chargeDeclined",
+        )
+    assert declined.value.status == 402 and declined.value.error["code"] == "card_declined"
+    assert client.v1.checkout.sessions.retrieve(session.id).status == "open"
+    assert client.v1.subscriptions.list().data == []
+    stripeline_env.advance_clock(1)
+    stripeline_env.control("POST", f"/_sandbox/checkout/sessions/{session.id}/complete")
+    stripeline_env.settle()
+    (completed,) = stripeline_env.events("checkout.session.completed")
+    done = completed.data["data"]["object"]
+    assert done["payment_status"] == "paid" and done["subscription"] is not None
+    assert done["customer_details"]["email"] == "sub@example.com"
+    subscription = stripeline_env.mirror(done["subscription"])
+    assert subscription is not None and subscription["status"] == "active"
+    assert subscription["customer"] == done["customer"]
+    assert subscription["items"]["data"][0]["quantity"] == 2
+    invoice = stripeline_env.mirror(done["invoice"])
+    assert invoice is not None and invoice["status"] == "paid" and invoice["amount_paid"] == 1800
+    # One customer for the two attempts.
+    assert len(client.v1.customers.list().data) == 1
+    assert_all_processed(stripeline_env)
+
+
+def test_checkout_session_expires(stripeline_env: StripelineEnv) -> None:
+    client = stripeline_env.client
+    line_items = [
+        {"price_data": {"currency": "usd", "unit_amount": 700, "product_data": {"name": "A"}}}
+    ]
+    first = client.v1.checkout.sessions.create({"mode": "payment", "line_items": line_items})
+    second = client.v1.checkout.sessions.create({"mode": "payment", "line_items": line_items})
+    assert client.v1.checkout.sessions.expire(first.id).status == "expired"
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.checkout.sessions.expire(first.id)
+    stripeline_env.advance_clock(24 * 3600)
+    assert client.v1.checkout.sessions.retrieve(second.id).status == "expired"
+    with pytest.raises(SandboxControlError, match="expired"):
+        stripeline_env.control("POST", f"/_sandbox/checkout/sessions/{second.id}/complete")
+    stripeline_env.settle()
+    assert types(stripeline_env) == {"checkout.session.expired": 2}
+    assert_all_processed(stripeline_env)
+
+
+def test_billing_portal_session(stripeline_env: StripelineEnv) -> None:
+    client = stripeline_env.client
+    customer = client.v1.customers.create({"email": "portal@example.com"})
+    portal = client.v1.billing_portal.sessions.create(
+        {"customer": customer.id, "return_url": "https://example.com/account"}
+    )
+    assert portal.url.startswith(stripeline_env.sandbox.url)
+    assert portal.configuration.startswith("bpc_") and portal.customer == customer.id
+    page = stripeline_env.control("GET", portal.url.removeprefix(stripeline_env.sandbox.url))
+    assert page["customer"]["email"] == "portal@example.com"
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.billing_portal.sessions.create({"customer": "cus_missing"})
+    stripeline_env.settle()
+    assert types(stripeline_env)["billing_portal.session.created"] == 1

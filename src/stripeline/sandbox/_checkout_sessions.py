@@ -7,8 +7,10 @@ A session is ``open`` until the customer pays on the hosted page — here
 sandbox time). Payment mode creates and confirms a PaymentIntent as the
 hosted page would (3-D Secure counts as completed on the page; a declining
 card answers 402 and leaves the session open), then emits
-``checkout.session.completed``. Subscription and setup modes can be created
-(they return a URL) but not completed yet.
+``checkout.session.completed``. Subscription mode subscribes the customer
+(made if needed) to the line items' recurring prices with the card as its
+default, first invoice paid (or a trial from ``subscription_data``). Setup
+mode can be created (it returns a URL) but not completed yet.
 """
 
 from __future__ import annotations
@@ -110,6 +112,11 @@ def create_checkout_session(request: Request) -> Obj:
             f"`line_items` is required in `{mode}` mode.",
             param="line_items",
             code="parameter_missing",
+        )
+    if mode == "subscription" and not all(item["_recurring"] and item["price"] for item in items):
+        raise invalid(
+            "In `subscription` mode every line item needs a recurring `price`.",
+            param="line_items",
         )
     if mode == "payment" and any(item["_recurring"] for item in items):
         raise invalid(
@@ -218,6 +225,8 @@ def create_checkout_session(request: Request) -> Obj:
     hidden["line_items"] = [{k: v for k, v in item.items() if k != "_recurring"} for item in items]
     intent_data = params.get("payment_intent_data")
     hidden["payment_intent_data"] = intent_data if isinstance(intent_data, dict) else {}
+    subscription_data = params.get("subscription_data")
+    hidden["subscription_data"] = subscription_data if isinstance(subscription_data, dict) else {}
     return session
 
 
@@ -302,7 +311,7 @@ def hosted_checkout_page(request: Request) -> Obj:
 
 @route("POST", "/_sandbox/checkout/sessions/{id}/complete", control=True)
 def complete_checkout_session(request: Request) -> Obj:
-    """Pay on the hosted page: ``payment_method`` (default ``pm_card_visa``), ``email``."""
+    """Pay on the hosted page: ``payment_method`` (default ``pm_card_visa``), ``email``, ``name``."""
     from stripeline.sandbox._payment_intents import _confirm, create_payment_intent
 
     session = _session(request)
@@ -311,6 +320,8 @@ def complete_checkout_session(request: Request) -> Obj:
             f"This Checkout Session is {session['status']}; only an open session can be completed.",
             code="checkout_session_unexpected_state",
         )
+    if session["mode"] == "subscription":
+        return _complete_subscription(request, session)
     if session["mode"] != "payment":
         raise invalid(
             f"Completing a Checkout Session in {session['mode']} mode is not emulated yet.",
@@ -351,18 +362,64 @@ def complete_checkout_session(request: Request) -> Obj:
     email = optional_str(params.get("email")) or session["customer_email"]
     if email is None and session["customer"]:
         email = request.get("customer", session["customer"]).get("email")
+    _finish(request, session, email, "paid")
+    return session
+
+
+def _finish(request: Request, session: Obj, email: str | None, payment_status: str) -> None:
     session["status"] = "complete"
-    session["payment_status"] = "paid"
+    session["payment_status"] = payment_status
     session["url"] = None
     session["customer_details"] = {
         "address": None,
         "business_name": None,
         "email": email,
         "individual_name": None,
-        "name": optional_str(params.get("name")),
+        "name": optional_str(request.params.get("name")),
         "phone": None,
         "tax_exempt": "none",
         "tax_ids": [],
     }
     request.emit("checkout.session.completed", session)
+
+
+def _complete_subscription(request: Request, session: Obj) -> Obj:
+    """Subscribe as the hosted page would: a customer (made if the session has
+    none), the card attached as the default, the subscription's first invoice
+    paid at once (a declining card answers 402 and leaves the session open)."""
+    from stripeline.sandbox._customers import create_customer
+    from stripeline.sandbox._subscriptions import create_subscription
+
+    params = request.params
+    hidden = request.account.hidden(session["id"])
+    email = optional_str(params.get("email")) or session["customer_email"]
+    customer_id = session["customer"] or hidden.get("customer")
+    if customer_id is None:
+        customer = create_customer(dataclasses.replace(request, params={"email": email or ""}))
+        customer_id = hidden["customer"] = customer["id"]
+    elif email is None:
+        email = request.get("customer", customer_id).get("email")
+    data: dict[str, Any] = hidden.get("subscription_data") or {}
+    create_params: dict[str, Any] = {
+        "customer": customer_id,
+        "items": [
+            {"price": item["price"], "quantity": item["quantity"]}
+            for item in hidden.get("line_items", [])
+        ],
+        "default_payment_method": str(params.get("payment_method") or "pm_card_visa"),
+        "payment_behavior": "error_if_incomplete",
+        "metadata": data.get("metadata") or {},
+    }
+    if data.get("trial_period_days") not in (None, ""):
+        create_params["trial_period_days"] = data["trial_period_days"]
+    subscription = create_subscription(dataclasses.replace(request, params=create_params))
+    session["customer"] = customer_id
+    session["subscription"] = subscription["id"]
+    session["invoice"] = subscription.get("latest_invoice")
+    _finish(
+        request,
+        session,
+        email,
+        "no_payment_required" if subscription["status"] == "trialing" else "paid",
+    )
     return session
