@@ -75,7 +75,9 @@ class StripeFetcher:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
-        self.limiter = TokenBucket(reads_per_second)
+        # No burst: a burst as large as the rate would allow twice the rate in
+        # one second, over Stripe's per-second limit.
+        self.limiter = TokenBucket(reads_per_second, burst=1)
         self.reads = 0
         self._clock = clock
 
