@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import types
+
 import stripeline
 
 
 def test_all_names_exist_and_are_sorted() -> None:
     for name in stripeline.__all__:
-        assert hasattr(stripeline, name), name
+        assert getattr(stripeline, name) is not None, name
     assert stripeline.__all__ == sorted(stripeline.__all__)
 
 
-def test_public_members_are_listed() -> None:
+def test_no_public_member_is_left_out_of_all() -> None:
     public = {
         name
-        for name, value in vars(stripeline).items()
+        for name in dir(stripeline)
         if not name.startswith("_")
-        and not isinstance(value, type(stripeline))
-        and name != "annotations"  # from __future__ import annotations
+        and not isinstance(getattr(stripeline, name), types.ModuleType)
+        and name not in {"annotations", "importlib", "TYPE_CHECKING", "Any"}
     }
     assert public == set(stripeline.__all__) - {"__version__"}
 
@@ -27,3 +31,14 @@ def test_every_error_derives_from_the_root() -> None:
         value = getattr(stripeline, name)
         if isinstance(value, type) and issubclass(value, Exception):
             assert issubclass(value, stripeline.StripelineError), name
+
+
+def test_import_is_cheap() -> None:
+    """``import stripeline`` loads neither SQLAlchemy, pydantic nor the SDK."""
+    code = (
+        "import sys, stripeline; "
+        "print(sorted(m for m in ('sqlalchemy', 'pydantic', 'stripe') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert stripeline.Stripeline.__name__ == "Stripeline"

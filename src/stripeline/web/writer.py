@@ -11,6 +11,7 @@ pointless; PostgreSQL may use a few.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -96,20 +97,31 @@ class IngestWriter:
         try:
             with connect(self._engine) as conn:
                 results = inbox.store(conn, [item for item, _, _ in batch])
-        except SQLAlchemyError as exc:
-            log.error(
-                "ingest_database_error",
-                action="ingest_database_error",
-                events=len(batch),
-                error=str(getattr(exc, "orig", None) or exc).splitlines()[0][:300],
-            )
+        except Exception as exc:
+            # Whatever went wrong, nothing was committed: every waiting request
+            # gets a 503 (Stripe retries), and this thread lives on.
+            if isinstance(exc, SQLAlchemyError):
+                log.error(
+                    "ingest_database_error",
+                    action="ingest_database_error",
+                    events=len(batch),
+                    error=str(getattr(exc, "orig", None) or exc).splitlines()[0][:300],
+                )
+            else:
+                log.exception("ingest_failed", action="ingest_failed", events=len(batch))
             for _, future, loop in batch:
-                loop.call_soon_threadsafe(_fail, future)
+                _settle(loop, _fail, future)
             return
         for (_, future, loop), new in zip(batch, results, strict=True):
-            loop.call_soon_threadsafe(_resolve, future, new)
+            _settle(loop, _resolve, future, new)
         if self._on_commit is not None:
             self._on_commit()
+
+
+def _settle(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: object) -> None:
+    # A request whose event loop has gone (server shutting down) is past helping.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
 
 
 def _resolve(future: asyncio.Future[bool], value: bool) -> None:
