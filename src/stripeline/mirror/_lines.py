@@ -23,6 +23,8 @@ from stripeline.mirror.mapping import invoice_line_columns
 
 invoice_lines = cast(Table, InvoiceLine.__table__)
 _invoices = cast(Table, Invoice.__table__)
+#: Keys per ``IN (…)`` list.
+_CHUNK = 500
 
 
 def _line_rows(
@@ -83,24 +85,27 @@ def write_invoice_lines(conn: Connection, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     keys = [(row["account"], row["id"]) for row in rows]
-    held = {
-        (account, object_id): (marker, marker_rank, event_id)
-        for account, object_id, marker, marker_rank, event_id in conn.execute(
+    held: dict[tuple[str, str], tuple[int, int, str | None]] = {}
+    for start in range(0, len(keys), _CHUNK):
+        found = conn.execute(
             select(
                 _invoices.c.account,
                 _invoices.c.id,
                 _invoices.c.marker,
                 _invoices.c.marker_rank,
                 _invoices.c.event_id,
-            ).where(tuple_(_invoices.c.account, _invoices.c.id).in_(keys))
+            ).where(tuple_(_invoices.c.account, _invoices.c.id).in_(keys[start : start + _CHUNK]))
         )
-    }
+        for account, object_id, marker, marker_rank, event_id in found:
+            held[(account, object_id)] = (marker, marker_rank, event_id)
+    replaced: list[tuple[str, str]] = []  # invoices whose lines are all replaced
+    overwritten: list[tuple[str, str, str]] = []  # single lines written over
+    line_rows: list[dict[str, Any]] = []
     for row in rows:
         key = (row["account"], row["id"])
         if held.get(key) != (row["marker"], row["marker_rank"], row["event_id"]):
             continue
-        data = row["data"]
-        lines = data.get("lines")
+        lines = row["data"].get("lines")
         if row["deleted"]:
             items: list[Any] = []
             complete = True
@@ -112,12 +117,18 @@ def write_invoice_lines(conn: Connection, rows: list[dict[str, Any]]) -> None:
             complete = True
         else:
             continue  # this state says nothing about the lines: keep them
-        replace_invoice_lines(
-            conn,
-            account=row["account"],
-            invoice_id=row["id"],
-            livemode=row["livemode"],
-            lines=items,
-            complete=complete,
-            now=row["updated_at"],
-        )
+        new = _line_rows(row["account"], row["id"], row["livemode"], items, row["updated_at"])
+        line_rows.extend(new)
+        if complete:
+            replaced.append(key)
+        else:
+            overwritten.extend((r["account"], r["invoice"], r["id"]) for r in new)
+    c = invoice_lines.c
+    for start in range(0, len(replaced), _CHUNK):
+        chunk = replaced[start : start + _CHUNK]
+        conn.execute(delete(invoice_lines).where(tuple_(c.account, c.invoice).in_(chunk)))
+    for start in range(0, len(overwritten), _CHUNK):
+        chunk3 = overwritten[start : start + _CHUNK]
+        conn.execute(delete(invoice_lines).where(tuple_(c.account, c.invoice, c.id).in_(chunk3)))
+    if line_rows:
+        conn.execute(insert(invoice_lines), line_rows)
