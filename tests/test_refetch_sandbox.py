@@ -75,13 +75,18 @@ def test_200_updates_to_one_subscription_cost_a_handful_of_reads(
     ]
     assert len(updates) == 200 and caught.inserted >= 200
 
+    route = "GET /v1/subscriptions/{id}"
+    before = stripe_sandbox.request_counts(stripe_key).get(route, 0)
     worker = Worker(app, listen=False)
     worker.drain()
     time.sleep(WINDOW + 0.1)  # the coalescing window ends: the one read is due
     worker.drain()
 
-    reads_for_burst = fetcher.reads
-    assert 1 <= reads_for_burst <= 5, reads_for_burst
+    subscription_reads = stripe_sandbox.request_counts(stripe_key).get(route, 0) - before
+    # One read per window; a loaded machine may stretch the burst over two.
+    assert 1 <= subscription_reads <= 2, subscription_reads
+    # Every other object (customer, product, price, invoice…) is read about once.
+    assert fetcher.reads <= 8, fetcher.reads
     with connect(engine, readonly=True) as conn:
         mirrored = get_object(conn, subscription.id)
     assert mirrored is not None and mirrored["metadata"] == {"n": "199"}

@@ -161,38 +161,54 @@ class Worker:
     # -- one batch ---------------------------------------------------------
 
     def run_once(self) -> int:
-        """Claim one batch and process it; return how many events were claimed."""
-        with connect(self.app.engine) as conn:
-            claimed = inbox.claim(
-                conn, worker=self.id, limit=self.batch_size, lease_seconds=self.lease_seconds
-            )
-        if not claimed:
-            return self.refetch_once()
+        """Claim one batch and process it; return how many events were claimed.
+
+        The claim commits with the first group of events processed (one
+        commit less per batch); events left for later groups stay leased.
+        """
         position = 0
-        while position < len(claimed):
+        claimed: list[inbox.ClaimedEvent] = []
+        while True:
             with connect(self.app.engine) as conn:
-                started = time.monotonic()
-                attempt_rows: list[dict[str, Any]] = []
-                while position < len(claimed):
-                    # Events no handler wants are applied to the mirror in bulk;
-                    # the others one by one, each in its own SAVEPOINT.
-                    run: list[inbox.ClaimedEvent] = []
-                    while position < len(claimed) and len(run) < BULK_SIZE:
-                        if not self._bulk_ok(claimed[position]):
-                            break
-                        run.append(claimed[position])
-                        position += 1
-                    if run:
-                        attempt_rows.extend(self._process_bulk(conn, run))
-                    else:
-                        row = self._process(conn, claimed[position])
-                        if row is not None:
-                            attempt_rows.append(row)
-                        position += 1
-                    if time.monotonic() - started > self.max_transaction_seconds:
+                if not claimed:
+                    claimed = inbox.claim(
+                        conn,
+                        worker=self.id,
+                        limit=self.batch_size,
+                        lease_seconds=self.lease_seconds,
+                    )
+                    if not claimed:
                         break
-                inbox.record_attempt(conn, attempt_rows)
+                position = self._process_group(conn, claimed, position)
+            if position >= len(claimed):
+                break
         return len(claimed) + self.refetch_once()
+
+    def _process_group(self, conn: Any, claimed: list[inbox.ClaimedEvent], position: int) -> int:
+        """Process events from ``position`` for at most ``max_transaction_seconds``;
+        return the position reached."""
+        started = time.monotonic()
+        attempt_rows: list[dict[str, Any]] = []
+        while position < len(claimed):
+            # Events no handler wants are applied to the mirror in bulk;
+            # the others one by one, each in its own SAVEPOINT.
+            run: list[inbox.ClaimedEvent] = []
+            while position < len(claimed) and len(run) < BULK_SIZE:
+                if not self._bulk_ok(claimed[position]):
+                    break
+                run.append(claimed[position])
+                position += 1
+            if run:
+                attempt_rows.extend(self._process_bulk(conn, run))
+            else:
+                row = self._process(conn, claimed[position])
+                if row is not None:
+                    attempt_rows.append(row)
+                position += 1
+            if time.monotonic() - started > self.max_transaction_seconds:
+                break
+        inbox.record_attempt(conn, attempt_rows)
+        return position
 
     def _bulk_ok(self, claimed: inbox.ClaimedEvent) -> bool:
         return claimed.attempts <= self.app.settings.max_attempts and not self.app.handlers_for(

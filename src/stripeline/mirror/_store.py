@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, or_, select, tuple_
+from sqlalchemy import Connection, Table, and_, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stripeline.core.ordering import Decision, Seen, decide, needs_data, rank
@@ -135,16 +135,21 @@ def _upsert(conn: Connection, table: Table) -> Any:
 def _held(
     conn: Connection, table: Table, keys: list[tuple[str, str]]
 ) -> dict[tuple[str, str], Seen]:
+    by_account: dict[str, list[str]] = {}
+    for account, object_id in keys:
+        by_account.setdefault(account, []).append(object_id)
     held: dict[tuple[str, str], Seen] = {}
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        rows = conn.execute(
-            select(
-                table.c.account, table.c.id, table.c.marker, table.c.marker_rank, table.c.event_id
-            ).where(tuple_(table.c.account, table.c.id).in_(chunk))
-        )
-        for account, object_id, marker, marker_rank, event_id in rows:
-            held[(account, object_id)] = Seen(marker, marker_rank, event_id is None)
+    for account, ids in by_account.items():
+        # account = ? AND id IN (…): a primary-key lookup on every backend
+        # (a row-value IN is not always one).
+        for start in range(0, len(ids), 500):
+            rows = conn.execute(
+                select(table.c.id, table.c.marker, table.c.marker_rank, table.c.event_id).where(
+                    table.c.account == account, table.c.id.in_(ids[start : start + 500])
+                )
+            )
+            for object_id, marker, marker_rank, event_id in rows:
+                held[(account, object_id)] = Seen(marker, marker_rank, event_id is None)
     return held
 
 
