@@ -287,6 +287,27 @@ def test_invoice_lines_follow_the_newest_invoice_state(app: Stripeline) -> None:
     assert mirror.invoice_lines("in_1") == []
 
 
+def test_subscription_items_follow_their_subscription(app: Stripeline) -> None:
+    first = subscription("sub_i", "cus_i", "active")
+    item = first["items"]["data"][0]
+    item["id"] = "si_one"
+    deliver(app, ("customer.subscription.created", BASE, first))
+    mirror = Mirror(app.engine)
+    (held,) = mirror.subscription_items("sub_i")
+    assert (held.id, held.subscription, held.price) == ("si_one", "sub_i", item["price"]["id"])
+    assert held.current_period_end == datetime.fromtimestamp(BASE + 86_400, UTC)
+    # The item is swapped for another: the old one is gone, the new one is there.
+    swapped = copy.deepcopy(first)
+    swapped["items"]["data"][0].update(id="si_two", quantity=4)
+    deliver(app, ("customer.subscription.updated", BASE + 5, swapped))
+    assert [(i.id, i.quantity) for i in mirror.subscription_items("sub_i")] == [("si_two", 4)]
+    gone = mirror.get("si_one")
+    assert gone is not None and gone["deleted"] is True
+    # A stale subscription state does not bring it back.
+    deliver(app, ("customer.subscription.updated", BASE + 1, first))
+    assert [i.id for i in mirror.subscription_items("sub_i")] == ["si_two"]
+
+
 def test_disputes_due_before(app: Stripeline) -> None:
     def dispute(dispute_id: str, due_by: int, status: str = "needs_response") -> dict[str, Any]:
         obj = copy.deepcopy(FIXTURES["dispute"])

@@ -1,6 +1,7 @@
-"""Invoice lines: copied from each invoice state the mirror writes.
+"""Invoice lines and subscription items: copied from each state of their
+parent (invoice, subscription) that the mirror writes.
 
-Lines travel inside their invoice (``invoice.lines``), so they follow its
+Invoice lines travel inside their invoice (``invoice.lines``), so they follow its
 ordering: when a newer state of an invoice is written, its lines replace the
 ones held, in the same transaction. A state whose ``lines`` list is cut short
 (``has_more``) cannot say which of the held lines are gone: its lines are
@@ -18,8 +19,8 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Table, delete, insert, select, tuple_
 
-from stripeline.db.models import Invoice, InvoiceLine
-from stripeline.mirror.mapping import invoice_line_columns
+from stripeline.db.models import Invoice, InvoiceLine, SubscriptionItem
+from stripeline.mirror.mapping import invoice_line_columns, subscription_item_columns
 
 invoice_lines = cast(Table, InvoiceLine.__table__)
 _invoices = cast(Table, Invoice.__table__)
@@ -84,20 +85,7 @@ def write_invoice_lines(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """
     if not rows:
         return
-    keys = [(row["account"], row["id"]) for row in rows]
-    held: dict[tuple[str, str], tuple[int, int, str | None]] = {}
-    for start in range(0, len(keys), _CHUNK):
-        found = conn.execute(
-            select(
-                _invoices.c.account,
-                _invoices.c.id,
-                _invoices.c.marker,
-                _invoices.c.marker_rank,
-                _invoices.c.event_id,
-            ).where(tuple_(_invoices.c.account, _invoices.c.id).in_(keys[start : start + _CHUNK]))
-        )
-        for account, object_id, marker, marker_rank, event_id in found:
-            held[(account, object_id)] = (marker, marker_rank, event_id)
+    held = _held_states(conn, _invoices, rows)
     replaced: list[tuple[str, str]] = []  # invoices whose lines are all replaced
     overwritten: list[tuple[str, str, str]] = []  # single lines written over
     line_rows: list[dict[str, Any]] = []
@@ -132,3 +120,96 @@ def write_invoice_lines(conn: Connection, rows: list[dict[str, Any]]) -> None:
         conn.execute(delete(invoice_lines).where(tuple_(c.account, c.invoice, c.id).in_(chunk3)))
     if line_rows:
         conn.execute(insert(invoice_lines), line_rows)
+
+
+# -- subscription items ---------------------------------------------------------------
+# Items have no events of their own either: they travel in ``subscription.items``.
+# Each subscription state written gives its items a state with the
+# subscription's marker and rank, written through the mirror's guarded upsert
+# (so a fetched item state that is newer is kept); with a complete list, items
+# the subscription no longer lists are marked deleted.
+
+_items = cast(Table, SubscriptionItem.__table__)
+
+
+def _item_row(
+    row: dict[str, Any], item: dict[str, Any], subscription_id: str, deleted: bool
+) -> dict[str, Any]:
+    columns = subscription_item_columns(item)
+    if columns["subscription"] is None:
+        columns["subscription"] = subscription_id
+    return {
+        "account": row["account"],
+        "id": item["id"],
+        "livemode": row["livemode"],
+        "data": item,
+        "marker": row["marker"],
+        "marker_rank": row["marker_rank"],
+        "event_id": row["event_id"],
+        "deleted": deleted,
+        "updated_at": row["updated_at"],
+        **columns,
+    }
+
+
+def write_subscription_items(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """The ``after_write`` hook of the subscription table (see above)."""
+    from stripeline.mirror._store import _upsert
+    from stripeline.mirror.tables import table_for
+
+    subscriptions = table_for("subscription").table
+    held = _held_states(conn, subscriptions, rows)
+    item_rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        if held.get((row["account"], row["id"])) != (
+            row["marker"],
+            row["marker_rank"],
+            row["event_id"],
+        ):
+            continue
+        listed = row["data"].get("items")
+        if not isinstance(listed, dict) or not isinstance(listed.get("data"), list):
+            continue
+        seen: set[str] = set()
+        for item in listed["data"]:
+            if (
+                isinstance(item, dict)
+                and isinstance(item.get("id"), str)
+                and len(item["id"]) <= 255
+            ):
+                seen.add(item["id"])
+                item_rows.setdefault(
+                    (row["account"], item["id"]), _item_row(row, item, row["id"], False)
+                )
+        if listed.get("has_more") is True:
+            continue
+        gone = conn.execute(
+            select(_items.c.id).where(
+                _items.c.account == row["account"],
+                _items.c.subscription == row["id"],
+                _items.c.deleted.is_(False),
+            )
+        )
+        for (item_id,) in gone:
+            if item_id not in seen:
+                stub = {"id": item_id, "object": "subscription_item", "deleted": True}
+                item_rows[(row["account"], item_id)] = _item_row(row, stub, row["id"], True)
+    if item_rows:
+        conn.execute(_upsert(conn, _items), list(item_rows.values()))
+
+
+def _held_states(
+    conn: Connection, table: Table, rows: list[dict[str, Any]]
+) -> dict[tuple[str, str], tuple[int, int, str | None]]:
+    """What ``table`` holds now for the rows just upserted: (marker, rank, event)."""
+    keys = [(row["account"], row["id"]) for row in rows]
+    held: dict[tuple[str, str], tuple[int, int, str | None]] = {}
+    for start in range(0, len(keys), _CHUNK):
+        found = conn.execute(
+            select(
+                table.c.account, table.c.id, table.c.marker, table.c.marker_rank, table.c.event_id
+            ).where(tuple_(table.c.account, table.c.id).in_(keys[start : start + _CHUNK]))
+        )
+        for account, object_id, marker, marker_rank, event_id in found:
+            held[(account, object_id)] = (marker, marker_rank, event_id)
+    return held

@@ -469,11 +469,11 @@ TYPED_TABLES: dict[str, tuple[type[models.Base], ColumnsFn]] = {
 
 def register_all() -> None:
     """Register every typed table (idempotent)."""
-    from stripeline.mirror._lines import write_invoice_lines
+    from stripeline.mirror._lines import write_invoice_lines, write_subscription_items
 
+    hooks = {"invoice": write_invoice_lines, "subscription": write_subscription_items}
     for object_type, (model, columns) in TYPED_TABLES.items():
-        after_write = write_invoice_lines if object_type == "invoice" else None
-        tables.register(object_type, _table(model), columns, after_write=after_write)
+        tables.register(object_type, _table(model), columns, after_write=hooks.get(object_type))
 
 
 register_all()
