@@ -160,12 +160,11 @@ def write_subscription_items(conn: Connection, rows: list[dict[str, Any]]) -> No
     subscriptions = table_for("subscription").table
     held = _held_states(conn, subscriptions, rows)
     item_rows: dict[tuple[str, str], dict[str, Any]] = {}
+    #: (account, subscription) → (its row, the item ids it lists), for complete lists.
+    complete: dict[tuple[str, str], tuple[dict[str, Any], set[str]]] = {}
     for row in rows:
-        if held.get((row["account"], row["id"])) != (
-            row["marker"],
-            row["marker_rank"],
-            row["event_id"],
-        ):
+        key = (row["account"], row["id"])
+        if held.get(key) != (row["marker"], row["marker_rank"], row["event_id"]):
             continue
         listed = row["data"].get("items")
         if not isinstance(listed, dict) or not isinstance(listed.get("data"), list):
@@ -181,19 +180,21 @@ def write_subscription_items(conn: Connection, rows: list[dict[str, Any]]) -> No
                 item_rows.setdefault(
                     (row["account"], item["id"]), _item_row(row, item, row["id"], False)
                 )
-        if listed.get("has_more") is True:
-            continue
-        gone = conn.execute(
-            select(_items.c.id).where(
-                _items.c.account == row["account"],
-                _items.c.subscription == row["id"],
+        if listed.get("has_more") is not True:
+            complete[key] = (row, seen)
+    keys = list(complete)
+    for start in range(0, len(keys), _CHUNK):
+        held_items = conn.execute(
+            select(_items.c.account, _items.c.subscription, _items.c.id).where(
+                tuple_(_items.c.account, _items.c.subscription).in_(keys[start : start + _CHUNK]),
                 _items.c.deleted.is_(False),
             )
         )
-        for (item_id,) in gone:
+        for account, subscription_id, item_id in held_items:
+            row, seen = complete[(account, subscription_id)]
             if item_id not in seen:
                 stub = {"id": item_id, "object": "subscription_item", "deleted": True}
-                item_rows[(row["account"], item_id)] = _item_row(row, stub, row["id"], True)
+                item_rows[(account, item_id)] = _item_row(row, stub, subscription_id, True)
     if item_rows:
         conn.execute(_upsert(conn, _items), list(item_rows.values()))
 
