@@ -139,6 +139,7 @@ class Stripeline:
         self._engine = engine
         self._handlers: dict[str, list[Handler]] = {}
         self._extra_secrets: dict[str, list[str]] = {"account": [], "connect": []}
+        self._secrets: dict[str, list[str]] = {}
 
     # -- configuration -----------------------------------------------------
 
@@ -152,6 +153,7 @@ class Stripeline:
     def use_settings(self, settings: Settings) -> None:
         """Replace the settings (before the app starts serving)."""
         self._settings = settings
+        self._secrets.clear()
 
     @property
     def engine(self) -> Engine:
@@ -184,17 +186,22 @@ class Stripeline:
 
     def webhook_secrets(self, endpoint: str = "account") -> list[str]:
         """The secrets a webhook to ``endpoint`` (account | connect) may be signed with."""
-        configured = (
-            self.settings.webhook_secrets
-            if endpoint == "account"
-            else self.settings.connect_webhook_secrets
-        )
-        return [s.get_secret_value() for s in configured] + self._extra_secrets[endpoint]
+        secrets = self._secrets.get(endpoint)
+        if secrets is None:  # computed once: this is on every webhook's path
+            configured = (
+                self.settings.webhook_secrets
+                if endpoint == "account"
+                else self.settings.connect_webhook_secrets
+            )
+            secrets = [s.get_secret_value() for s in configured] + self._extra_secrets[endpoint]
+            self._secrets[endpoint] = secrets
+        return secrets
 
     def add_webhook_secret(self, secret: str, endpoint: str = "account") -> None:
         """Accept one more secret (``serve`` registers with the sandbox this way)."""
         if secret not in self._extra_secrets[endpoint]:
             self._extra_secrets[endpoint].append(secret)
+            self._secrets.clear()
 
     # -- handlers ----------------------------------------------------------
 

@@ -40,9 +40,9 @@ from stripeline.mirror import refetch
 
 log = get_logger("stripeline.worker")
 
-#: Longest a processing transaction holds SQLite's write lock before it
-#: commits and lets the web app's writer in.
-DEFAULT_MAX_TRANSACTION_SECONDS = 0.2
+#: Longest a processing transaction runs before it commits. On SQLite it
+#: holds the one write lock meanwhile, and webhooks wait behind it: short.
+DEFAULT_MAX_TRANSACTION_SECONDS = {"sqlite": 0.05, "postgresql": 0.2}
 #: Most events applied to the mirror in one bulk statement.
 BULK_SIZE = 500
 
@@ -62,7 +62,7 @@ class Worker:
         batch_size: int | None = None,
         lease_seconds: int | None = None,
         poll_seconds: float | None = None,
-        max_transaction_seconds: float = DEFAULT_MAX_TRANSACTION_SECONDS,
+        max_transaction_seconds: float | None = None,
         listen: bool = True,
     ) -> None:
         settings = app.settings
@@ -71,7 +71,10 @@ class Worker:
         self.batch_size = batch_size or settings.worker_batch_size
         self.lease_seconds = lease_seconds or settings.lease_seconds
         self.poll_seconds = poll_seconds or settings.worker_poll_seconds
-        self.max_transaction_seconds = max_transaction_seconds
+        self.max_transaction_seconds = (
+            max_transaction_seconds
+            or DEFAULT_MAX_TRANSACTION_SECONDS.get(app.engine.dialect.name, 0.2)
+        )
         self._listen = listen and is_postgres(app.engine)
         self._wake = threading.Event()
         self._stop = threading.Event()

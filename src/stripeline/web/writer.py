@@ -16,11 +16,10 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 
-from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from stripeline import inbox
-from stripeline.db.engine import connect
 from stripeline.errors import DatabaseUnavailable
 from stripeline.log import get_logger
 
@@ -74,29 +73,64 @@ class IngestWriter:
         return await future
 
     def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            batch = [first]
-            stop_after = False
-            while len(batch) < self._max_batch:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop_after = True
-                    break
-                batch.append(nxt)
-            self._write(batch)
-            if stop_after:
-                return
-
-    def _write(self, batch: Sequence[_Item]) -> None:
+        # Each writer keeps its connection: no pool checkout (and pre-ping
+        # round trip) per group. A failed group drops it; the next one
+        # connects afresh, which is how the writer recovers from an outage.
+        conn: Connection | None = None
         try:
-            with connect(self._engine) as conn:
-                results = inbox.store(conn, [item for item, _, _ in batch])
+            while True:
+                first = self._queue.get()
+                if first is _STOP:
+                    return
+                batch, stop_after = self._gather(first)
+                conn = self._write(conn, batch)
+                if stop_after:
+                    return
+        finally:
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+
+    def _gather(self, first: _Item) -> tuple[list[_Item], bool]:
+        """``first`` and whatever else is queued, up to ``max_batch``."""
+        batch = [first]
+        while len(batch) < self._max_batch:
+            try:
+                nxt = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is _STOP:
+                return batch, True
+            batch.append(nxt)
+        return batch, False
+
+    def _store(
+        self, conn: Connection | None, batch: Sequence[_Item]
+    ) -> tuple[Connection, list[bool]]:
+        """Store the group on ``conn`` (or a new connection); a connection that
+        fails is closed here, whatever the error."""
+        items = [item for item, _, _ in batch]
+        if conn is not None:
+            try:
+                with conn.begin():
+                    return conn, inbox.store(conn, items)
+            except BaseException as exc:
+                _discard(conn)
+                # The kept connection had died (the database restarted since
+                # the last group): nothing was written; try a new connection.
+                if not (isinstance(exc, DBAPIError) and exc.connection_invalidated):
+                    raise
+        conn = self._engine.connect()
+        try:
+            with conn.begin():
+                return conn, inbox.store(conn, items)
+        except BaseException:
+            _discard(conn)
+            raise
+
+    def _write(self, conn: Connection | None, batch: Sequence[_Item]) -> Connection | None:
+        try:
+            conn, results = self._store(conn, batch)
         except Exception as exc:
             # Whatever went wrong, nothing was committed: every waiting request
             # gets a 503 (Stripe retries), and this thread lives on.
@@ -111,11 +145,18 @@ class IngestWriter:
                 log.exception("ingest_failed", action="ingest_failed", events=len(batch))
             for _, future, loop in batch:
                 _settle(loop, _fail, future)
-            return
+            return None
         for (_, future, loop), new in zip(batch, results, strict=True):
             _settle(loop, _resolve, future, new)
         if self._on_commit is not None:
             self._on_commit()
+        return conn
+
+
+def _discard(conn: Connection) -> None:
+    with contextlib.suppress(Exception):
+        conn.invalidate()
+        conn.close()
 
 
 def _settle(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: object) -> None:
