@@ -123,3 +123,17 @@ def test_cli_prints_one_line_and_exits_2(monkeypatch: pytest.MonkeyPatch) -> Non
         "webhooks cannot be verified"
     ]
     assert "VerySecretValue" not in result.output
+
+
+def test_mirror_policies_per_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STRIPELINE_MIRROR_POLICIES", "subscription=refetch, invoice=payload")
+    monkeypatch.setenv("STRIPELINE_MIRROR_POLICY", "payload")
+    settings = load_settings()
+    assert settings.policy_for("subscription") == "refetch"
+    assert settings.policy_for("invoice") == "payload"
+    assert settings.policy_for("customer") == "payload"
+    assert settings.reads_per_second == 20.0
+    monkeypatch.setenv("STRIPELINE_MIRROR_POLICIES", "subscription=sometimes")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert "STRIPELINE_MIRROR_POLICIES must look like" in err.value.message
