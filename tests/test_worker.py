@@ -348,3 +348,15 @@ def test_handler_logs_carry_the_event(app: Stripeline) -> None:
     (entry,) = [e for e in logs if e.get("action") == "grant_access"]
     assert entry["event_id"] == body["id"]
     assert entry["event_type"] == "invoice.paid"
+
+
+def test_include_gathers_handlers_from_other_apps() -> None:
+    billing, emails, served = Stripeline(), Stripeline(), Stripeline()
+    billing.on("invoice.paid")(lambda e: None)
+    emails.on("invoice.*")(lambda e: None)
+    served.include(billing)
+    served.include(emails)
+    assert served.handlers_for("invoice.paid") == (
+        billing.handlers_for("invoice.paid") + emails.handlers_for("invoice.paid")
+    )
+    assert served.handlers_for("customer.created") == []

@@ -222,6 +222,16 @@ class Stripeline:
 
         return register
 
+    def include(self, other: Stripeline) -> None:
+        """Register every handler of ``other`` here too, in its order.
+
+        Handlers can live in several modules, each with its own
+        ``Stripeline()``, and be gathered into the one that is served.
+        """
+        for event_type, handlers in other._handlers.items():
+            for handler in handlers:
+                self.on(event_type)(handler)
+
     def handlers_for(self, event_type: str) -> list[Handler]:
         found = list(self._handlers.get(event_type, ()))
         prefix = event_type

@@ -725,15 +725,9 @@ def stripeline_app(
     )
     app = Stripeline(settings)
     if stripeline_base_app is not None:
-        _copy_handlers(stripeline_base_app, app)
+        app.include(stripeline_base_app)
     yield app
     app.dispose()
-
-
-def _copy_handlers(source: Stripeline, target: Stripeline) -> None:
-    for event_type, handlers in source._handlers.items():
-        for handler in handlers:
-            target.on(event_type)(handler)
 
 
 @pytest.fixture

@@ -103,11 +103,17 @@ def connect(engine: Engine, *, readonly: bool = False) -> Iterator[Connection]:
     """A connection in a transaction, committed on success.
 
     ``readonly=True`` starts a deferred SQLite transaction that never takes the
-    write lock (reads in WAL mode never wait for the writer).
+    write lock (reads in WAL mode never wait for the writer); on PostgreSQL it
+    runs in autocommit, each statement its own snapshot.
     """
     conn = engine.connect()
     if readonly:
-        conn = conn.execution_options(sqlite_begin="DEFERRED")
+        # SQLite: a deferred transaction never takes the write lock.
+        # PostgreSQL: autocommit, so a read costs no BEGIN and COMMIT round trips.
+        conn = conn.execution_options(
+            sqlite_begin="DEFERRED",
+            **({} if engine.dialect.name == "sqlite" else {"isolation_level": "AUTOCOMMIT"}),
+        )
     try:
         with conn.begin():
             yield conn
