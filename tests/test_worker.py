@@ -100,8 +100,8 @@ def test_sync_and_async_handlers_run_in_order(app: Stripeline) -> None:
     def every(e: ReceivedEvent) -> None:
         calls.append(f"every:{e.attempt}")
 
-    put(app, event("invoice.paid", obj={"id": "in_1", "object": "invoice"}))
-    put(app, event("customer.created"))
+    put(app, event("invoice.paid", obj={"id": "in_1", "object": "invoice"}, created=1_700_000_000))
+    put(app, event("customer.created", created=1_700_000_001))
     assert Worker(app, listen=False).drain() == 2
     assert calls[:3] == ["exact:invoice.paid:in_1", "prefix", "every:1"]
     assert calls[3:] == ["every:1"]
