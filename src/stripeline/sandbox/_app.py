@@ -25,7 +25,6 @@ RESOURCE_MODULES: tuple[str, ...] = (
     "stripeline.sandbox._subscriptions",
     "stripeline.sandbox._subscription_items",
     "stripeline.sandbox._invoices",
-    # After _customers: it extends POST /v1/customers with `test_clock`.
     "stripeline.sandbox._test_clocks",
     "stripeline.sandbox._checkout_sessions",
     "stripeline.sandbox._billing_portal",

@@ -68,12 +68,19 @@ def _apply(request: Request, customer: Obj) -> None:
 
 @route("POST", "/v1/customers")
 def create_customer(request: Request) -> Obj:
+    """A customer; with ``test_clock`` it lives at that test clock's time."""
+    clock_id = optional_str(request.params.get("test_clock"))
+    clock = (
+        request.get("test_helpers.test_clock", clock_id, "test_clock", param="test_clock")
+        if clock_id
+        else None
+    )
     customer: Obj = {
         "id": new_id("cus"),
         "object": "customer",
         "address": None,
         "balance": 0,
-        "created": request.now(),
+        "created": int(clock["frozen_time"]) if clock else request.now(),
         "currency": None,
         "customer_account": None,
         "default_source": None,
@@ -96,7 +103,7 @@ def create_customer(request: Request) -> Obj:
         "preferred_locales": [],
         "shipping": None,
         "tax_exempt": "none",
-        "test_clock": None,
+        "test_clock": clock["id"] if clock else None,
     }
     reference = optional_str(request.params.get("payment_method"))
     payment_method = resolve(request, reference) if reference else None

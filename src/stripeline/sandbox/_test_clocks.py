@@ -3,7 +3,7 @@
 A test clock is a time of its own (``frozen_time``) that moves only when
 advanced; it is independent of the sandbox clock. Customers created with
 ``test_clock`` (and their subscriptions, invoices, invoice items) live at the
-clock's time. ``/advance`` performs every piece of due billing work of those
+clock's time (``test_clock`` on ``POST /v1/customers``, in ``_customers``). ``/advance`` performs every piece of due billing work of those
 objects in time order (renewals, trial ends, retries, finalisation…), each at
 its own moment, between ``test_helpers.test_clock.advancing`` and
 ``test_helpers.test_clock.ready``; it is done when the call returns, so the
@@ -13,7 +13,6 @@ sandbox-clock ``created`` times (event retention reads the sandbox clock).
 
 from __future__ import annotations
 
-from stripeline.sandbox import _customers
 from stripeline.sandbox._billing import add_interval, run_until, settle
 from stripeline.sandbox._errors import invalid
 from stripeline.sandbox._ids import new_id
@@ -126,19 +125,3 @@ def advance_test_clock(request: Request) -> Obj:
     clock["status_details"] = {}
     request.emit("test_helpers.test_clock.ready", clock)
     return clock
-
-
-@route("POST", "/v1/customers")
-def create_customer(request: Request) -> Obj:
-    """``_customers.create_customer`` plus ``test_clock`` (the customer lives at its time)."""
-    clock_id = optional_str(request.params.get("test_clock"))
-    clock = _clock(request, clock_id) if clock_id else None
-    customer = _customers.create_customer(request)
-    if clock is not None:
-        customer["test_clock"] = clock["id"]
-        customer["created"] = clock["frozen_time"]
-        for event in request.events:
-            shown = event["data"]["object"]
-            if shown.get("id") == customer["id"]:
-                shown["test_clock"], shown["created"] = clock["id"], clock["frozen_time"]
-    return customer
