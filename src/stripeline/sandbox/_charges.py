@@ -1,4 +1,7 @@
-"""Charges: made by PaymentIntents; retrieved, listed and updated here."""
+"""Charges: made by PaymentIntents; retrieved, listed and updated here.
+
+A bank debit's charge is ``pending`` until it settles (``settle_charge``).
+"""
 
 from __future__ import annotations
 
@@ -14,16 +17,17 @@ def new_charge(
     request: Request,
     payment_intent: Obj,
     payment_method: Obj,
-    card: TestCard,
+    card: TestCard | None,
     *,
     captured: bool,
     decline: tuple[str, str] | None = None,
+    pending: bool = False,
 ) -> Obj:
-    """Store the Charge of one payment attempt (failed when ``decline`` is given)."""
+    """Store the Charge of one payment attempt (failed when ``decline`` is given;
+    ``pending`` for a bank debit that has not settled)."""
     amount = int(payment_intent["amount"])
     failed = decline is not None
     charge_id = new_id("ch")
-    card_details = payment_method["card"]
     charge: Obj = {
         "id": charge_id,
         "object": "charge",
@@ -65,34 +69,7 @@ def new_charge(
         "paid": not failed,
         "payment_intent": payment_intent["id"],
         "payment_method": payment_method["id"],
-        "payment_method_details": {
-            "card": {
-                "amount_authorized": None if failed else amount,
-                "authorization_code": None,
-                "brand": card_details["brand"],
-                "checks": copy(card_details["checks"]),
-                "country": card_details["country"],
-                "exp_month": card_details["exp_month"],
-                "exp_year": card_details["exp_year"],
-                "extended_authorization": {"status": "disabled"},
-                "fingerprint": card_details["fingerprint"],
-                "funding": card_details["funding"],
-                "incremental_authorization": {"status": "unavailable"},
-                "installments": None,
-                "last4": card_details["last4"],
-                "mandate": None,
-                "multicapture": {"status": "unavailable"},
-                "network": card_details["brand"],
-                "network_token": {"used": False},
-                "network_transaction_id": None,
-                "overcapture": {"maximum_amount_capturable": amount, "status": "unavailable"},
-                "regulated_status": "unregulated",
-                "three_d_secure": None,
-                "transaction_link_id": None,
-                "wallet": None,
-            },
-            "type": "card",
-        },
+        "payment_method_details": _details(payment_method, amount, failed),
         "receipt_email": payment_intent["receipt_email"],
         "receipt_number": None,
         "receipt_url": f"https://pay.stripe.com/receipts/payment/{charge_id}",
@@ -109,13 +86,63 @@ def new_charge(
         "source_transfer": None,
         "statement_descriptor": None,
         "statement_descriptor_suffix": None,
-        "status": "failed" if failed else "succeeded",
+        "status": "failed" if failed else "pending" if pending else "succeeded",
         "transfer_data": None,
         "transfer_group": None,
     }
     request.account.add(charge)
-    request.account.hidden(charge_id)["card"] = card
+    if card is not None:
+        request.account.hidden(charge_id)["card"] = card
     return charge
+
+
+def _details(payment_method: Obj, amount: int, failed: bool) -> Obj:
+    """``payment_method_details`` of a charge made with ``payment_method``."""
+    if payment_method["type"] == "us_bank_account":
+        bank = payment_method["us_bank_account"]
+        return {
+            "type": "us_bank_account",
+            "us_bank_account": {
+                "account_holder_type": bank["account_holder_type"],
+                "account_type": bank["account_type"],
+                "bank_name": bank["bank_name"],
+                "expected_debit_date": None,
+                "fingerprint": bank["fingerprint"],
+                "last4": bank["last4"],
+                "mandate": None,
+                "payment_reference": None,
+                "routing_number": bank["routing_number"],
+            },
+        }
+    card_details = payment_method["card"]
+    return {
+        "card": {
+            "amount_authorized": None if failed else amount,
+            "authorization_code": None,
+            "brand": card_details["brand"],
+            "checks": copy(card_details["checks"]),
+            "country": card_details["country"],
+            "exp_month": card_details["exp_month"],
+            "exp_year": card_details["exp_year"],
+            "extended_authorization": {"status": "disabled"},
+            "fingerprint": card_details["fingerprint"],
+            "funding": card_details["funding"],
+            "incremental_authorization": {"status": "unavailable"},
+            "installments": None,
+            "last4": card_details["last4"],
+            "mandate": None,
+            "multicapture": {"status": "unavailable"},
+            "network": card_details["brand"],
+            "network_token": {"used": False},
+            "network_transaction_id": None,
+            "overcapture": {"maximum_amount_capturable": amount, "status": "unavailable"},
+            "regulated_status": "unregulated",
+            "three_d_secure": None,
+            "transaction_link_id": None,
+            "wallet": None,
+        },
+        "type": "card",
+    }
 
 
 @route("GET", "/v1/charges/{id}")

@@ -12,6 +12,7 @@ from typing import Any
 from stripeline.sandbox._delivery import DeliveryMode
 from stripeline.sandbox._errors import invalid
 from stripeline.sandbox._faults import KINDS, Fault
+from stripeline.sandbox._payment_intents import settle_due
 from stripeline.sandbox._routes import Request, as_bool, as_int, route
 from stripeline.sandbox._state import Account, Obj, World
 
@@ -121,7 +122,9 @@ def get_clock(request: Request) -> Obj:
 @route("POST", "/_sandbox/clock/advance", control=True)
 def advance_clock(request: Request) -> Obj:
     seconds = as_int(request.param("seconds"), "seconds", minimum=0)
-    return {"now": request.world.clock.advance(seconds)}
+    now = request.world.clock.advance(seconds)
+    settle_due(request)  # bank debits due by the new time settle now
+    return {"now": now}
 
 
 #: Collections ``/_sandbox/bulk`` can fill (each object needs no other one).

@@ -20,7 +20,11 @@ from stripeline.sandbox._billing_settings import billing_now, settings_of, sub_r
 from stripeline.sandbox._errors import StripeError
 from stripeline.sandbox._ids import new_id, random_part
 from stripeline.sandbox._objects import apply_metadata, copy, previous_attributes
-from stripeline.sandbox._payment_intents import confirm_payment_intent, create_payment_intent
+from stripeline.sandbox._payment_intents import (
+    confirm_payment_intent,
+    create_payment_intent,
+    on_payment_outcome,
+)
 from stripeline.sandbox._routes import Request
 from stripeline.sandbox._state import Obj
 
@@ -365,6 +369,7 @@ def _new_payment(request: Request, invoice: Obj, customer: Obj) -> None:
     payment_intent = create_payment_intent(sub_request(request, "/v1/payment_intents", params))
     now = billing_now(request, invoice["test_clock"])
     request.account.hidden(invoice["id"])["payment_intent"] = payment_intent["id"]
+    request.account.hidden(payment_intent["id"])["invoice"] = invoice["id"]
     invoice["confirmation_secret"] = {
         "client_secret": payment_intent["client_secret"],
         "type": "payment_intent",
@@ -456,8 +461,11 @@ def attempt_payment(
         except StripeError as exc:
             error = exc
     if payment_intent["status"] == "succeeded":
-        mark_paid(request, invoice)
+        if invoice["status"] != "paid":  # the PaymentIntent's outcome hook may have
+            mark_paid(request, invoice)
         return None
+    if payment_intent["status"] == "processing":
+        return None  # a bank debit: the invoice is paid (or fails) when it settles
     if payment_intent["status"] == "requires_action":
         request.emit("invoice.payment_action_required", invoice)
         error = StripeError(
@@ -551,6 +559,21 @@ def mark_uncollectible(request: Request, invoice: Obj) -> None:
         request, invoice["test_clock"]
     )
     request.emit("invoice.marked_uncollectible", invoice)
+
+
+@on_payment_outcome
+def _payment_outcome(request: Request, payment_intent: Obj) -> None:
+    """An invoice's PaymentIntent succeeded (confirmed directly by a client, after
+    3-D Secure, or a bank debit settled): the invoice is paid at once; a bank
+    debit that failed counts as a failed payment attempt."""
+    invoice_id = request.account.hidden(payment_intent["id"]).get("invoice")
+    invoice = request.account.find("invoice", invoice_id) if invoice_id else None
+    if invoice is None or invoice["status"] not in ("open", "uncollectible"):
+        return
+    if payment_intent["status"] == "succeeded":
+        mark_paid(request, invoice)
+    elif payment_intent["status"] == "requires_payment_method":
+        _failed(request, invoice)
 
 
 def reconcile(request: Request) -> None:

@@ -5,12 +5,27 @@
 with ``outcome=succeeded|failed``) → ``requires_capture`` (manual capture) →
 ``succeeded``; or ``canceled``. A declined attempt returns to
 ``requires_payment_method`` with ``last_payment_error`` and answers 402.
+
+Bank debits (``us_bank_account``, see ``_bank_accounts``) are asynchronous:
+confirming moves the PaymentIntent to ``processing`` with a ``pending``
+charge (``charge.pending``, ``payment_intent.processing``). The debit settles
+``SETTLEMENT_DELAY`` seconds of sandbox time later (at the start of the
+account's next request after that moment, or at once on
+``POST /_sandbox/payment_intents/{id}/settle``): ``succeeded``
+(``charge.succeeded``, ``payment_intent.succeeded``) or, for a failing test
+account, back to ``requires_payment_method`` with ``last_payment_error``
+(``charge.failed``, ``payment_intent.payment_failed``).
+
+Other modules learn of a PaymentIntent that succeeded, or whose debit
+failed, through ``on_payment_outcome`` (invoices mark themselves paid).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from stripeline.sandbox._bank_accounts import TestBankAccount
 from stripeline.sandbox._cards import DECLINE_MESSAGES, TestCard
 from stripeline.sandbox._charges import new_charge
 from stripeline.sandbox._disputes import open_dispute
@@ -18,9 +33,38 @@ from stripeline.sandbox._errors import invalid
 from stripeline.sandbox._ids import new_id, random_part
 from stripeline.sandbox._lists import list_object
 from stripeline.sandbox._objects import apply_metadata, copy, previous_attributes
-from stripeline.sandbox._payment_methods import attach, card_error, card_of, resolve
+from stripeline.sandbox._payment_methods import (
+    attach,
+    bank_account_of,
+    card_error,
+    card_of,
+    resolve,
+)
 from stripeline.sandbox._routes import Request, as_bool, as_int, optional_str, route
-from stripeline.sandbox._state import Obj
+from stripeline.sandbox._state import Account, Obj, World
+
+#: Sandbox seconds a bank debit stays ``processing`` (ACH: about 4 business days).
+SETTLEMENT_DELAY = 4 * 86400
+#: Hidden record of the account's processing PaymentIntents: id → settlement time.
+_PROCESSING = "__processing_payment_intents__"
+#: The failure of ``outcome=failed`` forced on a debit that would succeed.
+BANK_FAILED_MESSAGE = "The customer's account has insufficient funds to cover this payment."
+
+OutcomeHook = Callable[[Request, Obj], None]
+_outcome_hooks: list[OutcomeHook] = []
+
+
+def on_payment_outcome(hook: OutcomeHook) -> OutcomeHook:
+    """Call ``hook(request, payment_intent)`` when a PaymentIntent succeeds or its
+    bank debit fails (decorator; the invoicing module registers one)."""
+    _outcome_hooks.append(hook)
+    return hook
+
+
+def _notify(request: Request, payment_intent: Obj) -> None:
+    for hook in _outcome_hooks:
+        hook(request, payment_intent)
+
 
 NOUN = "payment_intent"
 MINIMUM_AMOUNT = 50
@@ -144,6 +188,10 @@ def _confirm(request: Request, payment_intent: Obj) -> None:
         request.account.hidden(payment_intent["id"])["return_url"] = str(params["return_url"])
     if "setup_future_usage" in params:
         payment_intent["setup_future_usage"] = optional_str(params["setup_future_usage"])
+    bank_account = bank_account_of(request, payment_method)
+    if bank_account is not None:
+        _process(request, payment_intent, payment_method)
+        return
     card = card_of(request, payment_method)
     off_session = as_bool(params.get("off_session", "false"), "off_session")
     set_up = bool(request.account.hidden(payment_method["id"]).get("set_up"))
@@ -236,14 +284,148 @@ def _charge(request: Request, payment_intent: Obj, payment_method: Obj, card: Te
         payment_intent["status"] = "succeeded"
         payment_intent["amount_received"] = amount
         request.emit("payment_intent.succeeded", payment_intent)
+    _set_up_for_future(request, payment_intent, payment_method)
+    if not manual:
+        _notify(request, payment_intent)
+    if card.dispute is not None and not manual:
+        open_dispute(request, charge, inquiry=card.dispute == "inquiry")
+
+
+def _set_up_for_future(request: Request, payment_intent: Obj, payment_method: Obj) -> None:
     customer_id = payment_intent["customer"]
     if payment_intent["setup_future_usage"] and customer_id:
         customer = request.account.find("customer", customer_id)
         if customer is not None:
             attach(request, payment_method, customer)
             request.account.hidden(payment_method["id"])["set_up"] = True
-    if card.dispute is not None and not manual:
-        open_dispute(request, charge, inquiry=card.dispute == "inquiry")
+
+
+# -- asynchronous payment methods (bank debits) -------------------------------
+
+
+def _process(request: Request, payment_intent: Obj, payment_method: Obj) -> None:
+    """Start a bank debit: a pending charge, the PaymentIntent ``processing``."""
+    if payment_intent["capture_method"] == "manual":
+        raise invalid(
+            "The payment method type us_bank_account does not support manual capture.",
+            param="capture_method",
+        )
+    if "us_bank_account" not in payment_intent["payment_method_types"]:
+        payment_intent["payment_method_types"] = [
+            *payment_intent["payment_method_types"],
+            "us_bank_account",
+        ]
+    charge = new_charge(request, payment_intent, payment_method, None, captured=True, pending=True)
+    charge["paid"] = False
+    payment_intent["latest_charge"] = charge["id"]
+    payment_intent["next_action"] = None
+    payment_intent["status"] = "processing"
+    request.account.hidden(_PROCESSING)[payment_intent["id"]] = request.now() + SETTLEMENT_DELAY
+    request.emit("charge.pending", charge)
+    request.emit("payment_intent.processing", payment_intent)
+
+
+def settle_payment(request: Request, payment_intent: Obj, outcome: str | None = None) -> None:
+    """Settle a ``processing`` bank debit: as its test account says, or as ``outcome``
+    (``succeeded`` | ``failed``) forces."""
+    request.account.hidden(_PROCESSING).pop(payment_intent["id"], None)
+    charge = request.get("charge", payment_intent["latest_charge"])
+    payment_method = request.get("payment_method", str(charge["payment_method"]), "PaymentMethod")
+    bank_account = bank_account_of(request, payment_method) or TestBankAccount("")
+    failure = bank_account.failure
+    if outcome == "succeeded":
+        failure = None
+    elif outcome == "failed" and failure is None:
+        failure = ("insufficient_funds", BANK_FAILED_MESSAGE)
+    before = copy(charge)
+    amount = int(payment_intent["amount"])
+    if failure is None:
+        charge["status"] = "succeeded"
+        charge["paid"] = True
+        payment_intent["status"] = "succeeded"
+        payment_intent["amount_received"] = amount
+        request.emit("charge.succeeded", charge, previous_attributes(before, charge))
+        request.emit("payment_intent.succeeded", payment_intent)
+        _set_up_for_future(request, payment_intent, payment_method)
+    else:
+        code, message = failure
+        charge["status"] = "failed"
+        charge["failure_code"] = code
+        charge["failure_message"] = message
+        charge["failure_balance_transaction"] = new_id("txn")
+        charge["outcome"] = {
+            **charge["outcome"],
+            "network_status": "declined_by_network",
+            "reason": code,
+            "seller_message": message,
+            "type": "issuer_declined",
+        }
+        payment_intent["status"] = "requires_payment_method"
+        payment_intent["payment_method"] = None
+        payment_intent["last_payment_error"] = {
+            "charge": charge["id"],
+            "code": code,
+            "decline_code": None,
+            "doc_url": f"https://docs.stripe.com/error-codes#{code.replace('_', '-')}",
+            "message": message,
+            "payment_method": copy(payment_method),
+            "type": "card_error",
+        }
+        request.emit("charge.failed", charge, previous_attributes(before, charge))
+        request.emit("payment_intent.payment_failed", payment_intent)
+    _notify(request, payment_intent)
+
+
+def settle_due(request: Request) -> None:
+    """Settle every bank debit of the account whose settlement time has passed.
+
+    Their events carry no request (as Stripe's events for asynchronous outcomes).
+    """
+    due = request.account.hidden(_PROCESSING)
+    if not due:
+        return
+    now = request.now()
+    for pi_id, moment in sorted(due.items(), key=lambda entry: (entry[1], entry[0])):
+        if moment > now:
+            continue
+        payment_intent = request.account.find(NOUN, pi_id)
+        if payment_intent is None or payment_intent["status"] != "processing":
+            due.pop(pi_id, None)
+            continue
+        first = len(request.events)
+        settle_payment(request, payment_intent)
+        for event in request.events[first:]:
+            event["request"] = {"id": None, "idempotency_key": None}
+
+
+def settle_all_due(world: World, accounts: list[Account]) -> None:
+    """``settle_due`` for ``accounts`` outside any API call (the sandbox clock moved);
+    their events are delivered as usual."""
+    from stripeline.sandbox._ids import new_request_id
+
+    for account in accounts:
+        request = Request(world, account, "POST", "", {}, {}, new_request_id(), None)
+        with account.lock:
+            settle_due(request)
+        if request.events:
+            world.deliverer.enqueue(account, request.events)
+
+
+@route("POST", "/_sandbox/payment_intents/{id}/settle", control=True)
+def settle_payment_intent(request: Request) -> Obj:
+    """Settle a ``processing`` bank debit now: as its test account says, or
+    ``outcome=succeeded|failed``."""
+    payment_intent = request.get(NOUN, request.path_params["id"])
+    if payment_intent["status"] != "processing":
+        raise unexpected_state(payment_intent, "settlement", "processing")
+    outcome = optional_str(request.params.get("outcome"))
+    if outcome not in (None, "succeeded", "failed"):
+        raise invalid("outcome must be succeeded or failed", param="outcome")
+    first = len(request.events)
+    settle_payment(request, payment_intent, outcome)
+    for event in request.events[first:]:
+        event["request"] = {"id": None, "idempotency_key": None}
+    return payment_intent
 
 
 @route("POST", "/v1/payment_intents/{id}/confirm")
@@ -331,6 +513,7 @@ def capture_payment_intent(request: Request) -> Obj:
     payment_intent["amount_capturable"] = 0
     request.emit("charge.captured", charge, previous_attributes(before, charge))
     request.emit("payment_intent.succeeded", payment_intent)
+    _notify(request, payment_intent)
     card = request.account.hidden(charge["id"]).get("card")
     if isinstance(card, TestCard) and card.dispute is not None:
         open_dispute(request, charge, inquiry=card.dispute == "inquiry")

@@ -1,10 +1,20 @@
-"""PaymentMethods: test ids (``pm_card_visa``…), raw test cards, attach and detach."""
+"""PaymentMethods: test ids (``pm_card_visa``…), raw test cards, attach and detach.
+
+Cards, and US bank accounts (``us_bank_account``, an asynchronous payment
+method: see ``_bank_accounts``).
+"""
 
 from __future__ import annotations
 
 import hashlib
 from typing import Any
 
+from stripeline.sandbox._bank_accounts import (
+    BANK_NAME,
+    TestBankAccount,
+    bank_account_for_number,
+    test_bank_account_for,
+)
 from stripeline.sandbox._cards import (
     DECLINE_MESSAGES,
     TestCard,
@@ -25,9 +35,20 @@ _ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
 
 def card_of(request: Request, payment_method: Obj) -> TestCard:
     card = request.account.hidden(payment_method["id"]).get("card")
-    if not isinstance(card, TestCard):  # every PaymentMethod is made with one
+    if not isinstance(card, TestCard):  # every card PaymentMethod is made with one
+        if payment_method["type"] != "card":
+            raise invalid(
+                f"The sandbox only emulates card PaymentMethods here, not {payment_method['type']}.",
+                param="payment_method",
+            )
         raise TypeError(f"{payment_method['id']} has no test card")
     return card
+
+
+def bank_account_of(request: Request, payment_method: Obj) -> TestBankAccount | None:
+    """The test bank account of a ``us_bank_account`` PaymentMethod (None for cards)."""
+    found = request.account.hidden(payment_method["id"]).get("bank_account")
+    return found if isinstance(found, TestBankAccount) else None
 
 
 def card_error(
@@ -118,6 +139,87 @@ def new_card_payment_method(
     return payment_method
 
 
+def new_bank_payment_method(
+    request: Request,
+    bank_account: TestBankAccount,
+    *,
+    routing_number: str = "110000000",
+    account_holder_type: str | None = "individual",
+    account_type: str | None = "checking",
+    billing_details: Any = None,
+    metadata: Any = None,
+) -> Obj:
+    """Store a new ``us_bank_account`` PaymentMethod that behaves as ``bank_account``."""
+    fingerprint = hashlib.sha256(
+        (routing_number + bank_account.account_number).encode()
+    ).hexdigest()
+    payment_method: Obj = {
+        "id": new_id("pm"),
+        "object": "payment_method",
+        "allow_redisplay": "unspecified",
+        "billing_details": _billing_details(billing_details),
+        "created": request.now(),
+        "customer": None,
+        "customer_account": None,
+        "livemode": False,
+        "metadata": apply_metadata({}, metadata),
+        "type": "us_bank_account",
+        "us_bank_account": {
+            "account_holder_type": account_holder_type,
+            "account_type": account_type,
+            "bank_name": BANK_NAME,
+            "financial_connections_account": None,
+            "fingerprint": fingerprint[:16],
+            "last4": bank_account.last4,
+            "networks": {"preferred": "ach", "supported": ["ach"]},
+            "routing_number": routing_number,
+            "status_details": {},
+        },
+    }
+    request.account.add(payment_method)
+    request.account.hidden(payment_method["id"])["bank_account"] = bank_account
+    return payment_method
+
+
+def _create_bank_payment_method(request: Request) -> Obj:
+    params = request.params
+    given = params.get("us_bank_account")
+    if not isinstance(given, dict):
+        raise invalid("Missing required param: us_bank_account.", param="us_bank_account")
+    routing = str(given.get("routing_number") or "")
+    number = str(given.get("account_number") or "")
+    if len(routing) != 9 or not routing.isdigit():
+        raise invalid("Routing number must have 9 digits.", param="us_bank_account[routing_number]")
+    if not 4 <= len(number) <= 17 or not number.isdigit():
+        raise invalid(
+            "Account number must have between 4 and 17 digits.",
+            param="us_bank_account[account_number]",
+        )
+    holder = optional_str(given.get("account_holder_type")) or "individual"
+    if holder not in ("individual", "company"):
+        raise invalid(
+            f"Invalid account_holder_type: {holder}",
+            param="us_bank_account[account_holder_type]",
+        )
+    kind = optional_str(given.get("account_type")) or "checking"
+    if kind not in ("checking", "savings"):
+        raise invalid(f"Invalid account_type: {kind}", param="us_bank_account[account_type]")
+    billing = params.get("billing_details")
+    if not (isinstance(billing, dict) and billing.get("name")):
+        raise invalid(
+            "Missing required param: billing_details[name].", param="billing_details[name]"
+        )
+    return new_bank_payment_method(
+        request,
+        bank_account_for_number(number),
+        routing_number=routing,
+        account_holder_type=holder,
+        account_type=kind,
+        billing_details=billing,
+        metadata=params.get("metadata"),
+    )
+
+
 def resolve(request: Request, reference: str, param: str = "payment_method") -> Obj:
     """An existing PaymentMethod, or a new one for a test id such as ``pm_card_visa``.
 
@@ -129,7 +231,12 @@ def resolve(request: Request, reference: str, param: str = "payment_method") -> 
         return existing
     card = test_card_for(reference)
     if card is None:
-        raise no_such(NOUN, reference, param)
+        bank_account = test_bank_account_for(reference)
+        if bank_account is None:
+            raise no_such(NOUN, reference, param)
+        return new_bank_payment_method(
+            request, bank_account, billing_details={"name": "Jenny Rosen"}
+        )
     return new_card_payment_method(request, card, fingerprint_of=reference)
 
 
@@ -146,9 +253,10 @@ def attach(request: Request, payment_method: Obj, customer: Obj) -> None:
             "The payment method you provided has already been attached to a customer.",
             param="payment_method",
         )
-    card = card_of(request, payment_method)
-    if card.declines_on_attach:
-        raise card_error(card, param="")
+    if payment_method["type"] == "card":
+        card = card_of(request, payment_method)
+        if card.declines_on_attach:
+            raise card_error(card, param="")
     payment_method["customer"] = customer["id"]
     request.emit("payment_method.attached", payment_method)
 
@@ -156,8 +264,12 @@ def attach(request: Request, payment_method: Obj, customer: Obj) -> None:
 @route("POST", "/v1/payment_methods")
 def create_payment_method(request: Request) -> Obj:
     params = request.params
+    if params.get("type", "card") == "us_bank_account":
+        return _create_bank_payment_method(request)
     if params.get("type", "card") != "card":
-        raise invalid("The sandbox only emulates card PaymentMethods.", param="type")
+        raise invalid(
+            "The sandbox only emulates card and us_bank_account PaymentMethods.", param="type"
+        )
     card_params = params.get("card")
     if not isinstance(card_params, dict):
         raise invalid("Missing required param: card.", param="card")

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from stripeline.sandbox._app import load_routes
+from stripeline.sandbox._checkout_sessions import set_public_url
 from stripeline.sandbox._clock import SandboxClock
 from stripeline.sandbox._delivery import (
     DEFAULT_DELIVERY_TIMEOUT,
@@ -16,7 +17,9 @@ from stripeline.sandbox._delivery import (
     DeliveryMode,
 )
 from stripeline.sandbox._faults import DEFAULT_TIMEOUT_DELAY, KINDS, Fault
-from stripeline.sandbox._ids import new_secret_key, new_webhook_secret
+from stripeline.sandbox._ids import new_request_id, new_secret_key, new_webhook_secret
+from stripeline.sandbox._payment_intents import settle_all_due
+from stripeline.sandbox._routes import Request
 from stripeline.sandbox._server import SandboxHTTPServer
 from stripeline.sandbox._state import Account, World
 from stripeline.sandbox._webhook_endpoints import add_endpoint
@@ -61,6 +64,8 @@ class Sandbox:
         self._server = SandboxHTTPServer((host, port), self.world)
         self.port = int(self._server.server_address[1])
         self._thread: threading.Thread | None = None
+        # Hosted pages (Checkout, billing portal) answer at the sandbox's own address.
+        set_public_url(self.world, self.url)
         if webhook_url:
             self.listen(webhook_url, webhook_events)
 
@@ -238,8 +243,55 @@ class Sandbox:
 
         return bulk_create(self.world, self.account(key), resource, count, params)
 
+    # -- billing -------------------------------------------------------------
+
+    def set_billing(
+        self,
+        *,
+        retry_days: Sequence[int] | None = None,
+        after_retries: str | None = None,
+        upcoming_days: int | None = None,
+        finalize_delay: int | None = None,
+        key: str | None = None,
+    ) -> dict[str, object]:
+        """Change the account's billing settings (``POST /_sandbox/billing``);
+        what is not given stays. Returns the settings now in force.
+
+        ``retry_days``: days between payment retries (empty: no retries);
+        ``after_retries``: ``cancel``, ``unpaid`` or ``past_due``;
+        ``upcoming_days``: ``invoice.upcoming`` this many days before a renewal
+        (0: never); ``finalize_delay``: seconds a renewal's draft waits.
+
+        Raises:
+            ValueError: a value the control refuses.
+        """
+        from stripeline.sandbox._billing_settings import set_billing_settings
+        from stripeline.sandbox._errors import StripeError
+
+        params: dict[str, object] = {}
+        if retry_days is not None:
+            params["retry_days"] = [str(day) for day in retry_days]
+        if after_retries is not None:
+            params["after_retries"] = after_retries
+        if upcoming_days is not None:
+            params["upcoming_days"] = str(upcoming_days)
+        if finalize_delay is not None:
+            params["finalize_delay"] = str(finalize_delay)
+        account = self.account(key)
+        request = Request(
+            self.world, account, "POST", "/_sandbox/billing", params, {}, new_request_id(), None
+        )
+        with account.lock:
+            try:
+                return dict(set_billing_settings(request))
+            except StripeError as error:
+                raise ValueError(error.message) from None
+
     # -- time ----------------------------------------------------------------
 
     def advance_clock(self, seconds: float) -> int:
-        """Move sandbox time forward; return the new Unix time."""
-        return self.clock.advance(seconds)
+        """Move sandbox time forward; return the new Unix time. Bank debits due
+        by then settle at once (their webhooks are sent)."""
+        now = self.clock.advance(seconds)
+        settle_all_due(self.world, self.world.accounts())
+        return now

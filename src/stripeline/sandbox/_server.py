@@ -27,6 +27,7 @@ from stripeline.sandbox._faults import Fault, over_rate_limit, rate_limited, tak
 from stripeline.sandbox._form import decode
 from stripeline.sandbox._ids import new_request_id
 from stripeline.sandbox._objects import copy, expand
+from stripeline.sandbox._payment_intents import settle_due
 from stripeline.sandbox._routes import ROUTES, Request
 from stripeline.sandbox._state import API_VERSION, Account, SavedResponse, World
 
@@ -254,6 +255,8 @@ class _Handler(BaseHTTPRequestHandler):
             headers: dict[str, str] = {}
             save = True
             try:
+                # Bank debits whose settlement time has passed settle first.
+                settle_due(request)
                 result = handler(request)
                 status = 200
                 expand_paths = request.params.get("expand") or []

@@ -96,6 +96,11 @@ class World:
         self._accounts: dict[str, Account] = {}
         self._lock = threading.Lock()
 
+    def accounts(self) -> list[Account]:
+        """Every account made so far."""
+        with self._lock:
+            return list(self._accounts.values())
+
     def account(self, key: str) -> Account:
         with self._lock:
             account = self._accounts.get(key)
