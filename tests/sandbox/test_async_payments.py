@@ -338,3 +338,47 @@ def test_checkout_url_points_at_the_sandbox(sandbox: Sandbox, client: stripe.Str
         }
     )
     assert str(session.url).startswith(sandbox.url + "/_sandbox/checkout/")
+
+
+@pytest.mark.parametrize(
+    ("payment_method", "event_type", "payment_status"),
+    [
+        ("pm_usBankAccount_success", "checkout.session.async_payment_succeeded", "paid"),
+        ("pm_usBankAccount_noAccount", "checkout.session.async_payment_failed", "unpaid"),
+    ],
+)
+def test_checkout_with_a_bank_account_completes_unpaid(
+    sandbox: Sandbox,
+    key: str,
+    client: stripe.StripeClient,
+    receiver: Receiver,
+    payment_method: str,
+    event_type: str,
+    payment_status: str,
+) -> None:
+    price = client.v1.prices.create(
+        {"currency": "usd", "unit_amount": 500, "product_data": {"name": "Book"}}
+    )
+    session = client.v1.checkout.sessions.create(
+        {
+            "mode": "payment",
+            "line_items": [{"price": price.id, "quantity": 1}],
+            "success_url": "https://example.com/ok",
+        }
+    )
+    done = control(
+        sandbox,
+        key,
+        "POST",
+        f"/_sandbox/checkout/sessions/{session.id}/complete",
+        payment_method=payment_method,
+    )
+    assert done["status"] == "complete" and done["payment_status"] == "unpaid"
+    intent_id = done["payment_intent"]
+    assert client.v1.payment_intents.retrieve(intent_id).status == "processing"
+    control(sandbox, key, "POST", f"/_sandbox/payment_intents/{intent_id}/settle")
+    assert client.v1.checkout.sessions.retrieve(session.id).payment_status == payment_status
+    settled = receiver.wait_for_type(event_type)
+    assert settled[0]["data"]["object"]["id"] == session.id
+    types = receiver.types()
+    assert types.index("checkout.session.completed") < types.index(event_type)

@@ -7,7 +7,10 @@ A session is ``open`` until the customer pays on the hosted page — here
 sandbox time). Payment mode creates and confirms a PaymentIntent as the
 hosted page would (3-D Secure counts as completed on the page; a declining
 card answers 402 and leaves the session open), then emits
-``checkout.session.completed``. Subscription mode subscribes the customer
+``checkout.session.completed``; with a bank account (``pm_usBankAccount_…``)
+the session completes ``unpaid`` and, when the debit settles, emits
+``checkout.session.async_payment_succeeded`` (now ``paid``) or
+``…async_payment_failed``. Subscription mode subscribes the customer
 (made if needed) to the line items' recurring prices with the card as its
 default, first invoice paid (or a trial from ``subscription_data``). Setup
 mode can be created (it returns a URL) but not completed yet.
@@ -22,6 +25,7 @@ from stripeline.sandbox._errors import invalid
 from stripeline.sandbox._ids import random_part
 from stripeline.sandbox._lists import list_object
 from stripeline.sandbox._objects import apply_metadata
+from stripeline.sandbox._payment_intents import on_payment_outcome
 from stripeline.sandbox._routes import Request, as_int, optional_str, route
 from stripeline.sandbox._state import Obj, World
 
@@ -357,13 +361,32 @@ def complete_checkout_session(request: Request) -> Obj:
         _confirm(confirm, payment_intent)
     finally:
         request.account.hidden(payment_intent["id"]).pop("authenticated", None)
-    if payment_intent["status"] not in ("succeeded", "requires_capture"):
+    processing = payment_intent["status"] == "processing"
+    if payment_intent["status"] not in ("succeeded", "requires_capture") and not processing:
         raise invalid(f"The payment is {payment_intent['status']}.", param="payment_method")
     email = optional_str(params.get("email")) or session["customer_email"]
     if email is None and session["customer"]:
         email = request.get("customer", session["customer"]).get("email")
-    _finish(request, session, email, "paid")
+    if processing:
+        # A bank debit: complete but unpaid until it settles (async_payment_*).
+        request.account.hidden(payment_intent["id"])["checkout_session"] = session["id"]
+    _finish(request, session, email, "unpaid" if processing else "paid")
     return session
+
+
+@on_payment_outcome
+def _async_payment_outcome(request: Request, payment_intent: Obj) -> None:
+    """A session's bank debit settled: ``checkout.session.async_payment_succeeded``
+    (``payment_status: paid``) or ``…_failed``."""
+    session_id = request.account.hidden(payment_intent["id"]).pop("checkout_session", None)
+    session = request.account.find(NOUN, session_id) if session_id else None
+    if session is None:
+        return
+    if payment_intent["status"] == "succeeded":
+        session["payment_status"] = "paid"
+        request.emit("checkout.session.async_payment_succeeded", session)
+    else:
+        request.emit("checkout.session.async_payment_failed", session)
 
 
 def _finish(request: Request, session: Obj, email: str | None, payment_status: str) -> None:

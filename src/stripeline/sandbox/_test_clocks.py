@@ -2,9 +2,10 @@
 
 A test clock is a time of its own (``frozen_time``) that moves only when
 advanced; it is independent of the sandbox clock. Customers created with
-``test_clock`` (and their subscriptions, invoices, invoice items) live at the
-clock's time (``test_clock`` on ``POST /v1/customers``, in ``_customers``). ``/advance`` performs every piece of due billing work of those
-objects in time order (renewals, trial ends, retries, finalisation…), each at
+``test_clock`` (``POST /v1/customers``, in ``_customers``) and their
+subscriptions, invoices and invoice items live at the clock's time.
+``/advance`` performs every piece of due billing work of those objects in
+time order (renewals, trial ends, retries, finalisation…), each at
 its own moment, between ``test_helpers.test_clock.advancing`` and
 ``test_helpers.test_clock.ready``; it is done when the call returns, so the
 clock it answers with is already ``ready``. Events and PaymentIntents carry
