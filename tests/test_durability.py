@@ -205,3 +205,34 @@ def test_sqlite_locked_gives_503_then_recovers(sqlite_url: str) -> None:
     with connect(app.engine, readonly=True) as conn:
         assert conn.execute(select(func.count()).select_from(Event)).scalar_one() == 2
     app.dispose()
+
+
+@pytest.mark.postgres
+def test_a_worker_elsewhere_is_woken_by_notify(postgres_url: str) -> None:
+    """A separate worker that polls only every 30 s processes a burst at once:
+    the web app's NOTIFYs (throttled, the last one owed and sent when idle)
+    wake it through LISTEN."""
+    import threading
+
+    from stripeline.worker import Worker
+
+    web = Stripeline(Settings(stripe_webhook_secret=SECRET, database_url=postgres_url))
+    worker_app = Stripeline(Settings(stripe_webhook_secret=SECRET, database_url=postgres_url))
+    seen: list[str] = []
+    worker_app.on("*")(lambda e: seen.append(e.id))
+    worker = Worker(worker_app, poll_seconds=30)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.5)  # LISTEN is in place
+        with TestClient(create_app(web)) as client:
+            for burst in range(1, 4):  # three bursts, each after an idle moment
+                for _ in range(10):
+                    assert _post(client) == 200
+                wait_for(lambda n=burst: len(seen) == 10 * n, 5, f"burst {burst} processed")
+                time.sleep(0.2)
+    finally:
+        worker.stop()
+        thread.join(10)
+        web.dispose()
+        worker_app.dispose()

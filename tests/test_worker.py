@@ -360,3 +360,39 @@ def test_include_gathers_handlers_from_other_apps() -> None:
         billing.handlers_for("invoice.paid") + emails.handlers_for("invoice.paid")
     )
     assert served.handlers_for("customer.created") == []
+
+
+def test_a_slow_batch_keeps_its_lease(app: Stripeline) -> None:
+    import time as _time
+
+    bodies = [event(created=1_700_000_000 + i) for i in range(6)]
+    put(app, *bodies)
+    expiries: list[Any] = []
+
+    @app.on("*")
+    def slow(e: ReceivedEvent) -> None:
+        _time.sleep(0.35)
+        if e.id != bodies[-1]["id"]:  # the lease on the last, still waiting
+            row = e.connection.execute(
+                select(Event.next_attempt_at).where(Event.id == bodies[-1]["id"])
+            ).scalar_one()
+            expiries.append(row)
+
+    worker = Worker(app, listen=False, lease_seconds=3, max_transaction_seconds=0.01)
+    assert worker.run_once() == 6
+    # 6 x 0.35 s > 3 s / 3: the lease of what was left was pushed back.
+    assert expiries[-1] > expiries[0]
+    assert [event_row(app, b["id"]).status for b in bodies] == ["processed"] * 6
+
+
+def test_renew_only_extends_the_holders_lease(app: Stripeline) -> None:
+    body = event()
+    put(app, body)
+    with connect(app.engine) as conn:
+        inbox.claim(conn, worker="a", limit=1, lease_seconds=5)
+    before = event_row(app, body["id"]).next_attempt_at
+    with connect(app.engine) as conn:
+        assert inbox.renew(conn, [body["id"]], worker="b", lease_seconds=60) == 0
+        assert inbox.renew(conn, [body["id"]], worker="a", lease_seconds=60) == 1
+    after = event_row(app, body["id"]).next_attempt_at
+    assert before is not None and after is not None and after > before

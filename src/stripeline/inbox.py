@@ -93,10 +93,12 @@ def _store_statement(conn: Connection) -> Any:
     return stmt
 
 
-def store(conn: Connection, items: Sequence[IncomingEvent]) -> list[bool]:
+def store(conn: Connection, items: Sequence[IncomingEvent], *, notify: bool = True) -> list[bool]:
     """Insert events, or count one more delivery of those already held.
 
-    Returns, per item, True when the event is new to the inbox.
+    Returns, per item, True when the event is new to the inbox. On
+    PostgreSQL, new pending events also ``NOTIFY`` the workers, unless
+    ``notify=False`` (the caller then owes them one: see ``notify_workers``).
     """
     if not items:
         return []
@@ -140,11 +142,8 @@ def store(conn: Connection, items: Sequence[IncomingEvent]) -> list[bool]:
         results[i] = held[event_id] == 1
     for i in again:
         conn.execute(stmt, rows[i])
-    if conn.dialect.name == "postgresql" and any(
-        new and item.status == "pending" for new, item in zip(results, items, strict=True)
-    ):
-        # Delivered at commit, once per transaction: wakes workers on every host.
-        conn.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
+    if notify and wakes_workers(items, results):
+        notify_workers(conn)
     conn.execute(
         deliveries.insert(),
         [
@@ -158,6 +157,21 @@ def store(conn: Connection, items: Sequence[IncomingEvent]) -> list[bool]:
         ],
     )
     return results
+
+
+def wakes_workers(items: Sequence[IncomingEvent], results: Sequence[bool]) -> bool:
+    """Whether storing ``items`` gave the workers something new to do."""
+    return any(new and item.status == "pending" for new, item in zip(results, items, strict=True))
+
+
+def notify_workers(conn: Connection) -> None:
+    """Wake the workers on every host (PostgreSQL; sent when ``conn`` commits).
+
+    A NOTIFY serialises committing transactions on a server-wide lock, so
+    busy writers send it at most every so often (``web.writer``).
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"NOTIFY {NOTIFY_CHANNEL}")
 
 
 def known_ids(conn: Connection, ids: Sequence[str]) -> set[str]:
@@ -225,6 +239,20 @@ _FINISH = (
         last_traceback=None,
     )
 )
+
+
+def renew(conn: Connection, event_ids: Sequence[str], *, worker: str, lease_seconds: int) -> int:
+    """Extend ``worker``'s lease on events it still holds; return how many."""
+    stmt = (
+        update(events)
+        .where(
+            events.c.id.in_(event_ids),
+            events.c.lease_owner == worker,
+            events.c.status == "processing",
+        )
+        .values(next_attempt_at=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    return int(conn.execute(stmt).rowcount)
 
 
 def finish(conn: Connection, event_id: str, *, worker: str, now: datetime) -> bool:

@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     retry_schedule: Annotated[tuple[int, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE
     max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, le=100)
     lease_seconds: int = Field(default=120, ge=1, le=24 * 3600)
-    worker_batch_size: int = Field(default=100, ge=1, le=10_000)
+    worker_batch_size: int = Field(default=500, ge=1, le=10_000)
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     mirror_policy: Literal["payload", "refetch"] = Field(
         default="payload",

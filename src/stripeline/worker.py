@@ -171,6 +171,7 @@ class Worker:
         """
         position = 0
         claimed: list[inbox.ClaimedEvent] = []
+        leased_at = time.monotonic()
         while True:
             with connect(self.app.engine) as conn:
                 if not claimed:
@@ -182,6 +183,15 @@ class Worker:
                     )
                     if not claimed:
                         break
+                elif time.monotonic() - leased_at > self.lease_seconds / 3:
+                    # Slow handlers: keep the rest of the batch ours.
+                    inbox.renew(
+                        conn,
+                        [e.id for e in claimed[position:]],
+                        worker=self.id,
+                        lease_seconds=self.lease_seconds,
+                    )
+                    leased_at = time.monotonic()
                 position = self._process_group(conn, claimed, position)
             if position >= len(claimed):
                 break

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection, Engine
@@ -27,6 +28,10 @@ log = get_logger("stripeline.web")
 
 _Item = tuple[inbox.IncomingEvent, asyncio.Future[bool], asyncio.AbstractEventLoop]
 _STOP = None
+#: Shortest time between two NOTIFYs of one process. A NOTIFY makes
+#: PostgreSQL serialise commits on a server-wide lock; under load one per
+#: interval wakes the workers just as well, and one owed is sent when idle.
+NOTIFY_INTERVAL = 0.05
 
 
 class IngestWriter:
@@ -49,6 +54,9 @@ class IngestWriter:
             for i in range(threads)
         ]
         self._started = False
+        self._notify_lock = threading.Lock()
+        self._last_notify = 0.0
+        self._notify_owed = False
 
     def start(self) -> None:
         if not self._started:
@@ -79,7 +87,11 @@ class IngestWriter:
         conn: Connection | None = None
         try:
             while True:
-                first = self._queue.get()
+                try:
+                    first = self._queue.get(timeout=NOTIFY_INTERVAL if self._notify_owed else None)
+                except queue.Empty:
+                    conn = self._send_owed_notify(conn)
+                    continue
                 if first is _STOP:
                     return
                 batch, stop_after = self._gather(first)
@@ -112,8 +124,7 @@ class IngestWriter:
         items = [item for item, _, _ in batch]
         if conn is not None:
             try:
-                with conn.begin():
-                    return conn, inbox.store(conn, items)
+                return conn, self._commit(conn, items)
             except BaseException as exc:
                 _discard(conn)
                 # The kept connection had died (the database restarted since
@@ -122,11 +133,46 @@ class IngestWriter:
                     raise
         conn = self._engine.connect()
         try:
-            with conn.begin():
-                return conn, inbox.store(conn, items)
+            return conn, self._commit(conn, items)
         except BaseException:
             _discard(conn)
             raise
+
+    def _commit(self, conn: Connection, items: list[inbox.IncomingEvent]) -> list[bool]:
+        with conn.begin():
+            results = inbox.store(conn, items, notify=False)
+            if inbox.wakes_workers(items, results):
+                if self._take_notify():
+                    inbox.notify_workers(conn)
+                else:
+                    self._notify_owed = True
+        return results
+
+    def _take_notify(self) -> bool:
+        """True if this thread may NOTIFY now (see ``NOTIFY_INTERVAL``)."""
+        with self._notify_lock:
+            now = time.monotonic()
+            if now - self._last_notify < NOTIFY_INTERVAL:
+                return False
+            self._last_notify = now
+            self._notify_owed = False
+            return True
+
+    def _send_owed_notify(self, conn: Connection | None) -> Connection | None:
+        """Idle with a NOTIFY owed: send it (workers also poll, so a failure
+        here only delays them)."""
+        if not self._take_notify():
+            return conn
+        try:
+            if conn is None:
+                conn = self._engine.connect()
+            with conn.begin():
+                inbox.notify_workers(conn)
+        except Exception:
+            if conn is not None:
+                _discard(conn)
+            return None
+        return conn
 
     def _write(self, conn: Connection | None, batch: Sequence[_Item]) -> Connection | None:
         try:
