@@ -22,3 +22,38 @@ def test_migrated_database_is_current(engine: Engine) -> None:
     assert migrations_current(engine)
     tables = set(inspect(engine).get_table_names())
     assert {"stripeline_events", "stripeline_objects", "stripeline_once"} <= tables
+
+
+def test_0004_moves_the_first_arrival_onto_the_event_row(tmp_path: object) -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from stripeline.db import make_engine, migrate
+
+    engine = make_engine(f"sqlite:///{tmp_path}/old.db")
+    migrate(engine, "0003")
+    now = datetime(2026, 1, 1, tzinfo=UTC).replace(tzinfo=None)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO stripeline_events (id, type, livemode, created, payload, source,"
+                " status, attempts, deliveries, received_at, last_received_at)"
+                " VALUES ('evt_old', 'x.y', 0, 1, x'7b7d', 'webhook', 'processed', 1, 2, :t, :t)"
+            ),
+            {"t": now},
+        )
+        for signed in (100, 200):
+            conn.execute(
+                text(
+                    "INSERT INTO stripeline_deliveries (event_id, received_at, source, signed_at)"
+                    " VALUES ('evt_old', :t, 'webhook', :s)"
+                ),
+                {"t": now, "s": signed},
+            )
+    migrate(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT signed_at FROM stripeline_events")).scalar_one() == 100
+        left = conn.execute(text("SELECT signed_at FROM stripeline_deliveries")).scalars().all()
+        assert left == [200]
+    engine.dispose()

@@ -123,6 +123,7 @@ def store(conn: Connection, items: Sequence[IncomingEvent], *, notify: bool = Tr
                 "deliveries": 1,
                 "received_at": item.received_at,
                 "last_received_at": item.received_at,
+                "signed_at": item.signed_at,
                 "next_attempt_at": item.received_at if item.status == "pending" else None,
             }
         )
@@ -144,18 +145,18 @@ def store(conn: Connection, items: Sequence[IncomingEvent], *, notify: bool = Tr
         conn.execute(stmt, rows[i])
     if notify and wakes_workers(items, results):
         notify_workers(conn)
-    conn.execute(
-        deliveries.insert(),
-        [
-            {
-                "event_id": item.envelope.id,
-                "received_at": item.received_at,
-                "source": item.source,
-                "signed_at": item.signed_at,
-            }
-            for item in items
-        ],
-    )
+    again_rows = [
+        {
+            "event_id": item.envelope.id,
+            "received_at": item.received_at,
+            "source": item.source,
+            "signed_at": item.signed_at,
+        }
+        for item, new in zip(items, results, strict=True)
+        if not new
+    ]
+    if again_rows:  # first arrivals are recorded on the event row itself
+        conn.execute(deliveries.insert(), again_rows)
     return results
 
 
@@ -494,12 +495,21 @@ class EventDetail:
 def get_event(conn: Connection, event_id: str) -> EventDetail | None:
     row = conn.execute(
         select(
-            *_SUMMARY_COLUMNS, events.c.payload, events.c.last_traceback, events.c.processed_at
+            *_SUMMARY_COLUMNS,
+            events.c.payload,
+            events.c.last_traceback,
+            events.c.processed_at,
+            events.c.signed_at,
         ).where(events.c.id == event_id)
     ).first()
     if row is None:
         return None
     summary = _summary(tuple(row)[: len(_SUMMARY_COLUMNS)])
+    first = {
+        "received_at": summary.received_at,
+        "source": summary.source,
+        "signed_at": row.signed_at,
+    }
     delivery_rows = conn.execute(
         select(deliveries.c.received_at, deliveries.c.source, deliveries.c.signed_at)
         .where(deliveries.c.event_id == event_id)
@@ -523,6 +533,6 @@ def get_event(conn: Connection, event_id: str) -> EventDetail | None:
         payload=row.payload,
         last_traceback=row.last_traceback,
         processed_at=row.processed_at,
-        deliveries=[dict(r) for r in delivery_rows],
+        deliveries=[first, *(dict(r) for r in delivery_rows)],
         attempts=[dict(r) for r in attempt_rows],
     )

@@ -82,6 +82,8 @@ class Event(Base):
     deliveries: Mapped[int] = mapped_column(Integer, default=1)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     last_received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: The t= of the first delivery's Stripe-Signature (None: not a webhook).
+    signed_at: Mapped[int | None] = mapped_column(BigInteger)
     #: When the event is next due: for pending/failed rows the next attempt,
     #: for processing rows the end of the worker's lease (after which any
     #: worker may claim it again). None once processed, dead or ignored.
@@ -100,7 +102,10 @@ class Event(Base):
 
 
 class Delivery(Base):
-    """One row per time an event reached us (Stripe retries, resends, catch-up)."""
+    """One row per time an event reached us *again* (Stripe retries and
+    resends, catch-up finding it, replays). The first arrival is the event
+    row itself (``received_at``, ``source``, ``signed_at``): a row less to
+    write on the webhook's path."""
 
     __tablename__ = "stripeline_deliveries"
 
