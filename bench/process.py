@@ -25,7 +25,9 @@ from typing import Any
 
 import _common as common
 
-BATCH = 100
+#: The worker's default claim size (STRIPELINE_WORKER_BATCH_SIZE); the baseline
+#: commits in groups of the same size.
+BATCH = 500
 
 
 def payloads(count: int, run: str) -> list[bytes]:
