@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -12,10 +13,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.pool import NullPool
 
 #: How long SQLite waits for the write lock before giving up (and we answer 503).
 SQLITE_BUSY_TIMEOUT_MS = 5_000
+#: A pooled PostgreSQL connection idle longer than this is pinged before use.
+PING_AFTER_IDLE_SECONDS = 1.0
 #: How long a PostgreSQL connection attempt may take before we answer 503.
 POSTGRES_CONNECT_TIMEOUT_S = 3
 
@@ -46,7 +50,8 @@ def make_engine(
     SQLite: WAL journal, ``synchronous=FULL`` (a 2xx means the event is on
     disk), a busy timeout, and explicit ``BEGIN`` so SAVEPOINTs work; write
     transactions start with ``BEGIN IMMEDIATE`` so that two writers queue on
-    the lock instead of failing on a stale snapshot. PostgreSQL: pre-ping so a
+    the lock instead of failing on a stale snapshot. PostgreSQL: idle connections
+    are pinged before use (``_ping_idle_connections``) so a
     restarted server is reconnected to without a restart of ours.
     """
     url = normalize_url(url)
@@ -60,15 +65,47 @@ def make_engine(
         _configure_sqlite(engine, sqlite_busy_timeout_ms)
         return engine
     connect_args = {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S, **kwargs.pop("connect_args", {})}
-    return create_engine(
+    engine = create_engine(
         url,
-        pool_pre_ping=True,
         pool_size=pool_size,
         max_overflow=kwargs.pop("max_overflow", 10),
         pool_timeout=kwargs.pop("pool_timeout", 10),
         connect_args=connect_args,
         **kwargs,
     )
+    _ping_idle_connections(engine)
+    return engine
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Pre-ping, but only connections idle for a while.
+
+    A ping on every checkout is a round trip on every read (a third of a
+    mirror lookup). A connection used within ``PING_AFTER_IDLE_SECONDS`` is
+    taken as alive; if the server went away meanwhile, the first statement
+    fails, SQLAlchemy drops the pool's connections, and the next one is new.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        record.info["used"] = time.monotonic()
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_connection: Any, record: Any) -> None:
+        record.info["used"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        if time.monotonic() - record.info.get("used", 0.0) < PING_AFTER_IDLE_SECONDS:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+            dbapi_connection.rollback()
+        except Exception as exc:
+            # The pool retries the checkout with a new connection.
+            raise DisconnectionError() from exc
 
 
 def _sqlite_pool(url: str) -> Any:
