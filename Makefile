@@ -34,6 +34,9 @@ test: lint typecheck unit
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/process.py
+	$(BIN)/python bench/lookup.py
+	$(BIN)/python bench/mirror.py --postgres $${STRIPELINE_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test}
+	$(BIN)/python bench/sandbox.py
 
 clean:
 	rm -rf $(VENV) stripeline.db stripeline.db-wal stripeline.db-shm
