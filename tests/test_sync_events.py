@@ -62,11 +62,10 @@ def _stripe_events(client: stripe.StripeClient) -> list[str]:
 
 
 def _delivery_order(engine: Engine) -> list[str]:
+    """The inbox's events in the order they were received."""
     with connect(engine, readonly=True) as conn:
         return list(
-            conn.execute(
-                select(inbox.deliveries.c.event_id).order_by(inbox.deliveries.c.id)
-            ).scalars()
+            conn.execute(select(inbox.events.c.id).order_by(inbox.events.c.received_at)).scalars()
         )
 
 

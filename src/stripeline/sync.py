@@ -184,7 +184,7 @@ def _store_page(
     transaction. ``items`` is newest first, as listed. Returns (inserted, ignored)."""
     oldest_first = list(reversed(items))
     incoming: list[inbox.IncomingEvent] = []
-    for item in oldest_first:
+    for position, item in enumerate(oldest_first):
         try:
             envelope, _ = parse_envelope(item)
         except EnvelopeError as exc:
@@ -200,7 +200,9 @@ def _store_page(
                 envelope=envelope,
                 payload=json.dumps(item, separators=(",", ":")).encode(),
                 source="catch-up",
-                received_at=now,
+                # Received one after the other, oldest first: the inbox's
+                # received_at keeps that order inside a page too.
+                received_at=now + timedelta(microseconds=position),
                 status="pending" if envelope.livemode == livemode else "ignored",
             )
         )
