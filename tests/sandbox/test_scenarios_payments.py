@@ -268,6 +268,7 @@ FAULTS = [
     pytest.param("api_error", {}, id="500"),
     pytest.param("rate_limit", {"should_retry": True}, id="429-should-retry"),
     pytest.param("lock_timeout", {}, id="lock_timeout"),
+    pytest.param("lock_timeout", {"status": 409}, id="lock_timeout-409"),
     pytest.param("timeout", {"delay": 1.0}, id="timeout-after-commit"),
     pytest.param("disconnect", {}, id="dropped-after-commit"),
 ]
