@@ -236,3 +236,28 @@ def test_a_worker_elsewhere_is_woken_by_notify(postgres_url: str) -> None:
         thread.join(10)
         web.dispose()
         worker_app.dispose()
+
+
+@pytest.mark.postgres
+def test_a_mirror_read_survives_a_restart_inside_the_ping_window(
+    proxied_postgres: tuple[str, TCPProxy], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pooled connections used recently are not pinged: a read on one that
+    died is repeated once on a new connection."""
+    from stripeline.db import engine as db_engine
+    from stripeline.mirror.query import Mirror
+
+    # However long cutting the proxy takes, the connection counts as recent.
+    monkeypatch.setattr(db_engine, "PING_AFTER_IDLE_SECONDS", 3600.0)
+
+    url, proxy = proxied_postgres
+    engine = make_engine(url)
+    mirror = Mirror(engine)
+    try:
+        assert mirror.customer("cus_nobody") is None  # a pooled connection now exists
+        proxy.cut()
+        proxy.start()
+        assert mirror.customer("cus_nobody") is None  # no ping: one retry
+        assert mirror.subscriptions("cus_nobody") == []
+    finally:
+        engine.dispose()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -13,11 +13,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.pool import NullPool
 
 #: How long SQLite waits for the write lock before giving up (and we answer 503).
 SQLITE_BUSY_TIMEOUT_MS = 5_000
+T = TypeVar("T")
+
 #: A pooled PostgreSQL connection idle longer than this is pinged before use.
 PING_AFTER_IDLE_SECONDS = 1.0
 #: How long a PostgreSQL connection attempt may take before we answer 503.
@@ -156,6 +158,20 @@ def connect(engine: Engine, *, readonly: bool = False) -> Iterator[Connection]:
             yield conn
     finally:
         conn.close()
+
+
+def read(engine: Engine, fn: Callable[[Connection], T]) -> T:
+    """Run the read-only ``fn`` on a connection; once more on a new one if the
+    pooled connection had died (the server restarted since it was last used:
+    see ``_ping_idle_connections``). Reads are safe to repeat."""
+    try:
+        with connect(engine, readonly=True) as conn:
+            return fn(conn)
+    except DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    with connect(engine, readonly=True) as conn:
+        return fn(conn)
 
 
 def alembic_config(engine: Engine | None = None) -> Config:

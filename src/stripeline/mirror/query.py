@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar, cast
 
-from sqlalchemy import ColumnElement, Engine, Row, Table, select
+from sqlalchemy import ColumnElement, Connection, Engine, Row, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from stripeline.db import models
-from stripeline.db.engine import connect
+from stripeline.db.engine import connect, read
 from stripeline.errors import StripelineError
 from stripeline.mirror import mapping as _mapping  # noqa: F401 - registers the typed tables
 from stripeline.mirror._lines import invoice_lines
@@ -348,10 +348,8 @@ class Mirror:
 
     def _one(self, object_type: str, record: type[R], object_id: str) -> R | None:
         table = table_for(object_type).table
-        with connect(self.engine, readonly=True) as conn:
-            row = conn.execute(
-                select(table).where(table.c.account == self.account, table.c.id == object_id)
-            ).first()
+        query = select(table).where(table.c.account == self.account, table.c.id == object_id)
+        row = read(self.engine, lambda conn: conn.execute(query).first())
         return None if row is None else cast(R, record.from_row(row))
 
     def _many(
@@ -368,13 +366,14 @@ class Mirror:
         if not include_deleted:
             query = query.where(table.c.deleted.is_(False))
         query = query.order_by(table.c[order].desc(), table.c.id.desc()).limit(limit)
-        with connect(self.engine, readonly=True) as conn:
-            return [cast(R, record.from_row(row)) for row in conn.execute(query)]
+        rows = read(self.engine, lambda conn: conn.execute(query).all())
+        return [cast(R, record.from_row(row)) for row in rows]
 
     def get(self, object_id: str, object_type: str | None = None) -> dict[str, Any] | None:
         """Any mirrored object as Stripe's JSON (typed table or not), or None."""
         tables = [table_for(object_type)] if object_type else all_tables()
-        with connect(self.engine, readonly=True) as conn:
+
+        def find(conn: Connection) -> dict[str, Any] | None:
             for mirror_table in tables:
                 table = mirror_table.table
                 row = conn.execute(
@@ -384,7 +383,9 @@ class Mirror:
                 ).first()
                 if row is not None:
                     return dict(row.data)
-        return None
+            return None
+
+        return read(self.engine, find)
 
     def objects(
         self, object_type: str, *, limit: int = DEFAULT_LIMIT, include_deleted: bool = False
@@ -397,8 +398,8 @@ class Mirror:
         if not include_deleted:
             query = query.where(table.c.deleted.is_(False))
         query = query.order_by(table.c.marker.desc(), table.c.id.desc()).limit(limit)
-        with connect(self.engine, readonly=True) as conn:
-            return [dict(row.data) for row in conn.execute(query)]
+        rows = read(self.engine, lambda conn: conn.execute(query).all())
+        return [dict(row.data) for row in rows]
 
     # -- customers ------------------------------------------------------------------
 
