@@ -104,12 +104,7 @@ def _process(engine: Engine, event_id: str) -> None:
     with connect(engine) as conn:
         claimed = inbox.claim(conn, worker="w1", limit=10, lease_seconds=60, now=T0 + timedelta(1))
         assert event_id in [c.id for c in claimed]
-        # ``finish`` (lease-checked) replaces ``mark_processed`` in the inbox.
-        finish = getattr(inbox, "finish", None)
-        if finish is not None:
-            assert finish(conn, event_id, worker="w1", now=T0 + timedelta(1))
-        else:
-            inbox.mark_processed(conn, event_id, now=T0 + timedelta(1))
+        assert inbox.finish(conn, event_id, worker="w1", now=T0 + timedelta(1))
 
 
 def _status(engine: Engine, event_id: str) -> inbox.EventSummary:

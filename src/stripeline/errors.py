@@ -24,6 +24,8 @@ The class docstring is the default message.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class StripelineError(Exception):
     """stripeline failed."""
@@ -116,24 +118,11 @@ class StripeInvalidRequestError(StripeAPIError):
     """Stripe rejected the request as invalid."""
 
     def __init__(
-        self,
-        message: str | None = None,
-        *,
-        param: str | None = None,
-        request_id: str | None = None,
-        http_status: int | None = None,
-        code: str | None = None,
-        retryable: bool = False,
+        self, message: str | None = None, *, param: str | None = None, **fields: Any
     ) -> None:
         #: The request parameter Stripe names as wrong, if any.
         self.param = param
-        super().__init__(
-            message,
-            request_id=request_id,
-            http_status=http_status,
-            code=code,
-            retryable=retryable,
-        )
+        super().__init__(message, **fields)
 
 
 class StripeIdempotencyError(StripeAPIError):
@@ -144,24 +133,11 @@ class StripeCardError(StripeAPIError):
     """The card was declined."""
 
     def __init__(
-        self,
-        message: str | None = None,
-        *,
-        decline_code: str | None = None,
-        request_id: str | None = None,
-        http_status: int | None = None,
-        code: str | None = None,
-        retryable: bool = False,
+        self, message: str | None = None, *, decline_code: str | None = None, **fields: Any
     ) -> None:
         #: The issuer's reason (``insufficient_funds``, ``lost_card``, …), if given.
         self.decline_code = decline_code
-        super().__init__(
-            message,
-            request_id=request_id,
-            http_status=http_status,
-            code=code,
-            retryable=retryable,
-        )
+        super().__init__(message, **fields)
 
 
 class StripeServerError(StripeAPIError):

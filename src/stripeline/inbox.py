@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, func, select, update
+from sqlalchemy import Connection, Table, and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stripeline.core.envelope import Envelope
@@ -224,33 +224,20 @@ def claim(
     return claimed
 
 
-_FINISH = (
-    update(events)
-    .where(
-        events.c.id == bindparam("event_id"),
-        events.c.lease_owner == bindparam("worker"),
+def _held_by(worker: str, event_ids: Sequence[str]) -> Any:
+    """The events among ``event_ids`` whose lease ``worker`` still holds."""
+    return and_(
+        events.c.id.in_(event_ids),
+        events.c.lease_owner == worker,
         events.c.status == "processing",
     )
-    .values(
-        status="processed",
-        processed_at=bindparam("now"),
-        next_attempt_at=None,
-        lease_owner=None,
-        last_error=None,
-        last_traceback=None,
-    )
-)
 
 
 def renew(conn: Connection, event_ids: Sequence[str], *, worker: str, lease_seconds: int) -> int:
     """Extend ``worker``'s lease on events it still holds; return how many."""
     stmt = (
         update(events)
-        .where(
-            events.c.id.in_(event_ids),
-            events.c.lease_owner == worker,
-            events.c.status == "processing",
-        )
+        .where(_held_by(worker, event_ids))
         .values(next_attempt_at=utcnow() + timedelta(seconds=lease_seconds))
     )
     return int(conn.execute(stmt).rowcount)
@@ -264,8 +251,7 @@ def finish(conn: Connection, event_id: str, *, worker: str, now: datetime) -> bo
     back; a worker whose lease ran out (and was taken over) gets False and
     must not run the event.
     """
-    params = {"event_id": event_id, "worker": worker, "now": now}
-    return conn.execute(_FINISH, params).rowcount == 1
+    return event_id in finish_many(conn, [event_id], worker=worker, now=now)
 
 
 def finish_many(
@@ -274,11 +260,7 @@ def finish_many(
     """``finish`` for many events at once; returns the ids this worker still owned."""
     stmt = (
         update(events)
-        .where(
-            events.c.id.in_(event_ids),
-            events.c.lease_owner == worker,
-            events.c.status == "processing",
-        )
+        .where(_held_by(worker, event_ids))
         .values(
             status="processed",
             processed_at=now,

@@ -26,7 +26,36 @@ import stripe
 from stripeline.core.ratelimit import TokenBucket
 from stripeline.errors import StripeAPIError, StripeInvalidRequestError, StripeRateLimitError
 from stripeline.gateway import stripe_errors
-from stripeline.mirror.fetch import SERVICES
+
+#: object type → the SDK service path under ``client.v1`` that retrieves it.
+SERVICES: dict[str, str] = {
+    "customer": "customers",
+    "payment_method": "payment_methods",
+    "payment_intent": "payment_intents",
+    "setup_intent": "setup_intents",
+    "charge": "charges",
+    "refund": "refunds",
+    "product": "products",
+    "price": "prices",
+    "coupon": "coupons",
+    "promotion_code": "promotion_codes",
+    "tax_rate": "tax_rates",
+    "subscription": "subscriptions",
+    "subscription_item": "subscription_items",
+    "subscription_schedule": "subscription_schedules",
+    "invoice": "invoices",
+    "invoiceitem": "invoice_items",
+    "credit_note": "credit_notes",
+    "dispute": "disputes",
+    "checkout.session": "checkout.sessions",
+    "billing_portal.session": "billing_portal.sessions",
+    "payout": "payouts",
+    "transfer": "transfers",
+    "balance_transaction": "balance_transactions",
+    "test_helpers.test_clock": "test_helpers.test_clocks",
+    "webhook_endpoint": "webhook_endpoints",
+}
+
 
 #: Objects per list request (Stripe's maximum).
 PAGE_SIZE = 100
@@ -149,10 +178,13 @@ class Reader:
         #: Answers 429 (rate limited) received.
         self.rate_limited = 0
 
-    def _options(self) -> dict[str, Any]:
-        return {"stripe_account": self.account} if self.account else {}
+    def _options(self, account: str | None = None) -> dict[str, Any]:
+        account = account or self.account
+        return {"stripe_account": account} if account else {}
 
-    def call(self, service: str, method: str, *args: Any) -> tuple[dict[str, Any], int]:
+    def call(
+        self, service: str, method: str, *args: Any, account: str | None = None
+    ) -> tuple[dict[str, Any], int]:
         """``client.v1.<service>.<method>(*args)``: the raw answer and the second
         the successful read started.
 
@@ -167,7 +199,7 @@ class Reader:
                 self.reads += 1
             try:
                 with stripe_errors():
-                    result = target(*args, options=self._options())
+                    result = target(*args, options=self._options(account))
             except StripeAPIError as exc:
                 limited = isinstance(exc, StripeRateLimitError)
                 if limited:
@@ -182,7 +214,9 @@ class Reader:
             return _body(result), started
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def retrieve(self, object_type: str, object_id: str) -> tuple[dict[str, Any] | None, int]:
+    def retrieve(
+        self, object_type: str, object_id: str, *, account: str | None = None
+    ) -> tuple[dict[str, Any] | None, int]:
         """One object as Stripe holds it now (None: it does not exist or is
         deleted), and the second the read started.
 
@@ -190,7 +224,7 @@ class Reader:
             StripeAPIError: any failure but "no such object".
         """
         try:
-            data, started = self.call(SERVICES[object_type], "retrieve", object_id)
+            data, started = self.call(SERVICES[object_type], "retrieve", object_id, account=account)
         except StripeInvalidRequestError as exc:
             if exc.http_status == 404 or exc.code == "resource_missing":
                 return None, int(self.clock())

@@ -44,6 +44,7 @@ from stripeline.db import connect
 from stripeline.db.models import Cursor
 from stripeline.errors import EnvelopeError, StripeAPIError, StripeInvalidRequestError
 from stripeline.gateway import stripe_errors
+from stripeline.inbox import utcnow
 from stripeline.log import get_logger
 from stripeline.settings import Mode
 
@@ -135,10 +136,6 @@ def save_cursor(
             set_={"value": event_id, "position_time": created, "updated_at": now},
         )
     )
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _page(client: stripe.StripeClient, params: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
@@ -273,7 +270,7 @@ def catch_up(
     livemode = mode == "live"
 
     def clock() -> datetime:
-        return now or _utcnow()
+        return now or utcnow()
 
     with _single_runner(engine) as runner:
         if not runner:
@@ -377,7 +374,7 @@ def check_gap(engine: Engine, *, now: datetime | None = None) -> float | None:
     Never raises; the gap is also the gauge ``stripeline_catch_up_gap_seconds``."""
     try:
         with connect(engine, readonly=True) as conn:
-            gap = catch_up_gap(conn, now or _utcnow())
+            gap = catch_up_gap(conn, now or utcnow())
     except Exception:  # the database: catch-up's own failure is logged already
         return None
     if gap is not None and gap >= GAP_ALARM_SECONDS:

@@ -25,13 +25,13 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine
 
 from stripeline.db import connect
 from stripeline.errors import StripeAPIError
+from stripeline.inbox import utcnow
 from stripeline.listing import LISTERS, PAGE_SIZE, Page, Reader, pages
 from stripeline.log import get_logger
 from stripeline.mirror import apply_states, refetch, state_from_fetch
@@ -129,10 +129,6 @@ class BackfillResult:
         }
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def _open_run(engine: Engine, types: Sequence[str], *, restart: bool) -> tuple[int, bool]:
     """The run to work in: the saved one while some type asked for has not
     finished in it, else a new one. Returns (run, resumed)."""
@@ -146,7 +142,7 @@ def _open_run(engine: Engine, types: Sequence[str], *, restart: bool) -> tuple[i
         run = int(time.time())
         if saved is not None and saved.created is not None:
             run = max(run, saved.created + 1)
-        save_cursor(conn, str(run), run, now=_utcnow(), name=RUN_CURSOR)
+        save_cursor(conn, str(run), run, now=utcnow(), name=RUN_CURSOR)
     return run, False
 
 
@@ -172,7 +168,7 @@ def _apply_page(
         )
         for item in page.items
     ]
-    now = _utcnow()
+    now = utcnow()
     with connect(engine) as conn:
         applied = apply_states(conn, states, now=now)
         if applied.ties:

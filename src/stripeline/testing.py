@@ -548,18 +548,11 @@ class StripelineEnv:
 
     def mirror(self, object_id: str) -> dict[str, Any] | None:
         """The mirror's copy of a Stripe object (None if it never arrived)."""
-        from sqlalchemy import select
-
         from stripeline.db.engine import connect
-        from stripeline.mirror.tables import all_tables
+        from stripeline.mirror import get_object
 
         with connect(self.app.engine, readonly=True) as conn:
-            for mirror_table in all_tables():  # typed tables and the generic one
-                table = mirror_table.table
-                row = conn.execute(select(table.c.data).where(table.c.id == object_id)).first()
-                if row is not None:
-                    return cast(dict[str, Any], row.data)
-        return None
+            return get_object(conn, object_id)
 
     # -- sandbox-only controls -----------------------------------------------
 

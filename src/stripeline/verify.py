@@ -24,13 +24,13 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, select
 
 from stripeline.core.ordering import FETCH_SLACK_SECONDS
 from stripeline.db import connect
+from stripeline.inbox import utcnow
 from stripeline.listing import LISTERS, Reader, pages
 from stripeline.log import get_logger
 from stripeline.mirror import apply_states, state_from_fetch
@@ -135,10 +135,6 @@ class _Row:
     deleted: bool
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def _rows(engine: Engine, object_type: str, account: str) -> dict[str, _Row]:
     """The mirror's rows of one type (deleted ones included)."""
     mirror_table = table_for(object_type)
@@ -191,7 +187,7 @@ class _Repairer:
             fetched_at=marker,
         )
         with connect(self.engine) as conn:
-            return apply_states(conn, [state], now=_utcnow()).applied == 1
+            return apply_states(conn, [state], now=utcnow()).applied == 1
 
     def repair(
         self,

@@ -257,25 +257,32 @@ class Worker:
             results = [self._process(conn, claimed) for claimed in run]
             return [row for row in results if row is not None]
         elapsed = time.perf_counter() - t0
-        finished_at = started_at + timedelta(seconds=elapsed)
-        for claimed in run:
-            if claimed.id in owned:
-                self.app.metrics.processing_seconds.observe(elapsed / len(run))
-                self.app.metrics.processed.labels(claimed.type).inc()
-        return [
-            {
-                "event_id": claimed.id,
-                "number": claimed.attempts,
-                "worker": self.id,
-                "started_at": started_at,
-                "finished_at": finished_at,
-                "outcome": "processed",
-                "error": None,
-                "traceback": None,
-            }
-            for claimed in run
-            if claimed.id in owned
-        ]
+        done = [claimed for claimed in run if claimed.id in owned]
+        for claimed in done:
+            self.app.metrics.processing_seconds.observe(elapsed / len(run))
+            self.app.metrics.processed.labels(claimed.type).inc()
+        return [self._attempt_row(claimed, started_at, elapsed, "processed") for claimed in done]
+
+    def _attempt_row(
+        self,
+        claimed: inbox.ClaimedEvent,
+        started_at: datetime,
+        elapsed: float,
+        outcome: str,
+        error: str | None = None,
+        tb: str | None = None,
+    ) -> dict[str, Any]:
+        """A row of the attempt log (``inbox.record_attempt``)."""
+        return {
+            "event_id": claimed.id,
+            "number": claimed.attempts,
+            "worker": self.id,
+            "started_at": started_at,
+            "finished_at": started_at + timedelta(seconds=elapsed),
+            "outcome": outcome,
+            "error": error[:4000] if error else None,
+            "traceback": tb[-20000:] if tb else None,
+        }
 
     def _process(self, conn: Any, claimed: inbox.ClaimedEvent) -> dict[str, Any] | None:
         settings = self.app.settings
@@ -360,16 +367,7 @@ class Worker:
         self.app.metrics.processing_seconds.observe(elapsed)
         if outcome == "processed":
             self.app.metrics.processed.labels(claimed.type).inc()
-        return {
-            "event_id": claimed.id,
-            "number": claimed.attempts,
-            "worker": self.id,
-            "started_at": started_at,
-            "finished_at": started_at + timedelta(seconds=elapsed),
-            "outcome": outcome,
-            "error": error[:4000] if error else None,
-            "traceback": tb[-20000:] if tb else None,
-        }
+        return self._attempt_row(claimed, started_at, elapsed, outcome, error, tb)
 
     def _apply(self, conn: Any, event: ReceivedEvent, *, now: Any) -> None:
         self._mirror(

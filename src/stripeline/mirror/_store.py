@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Table, and_, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from stripeline.core.ordering import Decision, Seen, decide, needs_data, rank
-from stripeline.mirror.tables import MirrorTable, table_for
+from stripeline.mirror.tables import MirrorTable, all_tables, table_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,8 +229,6 @@ def get_object(
     conn: Connection, object_id: str, *, account: str | None = None, object_type: str | None = None
 ) -> dict[str, Any] | None:
     """The mirrored state of one object (deleted ones included), or None."""
-    from stripeline.mirror.tables import all_tables
-
     tables = [table_for(object_type)] if object_type else all_tables()
     for mirror_table in tables:
         table = mirror_table.table

@@ -14,37 +14,7 @@ from typing import Any, Protocol
 
 import stripe
 
-from stripeline.core.ratelimit import TokenBucket
-from stripeline.gateway import translate_error
-
-#: object type → the SDK service path under ``client.v1`` that retrieves it.
-SERVICES: dict[str, str] = {
-    "customer": "customers",
-    "payment_method": "payment_methods",
-    "payment_intent": "payment_intents",
-    "setup_intent": "setup_intents",
-    "charge": "charges",
-    "refund": "refunds",
-    "product": "products",
-    "price": "prices",
-    "coupon": "coupons",
-    "promotion_code": "promotion_codes",
-    "tax_rate": "tax_rates",
-    "subscription": "subscriptions",
-    "subscription_item": "subscription_items",
-    "subscription_schedule": "subscription_schedules",
-    "invoice": "invoices",
-    "invoiceitem": "invoice_items",
-    "credit_note": "credit_notes",
-    "dispute": "disputes",
-    "checkout.session": "checkout.sessions",
-    "billing_portal.session": "billing_portal.sessions",
-    "payout": "payouts",
-    "transfer": "transfers",
-    "balance_transaction": "balance_transactions",
-    "test_helpers.test_clock": "test_helpers.test_clocks",
-    "webhook_endpoint": "webhook_endpoints",
-}
+from stripeline.listing import SERVICES, Reader
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +35,9 @@ class Fetcher(Protocol):
 
 
 class StripeFetcher:
-    """Reads objects through the official SDK, within a token bucket."""
+    """Reads objects through the official SDK (``listing.Reader``: the one
+    rate-limited read path, which also pages in an invoice's lines and a
+    subscription's items beyond the first ten)."""
 
     def __init__(
         self,
@@ -74,37 +46,21 @@ class StripeFetcher:
         reads_per_second: float,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.client = client
-        # No burst: a burst as large as the rate would allow twice the rate in
-        # one second, over Stripe's per-second limit.
-        self.limiter = TokenBucket(reads_per_second, burst=1)
-        self.reads = 0
-        self._clock = clock
+        # One try per read: a failed re-fetch goes back on the queue with its
+        # own backoff instead of holding the worker here.
+        self.reader = Reader(client, reads_per_second=reads_per_second, max_attempts=1, clock=clock)
+
+    @property
+    def reads(self) -> int:
+        """API requests made so far."""
+        return self.reader.reads
 
     def can_fetch(self, object_type: str) -> bool:
         return object_type in SERVICES
 
     def fetch(self, object_type: str, object_id: str, account: str | None) -> Fetched:
-        service: Any = self.client.v1
-        for part in SERVICES[object_type].split("."):
-            service = getattr(service, part)
-        options: dict[str, Any] = {"stripe_account": account} if account else {}
-        self.limiter.acquire()
-        started = int(self._clock())
-        self.reads += 1
-        try:
-            obj = service.retrieve(object_id, options=options)
-        except stripe.InvalidRequestError as exc:
-            if exc.http_status == 404 or exc.code == "resource_missing":
-                return Fetched(None, started)
-            raise translate_error(exc) from exc
-        except stripe.StripeError as exc:
-            raise translate_error(exc) from exc
-        response = obj.last_response
-        data = response.data if response is not None else obj.to_dict()
-        if data.get("deleted") is True:
-            return Fetched(None, started)
-        return Fetched(dict(data), started)
+        data, started = self.reader.retrieve(object_type, object_id, account=account)
+        return Fetched(data, started)
 
 
 class MemoryFetcher:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar, cast
 
-from sqlalchemy import ColumnElement, Connection, Engine, Row, Table, select
+from sqlalchemy import ColumnElement, Engine, Row, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -35,7 +35,8 @@ from stripeline.db.engine import connect, read
 from stripeline.errors import StripelineError
 from stripeline.mirror import mapping as _mapping  # noqa: F401 - registers the typed tables
 from stripeline.mirror._lines import invoice_lines
-from stripeline.mirror.tables import GENERIC, all_tables, table_for
+from stripeline.mirror._store import get_object
+from stripeline.mirror.tables import GENERIC, table_for
 
 #: Subscription statuses that grant access (``active_subscriptions``).
 ACTIVE_STATUSES = ("active", "trialing")
@@ -371,21 +372,10 @@ class Mirror:
 
     def get(self, object_id: str, object_type: str | None = None) -> dict[str, Any] | None:
         """Any mirrored object as Stripe's JSON (typed table or not), or None."""
-        tables = [table_for(object_type)] if object_type else all_tables()
-
-        def find(conn: Connection) -> dict[str, Any] | None:
-            for mirror_table in tables:
-                table = mirror_table.table
-                row = conn.execute(
-                    select(table.c.data).where(
-                        table.c.account == self.account, table.c.id == object_id
-                    )
-                ).first()
-                if row is not None:
-                    return dict(row.data)
-            return None
-
-        return read(self.engine, find)
+        return read(
+            self.engine,
+            lambda conn: get_object(conn, object_id, account=self.account, object_type=object_type),
+        )
 
     def objects(
         self, object_type: str, *, limit: int = DEFAULT_LIMIT, include_deleted: bool = False
