@@ -24,10 +24,9 @@ from functools import cached_property
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, Table
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from stripeline.db.engine import connect, make_engine
+from stripeline.db.engine import connect, insert_for, make_engine
 from stripeline.db.models import OnceKey
 from stripeline.inbox import utcnow
 from stripeline.metrics import Metrics
@@ -44,7 +43,7 @@ def take_once(conn: Connection, key: str, *, event_id: str | None, now: datetime
     """Insert ``key`` into the once table; True if it was not there."""
     if not key or len(key) > 255:
         raise ValueError("a once() key is 1 to 255 characters")
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    insert = insert_for(conn)
     stmt = (
         insert(once_keys)
         .values(key=key, event_id=event_id, created_at=now)

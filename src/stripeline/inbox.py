@@ -15,16 +15,16 @@ worker dies, the row is simply due again and any worker claims it.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, and_, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from stripeline.core.backoff import scheduled
 from stripeline.core.envelope import Envelope
+from stripeline.db.engine import insert_for
 from stripeline.db.models import Attempt, Delivery, Event
 
 STATUSES = ("pending", "processing", "processed", "failed", "dead", "ignored")
@@ -69,10 +69,6 @@ class ClaimedEvent:
     account: str | None
 
 
-def _insert(conn: Connection) -> Any:
-    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-
-
 _STORE_STATEMENTS: dict[str, Any] = {}
 
 
@@ -81,7 +77,7 @@ def _store_statement(conn: Connection) -> Any:
     (its ``excluded`` alias above all) cost more than executing it."""
     stmt = _STORE_STATEMENTS.get(conn.dialect.name)
     if stmt is None:
-        base = _insert(conn)(events)
+        base = insert_for(conn)(events)
         stmt = base.on_conflict_do_update(
             index_elements=[events.c.id],
             set_={
@@ -280,8 +276,7 @@ def backoff(attempt: int, schedule: Sequence[int], *, jitter: float = 0.2) -> fl
     The schedule's last value repeats; jitter spreads retries by ±20% so a
     burst of failures does not come back as a burst.
     """
-    base = schedule[min(attempt, len(schedule)) - 1] if schedule else 0
-    return max(0.0, base * (1 + random.uniform(-jitter, jitter)))  # noqa: S311 - not crypto
+    return scheduled(attempt, schedule, jitter=jitter)
 
 
 def mark_failed(

@@ -14,7 +14,6 @@ Stripe did before then is in it (the ordering marker of a fetched state).
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from typing import Any
 
 import stripe
 
+from stripeline.core.backoff import exponential
 from stripeline.core.ratelimit import TokenBucket
 from stripeline.errors import StripeAPIError, StripeInvalidRequestError, StripeRateLimitError
 from stripeline.gateway import stripe_errors
@@ -208,8 +208,7 @@ class Reader:
                 if attempt == self.max_attempts or not (limited or exc.retryable):
                     raise
                 # 0.5 s doubling to 8 s, with jitter, as Stripe asks after a 429.
-                delay = min(8.0, 0.5 * 2 ** (attempt - 1))
-                self._sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
+                self._sleep(exponential(attempt, initial=0.5, maximum=8.0))
                 continue
             return _body(result), started
         raise AssertionError("unreachable")  # pragma: no cover

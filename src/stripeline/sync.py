@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,11 +35,12 @@ from typing import Any, cast
 
 import stripe
 from sqlalchemy import Connection, Engine, Table, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 
 from stripeline import inbox
+from stripeline.core.backoff import exponential
 from stripeline.core.envelope import parse_envelope
 from stripeline.db import connect
+from stripeline.db.engine import insert_for
 from stripeline.db.models import Cursor
 from stripeline.errors import EnvelopeError, StripeAPIError, StripeInvalidRequestError
 from stripeline.gateway import stripe_errors
@@ -128,7 +128,7 @@ def save_cursor(
     conn: Connection, event_id: str, created: int, *, now: datetime, name: str = CURSOR_NAME
 ) -> None:
     """Set the cursor (in the caller's transaction, with the page it follows)."""
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    insert = insert_for(conn)
     stmt = insert(cursors).values(name=name, value=event_id, position_time=created, updated_at=now)
     conn.execute(
         stmt.on_conflict_do_update(
@@ -399,8 +399,7 @@ def next_backoff(
     """Seconds to wait after ``failures`` consecutive failures: doubling from
     ``initial`` up to ``maximum``, spread over its upper half (jitter) so that
     many processes do not come back at once."""
-    base = min(maximum, initial * 2.0 ** max(0, failures - 1))
-    return base * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+    return exponential(failures, initial=initial, maximum=maximum)
 
 
 def _attempt(run: Callable[[], CatchUpResult], failures: int) -> tuple[CatchUpResult | None, int]:

@@ -32,6 +32,7 @@ from sqlalchemy.exc import DBAPIError
 
 from stripeline import inbox, mirror
 from stripeline.app import ReceivedEvent, Stripeline
+from stripeline.core.backoff import exponential
 from stripeline.db.engine import connect, is_postgres
 from stripeline.errors import StripeAPIError
 from stripeline.inbox import NOTIFY_CHANNEL
@@ -111,7 +112,7 @@ class Worker:
                     failures = 0
                 except DBAPIError as exc:
                     failures += 1
-                    delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                    delay = exponential(failures, initial=1.0, maximum=30.0)
                     log.warning(
                         "worker_database_error",
                         action="worker_database_error",
@@ -499,4 +500,4 @@ class Worker:
                             self._wake.set()
             except psycopg.Error:
                 failures += 1
-                self._stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                self._stop.wait(exponential(failures, initial=1.0, maximum=30.0))

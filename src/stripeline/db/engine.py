@@ -26,6 +26,15 @@ PING_AFTER_IDLE_SECONDS = 1.0
 POSTGRES_CONNECT_TIMEOUT_S = 3
 
 
+def insert_for(bind: Connection | Engine) -> Any:
+    """The dialect's ``insert`` (PostgreSQL's or SQLite's), which has
+    ``on_conflict_do_nothing`` / ``on_conflict_do_update``: the one place that
+    chooses between them."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert
+
+
 def normalize_url(url: str) -> str:
     """``postgres://`` and ``postgresql://`` mean psycopg 3 here."""
     if url.startswith("postgres://"):

@@ -16,9 +16,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, and_, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from stripeline.core.ordering import Decision, Seen, decide, needs_data, rank
+from stripeline.db.engine import insert_for
 from stripeline.mirror.tables import MirrorTable, all_tables, table_for
 
 
@@ -115,7 +115,7 @@ def _upsert(conn: Connection, table: Table) -> Any:
     cache_key = (conn.dialect.name, table.name)
     stmt = _UPSERTS.get(cache_key)
     if stmt is None:
-        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        insert = insert_for(conn)
         base = insert(table)
         ex = base.excluded
         newer = or_(

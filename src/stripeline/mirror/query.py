@@ -27,11 +27,10 @@ from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar, cast
 
 from sqlalchemy import ColumnElement, Engine, Row, Table, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from stripeline.db import models
-from stripeline.db.engine import connect, read
+from stripeline.db.engine import connect, insert_for, read
 from stripeline.errors import StripelineError
 from stripeline.mirror import mapping as _mapping  # noqa: F401 - registers the typed tables
 from stripeline.mirror._lines import invoice_lines
@@ -626,7 +625,7 @@ class Mirror:
             CustomerLinkConflict: the user is already linked to another customer.
         """
         now = datetime.now(UTC)
-        insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        insert = insert_for(self.engine)
         statement = (
             insert(_links)
             .values(

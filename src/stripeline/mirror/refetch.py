@@ -15,8 +15,8 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from stripeline.db.engine import insert_for
 from stripeline.db.models import Refetch
 
 refetches = cast(Table, Refetch.__table__)
@@ -74,7 +74,7 @@ def request(
         return
     stmt = _REQUEST.get(conn.dialect.name)
     if stmt is None:
-        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        insert = insert_for(conn)
         base = insert(refetches)
         stmt = base.on_conflict_do_update(
             index_elements=[refetches.c.account, refetches.c.id],
