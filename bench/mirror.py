@@ -32,13 +32,11 @@ from stripeline.app import Stripeline
 from stripeline.db import connect, make_engine, migrate
 from stripeline.db.engine import normalize_url
 from stripeline.db.models import Event
-from stripeline.listing import Reader
+from stripeline.gateway import Reader, StripeFetcher
 from stripeline.log import configure_logging
-from stripeline.mirror.fetch import StripeFetcher
 from stripeline.sandbox import Sandbox
 from stripeline.settings import Settings
-from stripeline.sync import catch_up
-from stripeline.sync_objects import backfill
+from stripeline.sync import backfill, catch_up
 from stripeline.worker import Worker
 
 WINDOW = 2.0  # the default coalescing window (STRIPELINE_MIRROR_COALESCE_SECONDS)
@@ -123,7 +121,7 @@ def refetch_reads(sandbox: Sandbox, url: str, *, events_wanted: int = 1000) -> d
         for c in customers[:25]
     ]
     engine = make_engine(url)
-    catch_up(engine, client, mode="test")
+    catch_up(engine, Reader(client, reads_per_second=1000), mode="test")
     with connect(engine) as conn:  # the set-up's events do not count
         conn.execute(text("UPDATE stripeline_events SET status = 'processed'"))
     settings = Settings(
@@ -163,7 +161,7 @@ def refetch_reads(sandbox: Sandbox, url: str, *, events_wanted: int = 1000) -> d
                 client.v1.refunds.create(
                     {"payment_intent": intents.pop(rng.randrange(len(intents))), "amount": 100}
                 )
-        catch_up(engine, client, mode="test")
+        catch_up(engine, Reader(client, reads_per_second=1000), mode="test")
         touched_per_window.append(_pending_objects(engine))
         worker.drain()
         time.sleep(WINDOW + 0.1)  # the window ends: the coalesced reads are due

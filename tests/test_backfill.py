@@ -13,12 +13,13 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, select
 
 from stripeline.db import connect
-from stripeline.listing import LISTERS, Reader, resolve_types
+from stripeline.gateway import LISTERS, Reader, resolve_types
 from stripeline.mirror import get_object
 from stripeline.mirror.tables import table_for
 from stripeline.sandbox import Sandbox
-from stripeline.sync import read_cursor
-from stripeline.sync_objects import FINISHED, Progress, backfill, cursor_name
+from stripeline.sync import Progress, backfill
+from stripeline.sync.backfill import FINISHED, cursor_name
+from stripeline.sync.cursors import read_cursor
 
 FAST = 1000.0  # reads/s where the rate limit is not what a test is about
 

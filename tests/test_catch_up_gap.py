@@ -12,15 +12,11 @@ from sqlalchemy import Engine
 from structlog.testing import capture_logs
 
 from stripeline.db import connect
+from stripeline.gateway import Reader
 from stripeline.metrics import Metrics
-from stripeline.sync import (
-    COVERED_CURSOR,
-    catch_up,
-    catch_up_gap,
-    check_gap,
-    read_cursor,
-    run_catch_up_forever,
-)
+from stripeline.sync import catch_up, catch_up_gap, run_catch_up_forever
+from stripeline.sync.catch_up import check_gap
+from stripeline.sync.cursors import COVERED_CURSOR, read_cursor
 
 
 def test_catch_up_records_coverage_and_the_gap_alarm_fires_near_retention(
@@ -31,7 +27,7 @@ def test_catch_up_records_coverage_and_the_gap_alarm_fires_near_retention(
     assert not [log for log in logs if log.get("action") == "catch_up_gap_alarm"]
     started = datetime.now(UTC)
 
-    catch_up(engine, stripe_client, mode="test")
+    catch_up(engine, Reader(stripe_client, reads_per_second=1000), mode="test")
 
     with connect(engine, readonly=True) as conn:
         covered = read_cursor(conn, COVERED_CURSOR)
@@ -57,7 +53,7 @@ def test_the_serve_loop_checks_the_gap_after_each_catch_up(
     with capture_logs() as logs:
         thread = threading.Thread(
             target=run_catch_up_forever,
-            args=(engine, stripe_client),
+            args=(engine, Reader(stripe_client, reads_per_second=1000)),
             kwargs={"mode": "test", "stop": stop, "interval": 0.05},
         )
         thread.start()

@@ -13,8 +13,8 @@ from sqlalchemy import Engine
 
 from stripeline.app import Stripeline
 from stripeline.db import connect
+from stripeline.gateway import Reader, StripeFetcher
 from stripeline.mirror import get_object
-from stripeline.mirror.fetch import StripeFetcher
 from stripeline.sandbox import Sandbox
 from stripeline.settings import Settings
 from stripeline.sync import catch_up
@@ -67,7 +67,7 @@ def test_200_updates_to_one_subscription_cost_a_handful_of_reads(
         reads_per_second=settings.reads_per_second,
     )
     app = Stripeline(settings, engine=engine, fetcher=fetcher)
-    caught = catch_up(engine, stripe_client, mode="test")
+    caught = catch_up(engine, Reader(stripe_client, reads_per_second=1000), mode="test")
     updates = [
         e
         for e in stripe_client.v1.events.list({"limit": 100}).auto_paging_iter()

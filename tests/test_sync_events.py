@@ -25,17 +25,11 @@ from stripeline.cli import main
 from stripeline.core.envelope import parse_envelope
 from stripeline.db import connect
 from stripeline.errors import StripeRateLimitError
-from stripeline.gateway import make_client
+from stripeline.gateway import Reader, make_client
 from stripeline.sandbox import Sandbox
 from stripeline.settings import load_settings
-from stripeline.sync import (
-    CURSOR_NAME,
-    catch_up,
-    read_cursor,
-    run_catch_up_forever,
-    run_catch_up_forever_async,
-    save_cursor,
-)
+from stripeline.sync import catch_up, run_catch_up_forever, run_catch_up_forever_async
+from stripeline.sync.cursors import CURSOR_NAME, read_cursor, save_cursor
 
 
 @pytest.fixture
@@ -48,6 +42,11 @@ def sandbox() -> Iterator[Sandbox]:
 def client(sandbox: Sandbox) -> stripe.StripeClient:
     settings = load_settings(stripe_secret_key=sandbox.secret_key, stripe_api_base=sandbox.url)
     return make_client(settings, max_network_retries=0)
+
+
+def _reader(client: stripe.StripeClient) -> Reader:
+    """Catch-up's reads: no rate limit to speak of, one try per read."""
+    return Reader(client, reads_per_second=1000, max_attempts=1)
 
 
 def _make_events(client: stripe.StripeClient, n: int) -> None:
@@ -90,7 +89,7 @@ def test_first_run_stores_every_event_oldest_first(
     expected = _stripe_events(client)
     assert len(expected) >= 5
 
-    result = catch_up(engine, client, mode="test", page_size=2)
+    result = catch_up(engine, _reader(client), mode="test", page_size=2)
 
     assert result.inserted == len(expected) == result.seen
     assert result.ignored == 0
@@ -110,14 +109,14 @@ def test_first_run_stores_every_event_oldest_first(
 
 def test_next_run_takes_only_what_is_new(engine: Engine, client: stripe.StripeClient) -> None:
     _make_events(client, 3)
-    catch_up(engine, client, mode="test", page_size=2)
-    again = catch_up(engine, client, mode="test", page_size=2)
+    catch_up(engine, _reader(client), mode="test", page_size=2)
+    again = catch_up(engine, _reader(client), mode="test", page_size=2)
     assert (again.inserted, again.seen, again.pages) == (0, 0, 1)
 
     before = set(_stripe_events(client))
     _make_events(client, 3)
     new = [e for e in _stripe_events(client) if e not in before]
-    result = catch_up(engine, client, mode="test", page_size=2)
+    result = catch_up(engine, _reader(client), mode="test", page_size=2)
     assert result.inserted == len(new) == 3
     assert _delivery_order(engine)[-3:] == new
     assert all(row["deliveries"] == 1 for row in _rows(engine).values())
@@ -145,7 +144,7 @@ def test_events_already_delivered_by_webhook_are_not_stored_again(
             ],
         )
 
-    result = catch_up(engine, client, mode="test")
+    result = catch_up(engine, _reader(client), mode="test")
 
     assert result.inserted == len(ids) - 1
     rows = _rows(engine)
@@ -158,14 +157,14 @@ def test_an_interrupted_run_loses_nothing_and_repeats_nothing(
     engine: Engine, sandbox: Sandbox, client: stripe.StripeClient
 ) -> None:
     _make_events(client, 1)
-    catch_up(engine, client, mode="test", page_size=2)
+    catch_up(engine, _reader(client), mode="test", page_size=2)
     _make_events(client, 6)
     everything = _stripe_events(client)
 
     # Two requests pass, the third is refused: two pages are stored.
     sandbox.set_rate_limit(2)
     with pytest.raises(StripeRateLimitError):
-        catch_up(engine, client, mode="test", page_size=2)
+        catch_up(engine, _reader(client), mode="test", page_size=2)
     stored = _delivery_order(engine)
     assert stored == everything[: len(stored)]
     assert len(stored) == 5
@@ -174,7 +173,7 @@ def test_an_interrupted_run_loses_nothing_and_repeats_nothing(
     assert cursor is not None and cursor.event_id == stored[-1]
 
     sandbox.set_rate_limit(0)
-    result = catch_up(engine, client, mode="test", page_size=2)
+    result = catch_up(engine, _reader(client), mode="test", page_size=2)
     assert result.inserted == len(everything) - 5
     assert _delivery_order(engine) == everything
     assert all(row["deliveries"] == 1 for row in _rows(engine).values())
@@ -189,7 +188,7 @@ def test_first_run_since_skips_older_events(
     _make_events(client, 2)
     recent = [e for e in _stripe_events(client) if e not in old]
 
-    result = catch_up(engine, client, mode="test", since=since, page_size=1)
+    result = catch_up(engine, _reader(client), mode="test", since=since, page_size=1)
 
     assert result.inserted == len(recent) == 2
     assert _delivery_order(engine) == recent
@@ -198,7 +197,7 @@ def test_first_run_since_skips_older_events(
         conn.execute(inbox.deliveries.delete())
         conn.execute(inbox.events.delete())
         conn.execute(text("DELETE FROM stripeline_cursors"))
-    again = catch_up(engine, client, mode="test", since=datetime.fromtimestamp(since, UTC))
+    again = catch_up(engine, _reader(client), mode="test", since=datetime.fromtimestamp(since, UTC))
     assert again.inserted == 2
 
 
@@ -207,7 +206,7 @@ def test_events_of_the_other_mode_are_stored_ignored(
 ) -> None:
     _make_events(client, 2)
     with capture_logs() as logs:
-        result = catch_up(engine, client, mode="live")
+        result = catch_up(engine, _reader(client), mode="live")
     assert result.inserted == result.ignored == len(_stripe_events(client))
     assert {row["status"] for row in _rows(engine).values()} == {"ignored"}
     assert any(log["action"] == "catch_up_event_ignored" for log in logs)
@@ -215,14 +214,16 @@ def test_events_of_the_other_mode_are_stored_ignored(
 
 def test_an_old_cursor_is_warned_about(engine: Engine, client: stripe.StripeClient) -> None:
     _make_events(client, 1)
-    catch_up(engine, client, mode="test")
+    catch_up(engine, _reader(client), mode="test")
     with capture_logs() as logs:
-        fresh = catch_up(engine, client, mode="test")
+        fresh = catch_up(engine, _reader(client), mode="test")
     assert not fresh.cursor_was_old
     assert not [log for log in logs if log["action"] == "catch_up_cursor_old"]
 
     with capture_logs() as logs:
-        late = catch_up(engine, client, mode="test", now=datetime.now(UTC) + timedelta(days=26))
+        late = catch_up(
+            engine, _reader(client), mode="test", now=datetime.now(UTC) + timedelta(days=26)
+        )
     assert late.cursor_was_old
     (warning,) = [log for log in logs if log["action"] == "catch_up_cursor_old"]
     assert warning["log_level"] == "warning"
@@ -238,14 +239,14 @@ def test_a_cursor_stripe_no_longer_knows_restarts_from_its_time(
     with connect(engine) as conn:
         save_cursor(conn, "evt_gone", first.created, now=datetime.now(UTC))
     with capture_logs() as logs:
-        result = catch_up(engine, client, mode="test", page_size=2)
+        result = catch_up(engine, _reader(client), mode="test", page_size=2)
     assert any(log["action"] == "catch_up_cursor_lost" for log in logs)
     assert result.inserted == len(ids)
     assert _delivery_order(engine) == ids
 
 
 def test_no_events_at_all(engine: Engine, client: stripe.StripeClient) -> None:
-    result = catch_up(engine, client, mode="test")
+    result = catch_up(engine, _reader(client), mode="test")
     assert (result.inserted, result.cursor) == (0, None)
     with connect(engine, readonly=True) as conn:
         assert read_cursor(conn, CURSOR_NAME) is None
@@ -260,9 +261,9 @@ def test_one_catch_up_at_a_time_on_postgres(postgres_url: str, client: stripe.St
     try:
         with engine.connect() as holder:
             holder.execute(text("SELECT pg_advisory_lock(:k)"), {"k": 0x5354_4C43})
-            assert catch_up(engine, client, mode="test").skipped
+            assert catch_up(engine, _reader(client), mode="test").skipped
             holder.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": 0x5354_4C43})
-        assert catch_up(engine, client, mode="test").inserted >= 1
+        assert catch_up(engine, _reader(client), mode="test").inserted >= 1
     finally:
         engine.dispose()
 
@@ -283,7 +284,7 @@ def test_loop_survives_unreachable_stripe_and_stops(engine: Engine) -> None:
     with capture_logs() as logs:
         thread = threading.Thread(
             target=run_catch_up_forever,
-            args=(engine, client),
+            args=(engine, _reader(client)),
             kwargs={"mode": "test", "stop": stop, "backoff_initial": 0.01, "backoff_max": 0.02},
         )
         thread.start()
@@ -307,7 +308,7 @@ def test_loop_catches_up_then_waits(engine: Engine, client: stripe.StripeClient)
     stop = threading.Event()
     thread = threading.Thread(
         target=run_catch_up_forever,
-        args=(engine, client),
+        args=(engine, _reader(client)),
         kwargs={"mode": "test", "stop": stop, "interval": 0.01},
     )
     thread.start()
@@ -329,7 +330,7 @@ def test_async_loop_runs_until_cancelled(engine: Engine, client: stripe.StripeCl
 
     async def scenario() -> None:
         task = asyncio.create_task(
-            run_catch_up_forever_async(engine, client, mode="test", interval=0.01)
+            run_catch_up_forever_async(engine, _reader(client), mode="test", interval=0.01)
         )
         for _ in range(500):
             if len(_rows(engine)) >= 2:

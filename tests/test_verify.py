@@ -15,12 +15,12 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, delete, select, update
 
 from stripeline.db import connect
-from stripeline.listing import Reader
+from stripeline.gateway import Reader
 from stripeline.mirror import apply_states, get_object, state_from_fetch
 from stripeline.mirror.tables import table_for
 from stripeline.sandbox import Sandbox
-from stripeline.sync_objects import backfill
-from stripeline.verify import differing_fields, verify
+from stripeline.sync import backfill, check_drift
+from stripeline.sync.drift import differing_fields
 
 
 @pytest.fixture
@@ -102,11 +102,11 @@ def test_verify_finds_planted_drift_and_repair_removes_it(
 ) -> None:
     ids = world(stripe_client)
     assert backfill(engine, reader, ["customer", "product", "price", "subscription"]).complete
-    clean = verify(engine, reader, ["customer", "product", "price", "subscription"])
+    clean = check_drift(engine, reader, ["customer", "product", "price", "subscription"])
     assert clean.clean, clean.to_json()
     plant(engine, ids)
 
-    found = verify(engine, reader, ["customer", "subscription"])
+    found = check_drift(engine, reader, ["customer", "subscription"])
 
     assert kinds(found) == {
         ("missing", ids["customer"], ()),
@@ -115,11 +115,11 @@ def test_verify_finds_planted_drift_and_repair_removes_it(
     }
     assert not any(d.repaired for d in found.drift)
 
-    repaired = verify(engine, reader, ["customer", "subscription"], repair=True)
+    repaired = check_drift(engine, reader, ["customer", "subscription"], repair=True)
 
     assert kinds(repaired) == kinds(found)
     assert all(d.repaired for d in repaired.drift)
-    assert verify(engine, reader, ["customer", "subscription"]).clean
+    assert check_drift(engine, reader, ["customer", "subscription"]).clean
     with connect(engine, readonly=True) as conn:
         ghost = get_object(conn, "cus_ghost000000000001")
         subscription = get_object(conn, ids["subscription"])
@@ -138,7 +138,7 @@ def test_verify_sample_retrieves_mirrored_objects(
     plant(engine, ids)
     before = reader.reads
 
-    found = verify(engine, reader, ["customer", "subscription"], sample=50, seed=1)
+    found = check_drift(engine, reader, ["customer", "subscription"], sample=50, seed=1)
 
     # Sampling retrieves what the mirror holds: it cannot see the missing row.
     assert kinds(found) == {
@@ -146,9 +146,9 @@ def test_verify_sample_retrieves_mirrored_objects(
         ("extra", "cus_ghost000000000001", ()),
     }
     assert reader.reads - before == 4  # 3 customers (one is the ghost) + 1 subscription
-    fixed = verify(engine, reader, ["customer", "subscription"], sample=50, repair=True)
+    fixed = check_drift(engine, reader, ["customer", "subscription"], sample=50, repair=True)
     assert all(d.repaired for d in fixed.drift)
-    assert verify(engine, reader, ["customer", "subscription"], sample=50).clean
+    assert check_drift(engine, reader, ["customer", "subscription"], sample=50).clean
     engine.dispose()
 
 

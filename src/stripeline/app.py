@@ -166,8 +166,7 @@ class Stripeline:
         """How the mirror reads objects from the API: through the SDK when a
         key is set (the sandbox's, under ``serve`` without a key), else None."""
         if self._fetcher is None and self.settings.stripe_secret_key is not None:
-            from stripeline.gateway import make_client
-            from stripeline.mirror.fetch import StripeFetcher
+            from stripeline.gateway import StripeFetcher, make_client
 
             self._fetcher = StripeFetcher(
                 make_client(self.settings), reads_per_second=self.settings.reads_per_second

@@ -13,7 +13,7 @@ from prometheus_client.registry import Collector
 
 from stripeline import inbox
 from stripeline.db.engine import connect
-from stripeline.sync import catch_up_gap
+from stripeline.sync.cursors import catch_up_gap
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine

@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -19,9 +20,9 @@ from stripeline.errors import ConfigError, StripeAPIError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from stripeline.listing import Reader
+    from stripeline.gateway import Reader
     from stripeline.settings import Settings
-    from stripeline.sync_objects import BackfillResult, Progress
+    from stripeline.sync import BackfillResult, Progress
 
 
 def parse_since(value: str) -> int:
@@ -73,16 +74,13 @@ def sync() -> None:
 @click.option("--json", "as_json", is_flag=True, help="The result as a JSON object.")
 def sync_events(since: int | None, as_json: bool) -> None:
     """List /v1/events after the saved cursor and store what the inbox lacks."""
-    from stripeline.gateway import make_client
     from stripeline.log import configure_logging
-    from stripeline.sync import catch_up, read_cursor
+    from stripeline.sync import catch_up
+    from stripeline.sync.cursors import read_cursor
 
     settings = load_settings_or_exit()
     configure_logging(settings.log_format, settings.log_level)
-    try:
-        client = make_client(settings)
-    except ConfigError as exc:
-        fail(f"configuration error: {exc.message}", code=2)
+    reader = _reader(settings)
     with database(settings) as engine:
         with connect(engine, readonly=True) as conn:
             saved = read_cursor(conn)
@@ -92,7 +90,7 @@ def sync_events(since: int | None, as_json: bool) -> None:
                 err=True,
             )
         try:
-            result = catch_up(engine, client, mode=settings.effective_mode, since=since)
+            result = catch_up(engine, reader, mode=settings.effective_mode, since=since)
         except StripeAPIError as exc:
             request = f", request {exc.request_id}" if exc.request_id else ""
             fail(
@@ -100,7 +98,7 @@ def sync_events(since: int | None, as_json: bool) -> None:
                 "the events stored before the failure are kept: run it again"
             )
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        click.echo(json.dumps(asdict(result), indent=2))
         return
     if result.skipped:
         click.echo("another process is catching up right now; nothing done")
@@ -122,8 +120,7 @@ def sync_events(since: int | None, as_json: bool) -> None:
 
 def _reader(settings: Settings) -> Reader:
     """A ``Reader`` for the command: the SDK client and one shared rate limit."""
-    from stripeline.gateway import make_client
-    from stripeline.listing import Reader
+    from stripeline.gateway import Reader, make_client
 
     try:
         client = make_client(settings)
@@ -134,7 +131,7 @@ def _reader(settings: Settings) -> Reader:
 
 def object_types(names: tuple[str, ...]) -> list[str]:
     """The object types named on the command line (all when none), or exit 2."""
-    from stripeline.listing import resolve_types
+    from stripeline.gateway import resolve_types
 
     try:
         return resolve_types(names)
@@ -167,7 +164,7 @@ def sync_objects(types: tuple[str, ...], restart: bool, concurrency: int, as_jso
     import threading
 
     from stripeline.log import configure_logging
-    from stripeline.sync_objects import backfill
+    from stripeline.sync import backfill
 
     chosen = object_types(types)
     settings = load_settings_or_exit()

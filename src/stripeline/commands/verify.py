@@ -35,7 +35,7 @@ def verify(
     from rich.table import Table
 
     from stripeline.log import configure_logging
-    from stripeline.verify import verify as run_verify
+    from stripeline.sync import check_drift
 
     chosen = object_types(types)
     settings = load_settings_or_exit()
@@ -43,7 +43,7 @@ def verify(
     reader = _reader(settings)
     with database(settings) as engine:
         try:
-            report = run_verify(engine, reader, chosen, sample=sample, repair=repair, seed=seed)
+            report = check_drift(engine, reader, chosen, sample=sample, repair=repair, seed=seed)
         except StripeAPIError as exc:
             fail(f"Stripe: {exc.message} ({type(exc).__name__}); nothing was judged")
     if as_json:

@@ -1,8 +1,10 @@
-"""Reading one object from the API for the mirror: the ``Fetcher`` port,
-the SDK adapter, and an in-memory fake for tests of the ordering maths.
+"""Reading one object from the API for the mirror: the ``Fetcher`` port and
+an in-memory fake for tests of the ordering maths.
 
-A ``Fetched`` carries the state and the second the read *started* (our
-clock): everything Stripe did before then is in it.
+The adapter that reads through the official SDK is
+``stripeline.gateway.StripeFetcher``. A ``Fetched`` carries the state and the
+second the read *started* (our clock): everything Stripe did before then is
+in it.
 """
 
 from __future__ import annotations
@@ -11,10 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
-
-import stripe
-
-from stripeline.listing import SERVICES, Reader
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,35 +30,6 @@ class Fetcher(Protocol):
         """Read one object. Raises ``StripeAPIError`` (``retryable`` says whether
         to try again) for anything but "no such object"."""
         ...
-
-
-class StripeFetcher:
-    """Reads objects through the official SDK (``listing.Reader``: the one
-    rate-limited read path, which also pages in an invoice's lines and a
-    subscription's items beyond the first ten)."""
-
-    def __init__(
-        self,
-        client: stripe.StripeClient,
-        *,
-        reads_per_second: float,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        # One try per read: a failed re-fetch goes back on the queue with its
-        # own backoff instead of holding the worker here.
-        self.reader = Reader(client, reads_per_second=reads_per_second, max_attempts=1, clock=clock)
-
-    @property
-    def reads(self) -> int:
-        """API requests made so far."""
-        return self.reader.reads
-
-    def can_fetch(self, object_type: str) -> bool:
-        return object_type in SERVICES
-
-    def fetch(self, object_type: str, object_id: str, account: str | None) -> Fetched:
-        data, started = self.reader.retrieve(object_type, object_id, account=account)
-        return Fetched(data, started)
 
 
 class MemoryFetcher:

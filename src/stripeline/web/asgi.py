@@ -61,7 +61,7 @@ def _head() -> str | None:
 
 
 def _start_catch_up(app: Stripeline, stop: threading.Event) -> threading.Thread | None:
-    from stripeline.gateway import make_client
+    from stripeline.gateway import Reader, make_client
     from stripeline.sync import run_catch_up_forever
 
     settings = app.settings
@@ -69,7 +69,10 @@ def _start_catch_up(app: Stripeline, stop: threading.Event) -> threading.Thread 
         return None
     thread = threading.Thread(
         target=run_catch_up_forever,
-        args=(app.engine, make_client(settings)),
+        args=(
+            app.engine,
+            Reader(make_client(settings), reads_per_second=settings.reads_per_second),
+        ),
         kwargs={
             "mode": settings.effective_mode,
             "stop": stop,

@@ -1,4 +1,4 @@
-"""The gateway: the only module that builds the official ``stripe`` client.
+"""The client: how stripeline builds the official ``stripe`` client and reads its errors.
 
 ``make_client(settings)`` returns a ``stripe.StripeClient`` configured the
 stripeline way: network retries set explicitly (``StripeClient`` retries

@@ -2,7 +2,8 @@
 
 Webhooks are the fast path; catch-up is the safety net for deliveries that
 never came (an outage of ours, a disabled endpoint, a lost network). It pages
-the Events API **oldest first** from a cursor saved in ``stripeline_cursors``
+the Events API **oldest first**, through a ``stripeline.gateway.Reader`` (the
+one rate-limited read path), from a cursor saved in ``stripeline_cursors``
 (name ``events``) and stores each event it does not hold yet with source
 ``catch-up``, exactly as the webhook route would. Each page is written in one
 transaction together with the cursor that follows it, so an interruption
@@ -29,36 +30,31 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any
 
-import stripe
-from sqlalchemy import Connection, Engine, Table, select, text
+from sqlalchemy import Engine, text
 
 from stripeline import inbox
 from stripeline.core.backoff import exponential
 from stripeline.core.envelope import parse_envelope
 from stripeline.db import connect
-from stripeline.db.engine import insert_for
-from stripeline.db.models import Cursor
 from stripeline.errors import EnvelopeError, StripeAPIError, StripeInvalidRequestError
-from stripeline.gateway import stripe_errors
 from stripeline.inbox import utcnow
 from stripeline.log import get_logger
 from stripeline.settings import Mode
+from stripeline.sync.cursors import COVERED_CURSOR, catch_up_gap, read_cursor, save_cursor
 
-#: The name of catch-up's row in ``stripeline_cursors``.
-CURSOR_NAME = "events"
+if TYPE_CHECKING:
+    from stripeline.gateway.reader import Reader
+
 #: Events per request (Stripe's maximum).
 PAGE_SIZE = 100
 #: How long Stripe keeps events.
 EVENT_RETENTION = timedelta(days=30)
 #: A cursor older than this is close to falling out of Stripe's retention.
 CURSOR_WARN_AGE = timedelta(days=25)
-#: The row that records when the last complete catch-up began: every event
-#: Stripe created before then is in the inbox.
-COVERED_CURSOR = "events:covered"
 #: The gap (seconds since that moment) at which the loop raises its alarm:
 #: past 30 days Stripe no longer lists the events catch-up would need.
 GAP_ALARM_SECONDS = CURSOR_WARN_AGE.total_seconds()
@@ -70,7 +66,6 @@ DEFAULT_BACKOFF_MAX = 600.0
 #: A key for ``pg_try_advisory_lock``: one catch-up at a time per database.
 _ADVISORY_LOCK_KEY = 0x5354_4C43  # "STLC"
 
-cursors = cast(Table, Cursor.__table__)
 log = get_logger("stripeline.sync")
 
 
@@ -94,65 +89,15 @@ class CatchUpResult:
     #: Another process held the catch-up lock (PostgreSQL); nothing was done.
     skipped: bool = False
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "pages": self.pages,
-            "seen": self.seen,
-            "inserted": self.inserted,
-            "ignored": self.ignored,
-            "cursor": self.cursor,
-            "cursor_created": self.cursor_created,
-            "cursor_was_old": self.cursor_was_old,
-            "skipped": self.skipped,
-        }
 
-
-@dataclass(frozen=True, slots=True)
-class SavedCursor:
-    event_id: str
-    created: int | None
-    updated_at: datetime
-
-
-def read_cursor(conn: Connection, name: str = CURSOR_NAME) -> SavedCursor | None:
-    """The saved position of catch-up, if any."""
-    row = conn.execute(
-        select(cursors.c.value, cursors.c.position_time, cursors.c.updated_at).where(
-            cursors.c.name == name
-        )
-    ).first()
-    return None if row is None else SavedCursor(row.value, row.position_time, row.updated_at)
-
-
-def save_cursor(
-    conn: Connection, event_id: str, created: int, *, now: datetime, name: str = CURSOR_NAME
-) -> None:
-    """Set the cursor (in the caller's transaction, with the page it follows)."""
-    insert = insert_for(conn)
-    stmt = insert(cursors).values(name=name, value=event_id, position_time=created, updated_at=now)
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[cursors.c.name],
-            set_={"value": event_id, "position_time": created, "updated_at": now},
-        )
-    )
-
-
-def _page(client: stripe.StripeClient, params: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+def _page(reader: Reader, params: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
     """One page of ``/v1/events`` as Stripe sent it: raw dicts, newest first."""
-    with stripe_errors():
-        listing = client.v1.events.list(params)  # type: ignore[arg-type]
-    response = listing.last_response
-    body = response.data if response is not None else None
-    if isinstance(body, dict) and isinstance(body.get("data"), list):
-        items = [item for item in body["data"] if isinstance(item, dict)]
-    else:  # pragma: no cover - the SDK always keeps the response it parsed
-        items = [event.to_dict(for_json=True) for event in listing.data]
-    return items, bool(listing.has_more)
+    items, has_more, _ = reader.list_page("events", params)
+    return items, has_more
 
 
 def _oldest_page(
-    client: stripe.StripeClient, *, since: int | None, page_size: int
+    reader: Reader, *, since: int | None, page_size: int
 ) -> tuple[list[dict[str, Any]], int]:
     """Walk back to the oldest page (first run); return it and the pages fetched."""
     params: dict[str, Any] = {"limit": page_size}
@@ -161,7 +106,7 @@ def _oldest_page(
     pages = 0
     page: list[dict[str, Any]] = []
     while True:
-        items, has_more = _page(client, params)
+        items, has_more = _page(reader, params)
         pages += 1
         if items:
             page = items
@@ -246,14 +191,15 @@ def _single_runner(engine: Engine) -> Iterator[bool]:
 
 def catch_up(
     engine: Engine,
-    client: stripe.StripeClient,
+    reader: Reader,
     *,
     mode: Mode,
     since: int | datetime | None = None,
     now: datetime | None = None,
     page_size: int = PAGE_SIZE,
 ) -> CatchUpResult:
-    """List ``/v1/events`` from the saved cursor, oldest first, and store what
+    """List ``/v1/events`` from the saved cursor, oldest first, through
+    ``reader`` (its rate limit and retries), and store what
     the inbox lacks (source ``catch-up``; events whose mode is not ``mode``
     are stored ``ignored``). ``since`` (Unix time or aware datetime) bounds a
     first run, when no cursor is saved; without it a first run takes every
@@ -310,13 +256,13 @@ def catch_up(
             )
 
         if cursor is None:
-            first, fetched = _oldest_page(client, since=since_ts, page_size=page_size)
+            first, fetched = _oldest_page(reader, since=since_ts, page_size=page_size)
             pages += fetched
             if first:
                 take(first)
         while cursor is not None:
             try:
-                items, has_more = _page(client, {"limit": page_size, "ending_before": cursor})
+                items, has_more = _page(reader, {"limit": page_size, "ending_before": cursor})
             except StripeInvalidRequestError as exc:
                 if exc.param != "ending_before" and exc.code != "resource_missing":
                     raise
@@ -326,7 +272,7 @@ def catch_up(
                     action="catch_up_cursor_lost",
                     cursor=cursor,
                 )
-                first, fetched = _oldest_page(client, since=cursor_created, page_size=page_size)
+                first, fetched = _oldest_page(reader, since=cursor_created, page_size=page_size)
                 pages += fetched
                 if not first:
                     break
@@ -354,18 +300,8 @@ def catch_up(
             cursor_created=cursor_created,
             cursor_was_old=cursor_was_old,
         )
-        log.info("catch-up done", action="catch_up_done", **result.to_json())
+        log.info("catch-up done", action="catch_up_done", **asdict(result))
         return result
-
-
-def catch_up_gap(conn: Connection, now: datetime) -> float | None:
-    """Seconds since the moment up to which catch-up has seen every event:
-    the start of the last complete catch-up, else the newest event it stored
-    (None: catch-up never ran). Near 30 days, events start to be lost."""
-    covered = read_cursor(conn, COVERED_CURSOR) or read_cursor(conn)
-    if covered is None or covered.created is None:
-        return None
-    return max(0.0, now.timestamp() - covered.created)
 
 
 def check_gap(engine: Engine, *, now: datetime | None = None) -> float | None:
@@ -428,7 +364,7 @@ def _attempt(run: Callable[[], CatchUpResult], failures: int) -> tuple[CatchUpRe
 
 def run_catch_up_forever(
     engine: Engine,
-    client: stripe.StripeClient,
+    reader: Reader,
     *,
     mode: Mode,
     stop: threading.Event,
@@ -447,7 +383,7 @@ def run_catch_up_forever(
     log.info("catch-up loop started", action="catch_up_loop_started", interval=interval)
     while not stop.is_set():
         result, failures = _attempt(
-            lambda: catch_up(engine, client, mode=mode, since=since), failures
+            lambda: catch_up(engine, reader, mode=mode, since=since), failures
         )
         check_gap(engine)
         delay = (
@@ -461,7 +397,7 @@ def run_catch_up_forever(
 
 async def run_catch_up_forever_async(
     engine: Engine,
-    client: stripe.StripeClient,
+    reader: Reader,
     *,
     mode: Mode,
     since: int | datetime | None = None,
@@ -479,7 +415,7 @@ async def run_catch_up_forever_async(
     try:
         while True:
             result, failures = await asyncio.to_thread(
-                _attempt, lambda: catch_up(engine, client, mode=mode, since=since), failures
+                _attempt, lambda: catch_up(engine, reader, mode=mode, since=since), failures
             )
             await asyncio.to_thread(check_gap, engine)
             delay = (

@@ -1,6 +1,6 @@
 """Backfill: list every object Stripe holds and write it into the mirror.
 
-``backfill`` pages through each object type (``stripeline.listing``:
+``backfill`` pages through each object type (``stripeline.gateway.pages``:
 canceled subscriptions included, every invoice line, archived products and
 prices) and applies each page with ``mirror.apply_states`` as states read
 when the page's read started, so a backfill never overwrites a newer state
@@ -24,18 +24,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
 
 from stripeline.db import connect
 from stripeline.errors import StripeAPIError
+from stripeline.gateway.reader import LISTERS, PAGE_SIZE, Page, Reader, pages
 from stripeline.inbox import utcnow
-from stripeline.listing import LISTERS, PAGE_SIZE, Page, Reader, pages
 from stripeline.log import get_logger
 from stripeline.mirror import apply_states, refetch, state_from_fetch
-from stripeline.sync import read_cursor, save_cursor
+from stripeline.sync.cursors import read_cursor, save_cursor
 
 #: ``stripeline_cursors`` names: the run, and one cursor per type (``backfill:invoice``).
 RUN_CURSOR = "backfill:run"
@@ -45,7 +45,7 @@ FINISHED = "<finished>"
 #: Types listed at once (each a thread; all share one rate limit).
 DEFAULT_CONCURRENCY = 4
 
-log = get_logger("stripeline.sync_objects")
+log = get_logger("stripeline.sync.backfill")
 
 
 def cursor_name(object_type: str) -> str:
@@ -79,18 +79,6 @@ class TypeResult:
     resumed_after: str | None = None
     error: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "object_type": self.object_type,
-            "status": self.status,
-            "objects": self.objects,
-            "pages": self.pages,
-            "applied": self.applied,
-            "ties": self.ties,
-            "resumed_after": self.resumed_after,
-            "error": self.error,
-        }
-
 
 @dataclass
 class BackfillResult:
@@ -116,16 +104,14 @@ class BackfillResult:
         return all(t.status in ("finished", "skipped") for t in self.types.values())
 
     def to_json(self) -> dict[str, Any]:
+        """The fields (``types`` as a list), and the totals they add up to."""
         return {
-            "run": self.run,
-            "resumed": self.resumed,
+            **asdict(self),
             "complete": self.complete,
             "objects": self.objects,
-            "reads": self.reads,
-            "rate_limited": self.rate_limited,
             "seconds": round(self.seconds, 3),
             "objects_per_second": round(self.objects / self.seconds, 1) if self.seconds else None,
-            "types": [t.to_json() for t in self.types.values()],
+            "types": [asdict(t) for t in self.types.values()],
         }
 
 
@@ -276,7 +262,7 @@ def backfill(
     page_size: int = PAGE_SIZE,
     coalesce_seconds: float = refetch.DEFAULT_WINDOW_SECONDS,
 ) -> BackfillResult:
-    """List ``types`` (default: every type of ``listing.LISTERS``) and write
+    """List ``types`` (default: every type of ``gateway.LISTERS``) and write
     each object into the mirror, resuming an unfinished run (``restart``
     starts a new one). Setting ``stop`` ends each type after its current
     page (its cursor saved: the next call resumes). ``on_page`` is called,

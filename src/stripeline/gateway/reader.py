@@ -1,7 +1,8 @@
-"""Reading whole object types from the API, for backfill and verify.
+"""The reader: every API read of stripeline (catch-up, backfill, the drift
+check, the mirror's re-fetches) goes through a ``Reader``.
 
-``Reader`` makes every API read of a sync job through one token bucket,
-shared by all the threads of the job, and retries what Stripe says can be
+``Reader`` makes each read through one token bucket, shared by all the
+threads of a job, and retries what Stripe says can be
 retried (429s and 5xx, with backoff; the SDK's own retries only cover the
 answers that carry ``Stripe-Should-Retry``). ``pages`` walks one object type
 page by page, as Stripe lists it, completing what lists cut short: an
@@ -18,14 +19,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
-
-import stripe
+from typing import TYPE_CHECKING, Any
 
 from stripeline.core.backoff import exponential
 from stripeline.core.ratelimit import TokenBucket
 from stripeline.errors import StripeAPIError, StripeInvalidRequestError, StripeRateLimitError
-from stripeline.gateway import stripe_errors
+
+if TYPE_CHECKING:
+    import stripe
 
 #: object type → the SDK service path under ``client.v1`` that retrieves it.
 SERVICES: dict[str, str] = {
@@ -191,6 +192,10 @@ class Reader:
         Raises:
             StripeAPIError: Stripe refused the read, or kept failing.
         """
+        # The SDK's errors are only needed once a read is made: importing the
+        # reader (backfill, the drift check do) does not load the SDK.
+        from stripeline.gateway.client import stripe_errors
+
         target = getattr(_service(self.client, service), method)
         for attempt in range(1, self.max_attempts + 1):
             self.limiter.acquire()

@@ -1,7 +1,7 @@
-"""Drift check: compare the mirror with Stripe, and repair it.
+"""Drift check: compare the mirror with Stripe, and repair it (``stripeline verify``).
 
-``verify`` lists each object type from the API (``stripeline.listing``) and
-compares it with the mirror's rows of that type:
+``check_drift`` lists each object type from the API (``stripeline.gateway.pages``)
+and compares it with the mirror's rows of that type:
 
 * **missing**: Stripe lists it, the mirror has no row (or a deleted one);
 * **extra**: the mirror holds it as existing, Stripe does not list it;
@@ -23,15 +23,15 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, select
 
 from stripeline.core.ordering import FETCH_SLACK_SECONDS
 from stripeline.db import connect
+from stripeline.gateway.reader import LISTERS, Reader, pages
 from stripeline.inbox import utcnow
-from stripeline.listing import LISTERS, Reader, pages
 from stripeline.log import get_logger
 from stripeline.mirror import apply_states, state_from_fetch
 from stripeline.mirror.tables import GENERIC, table_for
@@ -41,7 +41,7 @@ MAX_REPAIR_WAIT_SECONDS = FETCH_SLACK_SECONDS + 1.5
 
 _NO_FIELDS: tuple[str, ...] = ()
 
-log = get_logger("stripeline.verify")
+log = get_logger("stripeline.sync.drift")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,18 +56,11 @@ class Drift:
     fields: tuple[str, ...] = ()
     repaired: bool = False
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "object_type": self.object_type,
-            "id": self.id,
-            "kind": self.kind,
-            "fields": list(self.fields),
-            "repaired": self.repaired,
-        }
-
 
 @dataclass
-class TypeReport:
+class TypeDrift:
+    """What the drift check found for one object type."""
+
     object_type: str
     #: Objects Stripe listed (or, sampling, objects retrieved).
     checked: int = 0
@@ -81,25 +74,22 @@ class TypeReport:
         return sum(1 for d in self.drift if d.kind == kind)
 
     def to_json(self) -> dict[str, Any]:
+        """The fields, and the drift counted by kind."""
         return {
-            "object_type": self.object_type,
-            "checked": self.checked,
-            "mirrored": self.mirrored,
-            "changed": self.changed,
+            **asdict(self),
             "missing": self.count("missing"),
             "extra": self.count("extra"),
             "differs": self.count("differs"),
-            "drift": [d.to_json() for d in self.drift],
         }
 
 
 @dataclass
-class VerifyReport:
-    """What ``verify`` found (and repaired)."""
+class DriftReport:
+    """What ``check_drift`` found (and repaired)."""
 
     sample: int | None
     repair: bool
-    types: list[TypeReport] = field(default_factory=list)
+    types: list[TypeDrift] = field(default_factory=list)
     reads: int = 0
     seconds: float = 0.0
 
@@ -116,13 +106,12 @@ class VerifyReport:
         return [d for d in self.drift if not d.repaired]
 
     def to_json(self) -> dict[str, Any]:
+        """The fields, with the drift counted (the list is per type)."""
         return {
+            **asdict(self),
             "clean": self.clean,
-            "sample": self.sample,
-            "repair": self.repair,
             "drift": len(self.drift),
             "unrepaired": len(self.unrepaired),
-            "reads": self.reads,
             "seconds": round(self.seconds, 3),
             "types": [t.to_json() for t in self.types],
         }
@@ -215,8 +204,8 @@ class _Repairer:
 
 def _check_listing(
     engine: Engine, reader: Reader, object_type: str, repairer: _Repairer | None
-) -> TypeReport:
-    report = TypeReport(object_type)
+) -> TypeDrift:
+    report = TypeDrift(object_type)
     started = int(reader.clock())
     listed: dict[str, tuple[dict[str, Any], int]] = {}
     for page in pages(reader, object_type):
@@ -261,8 +250,8 @@ def _check_sample(
     sample: int,
     repairer: _Repairer | None,
     rng: random.Random,
-) -> list[TypeReport]:
-    reports = {object_type: TypeReport(object_type) for object_type in types}
+) -> list[TypeDrift]:
+    reports = {object_type: TypeDrift(object_type) for object_type in types}
     candidates: list[tuple[str, str, _Row]] = []
     for object_type in types:
         rows = _rows(engine, object_type, reader.account or "")
@@ -290,7 +279,7 @@ def _check_sample(
     return list(reports.values())
 
 
-def verify(
+def check_drift(
     engine: Engine,
     reader: Reader,
     types: Sequence[str] | None = None,
@@ -299,7 +288,7 @@ def verify(
     repair: bool = False,
     seed: int | None = None,
     sleep: Callable[[float], None] = time.sleep,
-) -> VerifyReport:
+) -> DriftReport:
     """Compare the mirror's ``types`` (default: every listable type) with
     Stripe; ``sample=N`` retrieves N random mirrored objects instead of
     listing; ``repair`` writes Stripe's state over every drift found.
@@ -318,7 +307,7 @@ def verify(
     started = time.monotonic()
     reads_before = reader.reads
     repairer = _Repairer(engine, reader, sleep) if repair else None
-    report = VerifyReport(sample=sample, repair=repair)
+    report = DriftReport(sample=sample, repair=repair)
     if sample is not None:
         report.types = _check_sample(
             engine,
