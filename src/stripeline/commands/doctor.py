@@ -1,20 +1,23 @@
 """``stripeline doctor``: check the configuration and the database, one line per check.
 
-Each check is judged on its own, from the environment as given, so that one
-problem does not hide the others. Secrets are never printed: a key shows its
-type prefix (``sk_test_``), a webhook secret nothing beyond ``whsec_``.
+Each check is judged on its own, so that one problem does not hide the
+others: it builds ``Settings`` from the environment's values of the settings
+it judges, every other setting at its default, and reports what ``Settings``
+says of them. Secrets are never printed: a key shows its type prefix
+(``sk_test_``), a webhook secret nothing beyond ``whsec_``.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
-import stripe
+from pydantic import AliasChoices
+from pydantic_settings import EnvSettingsSource
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -22,11 +25,11 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from stripeline.commands._common import console, short_error
 from stripeline.db.engine import current_revision, head_revision, null_pool_engine
 from stripeline.errors import ConfigError
-from stripeline.settings import DEFAULT_DATABASE_URL, key_mode, load_settings
+from stripeline.settings import Settings, load_settings
 
-# The settings module owns the formats; doctor reports on them one by one.
-from stripeline.settings import KEY_PATTERN as KEY_FORMAT
-from stripeline.settings import WEBHOOK_SECRET_PATTERN as WEBHOOK_SECRET_FORMAT
+#: A well-formed webhook secret standing in for the real ones while a key or
+#: the mode is judged (a live key needs one; the webhook check judges them).
+_STAND_IN_SECRET = "whsec_" + "0" * 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,70 +39,101 @@ class Check:
     detail: str
 
 
-def _env(name: str) -> str | None:
-    value = os.environ.get(name)
-    return value if value and value.strip() else None
+def _environment() -> dict[str, Any]:
+    """The values ``Settings`` reads from the environment, by field name."""
+    found = EnvSettingsSource(Settings)()
+    values: dict[str, Any] = {}
+    for name, field in Settings.model_fields.items():
+        names = [name]
+        if isinstance(field.validation_alias, AliasChoices):
+            names += [n for n in field.validation_alias.choices if isinstance(n, str)]
+        for key in names:
+            if key in found:
+                values[name] = found[key]
+                break
+    return values
 
 
-def check_secret_key() -> Check:
-    key = _env("STRIPE_SECRET_KEY")
+def _judge(**values: Any) -> Settings | ConfigError:
+    """``Settings`` of ``values``, every other setting at its default (the
+    environment ignored), or the error that says what is wrong with them."""
+    defaults = {
+        name: field.get_default(call_default_factory=True)
+        for name, field in Settings.model_fields.items()
+        if name not in values
+    }
+    try:
+        return load_settings(**defaults, **values)
+    except ConfigError as exc:
+        return exc
+
+
+def _secret_key(env: dict[str, Any]) -> str | None:
+    key = env.get("stripe_secret_key")
+    return None if key is None else str(key)
+
+
+def check_secret_key(env: dict[str, Any]) -> Check:
+    key = _secret_key(env)
     if key is None:
         return Check("secret key", True, "not set: the offline sandbox is used (test mode)")
-    key = key.strip()
-    if not KEY_FORMAT.match(key):
+    judged = _judge(stripe_secret_key=key, stripe_webhook_secret=_STAND_IN_SECRET)
+    if isinstance(judged, ConfigError):
+        return Check("secret key", False, judged.message)
+    kind = "restricted key" if key.strip().startswith("rk_") else "secret key"
+    return Check("secret key", True, f"{key.strip()[:8]}… {kind}, {judged.effective_mode} mode")
+
+
+def check_mode(env: dict[str, Any]) -> Check:
+    key = _secret_key(env)
+    if key is not None and isinstance(
+        _judge(stripe_secret_key=key, stripe_webhook_secret=_STAND_IN_SECRET), ConfigError
+    ):
+        key = None  # malformed: the key's own check says so; judge the mode alone
+    mode = env.get("mode")
+    judged = _judge(
+        stripe_secret_key=key,
+        mode=mode,
+        stripe_webhook_secret=_STAND_IN_SECRET if key is not None else None,
+    )
+    if isinstance(judged, ConfigError):
+        return Check("mode", False, judged.message)
+    if judged.mode is not None and key is not None:
+        return Check("mode", True, f"{judged.mode}: STRIPELINE_MODE agrees with the key")
+    if key is not None:
         return Check(
-            "secret key",
-            False,
-            "STRIPE_SECRET_KEY is malformed: expected sk_test_…, sk_live_…, rk_test_… or rk_live_…",
+            "mode", True, f"{judged.effective_mode}, from the key (STRIPELINE_MODE not set)"
         )
-    kind = "restricted key" if key.startswith("rk_") else "secret key"
-    return Check("secret key", True, f"{key[:8]}… {kind}, {key_mode(key)} mode")
+    return Check("mode", True, judged.effective_mode + ("" if judged.mode else " (the default)"))
 
 
-def check_mode() -> Check:
-    key = _env("STRIPE_SECRET_KEY")
-    key_given = key is not None and KEY_FORMAT.match(key.strip()) is not None
-    from_key = key_mode(key.strip()) if key is not None and key_given else None
-    mode = _env("STRIPELINE_MODE")
-    if mode is not None and mode not in ("test", "live"):
-        return Check("mode", False, f"STRIPELINE_MODE={mode!r}: expected test or live")
-    if mode is not None and from_key is not None and mode != from_key:
-        return Check(
-            "mode",
-            False,
-            f"STRIPELINE_MODE={mode} but STRIPE_SECRET_KEY is a {from_key} key: "
-            "use a key of that mode or change STRIPELINE_MODE",
-        )
-    if mode == "live" and key is None:
-        return Check("mode", False, "STRIPELINE_MODE=live needs STRIPE_SECRET_KEY")
-    if mode is not None and from_key is not None:
-        return Check("mode", True, f"{mode}: STRIPELINE_MODE agrees with the key")
-    if from_key is not None:
-        return Check("mode", True, f"{from_key}, from the key (STRIPELINE_MODE not set)")
-    return Check("mode", True, f"{mode or 'test'}" + ("" if mode else " (the default)"))
+def _secret_entries(
+    env: dict[str, Any], field: str
+) -> tuple[Settings | ConfigError, list[str], list[int]]:
+    """The setting judged whole, its entries, and the numbers of the malformed ones."""
+    raw = env.get(field)
+    entries = [part.strip() for part in str(raw or "").split(",") if part.strip()]
+    bad = [
+        i for i, entry in enumerate(entries, 1) if isinstance(_judge(**{field: entry}), ConfigError)
+    ]
+    return _judge(**{field: raw}), entries, bad
 
 
-def _secret_entries(name: str) -> tuple[list[str], list[int]]:
-    raw = _env(name) or ""
-    entries = [part.strip() for part in raw.split(",") if part.strip()]
-    bad = [i for i, entry in enumerate(entries, 1) if not WEBHOOK_SECRET_FORMAT.match(entry)]
-    return entries, bad
-
-
-def check_webhook_secrets() -> Check:
+def check_webhook_secrets(env: dict[str, Any]) -> Check:
     name = "webhook secrets"
-    entries, bad = _secret_entries("STRIPE_WEBHOOK_SECRET")
-    if bad:
+    judged, entries, bad = _secret_entries(env, "stripe_webhook_secret")
+    if bad or isinstance(judged, ConfigError):
         which = ", ".join(str(i) for i in bad)
         return Check(
             name,
             False,
             f"STRIPE_WEBHOOK_SECRET entry {which} of {len(entries)} is malformed: expected whsec_…",
         )
-    if entries:
-        plural = "secret" if len(entries) == 1 else "secrets (rotation)"
-        return Check(name, True, f"{len(entries)} {plural}, well-formed (whsec_…)")
-    if _env("STRIPE_SECRET_KEY") is None:
+    if judged.webhook_secrets:
+        count = len(judged.webhook_secrets)
+        plural = "secret" if count == 1 else "secrets (rotation)"
+        return Check(name, True, f"{count} {plural}, well-formed (whsec_…)")
+    if _secret_key(env) is None:
         return Check(name, True, "not set: the offline sandbox signs with its own secret")
     return Check(
         name,
@@ -109,10 +143,10 @@ def check_webhook_secrets() -> Check:
     )
 
 
-def check_connect_webhook_secrets() -> Check:
+def check_connect_webhook_secrets(env: dict[str, Any]) -> Check:
     name = "connect webhook secrets"
-    entries, bad = _secret_entries("STRIPE_CONNECT_WEBHOOK_SECRET")
-    if bad:
+    judged, entries, bad = _secret_entries(env, "stripe_connect_webhook_secret")
+    if bad or isinstance(judged, ConfigError):
         which = ", ".join(str(i) for i in bad)
         return Check(
             name,
@@ -120,12 +154,12 @@ def check_connect_webhook_secrets() -> Check:
             f"STRIPE_CONNECT_WEBHOOK_SECRET entry {which} of {len(entries)} is malformed: "
             "expected whsec_…",
         )
-    if entries:
-        return Check(name, True, f"{len(entries)} well-formed (whsec_…)")
+    if judged.connect_webhook_secrets:
+        return Check(name, True, f"{len(judged.connect_webhook_secrets)} well-formed (whsec_…)")
     return Check(name, True, "not set (no Connect endpoint)")
 
 
-def check_settings() -> Check:
+def check_settings(env: dict[str, Any]) -> Check:
     try:
         load_settings()
     except ConfigError as exc:
@@ -133,15 +167,19 @@ def check_settings() -> Check:
     return Check("settings", True, "every STRIPELINE_ setting is valid")
 
 
-def _database_url() -> str:
-    return _env("STRIPELINE_DATABASE_URL") or DEFAULT_DATABASE_URL
-
-
 def _shown(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return "(unparseable URL)"
+
+
+def _database_url(env: dict[str, Any]) -> str | Check:
+    """The database URL as ``Settings`` accepts it, or the failed check."""
+    judged = _judge(database_url=env["database_url"]) if "database_url" in env else _judge()
+    if isinstance(judged, ConfigError):
+        return Check("database", False, judged.message)
+    return judged.database_url
 
 
 def check_database(url: str) -> tuple[Check, Engine | None]:
@@ -184,29 +222,35 @@ def check_migrations(engine: Engine | None) -> Check:
 
 
 def check_api_version() -> Check:
-    version = getattr(stripe, "api_version", None)
-    if not version:
+    from stripeline.gateway import API_VERSION, SDK_VERSION
+
+    if not API_VERSION:
         return Check("API version", False, "the stripe SDK pins no API version")
     return Check(
         "API version",
         True,
-        f"{version}, pinned by stripe {stripe.VERSION} "
+        f"{API_VERSION}, pinned by stripe {SDK_VERSION} "
         "(set your webhook endpoints to the same version)",
     )
 
 
 def run_checks() -> list[Check]:
     """Every check, in the order printed."""
+    env = _environment()
     checks: list[Check] = []
-    simple: list[Callable[[], Check]] = [
+    simple: list[Callable[[dict[str, Any]], Check]] = [
         check_secret_key,
         check_mode,
         check_webhook_secrets,
         check_connect_webhook_secrets,
         check_settings,
     ]
-    checks.extend(check() for check in simple)
-    database, engine = check_database(_database_url())
+    checks.extend(check(env) for check in simple)
+    url = _database_url(env)
+    if isinstance(url, Check):
+        database, engine = url, None
+    else:
+        database, engine = check_database(url)
     checks.append(database)
     try:
         checks.append(check_migrations(engine))

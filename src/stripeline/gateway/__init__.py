@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from stripeline.gateway.client import (
         API_VERSION,
         DEFAULT_MAX_NETWORK_RETRIES,
+        SDK_VERSION,
         is_retryable,
         make_client,
         redact,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "API_VERSION": "stripeline.gateway.client",
     "DEFAULT_MAX_NETWORK_RETRIES": "stripeline.gateway.client",
+    "SDK_VERSION": "stripeline.gateway.client",
     "is_retryable": "stripeline.gateway.client",
     "make_client": "stripeline.gateway.client",
     "redact": "stripeline.gateway.client",
@@ -63,6 +65,7 @@ __all__ = [
     "DEFAULT_MAX_NETWORK_RETRIES",
     "LISTERS",
     "PAGE_SIZE",
+    "SDK_VERSION",
     "SERVICES",
     "Lister",
     "Page",

@@ -41,6 +41,8 @@ DEFAULT_MAX_NETWORK_RETRIES = 2
 
 #: The API version every request carries: the one the installed SDK pins.
 API_VERSION: str = stripe.api_version
+#: The installed SDK's version.
+SDK_VERSION: str = stripe.VERSION
 
 # Stripe already masks keys in its messages; this keeps any that slip through
 # out of our errors and logs.
