@@ -45,9 +45,8 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import pytest
 
 if TYPE_CHECKING:
-    import stripe
-
     from stripeline.app import Stripeline
+    from stripeline.gateway import StripeClient
     from stripeline.sandbox import Sandbox
 
 __all__ = [
@@ -404,7 +403,7 @@ class StripelineEnv:
         self,
         sandbox: Sandbox,
         key: str,
-        client: stripe.StripeClient,
+        client: StripeClient,
         app: Stripeline,
         *,
         webhook_events: Sequence[str] = ("*",),
@@ -662,18 +661,12 @@ def stripe_key(stripe_sandbox: Sandbox) -> str:
 
 
 @pytest.fixture
-def stripe_client(stripe_sandbox: Sandbox, stripe_key: str) -> Iterator[stripe.StripeClient]:
+def stripe_client(stripe_sandbox: Sandbox, stripe_key: str) -> Iterator[StripeClient]:
     """The official SDK's client for this test's account (2 network retries)."""
-    import stripe
+    from stripeline.gateway import open_client
 
-    http_client = stripe.RequestsClient(timeout=10)
-    yield stripe.StripeClient(
-        stripe_key,
-        base_addresses={"api": stripe_sandbox.url},
-        http_client=http_client,
-        max_network_retries=2,
-    )
-    http_client.close()  # type: ignore[no-untyped-call]
+    with open_client(stripe_key, api_base=stripe_sandbox.url, timeout=10) as client:
+        yield client
 
 
 @pytest.fixture
@@ -727,7 +720,7 @@ def stripeline_app(
 def stripeline_env(
     stripe_sandbox: Sandbox,
     stripe_key: str,
-    stripe_client: stripe.StripeClient,
+    stripe_client: StripeClient,
     stripeline_app: Stripeline,
 ) -> Iterator[StripelineEnv]:
     """The sandbox account, its client and ``stripeline_app`` receiving its webhooks."""

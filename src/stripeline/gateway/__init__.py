@@ -1,6 +1,7 @@
 """The gateway: the one place where stripeline uses the official ``stripe`` SDK.
 
-* ``client``: ``make_client(settings)`` builds the ``StripeClient``;
+* ``client``: ``make_client(settings)`` builds the ``StripeClient``
+  (``open_client`` one for a key and an address, closed after);
   ``stripe_errors()`` turns every ``stripe.*`` error into a
   ``StripeAPIError`` subclass.
 * ``reader``: the rate-limited ``Reader`` every API read goes through, and
@@ -22,8 +23,10 @@ if TYPE_CHECKING:
         API_VERSION,
         DEFAULT_MAX_NETWORK_RETRIES,
         SDK_VERSION,
+        StripeClient,
         is_retryable,
         make_client,
+        open_client,
         redact,
         stripe_errors,
         translate_error,
@@ -44,6 +47,8 @@ _LAZY = {
     "API_VERSION": "stripeline.gateway.client",
     "DEFAULT_MAX_NETWORK_RETRIES": "stripeline.gateway.client",
     "SDK_VERSION": "stripeline.gateway.client",
+    "StripeClient": "stripeline.gateway.client",
+    "open_client": "stripeline.gateway.client",
     "is_retryable": "stripeline.gateway.client",
     "make_client": "stripeline.gateway.client",
     "redact": "stripeline.gateway.client",
@@ -70,9 +75,11 @@ __all__ = [
     "Lister",
     "Page",
     "Reader",
+    "StripeClient",
     "StripeFetcher",
     "is_retryable",
     "make_client",
+    "open_client",
     "pages",
     "redact",
     "resolve_types",

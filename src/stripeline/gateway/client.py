@@ -1,9 +1,12 @@
-"""The client: how stripeline builds the official ``stripe`` client and reads its errors.
+"""The client: the only place stripeline builds the official ``stripe`` client,
+and where it reads the SDK's errors.
 
 ``make_client(settings)`` returns a ``stripe.StripeClient`` configured the
 stripeline way: network retries set explicitly (``StripeClient`` retries
 nothing unless told), the API base pointed at the offline sandbox when
 ``STRIPELINE_STRIPE_API_BASE`` is set, and the SDK's own API version pin.
+``open_client(key, api_base=…)`` builds one the same way for a key and an
+address (tests, scripts) and closes its connections on leaving the block.
 
 Every ``stripe.*`` error is turned into a ``StripeAPIError`` subclass by
 ``translate_error`` (or the ``stripe_errors()`` context manager) so that the
@@ -19,6 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import stripe
+from stripe import StripeClient as StripeClient
 
 from stripeline.errors import (
     ConfigError,
@@ -56,7 +60,7 @@ def make_client(
     api_key: str | None = None,
     api_base: str | None = None,
     max_network_retries: int = DEFAULT_MAX_NETWORK_RETRIES,
-) -> stripe.StripeClient:
+) -> StripeClient:
     """A ``StripeClient`` for ``settings`` (the sandbox when ``stripe_api_base`` is set).
 
     ``api_key`` and ``api_base`` override ``STRIPE_SECRET_KEY`` and
@@ -71,16 +75,43 @@ def make_client(
         key = settings.stripe_secret_key.get_secret_value()
     if not key:
         raise ConfigError("calling the Stripe API needs STRIPE_SECRET_KEY")
+    return _client(key, api_base or settings.stripe_api_base, max_network_retries)
+
+
+def _client(
+    key: str,
+    api_base: str | None,
+    max_network_retries: int,
+    http_client: stripe.HTTPClient | None = None,
+) -> StripeClient:
     if max_network_retries < 0:
         raise ValueError("max_network_retries must be >= 0")
-    base = (api_base or settings.stripe_api_base or "").rstrip("/") or None
-    return stripe.StripeClient(
+    base = (api_base or "").rstrip("/") or None
+    return StripeClient(
         key,
         stripe_version=API_VERSION,
         # The sandbox answers file uploads on the same address as the API.
         base_addresses={"api": base, "files": base} if base else None,
         max_network_retries=max_network_retries,
+        http_client=http_client,
     )
+
+
+@contextmanager
+def open_client(
+    api_key: str,
+    *,
+    api_base: str | None = None,
+    max_network_retries: int = DEFAULT_MAX_NETWORK_RETRIES,
+    timeout: float = 80,
+) -> Iterator[StripeClient]:
+    """A ``StripeClient`` for ``api_key`` (at ``api_base``: the sandbox's
+    address, say) whose HTTP connections are closed on leaving the block."""
+    http_client = stripe.RequestsClient(timeout=timeout)
+    try:
+        yield _client(api_key, api_base, max_network_retries, http_client)
+    finally:
+        http_client.close()  # type: ignore[no-untyped-call]
 
 
 def redact(text: str) -> str:
