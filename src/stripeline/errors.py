@@ -8,8 +8,9 @@ catch ``StripelineError`` and know it came from us::
     ├── SignatureError         a webhook whose Stripe-Signature does not verify
     ├── EnvelopeError          verified JSON that is not a Stripe event envelope
     ├── DatabaseUnavailable    the database did not answer; try again later
-    └── StripeAPIError         a call to the Stripe API failed (request_id, http_status,
-        │                      code, retryable); raised by ``stripeline.gateway`` only
+    └── StripeAPIError         a read or call to the Stripe API failed (request_id,
+        │                      http_status, code, retryable); ``stripeline.gateway``
+        │                      turns every ``stripe`` SDK error into one of these
         ├── StripeConnectionError      Stripe could not be reached (network, timeout)
         ├── StripeAuthenticationError  401: the API key is not valid
         ├── StripePermissionError      403: the key may not do this
