@@ -35,11 +35,11 @@ from stripeline.db.models import Event
 from stripeline.listing import Reader
 from stripeline.log import configure_logging
 from stripeline.mirror.fetch import StripeFetcher
-from stripeline.sandbox import Sandbox
 from stripeline.settings import Settings
 from stripeline.sync import catch_up
 from stripeline.sync_objects import backfill
 from stripeline.worker import Worker
+from stripeline_sandbox import Sandbox
 
 WINDOW = 2.0  # the default coalescing window (STRIPELINE_MIRROR_COALESCE_SECONDS)
 

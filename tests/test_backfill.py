@@ -16,9 +16,9 @@ from stripeline.db import connect
 from stripeline.listing import LISTERS, Reader, resolve_types
 from stripeline.mirror import get_object
 from stripeline.mirror.tables import table_for
-from stripeline.sandbox import Sandbox
 from stripeline.sync import read_cursor
 from stripeline.sync_objects import FINISHED, Progress, backfill, cursor_name
+from stripeline_sandbox import Sandbox
 
 FAST = 1000.0  # reads/s where the rate limit is not what a test is about
 

@@ -26,7 +26,6 @@ from stripeline.core.envelope import parse_envelope
 from stripeline.db import connect
 from stripeline.errors import StripeRateLimitError
 from stripeline.gateway import make_client
-from stripeline.sandbox import Sandbox
 from stripeline.settings import load_settings
 from stripeline.sync import (
     CURSOR_NAME,
@@ -36,6 +35,7 @@ from stripeline.sync import (
     run_catch_up_forever_async,
     save_cursor,
 )
+from stripeline_sandbox import Sandbox
 
 
 @pytest.fixture

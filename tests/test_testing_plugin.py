@@ -245,7 +245,7 @@ USER_TESTS = """
 
 
     def test_not_using_the_plugin_starts_nothing():
-        assert "stripeline.sandbox" not in sys.modules
+        assert "stripeline_sandbox" not in sys.modules
         assert not [t for t in threading.enumerate() if t.name.startswith("sandbox")]
 
 
@@ -294,7 +294,7 @@ def test_plugin_module_imports_cheaply(pytester: pytest.Pytester) -> None:
         "import sys, json, stripeline; before = set(sys.modules); import stripeline.testing; "
         "print(json.dumps(sorted(m for m in set(sys.modules) - before "
         "if m.split('.')[0] in ('stripe', 'uvicorn', 'starlette', 'httpx', 'requests') "
-        "or m.startswith(('stripeline.sandbox', 'stripeline.web', 'stripeline.worker')))))"
+        "or m.startswith(('stripeline_sandbox', 'stripeline.web', 'stripeline.worker')))))"
     )
     result = pytester.run(sys.executable, "-c", code)
     assert result.ret == 0

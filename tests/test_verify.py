@@ -18,9 +18,9 @@ from stripeline.db import connect
 from stripeline.listing import Reader
 from stripeline.mirror import apply_states, get_object, state_from_fetch
 from stripeline.mirror.tables import table_for
-from stripeline.sandbox import Sandbox
 from stripeline.sync_objects import backfill
 from stripeline.verify import differing_fields, verify
+from stripeline_sandbox import Sandbox
 
 
 @pytest.fixture
