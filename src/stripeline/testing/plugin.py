@@ -67,15 +67,21 @@ def _load_app(reference: str) -> Stripeline:
     return found
 
 
-@pytest.fixture(scope="session")
-def stripe_sandbox() -> Iterator[Sandbox]:
-    """The offline Stripe, one per test session (each test has its own account)."""
+def _sandbox_class() -> type[Sandbox] | None:
     try:
         from stripeline_sandbox import Sandbox
     except ImportError:
-        pytest.fail(SANDBOX_MISSING, pytrace=False)
+        return None
+    return Sandbox
 
-    with Sandbox(webhook_retry_delays=TEST_RETRY_DELAYS, webhook_timeout=5.0) as sandbox:
+
+@pytest.fixture(scope="session")
+def stripe_sandbox() -> Iterator[Sandbox]:
+    """The offline Stripe, one per test session (each test has its own account)."""
+    sandbox_class = _sandbox_class()
+    if sandbox_class is None:
+        pytest.fail(SANDBOX_MISSING, pytrace=False)
+    with sandbox_class(webhook_retry_delays=TEST_RETRY_DELAYS, webhook_timeout=5.0) as sandbox:
         yield sandbox
 
 
