@@ -1,42 +1,68 @@
-"""The modules whose routes make up the sandbox API.
+"""The sandbox put together: every resource module's route table, and who
+hears of a PaymentIntent's outcome.
 
-A new resource is a new module that registers its routes with
-``stripeline_sandbox._routes.route``; add it here.
+A new resource is a new module with a ``ROUTES`` table; add it here.
 """
 
 from __future__ import annotations
 
-import importlib
+from stripeline_sandbox import (
+    _billing_portal,
+    _billing_settings,
+    _charges,
+    _checkout_sessions,
+    _controls,
+    _customers,
+    _disputes,
+    _events,
+    _invoices,
+    _invoicing,
+    _payment_intents,
+    _payment_methods,
+    _prices,
+    _products,
+    _refunds,
+    _setup_intents,
+    _subscription_items,
+    _subscriptions,
+    _test_clocks,
+    _webhook_endpoints,
+)
+from stripeline_sandbox._routes import Endpoint, Router
+from stripeline_sandbox._state import PaymentOutcomeHandler
 
-RESOURCE_MODULES: tuple[str, ...] = (
-    "stripeline_sandbox._controls",
-    "stripeline_sandbox._events",
-    "stripeline_sandbox._webhook_endpoints",
-    "stripeline_sandbox._customers",
-    "stripeline_sandbox._payment_methods",
-    "stripeline_sandbox._setup_intents",
-    "stripeline_sandbox._payment_intents",
-    "stripeline_sandbox._charges",
-    "stripeline_sandbox._refunds",
-    "stripeline_sandbox._disputes",
-    "stripeline_sandbox._products",
-    "stripeline_sandbox._prices",
-    "stripeline_sandbox._billing_settings",
-    "stripeline_sandbox._subscriptions",
-    "stripeline_sandbox._subscription_items",
-    "stripeline_sandbox._invoices",
-    "stripeline_sandbox._test_clocks",
-    "stripeline_sandbox._checkout_sessions",
-    "stripeline_sandbox._billing_portal",
+#: The route tables that make up the API, in matching order.
+RESOURCES: tuple[tuple[Endpoint, ...], ...] = (
+    _controls.ROUTES,
+    _events.ROUTES,
+    _webhook_endpoints.ROUTES,
+    _customers.ROUTES,
+    _payment_methods.ROUTES,
+    _setup_intents.ROUTES,
+    _payment_intents.ROUTES,
+    _charges.ROUTES,
+    _refunds.ROUTES,
+    _disputes.ROUTES,
+    _products.ROUTES,
+    _prices.ROUTES,
+    _billing_settings.ROUTES,
+    _subscriptions.ROUTES,
+    _subscription_items.ROUTES,
+    _invoices.ROUTES,
+    _test_clocks.ROUTES,
+    _checkout_sessions.ROUTES,
+    _billing_portal.ROUTES,
 )
 
-_loaded = False
+
+def build_router() -> Router:
+    """A router for every endpoint of the API and the sandbox controls."""
+    return Router(endpoint for table in RESOURCES for endpoint in table)
 
 
-def load_routes() -> None:
-    """Import every resource module once (each registers its routes)."""
-    global _loaded
-    if not _loaded:
-        for name in RESOURCE_MODULES:
-            importlib.import_module(name)
-        _loaded = True
+#: What a PaymentIntent's success (or failed bank debit) updates, in order:
+#: the invoice it pays, then the Checkout Session it completes.
+PAYMENT_OUTCOME_HANDLERS: tuple[PaymentOutcomeHandler, ...] = (
+    _invoicing.payment_outcome,
+    _checkout_sessions.async_payment_outcome,
+)

@@ -11,7 +11,7 @@ from typing import Any
 
 from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import new_id, random_part
-from stripeline_sandbox._routes import Request, optional_str, route
+from stripeline_sandbox._routes import Endpoint, Request, optional_str
 from stripeline_sandbox._state import Obj
 
 NOUN = "billing_portal.session"
@@ -75,7 +75,6 @@ def _flow(request: Request) -> Obj | None:
     }
 
 
-@route("POST", "/v1/billing_portal/sessions")
 def create_portal_session(request: Request) -> Obj:
     customer = request.get("customer", str(request.param("customer")), param="customer")
     session_id = new_id("bps")
@@ -102,7 +101,6 @@ def create_portal_session(request: Request) -> Obj:
     return session
 
 
-@route("GET", "/_sandbox/billing_portal/{id}", control=True)
 def hosted_portal_page(request: Request) -> Obj:
     """What the hosted portal shows: the session and its customer."""
     session = request.get(NOUN, request.path_params["id"], "billing portal session")
@@ -111,3 +109,10 @@ def hosted_portal_page(request: Request) -> Obj:
         "session": session,
         "customer": request.get("customer", session["customer"]),
     }
+
+
+#: This module's endpoints; ``_app.build_router`` puts every module's table together.
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/v1/billing_portal/sessions", create_portal_session),
+    Endpoint("GET", "/_sandbox/billing_portal/{id}", hosted_portal_page, control=True),
+)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stripeline_sandbox._errors import invalid
-from stripeline_sandbox._routes import Request, as_int, route
+from stripeline_sandbox._routes import Endpoint, Request, as_int
 from stripeline_sandbox._state import Account, Obj
 
 DAY = 86400
@@ -90,7 +90,7 @@ def _days(value: Any) -> tuple[int, ...]:
     return days
 
 
-def _show(found: BillingSettings) -> Obj:
+def show_billing_settings(found: BillingSettings) -> Obj:
     return {
         "object": "billing_settings",
         "retry_days": list(found.retry_days),
@@ -100,27 +100,55 @@ def _show(found: BillingSettings) -> Obj:
     }
 
 
-@route("GET", "/_sandbox/billing", control=True)
 def get_billing_settings(request: Request) -> Obj:
-    return _show(settings_of(request.account))
+    return show_billing_settings(settings_of(request.account))
 
 
-@route("POST", "/_sandbox/billing", control=True)
 def set_billing_settings(request: Request) -> Obj:
     """``retry_days`` (list or ``1,3,5``; empty = no retries), ``after_retries``,
     ``upcoming_days`` (0 = no ``invoice.upcoming``), ``finalize_delay`` seconds."""
     params = request.params
-    found = settings_of(request.account)
-    if "retry_days" in params:
-        found.retry_days = _days(params["retry_days"] or [])
-    if "after_retries" in params:
-        if params["after_retries"] not in AFTER_RETRIES:
+    found = update_billing_settings(
+        request.account,
+        retry_days=(params["retry_days"] or []) if "retry_days" in params else None,
+        after_retries=params.get("after_retries"),
+        upcoming_days=params.get("upcoming_days"),
+        finalize_delay=params.get("finalize_delay"),
+    )
+    return show_billing_settings(found)
+
+
+def update_billing_settings(
+    account: Account,
+    *,
+    retry_days: Any = None,
+    after_retries: Any = None,
+    upcoming_days: Any = None,
+    finalize_delay: Any = None,
+) -> BillingSettings:
+    """Change what is given (numbers or their form strings); the rest stays.
+
+    Raises:
+        StripeError: 400 for a value the settings refuse (the ones before it are kept).
+    """
+    found = settings_of(account)
+    if retry_days is not None:
+        found.retry_days = _days(retry_days)
+    if after_retries is not None:
+        if after_retries not in AFTER_RETRIES:
             raise invalid(
                 f"after_retries must be one of {', '.join(AFTER_RETRIES)}", param="after_retries"
             )
-        found.after_retries = str(params["after_retries"])
-    if "upcoming_days" in params:
-        found.upcoming_days = as_int(params["upcoming_days"], "upcoming_days", minimum=0)
-    if "finalize_delay" in params:
-        found.finalize_delay = as_int(params["finalize_delay"], "finalize_delay", minimum=0)
-    return _show(found)
+        found.after_retries = str(after_retries)
+    if upcoming_days is not None:
+        found.upcoming_days = as_int(upcoming_days, "upcoming_days", minimum=0)
+    if finalize_delay is not None:
+        found.finalize_delay = as_int(finalize_delay, "finalize_delay", minimum=0)
+    return found
+
+
+#: This module's endpoints; ``_app.build_router`` puts every module's table together.
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("GET", "/_sandbox/billing", get_billing_settings, control=True),
+    Endpoint("POST", "/_sandbox/billing", set_billing_settings, control=True),
+)

@@ -9,7 +9,7 @@ from stripeline_sandbox._cards import DECLINE_MESSAGES, TestCard
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
-from stripeline_sandbox._routes import Request, optional_str, route
+from stripeline_sandbox._routes import Endpoint, Request, optional_str
 from stripeline_sandbox._state import Obj
 
 
@@ -145,12 +145,10 @@ def _details(payment_method: Obj, amount: int, failed: bool) -> Obj:
     }
 
 
-@route("GET", "/v1/charges/{id}")
 def retrieve_charge(request: Request) -> Obj:
     return request.get("charge", request.path_params["id"])
 
 
-@route("POST", "/v1/charges/{id}")
 def update_charge(request: Request) -> Obj:
     charge = request.get("charge", request.path_params["id"])
     before = copy(charge)
@@ -165,7 +163,6 @@ def update_charge(request: Request) -> Obj:
     return charge
 
 
-@route("GET", "/v1/charges")
 def list_charges(request: Request) -> Obj:
     customer = request.params.get("customer")
     payment_intent = request.params.get("payment_intent")
@@ -177,3 +174,11 @@ def list_charges(request: Request) -> Obj:
             customer in (None, c["customer"]) and payment_intent in (None, c["payment_intent"])
         ),
     )
+
+
+#: This module's endpoints; ``_app.build_router`` puts every module's table together.
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("GET", "/v1/charges/{id}", retrieve_charge),
+    Endpoint("POST", "/v1/charges/{id}", update_charge),
+    Endpoint("GET", "/v1/charges", list_charges),
+)

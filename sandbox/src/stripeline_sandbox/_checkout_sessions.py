@@ -25,8 +25,7 @@ from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import random_part
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata
-from stripeline_sandbox._payment_intents import on_payment_outcome
-from stripeline_sandbox._routes import Request, as_int, optional_str, route
+from stripeline_sandbox._routes import Endpoint, Request, as_int, optional_str
 from stripeline_sandbox._state import Obj
 
 NOUN = "checkout.session"
@@ -91,7 +90,6 @@ def _line_items(request: Request, given: Any) -> list[Obj]:
     return items
 
 
-@route("POST", "/v1/checkout/sessions")
 def create_checkout_session(request: Request) -> Obj:
     params = request.params
     mode = str(params.get("mode") or "payment")
@@ -242,12 +240,10 @@ def _session(request: Request) -> Obj:
     return session
 
 
-@route("GET", "/v1/checkout/sessions/{id}")
 def retrieve_checkout_session(request: Request) -> Obj:
     return _session(request)
 
 
-@route("GET", "/v1/checkout/sessions/{id}/line_items")
 def list_line_items(request: Request) -> Obj:
     session = _session(request)
     items: list[Obj] = list(request.account.hidden(session["id"]).get("line_items", []))
@@ -256,7 +252,6 @@ def list_line_items(request: Request) -> Obj:
     return page
 
 
-@route("GET", "/v1/checkout/sessions")
 def list_checkout_sessions(request: Request) -> Obj:
     params = request.params
     sessions = request.account.all(NOUN)
@@ -272,7 +267,6 @@ def list_checkout_sessions(request: Request) -> Obj:
     return list_object(request, sessions, "/v1/checkout/sessions", keep)
 
 
-@route("POST", "/v1/checkout/sessions/{id}/expire")
 def expire_checkout_session(request: Request) -> Obj:
     session = _session(request)
     if session["status"] != "open":
@@ -283,14 +277,12 @@ def expire_checkout_session(request: Request) -> Obj:
     return session
 
 
-@route("POST", "/v1/checkout/sessions/{id}")
 def update_checkout_session(request: Request) -> Obj:
     session = _session(request)
     session["metadata"] = apply_metadata(session["metadata"], request.params.get("metadata"))
     return session
 
 
-@route("GET", "/_sandbox/checkout/{id}", control=True)
 def hosted_checkout_page(request: Request) -> Obj:
     """What the hosted page shows: the session, its line items and how to finish it."""
     session = _session(request)
@@ -303,7 +295,6 @@ def hosted_checkout_page(request: Request) -> Obj:
     }
 
 
-@route("POST", "/_sandbox/checkout/sessions/{id}/complete", control=True)
 def complete_checkout_session(request: Request) -> Obj:
     """Pay on the hosted page: ``payment_method`` (default ``pm_card_visa``), ``email``, ``name``."""
     from stripeline_sandbox._payment_intents import _confirm, create_payment_intent
@@ -364,8 +355,7 @@ def complete_checkout_session(request: Request) -> Obj:
     return session
 
 
-@on_payment_outcome
-def _async_payment_outcome(request: Request, payment_intent: Obj) -> None:
+def async_payment_outcome(request: Request, payment_intent: Obj) -> None:
     """A session's bank debit settled: ``checkout.session.async_payment_succeeded``
     (``payment_status: paid``) or ``…_failed``."""
     session_id = request.account.hidden(payment_intent["id"]).pop("checkout_session", None)
@@ -436,3 +426,18 @@ def _complete_subscription(request: Request, session: Obj) -> Obj:
         "no_payment_required" if subscription["status"] == "trialing" else "paid",
     )
     return session
+
+
+#: This module's endpoints; ``_app.build_router`` puts every module's table together.
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/v1/checkout/sessions", create_checkout_session),
+    Endpoint("GET", "/v1/checkout/sessions/{id}", retrieve_checkout_session),
+    Endpoint("GET", "/v1/checkout/sessions/{id}/line_items", list_line_items),
+    Endpoint("GET", "/v1/checkout/sessions", list_checkout_sessions),
+    Endpoint("POST", "/v1/checkout/sessions/{id}/expire", expire_checkout_session),
+    Endpoint("POST", "/v1/checkout/sessions/{id}", update_checkout_session),
+    Endpoint("GET", "/_sandbox/checkout/{id}", hosted_checkout_page, control=True),
+    Endpoint(
+        "POST", "/_sandbox/checkout/sessions/{id}/complete", complete_checkout_session, control=True
+    ),
+)

@@ -7,13 +7,16 @@ the same as Python methods.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from stripeline_sandbox._customers import create_customer
 from stripeline_sandbox._delivery import DeliveryMode
 from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._faults import KINDS, Fault
 from stripeline_sandbox._payment_intents import settle_due
-from stripeline_sandbox._routes import Request, as_bool, as_int, route
+from stripeline_sandbox._products import create_product
+from stripeline_sandbox._routes import Endpoint, Request, as_bool, as_int
 from stripeline_sandbox._state import Account, Obj, World
 
 
@@ -53,26 +56,22 @@ def _faults(account: Account) -> Obj:
     }
 
 
-@route("POST", "/_sandbox/faults", control=True)
 def add_fault(request: Request) -> Obj:
     request.account.faults.append(fault_from_params(request))
     return _faults(request.account)
 
 
-@route("DELETE", "/_sandbox/faults", control=True)
 def clear_faults(request: Request) -> Obj:
     request.account.faults.clear()
     return _faults(request.account)
 
 
-@route("POST", "/_sandbox/rate_limit", control=True)
 def set_rate_limit(request: Request) -> Obj:
     per_second = as_int(request.params.get("per_second", 0), "per_second", minimum=0)
     request.account.rate_limit = float(per_second)
     return {"per_second": per_second}
 
 
-@route("POST", "/_sandbox/delivery", control=True)
 def set_delivery(request: Request) -> Obj:
     params = request.params
     mode = DeliveryMode(
@@ -84,7 +83,6 @@ def set_delivery(request: Request) -> Obj:
     return {"duplicate": mode.duplicate, "delay": mode.delay, "hold": mode.hold}
 
 
-@route("POST", "/_sandbox/delivery/flush", control=True)
 def flush_delivery(request: Request) -> Obj:
     order = str(request.params.get("order", "fifo"))
     if order not in ("fifo", "reverse", "shuffle"):
@@ -96,7 +94,6 @@ def flush_delivery(request: Request) -> Obj:
     return {"released": released}
 
 
-@route("GET", "/_sandbox/delivery/attempts", control=True)
 def list_attempts(request: Request) -> Obj:
     return {
         "object": "list",
@@ -114,12 +111,10 @@ def list_attempts(request: Request) -> Obj:
     }
 
 
-@route("GET", "/_sandbox/clock", control=True)
 def get_clock(request: Request) -> Obj:
     return {"now": request.now()}
 
 
-@route("POST", "/_sandbox/clock/advance", control=True)
 def advance_clock(request: Request) -> Obj:
     seconds = as_int(request.param("seconds"), "seconds", minimum=0)
     now = request.world.clock.advance(seconds)
@@ -127,8 +122,12 @@ def advance_clock(request: Request) -> Obj:
     return {"now": now}
 
 
-#: Collections ``/_sandbox/bulk`` can fill (each object needs no other one).
-BULK_RESOURCES = ("customers", "products")
+#: Collections ``/_sandbox/bulk`` can fill (each object needs no other one), and
+#: the ``POST /v1/<resource>`` handler that creates one with the given parameters.
+BULK_RESOURCES: dict[str, Callable[[Request], Obj]] = {
+    "customers": create_customer,
+    "products": create_product,
+}
 BULK_MAX = 100_000
 
 
@@ -140,30 +139,22 @@ def bulk_create(
     Raises:
         ValueError: an unknown resource or a count out of range.
     """
-    from stripeline_sandbox._ids import new_request_id
-    from stripeline_sandbox._routes import ROUTES
-
     if resource not in BULK_RESOURCES:
         raise ValueError(f"bulk creation knows {', '.join(BULK_RESOURCES)}, not {resource!r}")
     if not 1 <= count <= BULK_MAX:
         raise ValueError(f"count must be between 1 and {BULK_MAX}")
-    path = f"/v1/{resource}"
-    found = ROUTES.match("POST", path)
-    if found is None:  # pragma: no cover - both collections are always registered
-        raise ValueError(f"no route POST {path}")
-    handler = found[0].handler
+    create = BULK_RESOURCES[resource]
     ids: list[str] = []
     with account.lock:
         for i in range(count):
             values = {
                 k: v.replace("{i}", str(i)) if isinstance(v, str) else v for k, v in params.items()
             }
-            request = Request(world, account, "POST", path, values, {}, new_request_id(), None)
-            ids.append(str(handler(request)["id"]))
+            request = Request.internal(world, account, values, path=f"/v1/{resource}")
+            ids.append(str(create(request)["id"]))
     return ids
 
 
-@route("POST", "/_sandbox/bulk", control=True)
 def bulk(request: Request) -> Obj:
     """``resource``, ``count`` and the objects' own parameters (``{i}``: their number)."""
     params = dict(request.params)
@@ -174,3 +165,17 @@ def bulk(request: Request) -> Obj:
     except ValueError as exc:
         raise invalid(str(exc)) from None
     return {"object": "list", "data": ids, "count": len(ids)}
+
+
+#: This module's endpoints; ``_app.build_router`` puts every module's table together.
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/_sandbox/faults", add_fault, control=True),
+    Endpoint("DELETE", "/_sandbox/faults", clear_faults, control=True),
+    Endpoint("POST", "/_sandbox/rate_limit", set_rate_limit, control=True),
+    Endpoint("POST", "/_sandbox/delivery", set_delivery, control=True),
+    Endpoint("POST", "/_sandbox/delivery/flush", flush_delivery, control=True),
+    Endpoint("GET", "/_sandbox/delivery/attempts", list_attempts, control=True),
+    Endpoint("GET", "/_sandbox/clock", get_clock, control=True),
+    Endpoint("POST", "/_sandbox/clock/advance", advance_clock, control=True),
+    Endpoint("POST", "/_sandbox/bulk", bulk, control=True),
+)

@@ -12,7 +12,7 @@ from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
 from stripeline_sandbox._payment_methods import attach, resolve
-from stripeline_sandbox._routes import Request, as_int, optional_str, route
+from stripeline_sandbox._routes import Endpoint, Request, as_int, optional_str
 from stripeline_sandbox._state import Obj
 
 _TEXT_FIELDS = ("description", "email", "name", "phone")
@@ -66,7 +66,6 @@ def _apply(request: Request, customer: Obj) -> None:
         customer["invoice_settings"]["default_payment_method"] = default
 
 
-@route("POST", "/v1/customers")
 def create_customer(request: Request) -> Obj:
     """A customer; with ``test_clock`` it lives at that test clock's time."""
     clock_id = optional_str(request.params.get("test_clock"))
@@ -129,7 +128,6 @@ def create_customer(request: Request) -> Obj:
     return customer
 
 
-@route("GET", "/v1/customers/{id}")
 def retrieve_customer(request: Request) -> Obj:
     object_id = request.path_params["id"]
     customer = request.account.find("customer", object_id)
@@ -138,7 +136,6 @@ def retrieve_customer(request: Request) -> Obj:
     return request.get("customer", object_id)
 
 
-@route("POST", "/v1/customers/{id}")
 def update_customer(request: Request) -> Obj:
     customer = request.get("customer", request.path_params["id"])
     before = copy(customer)
@@ -149,7 +146,6 @@ def update_customer(request: Request) -> Obj:
     return customer
 
 
-@route("DELETE", "/v1/customers/{id}")
 def delete_customer(request: Request) -> Obj:
     customer = request.get("customer", request.path_params["id"])
     request.emit("customer.deleted", customer)
@@ -161,7 +157,6 @@ def _live_customers(request: Request) -> list[Obj]:
     return [c for c in request.account.all("customer") if not c.get("deleted")]
 
 
-@route("GET", "/v1/customers")
 def list_customers(request: Request) -> Obj:
     email = request.params.get("email")
     return list_object(
@@ -227,7 +222,6 @@ def _query(text: str) -> Callable[[Obj], bool]:
     return lambda c: all(clause(c) for clause in clauses)
 
 
-@route("GET", "/v1/customers/search")
 def search_customers(request: Request) -> Obj:
     match = _query(str(request.param("query")))
     limit = as_int(request.params.get("limit", 10), "limit", minimum=1)
@@ -239,3 +233,14 @@ def search_customers(request: Request) -> Obj:
         "next_page": None,
         "url": "/v1/customers/search",
     }
+
+
+#: This module's endpoints; ``_app.build_router`` puts every module's table together.
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/v1/customers", create_customer),
+    Endpoint("GET", "/v1/customers/{id}", retrieve_customer),
+    Endpoint("POST", "/v1/customers/{id}", update_customer),
+    Endpoint("DELETE", "/v1/customers/{id}", delete_customer),
+    Endpoint("GET", "/v1/customers", list_customers),
+    Endpoint("GET", "/v1/customers/search", search_customers),
+)

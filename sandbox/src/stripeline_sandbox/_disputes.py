@@ -14,7 +14,7 @@ from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
-from stripeline_sandbox._routes import Request, as_bool, optional_str, route
+from stripeline_sandbox._routes import Endpoint, Request, as_bool, optional_str
 from stripeline_sandbox._state import Obj
 
 DISPUTE_FEE = 1500
@@ -137,7 +137,6 @@ def close_dispute(request: Request, dispute: Obj, outcome: str) -> None:
     request.emit("charge.dispute.closed", dispute, previous_attributes(before, dispute))
 
 
-@route("POST", "/v1/disputes/{id}")
 def update_dispute(request: Request) -> Obj:
     dispute = request.get("dispute", request.path_params["id"])
     if dispute["status"] not in _OPEN:
@@ -173,7 +172,6 @@ def update_dispute(request: Request) -> Obj:
     return dispute
 
 
-@route("POST", "/v1/disputes/{id}/close")
 def accept_dispute(request: Request) -> Obj:
     dispute = request.get("dispute", request.path_params["id"])
     if dispute["status"] not in _OPEN | {"under_review", "warning_under_review"}:
@@ -182,7 +180,6 @@ def accept_dispute(request: Request) -> Obj:
     return dispute
 
 
-@route("POST", "/_sandbox/disputes/{id}/close", control=True)
 def decide_dispute(request: Request) -> Obj:
     """The network's decision: ``outcome=won`` or ``lost``."""
     dispute = request.get("dispute", request.path_params["id"])
@@ -195,12 +192,10 @@ def decide_dispute(request: Request) -> Obj:
     return dispute
 
 
-@route("GET", "/v1/disputes/{id}")
 def retrieve_dispute(request: Request) -> Obj:
     return request.get("dispute", request.path_params["id"])
 
 
-@route("GET", "/v1/disputes")
 def list_disputes(request: Request) -> Obj:
     charge = request.params.get("charge")
     payment_intent = request.params.get("payment_intent")
@@ -210,3 +205,13 @@ def list_disputes(request: Request) -> Obj:
         "/v1/disputes",
         lambda d: charge in (None, d["charge"]) and payment_intent in (None, d["payment_intent"]),
     )
+
+
+#: This module's endpoints; ``_app.build_router`` puts every module's table together.
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/v1/disputes/{id}", update_dispute),
+    Endpoint("POST", "/v1/disputes/{id}/close", accept_dispute),
+    Endpoint("POST", "/_sandbox/disputes/{id}/close", decide_dispute, control=True),
+    Endpoint("GET", "/v1/disputes/{id}", retrieve_dispute),
+    Endpoint("GET", "/v1/disputes", list_disputes),
+)

@@ -9,7 +9,7 @@ from stripeline_sandbox._errors import invalid, no_such
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import copy
-from stripeline_sandbox._routes import Request, route
+from stripeline_sandbox._routes import Endpoint, Request
 from stripeline_sandbox._state import API_VERSION, Obj
 
 #: Stripe keeps events for 30 days.
@@ -64,7 +64,6 @@ def _matches(pattern: str, event_type: str) -> bool:
     return pattern == event_type
 
 
-@route("GET", "/v1/events")
 def list_events(request: Request) -> Obj:
     match = _type_matcher(request.params)
     success = request.params.get("delivery_success")
@@ -80,9 +79,15 @@ def list_events(request: Request) -> Obj:
     return list_object(request, request.account.all("event"), "/v1/events", keep)
 
 
-@route("GET", "/v1/events/{id}")
 def retrieve_event(request: Request) -> Obj:
     event = request.get("event", request.path_params["id"])
     if not _visible(request, event):
         raise no_such("event", event["id"])
     return event
+
+
+#: This module's endpoints; ``_app.build_router`` puts every module's table together.
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("GET", "/v1/events", list_events),
+    Endpoint("GET", "/v1/events/{id}", retrieve_event),
+)

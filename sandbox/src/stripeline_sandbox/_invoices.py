@@ -28,7 +28,7 @@ from stripeline_sandbox._invoicing import (
 )
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
-from stripeline_sandbox._routes import Request, as_bool, as_int, optional_str, route
+from stripeline_sandbox._routes import Endpoint, Request, as_bool, as_int, optional_str
 from stripeline_sandbox._state import Obj
 
 NOUN = "invoice"
@@ -42,7 +42,6 @@ def _unexpected(invoice: Obj, action: str) -> Exception:
     )
 
 
-@route("POST", "/v1/invoices")
 def create_invoice(request: Request) -> Obj:
     settle(request)
     params = request.params
@@ -76,13 +75,11 @@ def create_invoice(request: Request) -> Obj:
     return invoice
 
 
-@route("GET", "/v1/invoices/{id}")
 def retrieve_invoice(request: Request) -> Obj:
     settle(request)
     return request.get(NOUN, request.path_params["id"])
 
 
-@route("POST", "/v1/invoices/{id}")
 def update_invoice(request: Request) -> Obj:
     settle(request)
     invoice = request.get(NOUN, request.path_params["id"])
@@ -115,7 +112,6 @@ def update_invoice(request: Request) -> Obj:
     return invoice
 
 
-@route("DELETE", "/v1/invoices/{id}")
 def delete_invoice(request: Request) -> Obj:
     invoice = request.get(NOUN, request.path_params["id"])
     if invoice["status"] != "draft":
@@ -132,7 +128,6 @@ def delete_invoice(request: Request) -> Obj:
     return {"id": invoice["id"], "object": NOUN, "deleted": True}
 
 
-@route("GET", "/v1/invoices")
 def list_invoices(request: Request) -> Obj:
     settle(request)
     params = request.params
@@ -166,7 +161,6 @@ def _first_lines(invoice: Obj) -> Obj:
     return {**invoice, "lines": shown}
 
 
-@route("GET", "/v1/invoices/{id}/lines")
 def list_invoice_lines(request: Request) -> Obj:
     invoice = request.get(NOUN, request.path_params["id"])
     return list_object(
@@ -174,7 +168,6 @@ def list_invoice_lines(request: Request) -> Obj:
     )
 
 
-@route("POST", "/v1/invoices/{id}/finalize")
 def finalize_invoice(request: Request) -> Obj:
     settle(request)
     invoice = request.get(NOUN, request.path_params["id"])
@@ -195,7 +188,6 @@ def finalize_invoice(request: Request) -> Obj:
     return invoice
 
 
-@route("POST", "/v1/invoices/{id}/pay")
 def pay_invoice(request: Request) -> Obj:
     settle(request)
     invoice = request.get(NOUN, request.path_params["id"])
@@ -225,7 +217,6 @@ def pay_invoice(request: Request) -> Obj:
     return invoice
 
 
-@route("POST", "/v1/invoices/{id}/void")
 def void_invoice(request: Request) -> Obj:
     settle(request)
     invoice = request.get(NOUN, request.path_params["id"])
@@ -235,7 +226,6 @@ def void_invoice(request: Request) -> Obj:
     return invoice
 
 
-@route("POST", "/v1/invoices/{id}/mark_uncollectible")
 def mark_invoice_uncollectible(request: Request) -> Obj:
     settle(request)
     invoice = request.get(NOUN, request.path_params["id"])
@@ -248,7 +238,6 @@ def mark_invoice_uncollectible(request: Request) -> Obj:
 # -- invoice items -------------------------------------------------------------------
 
 
-@route("POST", "/v1/invoiceitems")
 def create_invoice_item(request: Request) -> Obj:
     settle(request)
     params = request.params
@@ -320,7 +309,6 @@ def create_invoice_item(request: Request) -> Obj:
     return item
 
 
-@route("GET", "/v1/invoiceitems/{id}")
 def retrieve_invoice_item(request: Request) -> Obj:
     return _item(request)
 
@@ -339,7 +327,6 @@ def _editable(request: Request, item: Obj) -> Obj | None:
     return invoice
 
 
-@route("POST", "/v1/invoiceitems/{id}")
 def update_invoice_item(request: Request) -> Obj:
     item = _item(request)
     params: dict[str, Any] = request.params
@@ -361,7 +348,6 @@ def update_invoice_item(request: Request) -> Obj:
     return item
 
 
-@route("DELETE", "/v1/invoiceitems/{id}")
 def delete_invoice_item(request: Request) -> Obj:
     item = _item(request)
     invoice = _editable(request, item)
@@ -377,7 +363,6 @@ def delete_invoice_item(request: Request) -> Obj:
     return {"id": item["id"], "object": "invoiceitem", "deleted": True}
 
 
-@route("GET", "/v1/invoiceitems")
 def list_invoice_items(request: Request) -> Obj:
     params = request.params
     pending = params.get("pending")
@@ -391,3 +376,23 @@ def list_invoice_items(request: Request) -> Obj:
         )
 
     return list_object(request, request.account.all("invoiceitem"), "/v1/invoiceitems", keep)
+
+
+#: This module's endpoints; ``_app.build_router`` puts every module's table together.
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/v1/invoices", create_invoice),
+    Endpoint("GET", "/v1/invoices/{id}", retrieve_invoice),
+    Endpoint("POST", "/v1/invoices/{id}", update_invoice),
+    Endpoint("DELETE", "/v1/invoices/{id}", delete_invoice),
+    Endpoint("GET", "/v1/invoices", list_invoices),
+    Endpoint("GET", "/v1/invoices/{id}/lines", list_invoice_lines),
+    Endpoint("POST", "/v1/invoices/{id}/finalize", finalize_invoice),
+    Endpoint("POST", "/v1/invoices/{id}/pay", pay_invoice),
+    Endpoint("POST", "/v1/invoices/{id}/void", void_invoice),
+    Endpoint("POST", "/v1/invoices/{id}/mark_uncollectible", mark_invoice_uncollectible),
+    Endpoint("POST", "/v1/invoiceitems", create_invoice_item),
+    Endpoint("GET", "/v1/invoiceitems/{id}", retrieve_invoice_item),
+    Endpoint("POST", "/v1/invoiceitems/{id}", update_invoice_item),
+    Endpoint("DELETE", "/v1/invoiceitems/{id}", delete_invoice_item),
+    Endpoint("GET", "/v1/invoiceitems", list_invoice_items),
+)

@@ -23,7 +23,6 @@ from stripeline_sandbox._objects import apply_metadata, copy, previous_attribute
 from stripeline_sandbox._payment_intents import (
     confirm_payment_intent,
     create_payment_intent,
-    on_payment_outcome,
 )
 from stripeline_sandbox._routes import Request
 from stripeline_sandbox._state import Obj
@@ -561,8 +560,7 @@ def mark_uncollectible(request: Request, invoice: Obj) -> None:
     request.emit("invoice.marked_uncollectible", invoice)
 
 
-@on_payment_outcome
-def _payment_outcome(request: Request, payment_intent: Obj) -> None:
+def payment_outcome(request: Request, payment_intent: Obj) -> None:
     """An invoice's PaymentIntent succeeded (confirmed directly by a client, after
     3-D Secure, or a bank debit settled): the invoice is paid at once; a bank
     debit that failed counts as a failed payment attempt."""

@@ -17,12 +17,12 @@ account, back to ``requires_payment_method`` with ``last_payment_error``
 (``charge.failed``, ``payment_intent.payment_failed``).
 
 Other modules learn of a PaymentIntent that succeeded, or whose debit
-failed, through ``on_payment_outcome`` (invoices mark themselves paid).
+failed, through ``World.payment_outcome_handlers`` (``_app`` wires them:
+invoices mark themselves paid, Checkout Sessions complete).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from stripeline_sandbox._bank_accounts import TestBankAccount
@@ -40,7 +40,7 @@ from stripeline_sandbox._payment_methods import (
     card_of,
     resolve,
 )
-from stripeline_sandbox._routes import Request, as_bool, as_int, optional_str, route
+from stripeline_sandbox._routes import Endpoint, Request, as_bool, as_int, optional_str
 from stripeline_sandbox._state import Account, Obj, World
 
 #: Sandbox seconds a bank debit stays ``processing`` (ACH: about 4 business days).
@@ -50,20 +50,12 @@ _PROCESSING = "__processing_payment_intents__"
 #: The failure of ``outcome=failed`` forced on a debit that would succeed.
 BANK_FAILED_MESSAGE = "The customer's account has insufficient funds to cover this payment."
 
-OutcomeHook = Callable[[Request, Obj], None]
-_outcome_hooks: list[OutcomeHook] = []
-
-
-def on_payment_outcome(hook: OutcomeHook) -> OutcomeHook:
-    """Call ``hook(request, payment_intent)`` when a PaymentIntent succeeds or its
-    bank debit fails (decorator; the invoicing module registers one)."""
-    _outcome_hooks.append(hook)
-    return hook
-
 
 def _notify(request: Request, payment_intent: Obj) -> None:
-    for hook in _outcome_hooks:
-        hook(request, payment_intent)
+    """Tell the objects a PaymentIntent pays for (invoices, Checkout Sessions) that
+    it succeeded or its bank debit failed: ``World.payment_outcome_handlers``."""
+    for handler in request.world.payment_outcome_handlers:
+        handler(request, payment_intent)
 
 
 NOUN = "payment_intent"
@@ -94,7 +86,6 @@ def _customer_id(request: Request, value: Any) -> str | None:
     return customer_id
 
 
-@route("POST", "/v1/payment_intents")
 def create_payment_intent(request: Request) -> Obj:
     params = request.params
     amount = as_int(request.param("amount"), "amount", minimum=1)
@@ -401,17 +392,14 @@ def settle_due(request: Request) -> None:
 def settle_all_due(world: World, accounts: list[Account]) -> None:
     """``settle_due`` for ``accounts`` outside any API call (the sandbox clock moved);
     their events are delivered as usual."""
-    from stripeline_sandbox._ids import new_request_id
-
     for account in accounts:
-        request = Request(world, account, "POST", "", {}, {}, new_request_id(), None)
+        request = Request.internal(world, account)
         with account.lock:
             settle_due(request)
         if request.events:
             world.deliverer.enqueue(account, request.events)
 
 
-@route("POST", "/_sandbox/payment_intents/{id}/settle", control=True)
 def settle_payment_intent(request: Request) -> Obj:
     """Settle a ``processing`` bank debit now: as its test account says, or
     ``outcome=succeeded|failed``."""
@@ -428,7 +416,6 @@ def settle_payment_intent(request: Request) -> Obj:
     return payment_intent
 
 
-@route("POST", "/v1/payment_intents/{id}/confirm")
 def confirm_payment_intent(request: Request) -> Obj:
     payment_intent = request.get(NOUN, request.path_params["id"])
     if payment_intent["status"] not in (
@@ -445,7 +432,6 @@ def confirm_payment_intent(request: Request) -> Obj:
     return payment_intent
 
 
-@route("POST", "/_sandbox/payment_intents/{id}/authenticate", control=True)
 def authenticate_payment_intent(request: Request) -> Obj:
     """Finish 3-D Secure as the customer would: ``outcome=succeeded`` or ``failed``."""
     payment_intent = request.get(NOUN, request.path_params["id"])
@@ -484,7 +470,6 @@ def authenticate_payment_intent(request: Request) -> Obj:
     return payment_intent
 
 
-@route("POST", "/v1/payment_intents/{id}/capture")
 def capture_payment_intent(request: Request) -> Obj:
     payment_intent = request.get(NOUN, request.path_params["id"])
     if payment_intent["status"] != "requires_capture":
@@ -520,7 +505,6 @@ def capture_payment_intent(request: Request) -> Obj:
     return payment_intent
 
 
-@route("POST", "/v1/payment_intents/{id}/cancel")
 def cancel_payment_intent(request: Request) -> Obj:
     payment_intent = request.get(NOUN, request.path_params["id"])
     if payment_intent["status"] not in _CANCELABLE:
@@ -543,7 +527,6 @@ def cancel_payment_intent(request: Request) -> Obj:
     return payment_intent
 
 
-@route("POST", "/v1/payment_intents/{id}")
 def update_payment_intent(request: Request) -> Obj:
     payment_intent = request.get(NOUN, request.path_params["id"])
     params = request.params
@@ -573,12 +556,10 @@ def update_payment_intent(request: Request) -> Obj:
     return payment_intent
 
 
-@route("GET", "/v1/payment_intents/{id}")
 def retrieve_payment_intent(request: Request) -> Obj:
     return request.get(NOUN, request.path_params["id"])
 
 
-@route("GET", "/v1/payment_intents")
 def list_payment_intents(request: Request) -> Obj:
     customer = request.params.get("customer")
     return list_object(
@@ -587,3 +568,22 @@ def list_payment_intents(request: Request) -> Obj:
         "/v1/payment_intents",
         lambda p: customer in (None, p["customer"]),
     )
+
+
+#: This module's endpoints; ``_app.build_router`` puts every module's table together.
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/v1/payment_intents", create_payment_intent),
+    Endpoint("POST", "/_sandbox/payment_intents/{id}/settle", settle_payment_intent, control=True),
+    Endpoint("POST", "/v1/payment_intents/{id}/confirm", confirm_payment_intent),
+    Endpoint(
+        "POST",
+        "/_sandbox/payment_intents/{id}/authenticate",
+        authenticate_payment_intent,
+        control=True,
+    ),
+    Endpoint("POST", "/v1/payment_intents/{id}/capture", capture_payment_intent),
+    Endpoint("POST", "/v1/payment_intents/{id}/cancel", cancel_payment_intent),
+    Endpoint("POST", "/v1/payment_intents/{id}", update_payment_intent),
+    Endpoint("GET", "/v1/payment_intents/{id}", retrieve_payment_intent),
+    Endpoint("GET", "/v1/payment_intents", list_payment_intents),
+)

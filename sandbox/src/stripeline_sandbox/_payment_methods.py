@@ -26,7 +26,7 @@ from stripeline_sandbox._errors import StripeError, invalid, no_such
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
-from stripeline_sandbox._routes import Request, as_int, optional_str, route
+from stripeline_sandbox._routes import Endpoint, Request, as_int, optional_str
 from stripeline_sandbox._state import Obj
 
 NOUN = "PaymentMethod"
@@ -261,7 +261,6 @@ def attach(request: Request, payment_method: Obj, customer: Obj) -> None:
     request.emit("payment_method.attached", payment_method)
 
 
-@route("POST", "/v1/payment_methods")
 def create_payment_method(request: Request) -> Obj:
     params = request.params
     if params.get("type", "card") == "us_bank_account":
@@ -315,12 +314,10 @@ def create_payment_method(request: Request) -> Obj:
     )
 
 
-@route("GET", "/v1/payment_methods/{id}")
 def retrieve_payment_method(request: Request) -> Obj:
     return resolve(request, request.path_params["id"], "id")
 
 
-@route("POST", "/v1/payment_methods/{id}")
 def update_payment_method(request: Request) -> Obj:
     payment_method = request.get("payment_method", request.path_params["id"], NOUN)
     before = copy(payment_method)
@@ -341,7 +338,6 @@ def update_payment_method(request: Request) -> Obj:
     return payment_method
 
 
-@route("POST", "/v1/payment_methods/{id}/attach")
 def attach_payment_method(request: Request) -> Obj:
     payment_method = resolve(request, request.path_params["id"], "id")
     customer = request.get("customer", str(request.param("customer")), param="customer")
@@ -349,7 +345,6 @@ def attach_payment_method(request: Request) -> Obj:
     return payment_method
 
 
-@route("POST", "/v1/payment_methods/{id}/detach")
 def detach_payment_method(request: Request) -> Obj:
     payment_method = request.get("payment_method", request.path_params["id"], NOUN)
     customer_id = payment_method["customer"]
@@ -378,7 +373,6 @@ def _type_filter(request: Request) -> Any:
     return lambda pm: wanted in (None, "", pm["type"])
 
 
-@route("GET", "/v1/payment_methods")
 def list_payment_methods(request: Request) -> Obj:
     customer = request.params.get("customer")
     if customer:
@@ -392,7 +386,6 @@ def list_payment_methods(request: Request) -> Obj:
     )
 
 
-@route("GET", "/v1/customers/{customer}/payment_methods")
 def list_customer_payment_methods(request: Request) -> Obj:
     customer = request.get("customer", request.path_params["customer"])
     match = _type_filter(request)
@@ -404,10 +397,24 @@ def list_customer_payment_methods(request: Request) -> Obj:
     )
 
 
-@route("GET", "/v1/customers/{customer}/payment_methods/{id}")
 def retrieve_customer_payment_method(request: Request) -> Obj:
     customer = request.get("customer", request.path_params["customer"])
     payment_method = request.get("payment_method", request.path_params["id"], NOUN)
     if payment_method["customer"] != customer["id"]:
         raise no_such(NOUN, payment_method["id"])
     return payment_method
+
+
+#: This module's endpoints; ``_app.build_router`` puts every module's table together.
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/v1/payment_methods", create_payment_method),
+    Endpoint("GET", "/v1/payment_methods/{id}", retrieve_payment_method),
+    Endpoint("POST", "/v1/payment_methods/{id}", update_payment_method),
+    Endpoint("POST", "/v1/payment_methods/{id}/attach", attach_payment_method),
+    Endpoint("POST", "/v1/payment_methods/{id}/detach", detach_payment_method),
+    Endpoint("GET", "/v1/payment_methods", list_payment_methods),
+    Endpoint("GET", "/v1/customers/{customer}/payment_methods", list_customer_payment_methods),
+    Endpoint(
+        "GET", "/v1/customers/{customer}/payment_methods/{id}", retrieve_customer_payment_method
+    ),
+)

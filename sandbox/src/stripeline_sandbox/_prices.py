@@ -9,7 +9,7 @@ from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
 from stripeline_sandbox._products import new_product
-from stripeline_sandbox._routes import Request, as_bool, as_int, optional_str, route
+from stripeline_sandbox._routes import Endpoint, Request, as_bool, as_int, optional_str
 from stripeline_sandbox._state import Obj
 
 NOUN = "price"
@@ -64,7 +64,6 @@ def _take_lookup_key(request: Request, price: Obj, lookup_key: str | None, trans
     price["lookup_key"] = lookup_key
 
 
-@route("POST", "/v1/prices")
 def create_price(request: Request) -> Obj:
     params = request.params
     currency = str(request.param("currency")).lower()
@@ -107,12 +106,10 @@ def create_price(request: Request) -> Obj:
     return price
 
 
-@route("GET", "/v1/prices/{id}")
 def retrieve_price(request: Request) -> Obj:
     return request.get(NOUN, request.path_params["id"])
 
 
-@route("POST", "/v1/prices/{id}")
 def update_price(request: Request) -> Obj:
     price = request.get(NOUN, request.path_params["id"])
     params = request.params
@@ -133,7 +130,6 @@ def update_price(request: Request) -> Obj:
     return price
 
 
-@route("GET", "/v1/prices")
 def list_prices(request: Request) -> Obj:
     params = request.params
     active = params.get("active")
@@ -180,3 +176,12 @@ def plan_of(price: Obj) -> Obj:
         "trial_period_days": recurring.get("trial_period_days"),
         "usage_type": recurring.get("usage_type", "licensed"),
     }
+
+
+#: This module's endpoints; ``_app.build_router`` puts every module's table together.
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/v1/prices", create_price),
+    Endpoint("GET", "/v1/prices/{id}", retrieve_price),
+    Endpoint("POST", "/v1/prices/{id}", update_price),
+    Endpoint("GET", "/v1/prices", list_prices),
+)

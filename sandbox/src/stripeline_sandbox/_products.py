@@ -8,7 +8,7 @@ from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
-from stripeline_sandbox._routes import Request, as_bool, optional_str, route
+from stripeline_sandbox._routes import Endpoint, Request, as_bool, optional_str
 from stripeline_sandbox._state import Obj
 
 NOUN = "product"
@@ -81,12 +81,10 @@ def new_product(request: Request, params: dict[str, Any]) -> Obj:
     return product
 
 
-@route("POST", "/v1/products")
 def create_product(request: Request) -> Obj:
     return new_product(request, request.params)
 
 
-@route("GET", "/v1/products/{id}")
 def retrieve_product(request: Request) -> Obj:
     object_id = request.path_params["id"]
     product = request.account.find(NOUN, object_id)
@@ -95,7 +93,6 @@ def retrieve_product(request: Request) -> Obj:
     return request.get(NOUN, object_id)
 
 
-@route("POST", "/v1/products/{id}")
 def update_product(request: Request) -> Obj:
     product = request.get(NOUN, request.path_params["id"])
     before = copy(product)
@@ -108,7 +105,6 @@ def update_product(request: Request) -> Obj:
     return product
 
 
-@route("DELETE", "/v1/products/{id}")
 def delete_product(request: Request) -> Obj:
     product = request.get(NOUN, request.path_params["id"])
     if any(p["product"] == product["id"] for p in request.account.all("price")):
@@ -121,7 +117,6 @@ def delete_product(request: Request) -> Obj:
     return {"id": product["id"], "object": NOUN, "deleted": True}
 
 
-@route("GET", "/v1/products")
 def list_products(request: Request) -> Obj:
     params = request.params
     active = params.get("active")
@@ -136,3 +131,13 @@ def list_products(request: Request) -> Obj:
         return wanted is None or product["id"] in wanted
 
     return list_object(request, request.account.all(NOUN), "/v1/products", keep)
+
+
+#: This module's endpoints; ``_app.build_router`` puts every module's table together.
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/v1/products", create_product),
+    Endpoint("GET", "/v1/products/{id}", retrieve_product),
+    Endpoint("POST", "/v1/products/{id}", update_product),
+    Endpoint("DELETE", "/v1/products/{id}", delete_product),
+    Endpoint("GET", "/v1/products", list_products),
+)

@@ -7,7 +7,7 @@ from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
-from stripeline_sandbox._routes import Request, as_int, optional_str, route
+from stripeline_sandbox._routes import Endpoint, Request, as_int, optional_str
 from stripeline_sandbox._state import Obj
 
 _REASONS = (None, "duplicate", "fraudulent", "requested_by_customer")
@@ -17,7 +17,6 @@ def _money(amount: int) -> str:
     return f"${amount / 100:.2f}"
 
 
-@route("POST", "/v1/refunds")
 def create_refund(request: Request) -> Obj:
     params = request.params
     if params.get("charge"):
@@ -121,12 +120,10 @@ def create_refund(request: Request) -> Obj:
     return refund
 
 
-@route("GET", "/v1/refunds/{id}")
 def retrieve_refund(request: Request) -> Obj:
     return request.get("refund", request.path_params["id"])
 
 
-@route("POST", "/v1/refunds/{id}")
 def update_refund(request: Request) -> Obj:
     refund = request.get("refund", request.path_params["id"])
     before = copy(refund)
@@ -138,7 +135,6 @@ def update_refund(request: Request) -> Obj:
     return refund
 
 
-@route("GET", "/v1/refunds")
 def list_refunds(request: Request) -> Obj:
     charge = request.params.get("charge")
     payment_intent = request.params.get("payment_intent")
@@ -148,3 +144,12 @@ def list_refunds(request: Request) -> Obj:
         "/v1/refunds",
         lambda r: charge in (None, r["charge"]) and payment_intent in (None, r["payment_intent"]),
     )
+
+
+#: This module's endpoints; ``_app.build_router`` puts every module's table together.
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/v1/refunds", create_refund),
+    Endpoint("GET", "/v1/refunds/{id}", retrieve_refund),
+    Endpoint("POST", "/v1/refunds/{id}", update_refund),
+    Endpoint("GET", "/v1/refunds", list_refunds),
+)

@@ -1,20 +1,22 @@
-"""The route registry and the request context handlers receive.
+"""Routes and the request context handlers receive.
 
-Each resource module registers its routes with ``@route(method, pattern)``;
-``_app.RESOURCE_MODULES`` lists the modules to import. A handler takes a
+Each resource module lists its endpoints in a ``ROUTES`` table of
+``Endpoint(method, pattern, handler)``; ``_app.build_router`` puts the tables
+of ``_app.RESOURCES`` into one ``Router`` per sandbox. A handler takes a
 ``Request`` and returns the JSON object to answer with (status 200), or
-raises ``StripeError``. New resources (billing, test clocks…) are new modules
-that register routes and add themselves to that tuple.
+raises ``StripeError``. A new resource is a new module with its table, added
+to that tuple.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from stripeline_sandbox._errors import StripeError, missing_param, no_such
+from stripeline_sandbox._ids import new_request_id
 from stripeline_sandbox._state import Account, Obj, World
 
 Handler = Callable[["Request"], Obj]
@@ -33,6 +35,14 @@ class Request:
     request_id: str
     idempotency_key: str | None
     events: list[Obj] = field(default_factory=list)
+
+    @classmethod
+    def internal(
+        cls, world: World, account: Account, params: dict[str, Any] | None = None, *, path: str = ""
+    ) -> Request:
+        """The context of work the sandbox does by itself (settling due debits,
+        bulk creation): no HTTP request, a fresh request id, no idempotency key."""
+        return cls(world, account, "POST", path, dict(params or {}), {}, new_request_id(), None)
 
     def now(self) -> int:
         return self.world.clock.now()
@@ -69,6 +79,17 @@ class Request:
 
 
 @dataclass(frozen=True)
+class Endpoint:
+    """One line of a module's route table: ``{name}`` in ``pattern`` is a path parameter."""
+
+    method: str
+    pattern: str
+    handler: Handler
+    #: Sandbox controls skip faults, rate limits and idempotency.
+    control: bool = False
+
+
+@dataclass(frozen=True)
 class Route:
     method: str
     pattern: str
@@ -79,13 +100,18 @@ class Route:
 
 
 class Router:
-    def __init__(self) -> None:
+    """Matches ``method path`` to a route: exact patterns first, then the others in order."""
+
+    def __init__(self, endpoints: Iterable[Endpoint] = ()) -> None:
         self._static: dict[tuple[str, str], Route] = {}
         self._dynamic: list[Route] = []
+        for endpoint in endpoints:
+            self.add(endpoint)
 
-    def add(self, method: str, pattern: str, handler: Handler, *, control: bool = False) -> None:
+    def add(self, endpoint: Endpoint) -> None:
+        method, pattern = endpoint.method, endpoint.pattern
         regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
-        entry = Route(method, pattern, handler, regex, control)
+        entry = Route(method, pattern, endpoint.handler, regex, endpoint.control)
         if "{" in pattern:
             self._dynamic.append(entry)
         else:
@@ -101,19 +127,6 @@ class Router:
                 if m:
                     return entry, m.groupdict()
         return None
-
-
-ROUTES = Router()
-
-
-def route(method: str, pattern: str, *, control: bool = False) -> Callable[[Handler], Handler]:
-    """Register ``handler`` for ``method pattern`` (``{name}`` is a path parameter)."""
-
-    def register(handler: Handler) -> Handler:
-        ROUTES.add(method, pattern, handler, control=control)
-        return handler
-
-    return register
 
 
 def as_int(value: Any, param: str, *, minimum: int | None = None) -> int:

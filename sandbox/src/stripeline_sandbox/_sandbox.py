@@ -6,7 +6,7 @@ import threading
 from collections.abc import Sequence
 from types import TracebackType
 
-from stripeline_sandbox._app import load_routes
+from stripeline_sandbox._app import PAYMENT_OUTCOME_HANDLERS, build_router
 from stripeline_sandbox._clock import SandboxClock
 from stripeline_sandbox._delivery import (
     DEFAULT_DELIVERY_TIMEOUT,
@@ -16,9 +16,8 @@ from stripeline_sandbox._delivery import (
     DeliveryMode,
 )
 from stripeline_sandbox._faults import DEFAULT_TIMEOUT_DELAY, KINDS, Fault
-from stripeline_sandbox._ids import new_request_id, new_secret_key, new_webhook_secret
+from stripeline_sandbox._ids import new_secret_key, new_webhook_secret
 from stripeline_sandbox._payment_intents import settle_all_due
-from stripeline_sandbox._routes import Request
 from stripeline_sandbox._server import SandboxHTTPServer
 from stripeline_sandbox._state import Account, World
 from stripeline_sandbox._webhook_endpoints import add_endpoint
@@ -53,14 +52,13 @@ class Sandbox:
         webhook_timeout: float = DEFAULT_DELIVERY_TIMEOUT,
         clock: SandboxClock | None = None,
     ) -> None:
-        load_routes()
         self.host = host
         self.secret_key = secret_key or new_secret_key()
         self.webhook_secret = webhook_secret or new_webhook_secret()
         self.clock = clock or SandboxClock()
         self._deliverer = Deliverer(tuple(webhook_retry_delays), webhook_timeout)
-        self.world = World(self.clock, self._deliverer)
-        self._server = SandboxHTTPServer((host, port), self.world)
+        self.world = World(self.clock, self._deliverer, PAYMENT_OUTCOME_HANDLERS)
+        self._server = SandboxHTTPServer((host, port), self.world, build_router())
         self.port = int(self._server.server_address[1])
         self._thread: threading.Thread | None = None
         # Hosted pages (Checkout, billing portal) answer at the sandbox's own address.
@@ -284,27 +282,25 @@ class Sandbox:
         Raises:
             ValueError: a value the control refuses.
         """
-        from stripeline_sandbox._billing_settings import set_billing_settings
+        from stripeline_sandbox._billing_settings import (
+            show_billing_settings,
+            update_billing_settings,
+        )
         from stripeline_sandbox._errors import StripeError
 
-        params: dict[str, object] = {}
-        if retry_days is not None:
-            params["retry_days"] = [str(day) for day in retry_days]
-        if after_retries is not None:
-            params["after_retries"] = after_retries
-        if upcoming_days is not None:
-            params["upcoming_days"] = str(upcoming_days)
-        if finalize_delay is not None:
-            params["finalize_delay"] = str(finalize_delay)
         account = self.account(key)
-        request = Request(
-            self.world, account, "POST", "/_sandbox/billing", params, {}, new_request_id(), None
-        )
         with account.lock:
             try:
-                return dict(set_billing_settings(request))
+                found = update_billing_settings(
+                    account,
+                    retry_days=None if retry_days is None else list(retry_days),
+                    after_retries=after_retries,
+                    upcoming_days=upcoming_days,
+                    finalize_delay=finalize_delay,
+                )
             except StripeError as error:
                 raise ValueError(error.message) from None
+            return dict(show_billing_settings(found))
 
     # -- time ----------------------------------------------------------------
 

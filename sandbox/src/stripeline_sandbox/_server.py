@@ -28,7 +28,7 @@ from stripeline_sandbox._form import decode
 from stripeline_sandbox._ids import new_request_id
 from stripeline_sandbox._objects import copy, expand
 from stripeline_sandbox._payment_intents import settle_due
-from stripeline_sandbox._routes import ROUTES, Request
+from stripeline_sandbox._routes import Request, Router
 from stripeline_sandbox._state import API_VERSION, Account, SavedResponse, World
 
 #: Stripe prunes idempotency keys after at least 24 hours.
@@ -46,8 +46,9 @@ class SandboxHTTPServer(ThreadingHTTPServer):
     block_on_close = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], world: World) -> None:
+    def __init__(self, address: tuple[str, int], world: World, router: Router) -> None:
         self.world = world
+        self.router = router
         self.stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
@@ -174,7 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
                 params.update(decode(raw.decode("utf-8")))
             key = _authenticate(self.headers.get("Authorization"))
             account = self.server.world.account(key)
-            found = ROUTES.match(method, path)
+            found = self.server.router.match(method, path)
             if found is None:
                 raise StripeError(
                     404,

@@ -7,13 +7,12 @@ from stripeline_sandbox._ids import new_id, random_part
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy
 from stripeline_sandbox._payment_methods import attach, card_error, card_of, resolve
-from stripeline_sandbox._routes import Request, as_bool, optional_str, route
+from stripeline_sandbox._routes import Endpoint, Request, as_bool, optional_str
 from stripeline_sandbox._state import Obj
 
 NOUN = "setup_intent"
 
 
-@route("POST", "/v1/setup_intents")
 def create_setup_intent(request: Request) -> Obj:
     params = request.params
     customer = optional_str(params.get("customer"))
@@ -112,7 +111,6 @@ def _confirm(request: Request, setup_intent: Obj) -> None:
     _succeed(request, setup_intent, payment_method)
 
 
-@route("POST", "/v1/setup_intents/{id}/confirm")
 def confirm_setup_intent(request: Request) -> Obj:
     setup_intent = request.get(NOUN, request.path_params["id"])
     if setup_intent["status"] not in (
@@ -128,7 +126,6 @@ def confirm_setup_intent(request: Request) -> Obj:
     return setup_intent
 
 
-@route("POST", "/_sandbox/setup_intents/{id}/authenticate", control=True)
 def authenticate_setup_intent(request: Request) -> Obj:
     setup_intent = request.get(NOUN, request.path_params["id"])
     if setup_intent["status"] != "requires_action":
@@ -153,7 +150,6 @@ def authenticate_setup_intent(request: Request) -> Obj:
     return setup_intent
 
 
-@route("POST", "/v1/setup_intents/{id}/cancel")
 def cancel_setup_intent(request: Request) -> Obj:
     setup_intent = request.get(NOUN, request.path_params["id"])
     if setup_intent["status"] in ("succeeded", "canceled"):
@@ -168,7 +164,6 @@ def cancel_setup_intent(request: Request) -> Obj:
     return setup_intent
 
 
-@route("POST", "/v1/setup_intents/{id}")
 def update_setup_intent(request: Request) -> Obj:
     setup_intent = request.get(NOUN, request.path_params["id"])
     setup_intent["metadata"] = apply_metadata(
@@ -179,12 +174,10 @@ def update_setup_intent(request: Request) -> Obj:
     return setup_intent
 
 
-@route("GET", "/v1/setup_intents/{id}")
 def retrieve_setup_intent(request: Request) -> Obj:
     return request.get(NOUN, request.path_params["id"])
 
 
-@route("GET", "/v1/setup_intents")
 def list_setup_intents(request: Request) -> Obj:
     customer = request.params.get("customer")
     return list_object(
@@ -193,3 +186,17 @@ def list_setup_intents(request: Request) -> Obj:
         "/v1/setup_intents",
         lambda s: customer in (None, s["customer"]),
     )
+
+
+#: This module's endpoints; ``_app.build_router`` puts every module's table together.
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/v1/setup_intents", create_setup_intent),
+    Endpoint("POST", "/v1/setup_intents/{id}/confirm", confirm_setup_intent),
+    Endpoint(
+        "POST", "/_sandbox/setup_intents/{id}/authenticate", authenticate_setup_intent, control=True
+    ),
+    Endpoint("POST", "/v1/setup_intents/{id}/cancel", cancel_setup_intent),
+    Endpoint("POST", "/v1/setup_intents/{id}", update_setup_intent),
+    Endpoint("GET", "/v1/setup_intents/{id}", retrieve_setup_intent),
+    Endpoint("GET", "/v1/setup_intents", list_setup_intents),
+)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +20,10 @@ from stripeline_sandbox._clock import SandboxClock
 if TYPE_CHECKING:
     from stripeline_sandbox._delivery import Deliverer, DeliveryMode
     from stripeline_sandbox._faults import Fault
+    from stripeline_sandbox._routes import Request
 
 Obj = dict[str, Any]
+PaymentOutcomeHandler = Callable[["Request", Obj], None]
 
 #: The API version of the installed SDK (checked by a test); events carry it.
 API_VERSION = "2026-10-28.endive"
@@ -90,9 +93,17 @@ class Account:
 class World:
     """All accounts of one sandbox, its clock and its webhook deliverer."""
 
-    def __init__(self, clock: SandboxClock, deliverer: Deliverer) -> None:
+    def __init__(
+        self,
+        clock: SandboxClock,
+        deliverer: Deliverer,
+        payment_outcome_handlers: Sequence[PaymentOutcomeHandler] = (),
+    ) -> None:
         self.clock = clock
         self.deliverer = deliverer
+        #: Called with (request, payment_intent) when a PaymentIntent succeeds or
+        #: its bank debit fails, in order (``_app.PAYMENT_OUTCOME_HANDLERS``).
+        self.payment_outcome_handlers = tuple(payment_outcome_handlers)
         #: Where hosted pages (Checkout, billing portal) answer; None: Stripe's own hosts.
         self.public_url: str | None = None
         self._accounts: dict[str, Account] = {}

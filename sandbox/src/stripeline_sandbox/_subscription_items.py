@@ -10,12 +10,11 @@ from typing import Any
 
 from stripeline_sandbox._billing import settle
 from stripeline_sandbox._lists import list_object
-from stripeline_sandbox._routes import Request, route
+from stripeline_sandbox._routes import Endpoint, Request
 from stripeline_sandbox._state import Obj
 from stripeline_sandbox._subscriptions import NOUN, update_subscription
 
 
-@route("GET", "/v1/subscription_items")
 def list_subscription_items(request: Request) -> Obj:
     settle(request)
     subscription = request.get(NOUN, str(request.param("subscription")), param="subscription")
@@ -26,7 +25,6 @@ def list_subscription_items(request: Request) -> Obj:
     )
 
 
-@route("GET", "/v1/subscription_items/{id}")
 def retrieve_subscription_item(request: Request) -> Obj:
     settle(request)
     return request.get("subscription_item", request.path_params["id"])
@@ -46,7 +44,6 @@ def _item_change(request: Request, subscription_id: str, entry: dict[str, Any]) 
     return update_subscription(inner)
 
 
-@route("POST", "/v1/subscription_items")
 def create_subscription_item(request: Request) -> Obj:
     subscription_id = str(request.param("subscription"))
     entry: dict[str, Any] = {
@@ -56,7 +53,6 @@ def create_subscription_item(request: Request) -> Obj:
     return dict(subscription["items"]["data"][-1])
 
 
-@route("POST", "/v1/subscription_items/{id}")
 def update_subscription_item(request: Request) -> Obj:
     item = request.get("subscription_item", request.path_params["id"])
     entry: dict[str, Any] = {
@@ -67,8 +63,17 @@ def update_subscription_item(request: Request) -> Obj:
     return item
 
 
-@route("DELETE", "/v1/subscription_items/{id}")
 def delete_subscription_item(request: Request) -> Obj:
     item = request.get("subscription_item", request.path_params["id"])
     _item_change(request, item["subscription"], {"id": item["id"], "deleted": "true"})
     return {"id": item["id"], "object": "subscription_item", "deleted": True}
+
+
+#: This module's endpoints; ``_app.build_router`` puts every module's table together.
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("GET", "/v1/subscription_items", list_subscription_items),
+    Endpoint("GET", "/v1/subscription_items/{id}", retrieve_subscription_item),
+    Endpoint("POST", "/v1/subscription_items", create_subscription_item),
+    Endpoint("POST", "/v1/subscription_items/{id}", update_subscription_item),
+    Endpoint("DELETE", "/v1/subscription_items/{id}", delete_subscription_item),
+)

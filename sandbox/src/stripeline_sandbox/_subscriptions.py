@@ -34,7 +34,7 @@ from stripeline_sandbox._objects import apply_metadata, copy, previous_attribute
 from stripeline_sandbox._payment_methods import attach, resolve
 from stripeline_sandbox._prices import plan_of
 from stripeline_sandbox._prorations import Change, proration_items
-from stripeline_sandbox._routes import Request, as_bool, as_int, optional_str, route
+from stripeline_sandbox._routes import Endpoint, Request, as_bool, as_int, optional_str
 from stripeline_sandbox._state import Obj
 
 NOUN = "subscription"
@@ -106,7 +106,6 @@ def _same_interval(prices: list[Obj]) -> None:
         )
 
 
-@route("POST", "/v1/subscriptions")
 def create_subscription(request: Request) -> Obj:
     settle(request)
     params = request.params
@@ -344,7 +343,6 @@ def _apply_items(request: Request, subscription: Obj, given: list[dict[str, Any]
     return changes
 
 
-@route("POST", "/v1/subscriptions/{id}")
 def update_subscription(request: Request) -> Obj:
     settle(request)
     subscription = request.get(NOUN, request.path_params["id"])
@@ -446,13 +444,11 @@ def update_subscription(request: Request) -> Obj:
     return subscription
 
 
-@route("GET", "/v1/subscriptions/{id}")
 def retrieve_subscription(request: Request) -> Obj:
     settle(request)
     return request.get(NOUN, request.path_params["id"])
 
 
-@route("DELETE", "/v1/subscriptions/{id}")
 def cancel_subscription(request: Request) -> Obj:
     settle(request)
     subscription = request.get(NOUN, request.path_params["id"])
@@ -483,7 +479,6 @@ def cancel_subscription(request: Request) -> Obj:
     return subscription
 
 
-@route("POST", "/v1/subscriptions/{id}/resume")
 def resume_subscription(request: Request) -> Obj:
     """A ``paused`` subscription (trial ended without a payment method) starts again."""
     settle(request)
@@ -517,7 +512,6 @@ def resume_subscription(request: Request) -> Obj:
     return subscription
 
 
-@route("GET", "/v1/subscriptions")
 def list_subscriptions(request: Request) -> Obj:
     settle(request)
     params = request.params
@@ -537,3 +531,14 @@ def list_subscriptions(request: Request) -> Obj:
         return bool(status == "all" or subscription["status"] == status)
 
     return list_object(request, request.account.all(NOUN), "/v1/subscriptions", keep)
+
+
+#: This module's endpoints; ``_app.build_router`` puts every module's table together.
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/v1/subscriptions", create_subscription),
+    Endpoint("POST", "/v1/subscriptions/{id}", update_subscription),
+    Endpoint("GET", "/v1/subscriptions/{id}", retrieve_subscription),
+    Endpoint("DELETE", "/v1/subscriptions/{id}", cancel_subscription),
+    Endpoint("POST", "/v1/subscriptions/{id}/resume", resume_subscription),
+    Endpoint("GET", "/v1/subscriptions", list_subscriptions),
+)

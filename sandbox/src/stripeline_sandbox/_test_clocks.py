@@ -18,7 +18,7 @@ from stripeline_sandbox._billing import add_interval, run_until, settle
 from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
-from stripeline_sandbox._routes import Request, as_int, optional_str, route
+from stripeline_sandbox._routes import Endpoint, Request, as_int, optional_str
 from stripeline_sandbox._state import Obj
 
 NOUN = "test_helpers.test_clock"
@@ -32,7 +32,6 @@ def _clock(request: Request, clock_id: str) -> Obj:
     return request.get(NOUN, clock_id, "test_clock")
 
 
-@route("POST", "/v1/test_helpers/test_clocks")
 def create_test_clock(request: Request) -> Obj:
     frozen_time = as_int(request.param("frozen_time"), "frozen_time", minimum=0)
     now = request.now()
@@ -52,17 +51,14 @@ def create_test_clock(request: Request) -> Obj:
     return clock
 
 
-@route("GET", "/v1/test_helpers/test_clocks/{id}")
 def retrieve_test_clock(request: Request) -> Obj:
     return _clock(request, request.path_params["id"])
 
 
-@route("GET", "/v1/test_helpers/test_clocks")
 def list_test_clocks(request: Request) -> Obj:
     return list_object(request, request.account.all(NOUN), "/v1/test_helpers/test_clocks")
 
 
-@route("DELETE", "/v1/test_helpers/test_clocks/{id}")
 def delete_test_clock(request: Request) -> Obj:
     """Delete the clock and, as Stripe does, every object attached to it."""
     clock = _clock(request, request.path_params["id"])
@@ -96,7 +92,6 @@ def _limit(request: Request, clock: Obj) -> int | None:
     return min(ends) if ends else None
 
 
-@route("POST", "/v1/test_helpers/test_clocks/{id}/advance")
 def advance_test_clock(request: Request) -> Obj:
     clock = _clock(request, request.path_params["id"])
     target = as_int(request.param("frozen_time"), "frozen_time")
@@ -126,3 +121,13 @@ def advance_test_clock(request: Request) -> Obj:
     clock["status_details"] = {}
     request.emit("test_helpers.test_clock.ready", clock)
     return clock
+
+
+#: This module's endpoints; ``_app.build_router`` puts every module's table together.
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/v1/test_helpers/test_clocks", create_test_clock),
+    Endpoint("GET", "/v1/test_helpers/test_clocks/{id}", retrieve_test_clock),
+    Endpoint("GET", "/v1/test_helpers/test_clocks", list_test_clocks),
+    Endpoint("DELETE", "/v1/test_helpers/test_clocks/{id}", delete_test_clock),
+    Endpoint("POST", "/v1/test_helpers/test_clocks/{id}/advance", advance_test_clock),
+)

@@ -8,7 +8,7 @@ from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import new_id, new_webhook_secret
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy
-from stripeline_sandbox._routes import Request, as_bool, optional_str, route
+from stripeline_sandbox._routes import Endpoint, Request, as_bool, optional_str
 from stripeline_sandbox._state import Account, Obj
 
 MAX_ENDPOINTS = 16
@@ -60,7 +60,6 @@ def add_endpoint(
     return endpoint
 
 
-@route("POST", "/v1/webhook_endpoints")
 def create_webhook_endpoint(request: Request) -> Obj:
     params = request.params
     endpoint = add_endpoint(
@@ -78,12 +77,10 @@ def create_webhook_endpoint(request: Request) -> Obj:
     return shown
 
 
-@route("GET", "/v1/webhook_endpoints/{id}")
 def retrieve_webhook_endpoint(request: Request) -> Obj:
     return request.get("webhook_endpoint", request.path_params["id"])
 
 
-@route("POST", "/v1/webhook_endpoints/{id}")
 def update_webhook_endpoint(request: Request) -> Obj:
     endpoint = request.get("webhook_endpoint", request.path_params["id"])
     params = request.params
@@ -99,13 +96,21 @@ def update_webhook_endpoint(request: Request) -> Obj:
     return endpoint
 
 
-@route("DELETE", "/v1/webhook_endpoints/{id}")
 def delete_webhook_endpoint(request: Request) -> Obj:
     endpoint = request.get("webhook_endpoint", request.path_params["id"])
     request.account.remove(endpoint["id"])
     return {"id": endpoint["id"], "object": "webhook_endpoint", "deleted": True}
 
 
-@route("GET", "/v1/webhook_endpoints")
 def list_webhook_endpoints(request: Request) -> Obj:
     return list_object(request, request.account.all("webhook_endpoint"), "/v1/webhook_endpoints")
+
+
+#: This module's endpoints; ``_app.build_router`` puts every module's table together.
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/v1/webhook_endpoints", create_webhook_endpoint),
+    Endpoint("GET", "/v1/webhook_endpoints/{id}", retrieve_webhook_endpoint),
+    Endpoint("POST", "/v1/webhook_endpoints/{id}", update_webhook_endpoint),
+    Endpoint("DELETE", "/v1/webhook_endpoints/{id}", delete_webhook_endpoint),
+    Endpoint("GET", "/v1/webhook_endpoints", list_webhook_endpoints),
+)
