@@ -1,4 +1,7 @@
-"""stripeline's sandbox: a stateful, offline Stripe that the official SDK talks to.
+"""stripeline-sandbox: a stateful, offline Stripe that the official SDK talks to.
+
+It imports nothing of stripeline (nor the ``stripe`` SDK: it speaks the wire
+protocol), so any Stripe SDK user can run it.
 
 ::
 

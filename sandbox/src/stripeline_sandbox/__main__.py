@@ -1,4 +1,4 @@
-"""``python -m stripeline_sandbox``: the same as ``stripeline sandbox``."""
+"""``python -m stripeline_sandbox``: the same as ``stripeline-sandbox``."""
 
 from __future__ import annotations
 

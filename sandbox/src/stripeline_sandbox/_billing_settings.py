@@ -67,23 +67,6 @@ def set_cursor(account: Account, moment: int | None) -> None:
     account.hidden(_CURSOR)["now"] = moment
 
 
-def sub_request(
-    request: Request, path: str, params: dict[str, Any], path_params: dict[str, str] | None = None
-) -> Request:
-    """A request to another resource's handler that shares this one's events."""
-    return Request(
-        request.world,
-        request.account,
-        "POST",
-        path,
-        params,
-        path_params or {},
-        request.request_id,
-        request.idempotency_key,
-        events=request.events,
-    )
-
-
 def _days(value: Any) -> tuple[int, ...]:
     items = value if isinstance(value, list) else str(value).split(",")
     days = tuple(as_int(str(v).strip(), "retry_days", minimum=0) for v in items if str(v).strip())

@@ -18,7 +18,6 @@ mode can be created (it returns a URL) but not completed yet.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from stripeline_sandbox._errors import invalid
@@ -329,14 +328,14 @@ def complete_checkout_session(request: Request) -> Obj:
         for name in ("capture_method", "description", "setup_future_usage"):
             if intent_data.get(name):
                 create_params[name] = intent_data[name]
-        payment_intent = create_payment_intent(dataclasses.replace(request, params=create_params))
+        payment_intent = create_payment_intent(request.with_params(create_params))
         session["payment_intent"] = payment_intent["id"]
     else:
         payment_intent = request.get("payment_intent", payment_intent_id)
     # The hosted page runs 3-D Secure with the customer: it counts as done.
     request.account.hidden(payment_intent["id"])["authenticated"] = True
-    confirm = dataclasses.replace(
-        request, params={"payment_method": str(params.get("payment_method") or "pm_card_visa")}
+    confirm = request.with_params(
+        {"payment_method": str(params.get("payment_method") or "pm_card_visa")}
     )
     try:
         _confirm(confirm, payment_intent)
@@ -398,7 +397,7 @@ def _complete_subscription(request: Request, session: Obj) -> Obj:
     email = optional_str(params.get("email")) or session["customer_email"]
     customer_id = session["customer"] or hidden.get("customer")
     if customer_id is None:
-        customer = create_customer(dataclasses.replace(request, params={"email": email or ""}))
+        customer = create_customer(request.with_params({"email": email or ""}))
         customer_id = hidden["customer"] = customer["id"]
     elif email is None:
         email = request.get("customer", customer_id).get("email")
@@ -415,7 +414,7 @@ def _complete_subscription(request: Request, session: Obj) -> Obj:
     }
     if data.get("trial_period_days") not in (None, ""):
         create_params["trial_period_days"] = data["trial_period_days"]
-    subscription = create_subscription(dataclasses.replace(request, params=create_params))
+    subscription = create_subscription(request.with_params(create_params))
     session["customer"] = customer_id
     session["subscription"] = subscription["id"]
     session["invoice"] = subscription.get("latest_invoice")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stripeline_sandbox._billing_settings import billing_now, settings_of, sub_request
+from stripeline_sandbox._billing_settings import billing_now, settings_of
 from stripeline_sandbox._errors import StripeError
 from stripeline_sandbox._ids import new_id, random_part
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
@@ -365,7 +365,7 @@ def _new_payment(request: Request, invoice: Obj, customer: Obj) -> None:
         "customer": customer["id"],
         "description": _payment_description(invoice),
     }
-    payment_intent = create_payment_intent(sub_request(request, "/v1/payment_intents", params))
+    payment_intent = create_payment_intent(request.with_params(params))
     now = billing_now(request, invoice["test_clock"])
     request.account.hidden(invoice["id"])["payment_intent"] = payment_intent["id"]
     request.account.hidden(payment_intent["id"])["invoice"] = invoice["id"]
@@ -449,14 +449,7 @@ def attempt_payment(
         if off_session:
             params["off_session"] = "true"
         try:
-            confirm_payment_intent(
-                sub_request(
-                    request,
-                    f"/v1/payment_intents/{payment_intent['id']}/confirm",
-                    params,
-                    {"id": payment_intent["id"]},
-                )
-            )
+            confirm_payment_intent(request.with_params(params, {"id": payment_intent["id"]}))
         except StripeError as exc:
             error = exc
     if payment_intent["status"] == "succeeded":

@@ -10,6 +10,7 @@ to that tuple.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -43,6 +44,14 @@ class Request:
         """The context of work the sandbox does by itself (settling due debits,
         bulk creation): no HTTP request, a fresh request id, no idempotency key."""
         return cls(world, account, "POST", path, dict(params or {}), {}, new_request_id(), None)
+
+    def with_params(
+        self, params: dict[str, Any], path_params: dict[str, str] | None = None
+    ) -> Request:
+        """This call's context with other parameters, for one resource's work done
+        inside another's call (an invoice creating its PaymentIntent): the same
+        account, request id and idempotency key, and its events join this call's."""
+        return dataclasses.replace(self, params=params, path_params=path_params or {})
 
     def now(self) -> int:
         return self.world.clock.now()

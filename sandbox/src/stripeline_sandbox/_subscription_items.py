@@ -36,12 +36,7 @@ def _item_change(request: Request, subscription_id: str, entry: dict[str, Any]) 
     for name in ("proration_behavior", "proration_date"):
         if name in request.params:
             params[name] = request.params[name]
-    inner = Request(
-        request.world, request.account, "POST", f"/v1/subscriptions/{subscription_id}",
-        params, {"id": subscription_id}, request.request_id, request.idempotency_key,
-        events=request.events,
-    )  # fmt: skip
-    return update_subscription(inner)
+    return update_subscription(request.with_params(params, {"id": subscription_id}))
 
 
 def create_subscription_item(request: Request) -> Obj:

@@ -1,4 +1,4 @@
-"""``stripeline sandbox``: run the sandbox standalone until interrupted."""
+"""``stripeline-sandbox`` (also ``stripeline sandbox``): run the sandbox standalone until interrupted."""
 
 from __future__ import annotations
 
