@@ -17,7 +17,6 @@ Fixtures:
   account's webhook endpoint, with ``settle()``, ``advance_clock()``,
   ``deliver()``, ``events()`` and ``mirror()``.
 * ``stripe_event``: ``make_event``, the signed-event factory's first half.
-
 """
 
 from __future__ import annotations
