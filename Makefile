@@ -11,8 +11,9 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
+$(STAMP): $(BIN)/python pyproject.toml sandbox/pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps -e ./sandbox
 	@touch $(STAMP)
 
 run: $(STAMP)
@@ -20,8 +21,8 @@ run: $(STAMP)
 	$(BIN)/stripeline serve --host 127.0.0.1 --port 8000
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests $(wildcard bench)
-	$(BIN)/ruff format --check src tests $(wildcard bench)
+	$(BIN)/ruff check src tests sandbox $(wildcard bench)
+	$(BIN)/ruff format --check src tests sandbox $(wildcard bench)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -34,10 +34,10 @@ from stripeline.db.engine import normalize_url
 from stripeline.db.models import Event
 from stripeline.gateway import Reader, StripeFetcher
 from stripeline.log import configure_logging
-from stripeline.sandbox import Sandbox
 from stripeline.settings import Settings
 from stripeline.sync import backfill, catch_up
 from stripeline.worker import Worker
+from stripeline_sandbox import Sandbox
 
 WINDOW = 2.0  # the default coalescing window (STRIPELINE_MIRROR_COALESCE_SECONDS)
 

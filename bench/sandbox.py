@@ -3,7 +3,7 @@
 * start (warm): ``Sandbox().start()`` in this process, modules already
   imported, until its first answer (``GET /_sandbox/clock``); best and median
   of ``--starts`` runs. Target: under 0.5 s.
-* start (cold): a fresh interpreter that imports ``stripeline.sandbox``,
+* start (cold): a fresh interpreter that imports ``stripeline_sandbox``,
   starts it and gets its first answer, timed inside the child (interpreter
   start-up excluded), median of ``--cold`` runs.
 * round trip: ``client.v1.customers.create`` through the official SDK
@@ -29,7 +29,7 @@ import urllib.request
 
 import stripe
 
-from stripeline.sandbox import Sandbox
+from stripeline_sandbox import Sandbox
 
 START_TARGET_S = 0.5
 ROUND_TRIP_TARGET_MS = 5.0
@@ -37,7 +37,7 @@ ROUND_TRIP_TARGET_MS = 5.0
 _COLD = """
 import json, time, urllib.request
 t0 = time.perf_counter()
-from stripeline.sandbox import Sandbox
+from stripeline_sandbox import Sandbox
 sb = Sandbox().start()
 req = urllib.request.Request(sb.url + "/_sandbox/clock", headers={"Authorization": "Bearer " + sb.secret_key})
 urllib.request.urlopen(req, timeout=5).read()

@@ -16,10 +16,10 @@ from stripeline.db import connect
 from stripeline.gateway import LISTERS, Reader, resolve_types
 from stripeline.mirror import get_object
 from stripeline.mirror.tables import table_for
-from stripeline.sandbox import Sandbox
 from stripeline.sync import Progress, backfill
 from stripeline.sync.backfill import FINISHED, cursor_name
 from stripeline.sync.cursors import read_cursor
+from stripeline_sandbox import Sandbox
 
 FAST = 1000.0  # reads/s where the rate limit is not what a test is about
 

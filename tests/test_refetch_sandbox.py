@@ -15,10 +15,10 @@ from stripeline.app import Stripeline
 from stripeline.db import connect
 from stripeline.gateway import Reader, StripeFetcher
 from stripeline.mirror import get_object
-from stripeline.sandbox import Sandbox
 from stripeline.settings import Settings
 from stripeline.sync import catch_up
 from stripeline.worker import Worker
+from stripeline_sandbox import Sandbox
 
 WINDOW = 0.3
 

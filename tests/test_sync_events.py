@@ -26,10 +26,10 @@ from stripeline.core.envelope import parse_envelope
 from stripeline.db import connect
 from stripeline.errors import StripeRateLimitError
 from stripeline.gateway import Reader, make_client
-from stripeline.sandbox import Sandbox
 from stripeline.settings import load_settings
 from stripeline.sync import catch_up, run_catch_up_forever, run_catch_up_forever_async
 from stripeline.sync.cursors import CURSOR_NAME, read_cursor, save_cursor
+from stripeline_sandbox import Sandbox
 
 
 @pytest.fixture

@@ -245,7 +245,7 @@ USER_TESTS = """
 
 
     def test_not_using_the_plugin_starts_nothing():
-        assert "stripeline.sandbox" not in sys.modules
+        assert "stripeline_sandbox" not in sys.modules
         assert not [t for t in threading.enumerate() if t.name.startswith("sandbox")]
 
 
@@ -294,7 +294,7 @@ def test_plugin_module_imports_cheaply(pytester: pytest.Pytester) -> None:
         "import sys, json, stripeline; before = set(sys.modules); import stripeline.testing; "
         "print(json.dumps(sorted(m for m in set(sys.modules) - before "
         "if m.split('.')[0] in ('stripe', 'uvicorn', 'starlette', 'httpx', 'requests') "
-        "or m.startswith(('stripeline.sandbox', 'stripeline.web', 'stripeline.worker')))))"
+        "or m.startswith(('stripeline_sandbox', 'stripeline.web', 'stripeline.worker')))))"
     )
     result = pytester.run(sys.executable, "-c", code)
     assert result.ret == 0
@@ -304,3 +304,56 @@ def test_plugin_module_imports_cheaply(pytester: pytest.Pytester) -> None:
 def test_template_database_is_migrated(stripeline_app: Stripeline, tmp_path: Path) -> None:
     assert str(tmp_path) in stripeline_app.settings.database_url
     assert Worker(stripeline_app).drain() == 0
+
+
+def test_the_plugin_says_how_to_install_the_sandbox(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import sys
+
+        class _Absent:
+            def find_spec(self, fullname, path=None, target=None):
+                if fullname.split(".")[0] == "stripeline_sandbox":
+                    raise ImportError(f"{fullname} is not installed here")
+                return None
+
+        sys.meta_path.insert(0, _Absent())
+        """
+    )
+    pytester.makepyfile(
+        """
+        def test_needs_the_sandbox(stripe_sandbox):
+            pass
+
+        def test_make_event_still_works(stripe_event):
+            assert stripe_event("customer.created")["type"] == "customer.created"
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", timeout=60)
+    result.assert_outcomes(passed=1, errors=1)
+    output = result.stdout.str()
+    assert "stripe_sandbox needs the offline Stripe sandbox" in output
+    assert "pip install 'stripeline[sandbox]'" in output
+    assert "During handling" not in output and "ImportError" not in output
+
+
+def test_testing_exported_members() -> None:
+    import stripeline.testing as testing
+
+    assert testing.__all__ == sorted(testing.__all__)
+    assert testing.__all__ == [
+        "DEFAULT_WEBHOOK_PATH",
+        "Delivery",
+        "Order",
+        "SandboxControlError",
+        "StoredEvent",
+        "StripelineEnv",
+        "advance_clock",
+        "deliver",
+        "make_event",
+        "object_shape",
+        "resource_for",
+        "sign_event",
+    ]
+    for name in testing.__all__:
+        assert getattr(testing, name) is not None, name

@@ -18,9 +18,9 @@ from stripeline.db import connect
 from stripeline.gateway import Reader
 from stripeline.mirror import apply_states, get_object, state_from_fetch
 from stripeline.mirror.tables import table_for
-from stripeline.sandbox import Sandbox
 from stripeline.sync import backfill, check_drift
 from stripeline.sync.drift import differing_fields
+from stripeline_sandbox import Sandbox
 
 
 @pytest.fixture

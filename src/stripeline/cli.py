@@ -174,7 +174,16 @@ def _start_sandbox(app: Stripeline, webhook_url: str, port: int) -> Any:
     """
     from pydantic import SecretStr
 
-    from stripeline.sandbox import Sandbox
+    try:
+        from stripeline_sandbox import Sandbox
+    except ImportError:
+        from stripeline.commands.sandbox import SANDBOX_MISSING
+
+        click.echo(
+            f"stripeline: configuration error: no STRIPE_SECRET_KEY is set and {SANDBOX_MISSING}",
+            err=True,
+        )
+        sys.exit(2)
 
     sandbox = Sandbox(port=port, webhook_url=webhook_url).start()
     app.add_webhook_secret(sandbox.webhook_secret)
@@ -204,8 +213,8 @@ def run(argv: list[str] | None = None) -> Any:  # pragma: no cover - thin wrappe
 # (each registers one click command; keep this list sorted)
 from stripeline.commands.doctor import doctor as _doctor  # noqa: E402
 from stripeline.commands.events import events as _events  # noqa: E402
+from stripeline.commands.sandbox import sandbox as _sandbox  # noqa: E402
 from stripeline.commands.sync import sync as _sync  # noqa: E402
-from stripeline.sandbox.cli import sandbox as _sandbox  # noqa: E402 - registered last
 
 main.add_command(_doctor)
 main.add_command(_events)

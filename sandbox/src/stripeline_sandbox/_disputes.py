@@ -1,0 +1,217 @@
+"""Disputes: opened by the dispute test cards, answered with evidence, closed won or lost.
+
+A chargeback (``pm_card_createDispute``) opens ``needs_response`` and withdraws
+the amount plus the 1500¢ fee (``charge.dispute.funds_withdrawn``); an inquiry
+(``pm_card_createDisputeInquiry``) opens ``warning_needs_response``. Submitting
+evidence moves it ``under_review``; ``uncategorized_text`` ``winning_evidence``
+or ``losing_evidence`` closes it at once, as in Stripe's test mode, and
+``POST /_sandbox/disputes/{id}/close`` with ``outcome=won|lost`` closes it on demand.
+"""
+
+from __future__ import annotations
+
+from stripeline_sandbox._errors import invalid
+from stripeline_sandbox._ids import new_id
+from stripeline_sandbox._lists import list_object
+from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
+from stripeline_sandbox._routes import Endpoint, Request, as_bool, optional_str
+from stripeline_sandbox._state import Obj
+
+DISPUTE_FEE = 1500
+RESPONSE_WINDOW_SECONDS = 7 * 24 * 3600
+EVIDENCE_FIELDS = (
+    "access_activity_log", "billing_address", "cancellation_policy",
+    "cancellation_policy_disclosure", "cancellation_rebuttal", "customer_communication",
+    "customer_email_address", "customer_name", "customer_purchase_ip", "customer_signature",
+    "duplicate_charge_documentation", "duplicate_charge_explanation", "duplicate_charge_id",
+    "product_description", "receipt", "refund_policy", "refund_policy_disclosure",
+    "refund_refusal_explanation", "service_date", "service_documentation", "shipping_address",
+    "shipping_carrier", "shipping_date", "shipping_documentation", "shipping_tracking_number",
+    "uncategorized_file", "uncategorized_text",
+)  # fmt: skip
+_OPEN = {"needs_response", "warning_needs_response"}
+
+
+def _balance_transaction(request: Request, dispute: Obj, amount: int, fee: int, kind: str) -> Obj:
+    return {
+        "id": new_id("txn"),
+        "object": "balance_transaction",
+        "amount": amount,
+        "available_on": request.now(),
+        "balance_type": "payments",
+        "created": request.now(),
+        "currency": dispute["currency"],
+        "description": f"Chargeback {kind} for {dispute['charge']}",
+        "exchange_rate": None,
+        "fee": fee,
+        "fee_details": [
+            {
+                "amount": fee,
+                "application": None,
+                "currency": dispute["currency"],
+                "description": "Dispute fee",
+                "type": "stripe_fee",
+            }
+        ]
+        if fee
+        else [],
+        "net": amount - fee,
+        "reporting_category": "dispute" if amount < 0 else "dispute_reversal",
+        "source": dispute["id"],
+        "status": "available",
+        "type": "adjustment",
+    }
+
+
+def open_dispute(request: Request, charge: Obj, *, inquiry: bool) -> Obj:
+    """Open a dispute on ``charge`` as the card network would."""
+    amount = int(charge["amount_captured"])
+    now = request.now()
+    # Due at the end of the day, a week from now (Stripe's windows vary by network).
+    due_by = now + RESPONSE_WINDOW_SECONDS
+    due_by += 86399 - due_by % 86400
+    card = charge["payment_method_details"]["card"]
+    dispute: Obj = {
+        "id": new_id("du"),
+        "object": "dispute",
+        "amount": amount,
+        "balance_transactions": [],
+        "charge": charge["id"],
+        "created": now,
+        "currency": charge["currency"],
+        "enhanced_eligibility_types": [],
+        "evidence": {name: None for name in EVIDENCE_FIELDS} | {"enhanced_evidence": {}},
+        "evidence_details": {
+            "due_by": due_by,
+            "enhanced_eligibility": {},
+            "has_evidence": False,
+            "past_due": False,
+            "submission_count": 0,
+        },
+        "is_charge_refundable": inquiry,
+        "livemode": False,
+        "metadata": {},
+        "payment_intent": charge["payment_intent"],
+        "payment_method_details": {
+            "card": {
+                "brand": card["brand"],
+                "case_type": "inquiry" if inquiry else "chargeback",
+                "network_reason_code": "10.4" if not inquiry else "F29",
+                "network": card["brand"],
+            },
+            "type": "card",
+        },
+        "reason": "general" if inquiry else "fraudulent",
+        "status": "warning_needs_response" if inquiry else "needs_response",
+    }
+    request.account.add(dispute)
+    before = copy(charge)
+    charge["disputed"] = True
+    request.emit("charge.dispute.created", dispute)
+    request.emit("charge.updated", charge, previous_attributes(before, charge))
+    if not inquiry:
+        dispute["balance_transactions"].append(
+            _balance_transaction(request, dispute, -amount, DISPUTE_FEE, "withdrawal")
+        )
+        request.emit("charge.dispute.funds_withdrawn", dispute)
+    return dispute
+
+
+def _inquiry(dispute: Obj) -> bool:
+    return str(dispute["status"]).startswith("warning_")
+
+
+def close_dispute(request: Request, dispute: Obj, outcome: str) -> None:
+    """Close as ``won`` or ``lost`` (an inquiry just closes)."""
+    before = copy(dispute)
+    if _inquiry(dispute):
+        dispute["status"] = "warning_closed"
+    else:
+        dispute["status"] = outcome
+        if outcome == "won":
+            dispute["balance_transactions"].append(
+                _balance_transaction(request, dispute, int(dispute["amount"]), 0, "reversal")
+            )
+            request.emit("charge.dispute.funds_reinstated", dispute)
+    dispute["is_charge_refundable"] = False
+    request.emit("charge.dispute.closed", dispute, previous_attributes(before, dispute))
+
+
+def update_dispute(request: Request) -> Obj:
+    dispute = request.get("dispute", request.path_params["id"])
+    if dispute["status"] not in _OPEN:
+        raise invalid(
+            f"This dispute has status {dispute['status']}; evidence can no longer be changed."
+        )
+    params = request.params
+    before = copy(dispute)
+    evidence = params.get("evidence")
+    if evidence is not None:
+        if not isinstance(evidence, dict):
+            raise invalid("Invalid hash", param="evidence")
+        for name, value in evidence.items():
+            if name not in EVIDENCE_FIELDS:
+                raise invalid(
+                    f"Received unknown parameter: evidence[{name}]", param=f"evidence[{name}]"
+                )
+            dispute["evidence"][name] = optional_str(value)
+        dispute["evidence_details"]["has_evidence"] = any(
+            dispute["evidence"][name] for name in EVIDENCE_FIELDS
+        )
+    dispute["metadata"] = apply_metadata(dispute["metadata"], params.get("metadata"))
+    submit = as_bool(params.get("submit", "true"), "submit")
+    if submit:
+        dispute["status"] = "warning_under_review" if _inquiry(dispute) else "under_review"
+        dispute["evidence_details"]["submission_count"] += 1
+    changed = previous_attributes(before, dispute)
+    if changed:
+        request.emit("charge.dispute.updated", dispute, changed)
+    text = dispute["evidence"]["uncategorized_text"]
+    if submit and text in ("winning_evidence", "losing_evidence"):
+        close_dispute(request, dispute, "won" if text == "winning_evidence" else "lost")
+    return dispute
+
+
+def accept_dispute(request: Request) -> Obj:
+    dispute = request.get("dispute", request.path_params["id"])
+    if dispute["status"] not in _OPEN | {"under_review", "warning_under_review"}:
+        raise invalid(f"This dispute is already closed (status {dispute['status']}).")
+    close_dispute(request, dispute, "lost")
+    return dispute
+
+
+def decide_dispute(request: Request) -> Obj:
+    """The network's decision: ``outcome=won`` or ``lost``."""
+    dispute = request.get("dispute", request.path_params["id"])
+    outcome = str(request.params.get("outcome", ""))
+    if outcome not in ("won", "lost"):
+        raise invalid("outcome must be won or lost", param="outcome")
+    if dispute["status"] in ("won", "lost", "warning_closed"):
+        raise invalid(f"This dispute is already closed (status {dispute['status']}).")
+    close_dispute(request, dispute, outcome)
+    return dispute
+
+
+def retrieve_dispute(request: Request) -> Obj:
+    return request.get("dispute", request.path_params["id"])
+
+
+def list_disputes(request: Request) -> Obj:
+    charge = request.params.get("charge")
+    payment_intent = request.params.get("payment_intent")
+    return list_object(
+        request,
+        request.account.all("dispute"),
+        "/v1/disputes",
+        lambda d: charge in (None, d["charge"]) and payment_intent in (None, d["payment_intent"]),
+    )
+
+
+#: This module's endpoints; ``_app.build_router`` puts every module's table together.
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("POST", "/v1/disputes/{id}", update_dispute),
+    Endpoint("POST", "/v1/disputes/{id}/close", accept_dispute),
+    Endpoint("POST", "/_sandbox/disputes/{id}/close", decide_dispute, control=True),
+    Endpoint("GET", "/v1/disputes/{id}", retrieve_dispute),
+    Endpoint("GET", "/v1/disputes", list_disputes),
+)

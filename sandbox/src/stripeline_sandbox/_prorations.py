@@ -1,0 +1,121 @@
+"""Prorations: credit the unused time of the old price, charge the remaining
+time of the new one, by the exact seconds left in the current period.
+
+Each side is its own pending invoice item (``proration: true``) rounded half
+up to the cent, so an upgrade from A to B over a fraction f of the period
+costs ``round(B × f) − round(A × f)``, as on Stripe's invoices. The items wait
+for the next invoice of the subscription (``create_prorations``) or go on an
+invoice made at once (``always_invoice``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from stripeline_sandbox._billing import period_of, product_name
+from stripeline_sandbox._ids import new_id
+from stripeline_sandbox._routes import Request
+from stripeline_sandbox._state import Obj
+
+#: (item, old price, old quantity, new price, new quantity) of one item change.
+Change = tuple[Obj, Obj | None, int, Obj | None, int]
+
+
+def prorate(amount: int, remaining: int, total: int) -> int:
+    """``amount × remaining / total`` rounded half up (away from zero), in cents."""
+    if total <= 0:
+        return 0
+    sign = -1 if amount < 0 else 1
+    return sign * ((2 * abs(amount) * remaining + total) // (2 * total))
+
+
+def proration_items(
+    request: Request,
+    subscription: Obj,
+    changes: list[Change],
+    moment: int,
+) -> list[Obj]:
+    """Invoice items crediting unused time and charging remaining time of each change.
+
+    ``changes`` holds (item, old price, old quantity, new price, new quantity).
+    """
+    start, end = period_of(subscription)
+    remaining, total = end - moment, end - start
+    created: list[Obj] = []
+    for item, old_price, old_quantity, new_price, new_quantity in changes:
+        for price, quantity, sign, words in (
+            (old_price, old_quantity, -1, "Unused time on"),
+            (new_price, new_quantity, 1, "Remaining time on"),
+        ):
+            if price is None or quantity == 0:
+                continue
+            amount = sign * prorate(int(price["unit_amount"]) * quantity, remaining, total)
+            when = _date(moment)
+            created.append(
+                _proration_item(
+                    request,
+                    subscription,
+                    item,
+                    price,
+                    quantity,
+                    amount,
+                    f"{words} {quantity} × {product_name(request, price)} after {when}",
+                    (moment, end),
+                )
+            )
+    return created
+
+
+def _date(moment: int) -> str:
+    return datetime.fromtimestamp(moment, UTC).strftime("%d %b %Y").lstrip("0")
+
+
+def _proration_item(
+    request: Request,
+    subscription: Obj,
+    item: Obj,
+    price: Obj,
+    quantity: int,
+    amount: int,
+    description: str,
+    period: tuple[int, int],
+) -> Obj:
+    invoice_item: Obj = {
+        "id": new_id("ii"),
+        "object": "invoiceitem",
+        "amount": amount,
+        "currency": subscription["currency"],
+        "customer": subscription["customer"],
+        "customer_account": None,
+        "date": period[0],
+        "description": description,
+        "discountable": False,
+        "discounts": [],
+        "invoice": None,
+        "livemode": False,
+        "metadata": {},
+        "net_amount": amount,
+        "parent": {
+            "subscription_details": {
+                "subscription": subscription["id"],
+                "subscription_item": item["id"],
+            },
+            "type": "subscription_details",
+        },
+        "period": {"start": period[0], "end": period[1]},
+        "pricing": {
+            "price_details": {"price": price["id"], "product": price["product"]},
+            "type": "price_details",
+            "unit_amount_decimal": price["unit_amount_decimal"],
+        },
+        "proration": True,
+        "proration_details": {"discount_amounts": []},
+        "quantity": quantity,
+        "quantity_decimal": str(quantity),
+        "tax_rates": [],
+        "test_clock": subscription["test_clock"],
+    }
+    request.account.add(invoice_item)
+    request.account.hidden(invoice_item["id"])["subscription_item"] = item["id"]
+    request.emit("invoiceitem.created", invoice_item)
+    return invoice_item

@@ -1,0 +1,34 @@
+"""Testing a Stripe integration with stripeline: signed events, delivery, the sandbox env.
+
+* ``stripeline.testing.events``: ``make_event``, ``object_shape``,
+  ``resource_for``, ``sign_event`` (the standard library only).
+* ``stripeline.testing.delivery``: ``deliver`` signed events to a webhook route.
+* ``stripeline.testing.env``: ``StripelineEnv`` (a sandbox account, an SDK
+  client and a served app) and ``advance_clock``; needs the sandbox
+  (``pip install 'stripeline[sandbox]'``) only when one is made.
+* ``stripeline.testing.plugin``: the pytest plugin (entry point ``pytest11``),
+  the only module here that imports pytest.
+
+See ``docs/testing.md``.
+"""
+
+from __future__ import annotations
+
+from stripeline.testing.delivery import DEFAULT_WEBHOOK_PATH, Delivery, Order, deliver
+from stripeline.testing.env import SandboxControlError, StoredEvent, StripelineEnv, advance_clock
+from stripeline.testing.events import make_event, object_shape, resource_for, sign_event
+
+__all__ = [
+    "DEFAULT_WEBHOOK_PATH",
+    "Delivery",
+    "Order",
+    "SandboxControlError",
+    "StoredEvent",
+    "StripelineEnv",
+    "advance_clock",
+    "deliver",
+    "make_event",
+    "object_shape",
+    "resource_for",
+    "sign_event",
+]

@@ -1,0 +1,324 @@
+"""The test environment: a sandbox account, an SDK client and a served
+``Stripeline`` app receiving the account's webhooks (``StripelineEnv``), and
+``advance_clock``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from stripeline.testing.delivery import DEFAULT_WEBHOOK_PATH, Delivery, Order, _answer, deliver
+
+if TYPE_CHECKING:
+    from stripeline.app import Stripeline
+    from stripeline.gateway import StripeClient
+    from stripeline_sandbox import Sandbox
+
+__all__ = [
+    "DEFAULT_SETTLE_TIMEOUT",
+    "SandboxControlError",
+    "StoredEvent",
+    "StripelineEnv",
+    "advance_clock",
+]
+
+DEFAULT_SETTLE_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event in the app's inbox."""
+
+    id: str
+    type: str
+    status: str
+    attempts: int
+    deliveries: int
+    data: dict[str, Any]
+
+
+class _ServedApp:
+    """An ASGI app under uvicorn on 127.0.0.1 in a background thread."""
+
+    def __init__(self, asgi_app: Any) -> None:
+        import uvicorn
+
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port = int(self._socket.getsockname()[1])
+        config = uvicorn.Config(
+            asgi_app,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+        )
+        self.server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self.server.run,
+            kwargs={"sockets": [self._socket]},
+            name="stripeline-test-server",
+            daemon=True,
+        )
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError("the test web server did not start")
+            time.sleep(0.005)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(10)
+        self._socket.close()
+
+
+class SandboxControlError(Exception):
+    """A sandbox-only endpoint answered with an error (``status``, Stripe's ``error`` hash)."""
+
+    def __init__(self, method: str, path: str, status: int, body: Any) -> None:
+        self.status = status
+        self.error: dict[str, Any] = (
+            body.get("error", {}) if isinstance(body, dict) else {"message": str(body)}
+        )
+        super().__init__(f"{method} {path}: {status} {self.error.get('message', '')}")
+
+    def __repr__(self) -> str:
+        return f"SandboxControlError(status={self.status}, code={self.error.get('code')!r})"
+
+
+class StripelineEnv:
+    """A sandbox account, an SDK client and a ``Stripeline`` app that receives
+    the account's webhooks on a real HTTP server (``stripeline_env``)."""
+
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        key: str,
+        client: StripeClient,
+        app: Stripeline,
+        *,
+        webhook_events: Sequence[str] = ("*",),
+    ) -> None:
+        from stripeline.web import create_app
+
+        self.sandbox = sandbox
+        self.key = key
+        self.client = client
+        self.app = app
+        self._served = _ServedApp(create_app(app))
+        self.webhook_url = self._served.url + DEFAULT_WEBHOOK_PATH
+        #: Events from before the endpoint existed are not expected to arrive.
+        self._ignored = set(self._sandbox_event_ids())
+        self.endpoint_id = sandbox.listen(self.webhook_url, webhook_events, key=key)
+
+    @property
+    def webhook_secret(self) -> str:
+        return self.sandbox.webhook_secret
+
+    def close(self) -> None:
+        self._served.close()
+
+    # -- waiting for webhooks ------------------------------------------------
+
+    def _sandbox_event_ids(self) -> list[str]:
+        return self.sandbox.event_ids(key=self.key)
+
+    def _stored_ids(self, ids: Sequence[str]) -> set[str]:
+        from sqlalchemy import select
+
+        from stripeline.db.engine import connect
+        from stripeline.db.models import Event
+
+        found: set[str] = set()
+        with connect(self.app.engine, readonly=True) as conn:
+            for start in range(0, len(ids), 500):
+                chunk = list(ids[start : start + 500])
+                found.update(conn.scalars(select(Event.id).where(Event.id.in_(chunk))).all())
+        return found
+
+    def wait_for_webhooks(self, timeout: float = DEFAULT_SETTLE_TIMEOUT) -> None:
+        """Wait until every event of the account so far is in the app's inbox.
+
+        Raises:
+            TimeoutError: some never arrived (held deliveries need ``flush_deliveries``).
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            expected = [i for i in self._sandbox_event_ids() if i not in self._ignored]
+            stored = self._stored_ids(expected)
+            missing = [i for i in expected if i not in stored]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                types = self.sandbox.event_types(missing, key=self.key)
+                raise TimeoutError(f"{len(missing)} event(s) not received in {timeout} s: {types}")
+            time.sleep(0.005)
+
+    def settle(self, timeout: float = DEFAULT_SETTLE_TIMEOUT) -> int:
+        """Wait for the account's webhooks, then process the inbox until nothing is
+        due (handlers that call Stripe make more events: those are waited for
+        too); return how many events were processed.
+
+        Raises:
+            TimeoutError: webhooks did not arrive or processing did not finish.
+        """
+        from stripeline.worker import Worker
+
+        deadline = time.monotonic() + timeout
+        total = 0
+        while True:
+            self.wait_for_webhooks(max(0.1, deadline - time.monotonic()))
+            done = Worker(self.app).drain(timeout=max(0.1, deadline - time.monotonic()))
+            total += done
+            if done == 0:
+                return total
+
+    def advance_clock(
+        self,
+        seconds: float = 0,
+        *,
+        to: int | None = None,
+        test_clock: str | None = None,
+        timeout: float = DEFAULT_SETTLE_TIMEOUT,
+    ) -> int:
+        """See ``advance_clock``."""
+        return advance_clock(self, seconds, to=to, test_clock=test_clock, timeout=timeout)
+
+    # -- sending events ourselves --------------------------------------------
+
+    def deliver(
+        self,
+        events: Iterable[Mapping[str, Any] | bytes],
+        *,
+        order: Order = "in_order",
+        seed: int | None = None,
+        copies: int = 2,
+    ) -> list[Delivery]:
+        """POST ``events`` to the served app, signed with the sandbox's webhook secret."""
+        return deliver(
+            self.webhook_url,
+            events,
+            order=order,
+            secret=self.webhook_secret,
+            seed=seed,
+            copies=copies,
+        )
+
+    # -- what the app holds --------------------------------------------------
+
+    def events(self, type: str | None = None, *, status: str | None = None) -> list[StoredEvent]:
+        """The app's inbox, oldest Stripe ``created`` first, optionally filtered."""
+        from sqlalchemy import select
+
+        from stripeline.db.engine import connect
+        from stripeline.db.models import Event
+
+        query = select(Event).order_by(Event.created, Event.received_at)
+        if type is not None:
+            query = query.where(Event.type == type)
+        if status is not None:
+            query = query.where(Event.status == status)
+        with connect(self.app.engine, readonly=True) as conn:
+            rows = conn.execute(query).all()
+        return [
+            StoredEvent(
+                id=row.id,
+                type=row.type,
+                status=row.status,
+                attempts=row.attempts,
+                deliveries=row.deliveries,
+                data=json.loads(row.payload),
+            )
+            for row in rows
+        ]
+
+    def mirror(self, object_id: str) -> dict[str, Any] | None:
+        """The mirror's copy of a Stripe object (None if it never arrived)."""
+        from stripeline.db.engine import connect
+        from stripeline.mirror import get_object
+
+        with connect(self.app.engine, readonly=True) as conn:
+            return get_object(conn, object_id)
+
+    # -- sandbox-only controls -----------------------------------------------
+
+    def control(self, method: str, path: str, **params: Any) -> Any:
+        """Call a sandbox-only ``/_sandbox/…`` endpoint as this account; return its JSON.
+
+        Raises:
+            SandboxControlError: the endpoint answered 4xx/5xx (e.g. 402 for a declined card).
+        """
+        data = urllib.parse.urlencode(params).encode() if method == "POST" else None
+        request = urllib.request.Request(  # noqa: S310 - the in-process sandbox
+            self.sandbox.url + path,
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self.key}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            with error:
+                body = _answer(error.read())
+            raise SandboxControlError(method, path, int(error.code), body) from None
+
+
+def advance_clock(
+    env: StripelineEnv,
+    seconds: float = 0,
+    *,
+    to: int | None = None,
+    test_clock: str | None = None,
+    timeout: float = DEFAULT_SETTLE_TIMEOUT,
+) -> int:
+    """Move time forward and return once the resulting webhooks are delivered
+    and processed; return the new time.
+
+    Without ``test_clock`` the sandbox's own clock moves (by ``seconds``, or
+    ``to`` a Unix time). With ``test_clock`` that test clock is advanced
+    through the API (``frozen_time`` = its time + ``seconds``, or ``to``) and
+    waited for until it is ``ready``.
+
+    Raises:
+        ValueError: time would go backwards.
+        TimeoutError: the clock or the webhooks did not settle in ``timeout`` s.
+    """
+    if test_clock is None:
+        now = env.sandbox.clock.now()
+        target = to if to is not None else now + int(seconds)
+        if target < now:
+            raise ValueError("time only moves forward")
+        new_time = env.sandbox.advance_clock(target - now)
+    else:
+        clocks = env.client.v1.test_helpers.test_clocks
+        current = clocks.retrieve(test_clock)
+        target = to if to is not None else int(current.frozen_time) + int(seconds)
+        if target < int(current.frozen_time):
+            raise ValueError("time only moves forward")
+        clocks.advance(test_clock, {"frozen_time": target})
+        deadline = time.monotonic() + timeout
+        while clocks.retrieve(test_clock).status != "ready":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"test clock {test_clock} not ready after {timeout} s")
+            time.sleep(0.01)
+        new_time = target
+    env.settle(timeout)
+    return new_time

@@ -1,0 +1,164 @@
+"""stripeline's pytest plugin (entry point ``pytest11``): fixtures only.
+
+Nothing starts until a test asks for a fixture. This is the only module of
+``stripeline.testing`` that imports pytest. See ``docs/testing.md``.
+
+Fixtures:
+
+* ``stripe_sandbox`` (session): a running ``stripeline_sandbox.Sandbox`` (the
+  ``stripeline-sandbox`` distribution: ``pip install 'stripeline[sandbox]'``).
+* ``stripe_key``: a fresh ``sk_test_…`` key, i.e. an empty account, per test.
+* ``stripe_client``: a ``stripe.StripeClient`` for that key, pointed at the sandbox.
+* ``stripeline_app``: a ``Stripeline`` app on a fresh, migrated SQLite file,
+  configured with the sandbox's key and webhook secret, carrying the handlers
+  of ``stripeline_base_app`` (the ini option ``stripeline_app = "pkg.mod:app"``,
+  or override that fixture).
+* ``stripeline_env``: that app served on 127.0.0.1 and registered as the
+  account's webhook endpoint, with ``settle()``, ``advance_clock()``,
+  ``deliver()``, ``events()`` and ``mirror()``.
+* ``stripe_event``: ``make_event``, the signed-event factory's first half.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from stripeline.testing.env import StripelineEnv
+from stripeline.testing.events import make_event
+
+if TYPE_CHECKING:
+    from stripeline.app import Stripeline
+    from stripeline.gateway import StripeClient
+    from stripeline_sandbox import Sandbox
+
+#: Webhook retries in tests: fast, so a failing endpoint settles in well under a second.
+TEST_RETRY_DELAYS = (0.05, 0.1, 0.2)
+#: The stripe_sandbox fixture's error when the sandbox distribution is missing.
+SANDBOX_MISSING = (
+    "stripe_sandbox needs the offline Stripe sandbox, which is not installed: "
+    "pip install 'stripeline[sandbox]' (from a checkout: pip install ./sandbox)"
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        "stripeline_app",
+        "module:attribute of the Stripeline app whose handlers stripeline_app carries",
+        default="",
+    )
+
+
+def _load_app(reference: str) -> Stripeline:
+    from stripeline.app import Stripeline
+
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise pytest.UsageError(f"stripeline_app must be 'module:attribute', not {reference!r}")
+    found = getattr(importlib.import_module(module_name), attribute)
+    if not isinstance(found, Stripeline):
+        raise pytest.UsageError(f"{reference} is a {type(found).__name__}, not a Stripeline app")
+    return found
+
+
+def _sandbox_class() -> type[Sandbox] | None:
+    try:
+        from stripeline_sandbox import Sandbox
+    except ImportError:
+        return None
+    return Sandbox
+
+
+@pytest.fixture(scope="session")
+def stripe_sandbox() -> Iterator[Sandbox]:
+    """The offline Stripe, one per test session (each test has its own account)."""
+    sandbox_class = _sandbox_class()
+    if sandbox_class is None:
+        pytest.fail(SANDBOX_MISSING, pytrace=False)
+    with sandbox_class(webhook_retry_delays=TEST_RETRY_DELAYS, webhook_timeout=5.0) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def stripe_key(stripe_sandbox: Sandbox) -> str:
+    """A fresh ``sk_test_…`` key: an empty sandbox account for this test."""
+    return stripe_sandbox.new_key()
+
+
+@pytest.fixture
+def stripe_client(stripe_sandbox: Sandbox, stripe_key: str) -> Iterator[StripeClient]:
+    """The official SDK's client for this test's account (2 network retries)."""
+    from stripeline.gateway import open_client
+
+    with open_client(stripe_key, api_base=stripe_sandbox.url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def stripeline_base_app(pytestconfig: pytest.Config) -> Stripeline | None:
+    """The app whose handlers tests run: ini ``stripeline_app``, or override this."""
+    reference = str(pytestconfig.getini("stripeline_app") or "")
+    return _load_app(reference) if reference else None
+
+
+@pytest.fixture(scope="session")
+def _stripeline_template_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from stripeline.db import make_engine, migrate
+
+    path = tmp_path_factory.mktemp("stripeline") / "template.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def stripeline_app(
+    stripe_sandbox: Sandbox,
+    stripe_key: str,
+    stripeline_base_app: Stripeline | None,
+    _stripeline_template_database: Path,
+    tmp_path: Path,
+) -> Iterator[Stripeline]:
+    """A ``Stripeline`` app on a fresh migrated SQLite file, set up for the sandbox."""
+    from pydantic import SecretStr
+
+    from stripeline.app import Stripeline
+    from stripeline.settings import Settings
+
+    path = tmp_path / "stripeline.db"
+    path.write_bytes(_stripeline_template_database.read_bytes())
+    settings = Settings(
+        stripe_secret_key=SecretStr(stripe_key),
+        stripe_webhook_secret=SecretStr(stripe_sandbox.webhook_secret),
+        stripe_api_base=stripe_sandbox.url,
+        database_url=f"sqlite:///{path}",
+    )
+    app = Stripeline(settings)
+    if stripeline_base_app is not None:
+        app.include(stripeline_base_app)
+    yield app
+    app.dispose()
+
+
+@pytest.fixture
+def stripeline_env(
+    stripe_sandbox: Sandbox,
+    stripe_key: str,
+    stripe_client: StripeClient,
+    stripeline_app: Stripeline,
+) -> Iterator[StripelineEnv]:
+    """The sandbox account, its client and ``stripeline_app`` receiving its webhooks."""
+    env = StripelineEnv(stripe_sandbox, stripe_key, stripe_client, stripeline_app)
+    yield env
+    env.close()
+
+
+@pytest.fixture
+def stripe_event() -> Callable[..., dict[str, Any]]:
+    """``make_event``: ``stripe_event("invoice.paid", {"amount_paid": 500})``."""
+    return make_event
