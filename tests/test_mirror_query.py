@@ -27,10 +27,9 @@ from stripeline.mirror import (
     CustomerLinkConflict,
     Mirror,
     Subscription,
-    apply_states,
     mapping,
-    state_from_event,
 )
+from stripeline.mirror._store import apply_states, state_from_event
 from stripeline.settings import Settings
 from stripeline.worker import Worker
 from tests.factories import encode

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from stripeline.app import Stripeline
 from stripeline.db import connect
-from stripeline.mirror import get_object
+from stripeline.mirror._store import get_object
 from stripeline.mirror.fetch import StripeFetcher
 from stripeline.sandbox import Sandbox
 from stripeline.settings import Settings

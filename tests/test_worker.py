@@ -18,7 +18,8 @@ from stripeline.app import ReceivedEvent, Stripeline
 from stripeline.core.envelope import parse_envelope
 from stripeline.db.engine import connect, make_engine
 from stripeline.db.models import Attempt, Event
-from stripeline.mirror import get_object, table_for
+from stripeline.mirror._store import get_object
+from stripeline.mirror.tables import table_for
 from stripeline.settings import Settings
 from stripeline.worker import Worker
 from tests.factories import SECRET, encode, event
