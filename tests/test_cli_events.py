@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine
 
-from stripeline import inbox
+from stripeline import inbox, ops
 from stripeline.cli import main
 from stripeline.core.envelope import parse_envelope
 from stripeline.db import connect, make_engine
@@ -107,9 +107,9 @@ def _process(engine: Engine, event_id: str) -> None:
         assert inbox.finish(conn, event_id, worker="w1", now=T0 + timedelta(1))
 
 
-def _status(engine: Engine, event_id: str) -> inbox.EventSummary:
+def _status(engine: Engine, event_id: str) -> ops.EventSummary:
     with connect(engine, readonly=True) as conn:
-        detail = inbox.get_event(conn, event_id)
+        detail = ops.get_event(conn, event_id)
     assert detail is not None
     return detail.summary
 

@@ -13,7 +13,7 @@ import structlog
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from stripeline import inbox
+from stripeline import inbox, ops
 from stripeline.app import ReceivedEvent, Stripeline
 from stripeline.core.envelope import parse_envelope
 from stripeline.db.engine import connect, make_engine
@@ -308,7 +308,7 @@ def test_replay_runs_handlers_again(app: Stripeline) -> None:
     assert seen == [1, 1]
     detail = None
     with connect(app.engine, readonly=True) as conn:
-        detail = inbox.get_event(conn, body["id"])
+        detail = ops.get_event(conn, body["id"])
     assert detail is not None
     assert [d["source"] for d in detail.deliveries] == ["webhook", "replay"]
     assert json.loads(detail.payload)["id"] == body["id"]
