@@ -278,15 +278,6 @@ def finish_many(
     return set(conn.execute(stmt).scalars())
 
 
-def backoff(attempt: int, schedule: Sequence[int], *, jitter: float = 0.2) -> float:
-    """Seconds to wait after failed attempt number ``attempt`` (1-based).
-
-    The schedule's last value repeats; jitter spreads retries by ±20% so a
-    burst of failures does not come back as a burst.
-    """
-    return scheduled(attempt, schedule, jitter=jitter)
-
-
 def mark_failed(
     conn: Connection,
     event_id: str,
@@ -300,7 +291,7 @@ def mark_failed(
 ) -> str:
     """Record a failed attempt: ``failed`` with a next attempt, or ``dead``."""
     status = "dead" if attempt >= max_attempts else "failed"
-    next_at = None if status == "dead" else now + timedelta(seconds=backoff(attempt, schedule))
+    next_at = None if status == "dead" else now + timedelta(seconds=scheduled(attempt, schedule))
     conn.execute(
         update(events)
         .where(events.c.id == event_id)
