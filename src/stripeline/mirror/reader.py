@@ -8,13 +8,16 @@
         ...
     due = mirror.disputes(due_before=now + timedelta(days=3), status="needs_response")
 
-Every method has an async twin named ``…_async`` (made by ``_async_twin``).
-The twins run the same code in a worker thread (``asyncio.to_thread``) rather than on an async
-engine: a lookup is one indexed query that takes well under a millisecond,
+Every method has an async twin named ``…_async``, made by one wrapper
+(``_async_twin``). The twins run the same code in a worker thread
+(``asyncio.to_thread``) rather than on an async engine: a lookup is one indexed query that takes well under a millisecond,
 the mirror shares the application's one synchronous engine (SQLite or
 psycopg) and its pool with the worker, and no second driver (aiosqlite,
 asyncpg) is needed. Lists leave deleted objects out and are newest first;
-lookups by id return deleted objects too (their ``deleted`` is True).
+lookups by id return deleted objects too (their ``deleted`` is True). Every
+read goes through ``db.engine.read``: repeated once on a new connection when
+the pooled one had died. The records are in ``records``, the links that
+write in ``links``.
 """
 
 from __future__ import annotations
