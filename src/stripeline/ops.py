@@ -40,6 +40,8 @@ def as_json(record: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class EventSummary:
+    """One event as ``stripeline events list`` shows it."""
+
     id: str
     type: str
     status: str
@@ -94,6 +96,8 @@ def list_events(
 
 @dataclass(frozen=True, slots=True)
 class EventDetail:
+    """One event's whole story (``stripeline events show``)."""
+
     summary: EventSummary
     payload: bytes
     last_traceback: str | None
