@@ -26,7 +26,7 @@ def fill(url: str, customers: int) -> None:
     from stripeline.db import make_engine
     from stripeline.db.engine import connect
     from stripeline.inbox import utcnow
-    from stripeline.mirror import apply_states, state_from_fetch
+    from stripeline.mirror._store import apply_states, state_from_fetch
 
     engine = make_engine(url)
     now = utcnow()
@@ -103,7 +103,7 @@ def bare(url: str) -> Any:
 
 def run(backend: str, postgres_url: str, customers: int, lookups: int) -> list[dict[str, Any]]:
     from stripeline.db import make_engine
-    from stripeline.mirror.query import Mirror
+    from stripeline.mirror import Mirror
 
     results = []
     with common.scratch_database(backend, postgres_url) as url:

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, select
 
 from stripeline.db import connect
 from stripeline.gateway import LISTERS, Reader, resolve_types
-from stripeline.mirror import get_object
+from stripeline.mirror._store import get_object
 from stripeline.mirror.tables import table_for
 from stripeline.sync import Progress, backfill
 from stripeline.sync.backfill import FINISHED, cursor_name

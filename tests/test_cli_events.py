@@ -11,10 +11,11 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine
 
-from stripeline import inbox
+from stripeline import inbox, ops
 from stripeline.cli import main
 from stripeline.core.envelope import parse_envelope
 from stripeline.db import connect, make_engine
+from stripeline.mirror import refetch
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -107,9 +108,9 @@ def _process(engine: Engine, event_id: str) -> None:
         assert inbox.finish(conn, event_id, worker="w1", now=T0 + timedelta(1))
 
 
-def _status(engine: Engine, event_id: str) -> inbox.EventSummary:
+def _status(engine: Engine, event_id: str) -> ops.EventSummary:
     with connect(engine, readonly=True) as conn:
-        detail = inbox.get_event(conn, event_id)
+        detail = ops.get_event(conn, event_id)
     assert detail is not None
     return detail.summary
 
@@ -284,6 +285,43 @@ def test_replay_refuses_unknown_and_in_flight_events(cli: Engine) -> None:
     busy = run("events", "replay", "evt_000000000001")
     assert busy.exit_code == 1 and "being processed" in busy.stderr
     assert _status(cli, "evt_000000000001").status == "processing"
+
+
+def test_refetches_waiting_and_given_up(cli: Engine) -> None:
+    empty = run("events", "refetches")
+    assert empty.exit_code == 0, empty.output
+    assert "0 waiting, 0 given up" in empty.stdout
+    with connect(cli) as conn:
+        refetch.request(
+            conn,
+            [
+                refetch.Wanted("", "sub_waits", "subscription", False),
+                refetch.Wanted("acct_1", "cus_refused", "customer", False),
+            ],
+            now=T0,
+            window=0,
+        )
+        claimed = refetch.claim(conn, worker="w1", limit=10, lease_seconds=60, now=T0)
+        (item,) = [c for c in claimed if c.id == "cus_refused"]
+        refetch.give_up(conn, item, error="Invalid API Key provided: rk_test_…", now=T0)
+        (other,) = [c for c in claimed if c.id == "sub_waits"]
+        refetch.fail(conn, other, error="Stripe could not be reached", retry_in=60, now=T0)
+
+    table = run("events", "refetches")
+    assert table.exit_code == 0, table.output
+    lines = table.stdout.splitlines()
+    assert lines[0] == "1 waiting, 1 given up"
+    assert lines[1].split()[:2] == ["id", "type"]
+    (refused,) = [line for line in lines if line.startswith("cus_refused")]
+    assert "given up" in refused and "Invalid API Key" in refused
+    (waits,) = [line for line in lines if line.startswith("sub_waits")]
+    assert "waiting" in waits and "could not be reached" in waits
+
+    result = run("events", "refetches", "--gave-up", "--json")
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["id"] == "cus_refused" and row["account"] == "acct_1"
+    assert row["attempts"] == 1 and row["gave_up_at"] == T0.isoformat()
 
 
 def test_unmigrated_database_says_what_to_do(

@@ -245,7 +245,7 @@ def test_a_mirror_read_survives_a_restart_inside_the_ping_window(
     """Pooled connections used recently are not pinged: a read on one that
     died is repeated once on a new connection."""
     from stripeline.db import engine as db_engine
-    from stripeline.mirror.query import Mirror
+    from stripeline.mirror import Mirror
 
     # However long cutting the proxy takes, the connection counts as recent.
     monkeypatch.setattr(db_engine, "PING_AFTER_IDLE_SECONDS", 3600.0)

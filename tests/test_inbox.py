@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import Engine, func, select
 
-from stripeline import inbox
+from stripeline import inbox, ops
 from stripeline.core.envelope import parse_envelope
 from stripeline.db.engine import connect
 from stripeline.db.models import Delivery, Event
@@ -33,5 +33,5 @@ def test_the_same_event_twice_in_one_group_is_one_row_two_deliveries(engine: Eng
         # First arrivals live on the event row; the table keeps the later ones.
         assert conn.execute(select(func.count()).select_from(Delivery)).scalar_one() == 2
         for event_id in counts:
-            detail = inbox.get_event(conn, event_id)
+            detail = ops.get_event(conn, event_id)
             assert detail is not None and len(detail.deliveries) == 2

@@ -57,3 +57,33 @@ def test_0004_moves_the_first_arrival_onto_the_event_row(tmp_path: object) -> No
         left = conn.execute(text("SELECT signed_at FROM stripeline_deliveries")).scalars().all()
         assert left == [200]
     engine.dispose()
+
+
+def test_0005_adds_gave_up_to_the_refetch_queue(engine: Engine) -> None:
+    """Up from 0004 on SQLite and PostgreSQL: queued reads are kept, none given up."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    from stripeline.db import migrate
+
+    command.downgrade(alembic_config(engine), "0004")
+    assert "gave_up_at" not in {c["name"] for c in inspect(engine).get_columns(REFETCHES)}
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO stripeline_refetches (account, id, object_type, livemode, requests,"
+                " first_requested_at, last_requested_at, due_at, attempts)"
+                " VALUES ('', 'cus_old', 'customer', false, 3, :t, :t, :t, 1)"
+            ),
+            {"t": now},
+        )
+    migrate(engine)
+    assert current_revision(engine) == head_revision()
+    with engine.connect() as conn:
+        row = conn.execute(text("SELECT id, requests, gave_up_at FROM stripeline_refetches")).one()
+    assert tuple(row) == ("cus_old", 3, None)
+
+
+REFETCHES = "stripeline_refetches"

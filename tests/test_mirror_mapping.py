@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from stripeline.db.models import MirrorColumns
 from stripeline.mirror import currency_exponent, mapping, to_major
 from stripeline.mirror._lines import invoice_lines
-from stripeline.mirror.query import RECORDS
+from stripeline.mirror.records import RECORDS
 from stripeline.mirror.tables import TYPED, table_for
 
 FIXTURES = json.loads((Path(__file__).parent / "data" / "fixtures3.json").read_text())["resources"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
+import inspect
 import itertools
 import json
 from collections.abc import Iterator
@@ -27,10 +28,9 @@ from stripeline.mirror import (
     CustomerLinkConflict,
     Mirror,
     Subscription,
-    apply_states,
     mapping,
-    state_from_event,
 )
+from stripeline.mirror._store import apply_states, state_from_event
 from stripeline.settings import Settings
 from stripeline.worker import Worker
 from tests.factories import encode
@@ -347,6 +347,23 @@ def test_customer_links(app: Stripeline) -> None:
     # Another account has its own links.
     assert mirror.for_account("acct_2").customer_link("user-1") is None
     assert mirror.unlink_customer("user-2") and not mirror.unlink_customer("user-2")
+
+
+def test_every_method_has_an_async_twin() -> None:
+    methods = [
+        name
+        for name, value in vars(Mirror).items()
+        if callable(value) and not name.startswith("_") and not name.endswith("_async")
+    ]
+    assert len(methods) > 30
+    for name in methods:
+        if name == "for_account":
+            continue
+        twin = getattr(Mirror, f"{name}_async")
+        assert inspect.iscoroutinefunction(twin), name
+        assert twin.__name__ == f"{name}_async"
+        assert inspect.signature(twin) == inspect.signature(getattr(Mirror, name))
+        assert (getattr(Mirror, name).__doc__ or "").strip() in (twin.__doc__ or "")
 
 
 def test_async_twins(app: Stripeline) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from stripeline.app import Stripeline
 from stripeline.db import connect
 from stripeline.gateway import Reader, StripeFetcher
-from stripeline.mirror import get_object
+from stripeline.mirror._store import get_object
 from stripeline.settings import Settings
 from stripeline.sync import catch_up
 from stripeline.worker import Worker

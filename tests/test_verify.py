@@ -16,7 +16,7 @@ from sqlalchemy import Engine, delete, select, update
 
 from stripeline.db import connect
 from stripeline.gateway import Reader
-from stripeline.mirror import apply_states, get_object, state_from_fetch
+from stripeline.mirror._store import apply_states, get_object, state_from_fetch
 from stripeline.mirror.tables import table_for
 from stripeline.sync import backfill, check_drift
 from stripeline.sync.drift import differing_fields

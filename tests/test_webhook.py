@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 from structlog.testing import capture_logs
 
-from stripeline import inbox
+from stripeline import ops
 from stripeline.app import Stripeline
 from stripeline.db.engine import connect, make_engine
 from stripeline.db.models import Delivery, Event
@@ -102,7 +102,7 @@ def test_same_event_again_is_one_row_with_two_deliveries(
     assert row.deliveries == 2
     with connect(stripeline_app.engine, readonly=True) as conn:
         assert conn.execute(select(func.count()).select_from(Delivery)).scalar_one() == 1
-        detail = inbox.get_event(conn, row.id)
+        detail = ops.get_event(conn, row.id)
         assert detail is not None
         assert [d["source"] for d in detail.deliveries] == ["webhook", "webhook"]
         assert detail.deliveries[0]["signed_at"] < detail.deliveries[1]["signed_at"]

@@ -5,22 +5,26 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 import structlog
+from pydantic import SecretStr
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from stripeline import inbox
+from stripeline import inbox, ops
 from stripeline.app import ReceivedEvent, Stripeline
 from stripeline.core.envelope import parse_envelope
 from stripeline.db.engine import connect, make_engine
 from stripeline.db.models import Attempt, Event
-from stripeline.mirror import get_object, table_for
+from stripeline.mirror import refetch
+from stripeline.mirror._store import get_object
+from stripeline.mirror.tables import table_for
 from stripeline.settings import Settings
 from stripeline.worker import Worker
+from stripeline_sandbox import Sandbox
 from tests.factories import SECRET, encode, event
 
 notes_md = MetaData()
@@ -307,7 +311,7 @@ def test_replay_runs_handlers_again(app: Stripeline) -> None:
     assert seen == [1, 1]
     detail = None
     with connect(app.engine, readonly=True) as conn:
-        detail = inbox.get_event(conn, body["id"])
+        detail = ops.get_event(conn, body["id"])
     assert detail is not None
     assert [d["source"] for d in detail.deliveries] == ["webhook", "replay"]
     assert json.loads(detail.payload)["id"] == body["id"]
@@ -362,23 +366,43 @@ def test_include_gathers_handlers_from_other_apps() -> None:
     assert served.handlers_for("customer.created") == []
 
 
-def test_a_slow_batch_keeps_its_lease(app: Stripeline) -> None:
-    import time as _time
+class FakeClock:
+    """The worker's two clocks (seconds and the wall clock), moved by hand."""
 
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.start = inbox.utcnow()
+
+    def monotonic(self) -> float:
+        return self.seconds
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self.seconds)
+
+
+def test_a_slow_batch_keeps_its_lease(app: Stripeline) -> None:
     bodies = [event(created=1_700_000_000 + i) for i in range(6)]
     put(app, *bodies)
     expiries: list[Any] = []
+    clock = FakeClock()
 
     @app.on("*")
     def slow(e: ReceivedEvent) -> None:
-        _time.sleep(0.35)
+        clock.seconds += 0.35  # a slow handler, without the wait
         if e.id != bodies[-1]["id"]:  # the lease on the last, still waiting
             row = e.connection.execute(
                 select(Event.next_attempt_at).where(Event.id == bodies[-1]["id"])
             ).scalar_one()
             expiries.append(row)
 
-    worker = Worker(app, listen=False, lease_seconds=3, max_transaction_seconds=0.01)
+    worker = Worker(
+        app,
+        listen=False,
+        lease_seconds=3,
+        max_transaction_seconds=0.01,
+        clock=clock.monotonic,
+        now=clock.now,
+    )
     assert worker.run_once() == 6
     # 6 x 0.35 s > 3 s / 3: the lease of what was left was pushed back.
     assert expiries[-1] > expiries[0]
@@ -388,11 +412,60 @@ def test_a_slow_batch_keeps_its_lease(app: Stripeline) -> None:
 def test_renew_only_extends_the_holders_lease(app: Stripeline) -> None:
     body = event()
     put(app, body)
+    now = inbox.utcnow()
     with connect(app.engine) as conn:
-        inbox.claim(conn, worker="a", limit=1, lease_seconds=5)
+        inbox.claim(conn, worker="a", limit=1, lease_seconds=5, now=now)
     before = event_row(app, body["id"]).next_attempt_at
     with connect(app.engine) as conn:
-        assert inbox.renew(conn, [body["id"]], worker="b", lease_seconds=60) == 0
-        assert inbox.renew(conn, [body["id"]], worker="a", lease_seconds=60) == 1
+        assert inbox.renew(conn, [body["id"]], worker="b", lease_seconds=60, now=now) == 0
+        assert inbox.renew(conn, [body["id"]], worker="a", lease_seconds=60, now=now) == 1
     after = event_row(app, body["id"]).next_attempt_at
     assert before is not None and after is not None and after > before
+    assert after == now + timedelta(seconds=60)
+
+
+def test_a_read_stripe_refuses_for_good_is_given_up(
+    stripe_sandbox: Sandbox, database_url: str
+) -> None:
+    """A key Stripe refuses (the sandbox takes no restricted keys): every
+    re-fetch is refused (401, not retryable); after ``max_attempts`` the read is given up, not retried
+    forever, until a new request for the object comes in."""
+    settings = Settings(
+        stripe_webhook_secret=SECRET,
+        stripe_secret_key=SecretStr("rk_test_a_restricted_key_the_sandbox_refuses"),
+        stripe_api_base=stripe_sandbox.url,
+        database_url=database_url,
+        mirror_policy="refetch",
+        mirror_coalesce_seconds=0,
+        retry_schedule=(0,),
+        max_attempts=2,
+    )
+    app = Stripeline(settings, engine=make_engine(database_url))
+    try:
+        put(app, event(obj={"id": "cus_refused", "object": "customer"}))
+        worker = Worker(app, listen=False)
+        assert worker.run_once() == 2  # the event, and the first read (refused)
+        assert worker.refetch_once() == 1  # again after its (zero) backoff: refused
+        assert worker.refetch_once() == 0  # given up: never claimed again
+        with connect(app.engine, readonly=True) as conn:
+            assert refetch.pending(conn) == 0
+            assert refetch.given_up(conn) == 1
+            assert refetch.next_due(conn) is None
+            (row,) = ops.list_refetches(conn)
+        assert row.id == "cus_refused" and row.attempts == 2
+        assert row.gave_up_at is not None and "Invalid API Key" in (row.last_error or "")
+        assert get_object_or_none(app, "cus_refused") is None
+        # A new event for the object revives the read.
+        put(app, event(obj={"id": "cus_refused", "object": "customer"}))
+        worker.run_once()
+        with connect(app.engine, readonly=True) as conn:
+            assert refetch.given_up(conn) == 0
+            (row,) = ops.list_refetches(conn)
+        assert row.gave_up_at is None and row.attempts == 1
+    finally:
+        app.dispose()
+
+
+def get_object_or_none(app: Stripeline, object_id: str) -> dict[str, Any] | None:
+    with connect(app.engine, readonly=True) as conn:
+        return get_object(conn, object_id)

@@ -1,208 +1,16 @@
-"""The ``stripeline`` command."""
+"""The ``stripeline`` command: the group, assembled from ``commands/``."""
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from typing import Any
 
 import click
-
-from stripeline.app import Stripeline
-from stripeline.errors import ConfigError
-from stripeline.settings import Settings, load_settings
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        click.echo(f"stripeline: configuration error: {exc.message}", err=True)
-        sys.exit(2)
 
 
 @click.group()
 @click.version_option(package_name="stripeline")
 def main() -> None:
     """stripeline: a Stripe integration that is reliable by default."""
-
-
-@main.command()
-def migrate() -> None:
-    """Create or upgrade the database schema."""
-    from stripeline.db import make_engine
-    from stripeline.db import migrate as run_migrations
-
-    settings = _settings()
-    engine = make_engine(settings.database_url)
-    run_migrations(engine)
-    engine.dispose()
-    click.echo("database is at the newest migration")
-
-
-def load_app(spec: str | None) -> Stripeline:
-    """The application named by ``--app module:attribute`` (or a default one).
-
-    The attribute may be a ``Stripeline`` or a function returning one.
-    """
-    if not spec:
-        return Stripeline(_settings())
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise click.BadParameter(
-            "expected module:attribute, e.g. myproject.billing:app", param_hint="--app"
-        )
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise click.BadParameter(f"cannot import {module_name}: {exc}", param_hint="--app") from exc
-    try:
-        target = getattr(module, attribute)
-    except AttributeError:
-        raise click.BadParameter(
-            f"{module_name} has no attribute {attribute}", param_hint="--app"
-        ) from None
-    if not isinstance(target, Stripeline) and callable(target):
-        target = target()
-    if not isinstance(target, Stripeline):
-        raise click.BadParameter(f"{spec} is not a stripeline.Stripeline", param_hint="--app")
-    try:
-        target.settings  # noqa: B018 - read and check the settings now
-    except ConfigError as exc:
-        click.echo(f"stripeline: configuration error: {exc.message}", err=True)
-        sys.exit(2)
-    return target
-
-
-def _require_migrated(app: Stripeline) -> None:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from stripeline.db import migrations_current
-
-    try:
-        current = migrations_current(app.engine)
-    except SQLAlchemyError as exc:
-        click.echo(f"stripeline: database unreachable: {type(exc).__name__}", err=True)
-        sys.exit(2)
-    if not current:
-        click.echo("stripeline: the database is not migrated: run `stripeline migrate`", err=True)
-        sys.exit(2)
-
-
-_APP_OPTION = click.option(
-    "--app", "app_spec", metavar="MODULE:ATTR", help="Your Stripeline object, with its handlers."
-)
-
-
-@main.command()
-@_APP_OPTION
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@click.option(
-    "--no-worker", is_flag=True, help="Only receive webhooks; run `stripeline worker` apart."
-)
-@click.option(
-    "--sandbox-port",
-    default=8001,
-    show_default=True,
-    type=int,
-    help="Port of the in-process sandbox (only when no STRIPE_SECRET_KEY is set).",
-)
-def serve(app_spec: str | None, host: str, port: int, no_worker: bool, sandbox_port: int) -> None:
-    """Receive webhooks (and process them, unless --no-worker)."""
-    import uvicorn
-
-    from stripeline.log import configure_logging
-    from stripeline.web import create_app
-
-    app = load_app(app_spec)
-    settings = app.settings
-    configure_logging(settings.log_format, settings.log_level)
-    _require_migrated(app)
-    sandbox = None
-    if settings.uses_sandbox:
-        sandbox = _start_sandbox(app, f"http://{host}:{port}/webhooks/stripe", sandbox_port)
-    asgi = create_app(app, run_worker=not no_worker, catch_up=True)
-    database = "SQLite" if settings.is_sqlite else "PostgreSQL"
-    click.echo(
-        f"stripeline serving on http://{host}:{port} ({database}, {settings.effective_mode} mode)"
-    )
-    click.echo(f"  webhooks: POST http://{host}:{port}/webhooks/stripe")
-    click.echo(f"  health:   http://{host}:{port}/healthz   ready: /readyz   metrics: /metrics")
-    click.echo(f"  worker:   {'separate (stripeline worker)' if no_worker else 'in this process'}")
-    try:
-        uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False)
-    finally:
-        if sandbox is not None:
-            sandbox.close()
-        app.dispose()
-
-
-@main.command()
-@_APP_OPTION
-def worker(app_spec: str | None) -> None:
-    """Process the inbox (run as many as you like on PostgreSQL)."""
-    import signal
-
-    from stripeline.log import configure_logging
-    from stripeline.worker import Worker
-
-    app = load_app(app_spec)
-    configure_logging(app.settings.log_format, app.settings.log_level)
-    _require_migrated(app)
-    runner = Worker(app)
-
-    def _stop(signum: int, _frame: object) -> None:
-        runner.stop()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    click.echo(f"stripeline worker {runner.id} processing the inbox", err=True)
-    runner.run()
-    app.dispose()
-
-
-def _start_sandbox(app: Stripeline, webhook_url: str, port: int) -> Any:
-    """No STRIPE_SECRET_KEY: run the offline sandbox in-process (see docs/sandbox.md).
-
-    The sandbox gets this server's webhook route as an endpoint, its signing
-    secret is accepted, and the gateway is pointed at it: nothing else in
-    stripeline knows it is not Stripe.
-    """
-    from pydantic import SecretStr
-
-    try:
-        from stripeline_sandbox import Sandbox
-    except ImportError:
-        from stripeline.commands.sandbox import SANDBOX_MISSING
-
-        click.echo(
-            f"stripeline: configuration error: no STRIPE_SECRET_KEY is set and {SANDBOX_MISSING}",
-            err=True,
-        )
-        sys.exit(2)
-
-    sandbox = Sandbox(port=port, webhook_url=webhook_url).start()
-    app.add_webhook_secret(sandbox.webhook_secret)
-    app.use_settings(
-        app.settings.model_copy(
-            update={
-                "stripe_secret_key": SecretStr(sandbox.secret_key),
-                "stripe_api_base": sandbox.url,
-            }
-        )
-    )
-    click.echo(f"No STRIPE_SECRET_KEY: running the offline Stripe sandbox at {sandbox.url}")
-    click.echo(f"  it sends its events to {webhook_url}, signed; try, in another shell:")
-    click.echo(
-        f"  .venv/bin/python -c \"import stripe; c = stripe.StripeClient('{sandbox.secret_key}', "
-        f"base_addresses={{'api': '{sandbox.url}'}}); print(c.v1.customers.create({{'email': 'a@example.com'}}).id)\""
-    )
-    click.echo("  then: .venv/bin/stripeline events list")
-    return sandbox
 
 
 def run(argv: list[str] | None = None) -> Any:  # pragma: no cover - thin wrapper
@@ -213,18 +21,20 @@ def run(argv: list[str] | None = None) -> Any:  # pragma: no cover - thin wrappe
 # (each registers one click command; keep this list sorted)
 from stripeline.commands.doctor import doctor as _doctor  # noqa: E402
 from stripeline.commands.events import events as _events  # noqa: E402
+from stripeline.commands.mirror import mirror as _mirror  # noqa: E402
+from stripeline.commands.run import migrate as _migrate  # noqa: E402
+from stripeline.commands.run import serve as _serve  # noqa: E402
+from stripeline.commands.run import worker as _worker  # noqa: E402
 from stripeline.commands.sandbox import sandbox as _sandbox  # noqa: E402
 from stripeline.commands.sync import sync as _sync  # noqa: E402
+from stripeline.commands.verify import verify as _verify  # noqa: E402
 
+main.add_command(_migrate)
+main.add_command(_serve)
+main.add_command(_worker)
 main.add_command(_doctor)
 main.add_command(_events)
 main.add_command(_sandbox)
 main.add_command(_sync)
-
-from stripeline.commands.verify import verify as _verify  # noqa: E402
-
 main.add_command(_verify)
-
-from stripeline.commands.mirror import mirror as _mirror  # noqa: E402
-
 main.add_command(_mirror)

@@ -7,6 +7,8 @@ catch ``StripelineError`` and know it came from us::
     ├── ConfigError            settings that cannot work; the message says what to fix
     ├── SignatureError         a webhook whose Stripe-Signature does not verify
     ├── EnvelopeError          verified JSON that is not a Stripe event envelope
+    ├── CustomerLinkConflict   the app user is already linked to another Stripe customer
+    │                          (``stripeline.mirror``)
     ├── DatabaseUnavailable    the database did not answer; try again later
     └── StripeAPIError         a read or call to the Stripe API failed (request_id,
         │                      http_status, code, retryable); ``stripeline.gateway``

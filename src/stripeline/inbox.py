@@ -10,7 +10,8 @@ the caller owns, so that callers decide what commits together. Statuses::
     ignored: verified but of the other mode (test vs live); never processed.
 
 A ``processing`` row's ``next_attempt_at`` is the end of its lease: when a
-worker dies, the row is simply due again and any worker claims it.
+worker dies, the row is simply due again and any worker claims it. What the
+operator reads about events (lists, one event's story) is in ``ops``.
 """
 
 from __future__ import annotations
@@ -229,12 +230,19 @@ def _held_by(worker: str, event_ids: Sequence[str]) -> Any:
     )
 
 
-def renew(conn: Connection, event_ids: Sequence[str], *, worker: str, lease_seconds: int) -> int:
+def renew(
+    conn: Connection,
+    event_ids: Sequence[str],
+    *,
+    worker: str,
+    lease_seconds: int,
+    now: datetime | None = None,
+) -> int:
     """Extend ``worker``'s lease on events it still holds; return how many."""
     stmt = (
         update(events)
         .where(_held_by(worker, event_ids))
-        .values(next_attempt_at=utcnow() + timedelta(seconds=lease_seconds))
+        .values(next_attempt_at=(now or utcnow()) + timedelta(seconds=lease_seconds))
     )
     return int(conn.execute(stmt).rowcount)
 
@@ -270,15 +278,6 @@ def finish_many(
     return set(conn.execute(stmt).scalars())
 
 
-def backoff(attempt: int, schedule: Sequence[int], *, jitter: float = 0.2) -> float:
-    """Seconds to wait after failed attempt number ``attempt`` (1-based).
-
-    The schedule's last value repeats; jitter spreads retries by ±20% so a
-    burst of failures does not come back as a burst.
-    """
-    return scheduled(attempt, schedule, jitter=jitter)
-
-
 def mark_failed(
     conn: Connection,
     event_id: str,
@@ -292,7 +291,7 @@ def mark_failed(
 ) -> str:
     """Record a failed attempt: ``failed`` with a next attempt, or ``dead``."""
     status = "dead" if attempt >= max_attempts else "failed"
-    next_at = None if status == "dead" else now + timedelta(seconds=backoff(attempt, schedule))
+    next_at = None if status == "dead" else now + timedelta(seconds=scheduled(attempt, schedule))
     conn.execute(
         update(events)
         .where(events.c.id == event_id)
@@ -387,129 +386,3 @@ def next_due(conn: Connection) -> datetime | None:
     return conn.execute(
         select(func.min(events.c.next_attempt_at)).where(events.c.status.in_(CLAIMABLE))
     ).scalar_one_or_none()
-
-
-@dataclass(frozen=True, slots=True)
-class EventSummary:
-    id: str
-    type: str
-    status: str
-    attempts: int
-    deliveries: int
-    created: int
-    received_at: datetime
-    account: str | None
-    livemode: bool
-    source: str
-    next_attempt_at: datetime | None
-    last_error: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "type": self.type,
-            "status": self.status,
-            "attempts": self.attempts,
-            "deliveries": self.deliveries,
-            "created": self.created,
-            "received_at": self.received_at.isoformat(),
-            "account": self.account,
-            "livemode": self.livemode,
-            "source": self.source,
-            "next_attempt_at": self.next_attempt_at.isoformat() if self.next_attempt_at else None,
-            "last_error": self.last_error,
-        }
-
-
-def _summary(values: tuple[Any, ...]) -> EventSummary:
-    return EventSummary(*values)
-
-
-_SUMMARY_COLUMNS = (
-    events.c.id,
-    events.c.type,
-    events.c.status,
-    events.c.attempts,
-    events.c.deliveries,
-    events.c.created,
-    events.c.received_at,
-    events.c.account,
-    events.c.livemode,
-    events.c.source,
-    events.c.next_attempt_at,
-    events.c.last_error,
-)
-
-
-def list_events(
-    conn: Connection,
-    *,
-    status: str | None = None,
-    type: str | None = None,
-    limit: int = 50,
-) -> list[EventSummary]:
-    """Newest received first. ``type`` may end with ``*`` (``invoice.*``)."""
-    stmt = select(*_SUMMARY_COLUMNS).order_by(events.c.received_at.desc(), events.c.id).limit(limit)
-    if status:
-        stmt = stmt.where(events.c.status == status)
-    if type:
-        stmt = stmt.where(
-            events.c.type.like(type[:-1] + "%") if type.endswith("*") else events.c.type == type
-        )
-    return [_summary(tuple(row)) for row in conn.execute(stmt)]
-
-
-@dataclass(frozen=True, slots=True)
-class EventDetail:
-    summary: EventSummary
-    payload: bytes
-    last_traceback: str | None
-    processed_at: datetime | None
-    deliveries: list[dict[str, Any]]
-    attempts: list[dict[str, Any]]
-
-
-def get_event(conn: Connection, event_id: str) -> EventDetail | None:
-    row = conn.execute(
-        select(
-            *_SUMMARY_COLUMNS,
-            events.c.payload,
-            events.c.last_traceback,
-            events.c.processed_at,
-            events.c.signed_at,
-        ).where(events.c.id == event_id)
-    ).first()
-    if row is None:
-        return None
-    summary = _summary(tuple(row)[: len(_SUMMARY_COLUMNS)])
-    first = {
-        "received_at": summary.received_at,
-        "source": summary.source,
-        "signed_at": row.signed_at,
-    }
-    delivery_rows = conn.execute(
-        select(deliveries.c.received_at, deliveries.c.source, deliveries.c.signed_at)
-        .where(deliveries.c.event_id == event_id)
-        .order_by(deliveries.c.id)
-    ).mappings()
-    attempt_rows = conn.execute(
-        select(
-            attempts.c.number,
-            attempts.c.worker,
-            attempts.c.started_at,
-            attempts.c.finished_at,
-            attempts.c.outcome,
-            attempts.c.error,
-            attempts.c.traceback,
-        )
-        .where(attempts.c.event_id == event_id)
-        .order_by(attempts.c.id)
-    ).mappings()
-    return EventDetail(
-        summary=summary,
-        payload=row.payload,
-        last_traceback=row.last_traceback,
-        processed_at=row.processed_at,
-        deliveries=[first, *(dict(r) for r in delivery_rows)],
-        attempts=[dict(r) for r in attempt_rows],
-    )

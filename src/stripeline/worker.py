@@ -11,6 +11,10 @@ runs out, then any worker claims them again.
 On PostgreSQL, workers on any number of hosts share the queue (``FOR UPDATE
 SKIP LOCKED``) and are woken by ``LISTEN stripeline_events``; polling every
 ``worker_poll_seconds`` is the safety net.
+
+What an event's object does to the mirror is ``mirror.policy``'s call; the
+re-fetch queue is read by ``mirror.refetch.process_due``. The worker only
+claims, applies, runs handlers and finishes.
 """
 
 from __future__ import annotations
@@ -23,21 +27,22 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import structlog
+from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
 
-from stripeline import inbox, mirror
+from stripeline import inbox
 from stripeline.app import ReceivedEvent, Stripeline
 from stripeline.core.backoff import exponential
 from stripeline.db.engine import connect, is_postgres
-from stripeline.errors import StripeAPIError
 from stripeline.inbox import NOTIFY_CHANNEL
 from stripeline.log import get_logger
 from stripeline.mirror import refetch
+from stripeline.mirror.policy import EventObject, apply_events
 
 log = get_logger("stripeline.worker")
 
@@ -65,7 +70,12 @@ class Worker:
         poll_seconds: float | None = None,
         max_transaction_seconds: float | None = None,
         listen: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = inbox.utcnow,
     ) -> None:
+        """``clock`` (seconds, for leases and transaction lengths) and ``now``
+        (the wall clock written to the inbox) are injectable, as in
+        ``core.ratelimit.TokenBucket``: tests drive them instead of sleeping."""
         settings = app.settings
         self.app = app
         self.id = worker_id or new_worker_id()
@@ -81,6 +91,8 @@ class Worker:
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: threading.Thread | None = None
+        self._clock = clock
+        self._now = now
 
     # -- control -----------------------------------------------------------
 
@@ -136,10 +148,10 @@ class Worker:
 
     def drain(self, *, timeout: float = 30.0) -> int:
         """Process until nothing is due (tests, one-off runs); return how many."""
-        deadline = time.monotonic() + timeout
+        deadline = self._clock() + timeout
         total = 0
         try:
-            while time.monotonic() < deadline:
+            while self._clock() < deadline:
                 done = self.run_once()
                 if done == 0:
                     return total
@@ -160,7 +172,7 @@ class Worker:
             return self.poll_seconds
         if due is None:
             return self.poll_seconds
-        return max(0.01, min(self.poll_seconds, (due - inbox.utcnow()).total_seconds()))
+        return max(0.01, min(self.poll_seconds, (due - self._now()).total_seconds()))
 
     # -- one batch ---------------------------------------------------------
 
@@ -172,7 +184,7 @@ class Worker:
         """
         position = 0
         claimed: list[inbox.ClaimedEvent] = []
-        leased_at = time.monotonic()
+        leased_at = self._clock()
         while True:
             with connect(self.app.engine) as conn:
                 if not claimed:
@@ -181,27 +193,31 @@ class Worker:
                         worker=self.id,
                         limit=self.batch_size,
                         lease_seconds=self.lease_seconds,
+                        now=self._now(),
                     )
                     if not claimed:
                         break
-                elif time.monotonic() - leased_at > self.lease_seconds / 3:
+                elif self._clock() - leased_at > self.lease_seconds / 3:
                     # Slow handlers: keep the rest of the batch ours.
                     inbox.renew(
                         conn,
                         [e.id for e in claimed[position:]],
                         worker=self.id,
                         lease_seconds=self.lease_seconds,
+                        now=self._now(),
                     )
-                    leased_at = time.monotonic()
+                    leased_at = self._clock()
                 position = self._process_group(conn, claimed, position)
             if position >= len(claimed):
                 break
         return len(claimed) + self.refetch_once()
 
-    def _process_group(self, conn: Any, claimed: list[inbox.ClaimedEvent], position: int) -> int:
+    def _process_group(
+        self, conn: Connection, claimed: list[inbox.ClaimedEvent], position: int
+    ) -> int:
         """Process events from ``position`` for at most ``max_transaction_seconds``;
         return the position reached."""
-        started = time.monotonic()
+        started = self._clock()
         attempt_rows: list[dict[str, Any]] = []
         while position < len(claimed):
             # Events no handler wants are applied to the mirror in bulk;
@@ -219,7 +235,7 @@ class Worker:
                 if row is not None:
                     attempt_rows.append(row)
                 position += 1
-            if time.monotonic() - started > self.max_transaction_seconds:
+            if self._clock() - started > self.max_transaction_seconds:
                 break
         inbox.record_attempt(conn, attempt_rows)
         return position
@@ -229,24 +245,30 @@ class Worker:
             claimed.type
         )
 
-    def _process_bulk(self, conn: Any, run: list[inbox.ClaimedEvent]) -> list[dict[str, Any]]:
+    def _process_bulk(
+        self, conn: Connection, run: list[inbox.ClaimedEvent]
+    ) -> list[dict[str, Any]]:
         """Apply handler-less events to the mirror with a few statements.
 
         If anything fails, the bulk SAVEPOINT rolls back and each event is
         processed alone, so a bad one fails alone.
         """
-        started_at = inbox.utcnow()
+        started_at = self._now()
         t0 = time.perf_counter()
         try:
             with conn.begin_nested():
                 owned = inbox.finish_many(conn, [e.id for e in run], worker=self.id, now=started_at)
-                events = []
-                for claimed in run:
-                    if claimed.id in owned:
-                        body = json.loads(claimed.payload)
-                        events.append(
-                            (claimed.id, claimed.type, claimed.created, claimed.account, body)
-                        )
+                events = [
+                    EventObject(
+                        claimed.id,
+                        claimed.type,
+                        claimed.created,
+                        claimed.account,
+                        json.loads(claimed.payload),
+                    )
+                    for claimed in run
+                    if claimed.id in owned
+                ]
                 self._mirror(conn, events, now=started_at)
         except Exception as exc:
             log.warning(
@@ -285,9 +307,9 @@ class Worker:
             "traceback": tb[-20000:] if tb else None,
         }
 
-    def _process(self, conn: Any, claimed: inbox.ClaimedEvent) -> dict[str, Any] | None:
+    def _process(self, conn: Connection, claimed: inbox.ClaimedEvent) -> dict[str, Any] | None:
         settings = self.app.settings
-        started_at = inbox.utcnow()
+        started_at = self._now()
         t0 = time.perf_counter()
         outcome = "processed"
         error: str | None = None
@@ -352,7 +374,7 @@ class Worker:
                     traceback=tb,
                     max_attempts=settings.max_attempts,
                     schedule=settings.retry_schedule,
-                    now=inbox.utcnow(),
+                    now=self._now(),
                 )
                 self.app.metrics.failures.labels(claimed.type).inc()
                 log.warning(
@@ -370,51 +392,26 @@ class Worker:
             self.app.metrics.processed.labels(claimed.type).inc()
         return self._attempt_row(claimed, started_at, elapsed, outcome, error, tb)
 
-    def _apply(self, conn: Any, event: ReceivedEvent, *, now: Any) -> None:
+    def _apply(self, conn: Connection, event: ReceivedEvent, *, now: datetime) -> None:
         self._mirror(
-            conn, [(event.id, event.type, event.created, event.account, event.data)], now=now
+            conn,
+            [EventObject(event.id, event.type, event.created, event.account, event.data)],
+            now=now,
         )
         for handler in self.app.handlers_for(event.type):
             result = handler(event)
             if result is not None and asyncio.iscoroutine(result):
                 self._run_async(cast(Awaitable[None], result))
 
-    def _mirror(
-        self,
-        conn: Any,
-        events: list[tuple[str, str, int, str | None, dict[str, Any]]],
-        *,
-        now: datetime,
-    ) -> None:
-        """Apply events' objects to the mirror by each type's policy; queue
-        re-fetches for the ``refetch`` policy and for states that tie."""
+    def _mirror(self, conn: Connection, events: list[EventObject], *, now: datetime) -> None:
         settings = self.app.settings
-        states: list[mirror.State] = []
-        wanted: list[refetch.Wanted] = []
-        for event_id, event_type, created, account, body in events:
-            obj = body.get("data", {}).get("object")
-            if not mirror.mirrorable(obj):
-                continue
-            livemode = bool(body.get("livemode"))
-            if settings.policy_for(obj["object"]) == "refetch":
-                wanted.append(refetch.Wanted(account or "", obj["id"], obj["object"], livemode))
-                continue
-            states.append(
-                mirror.state_from_event(
-                    obj,
-                    account=account,
-                    livemode=livemode,
-                    created=created,
-                    event_type=event_type,
-                    event_id=event_id,
-                )
-            )
-        result = mirror.apply_states(conn, states, now=now)
-        wanted.extend(
-            refetch.Wanted(t.account, t.id, t.object_type, t.livemode) for t in result.ties
+        apply_events(
+            conn,
+            events,
+            policy_for=settings.policy_for,
+            now=now,
+            window=settings.mirror_coalesce_seconds,
         )
-        if wanted:
-            refetch.request(conn, wanted, now=now, window=settings.mirror_coalesce_seconds)
 
     # -- re-fetches --------------------------------------------------------
 
@@ -424,59 +421,17 @@ class Worker:
         if fetcher is None:
             return 0
         settings = self.app.settings
-        with connect(self.app.engine) as conn:
-            claimed = refetch.claim(
-                conn,
-                worker=self.id,
-                limit=limit,
-                lease_seconds=self.lease_seconds,
-                now=inbox.utcnow(),
-            )
-        for item in claimed:
-            started = inbox.utcnow()
-            try:
-                if not fetcher.can_fetch(item.object_type):
-                    raise StripeAPIError(f"no API read known for {item.object_type} objects")
-                fetched = fetcher.fetch(item.object_type, item.id, item.account or None)
-            except StripeAPIError as exc:
-                delay = inbox.backoff(item.attempts, settings.retry_schedule)
-                log.warning(
-                    "refetch_failed",
-                    action="refetch_failed",
-                    object_id=item.id,
-                    error=exc.message[:300],
-                    retry_in=delay,
-                )
-                with connect(self.app.engine) as conn:
-                    refetch.fail(conn, item, error=exc.message, retry_in=delay, now=inbox.utcnow())
-                continue
-            state = mirror.state_from_fetch(
-                fetched.data,
-                object_type=item.object_type,
-                object_id=item.id,
-                account=item.account,
-                livemode=item.livemode,
-                fetched_at=fetched.fetched_at,
-            )
-            with connect(self.app.engine) as conn:
-                now = inbox.utcnow()
-                result = mirror.apply_states(conn, [state], now=now)
-                refetch.complete(
-                    conn,
-                    item,
-                    worker=self.id,
-                    started_at=started,
-                    now=now,
-                    window=settings.mirror_coalesce_seconds,
-                )
-                if result.ties:
-                    refetch.request(
-                        conn,
-                        [refetch.Wanted(item.account, item.id, item.object_type, item.livemode)],
-                        now=now,
-                        window=settings.mirror_coalesce_seconds,
-                    )
-        return len(claimed)
+        return refetch.process_due(
+            self.app.engine,
+            fetcher,
+            worker=self.id,
+            lease_seconds=self.lease_seconds,
+            schedule=settings.retry_schedule,
+            max_attempts=settings.max_attempts,
+            window=settings.mirror_coalesce_seconds,
+            limit=limit,
+            now=self._now,
+        )
 
     def _run_async(self, awaitable: Awaitable[None]) -> None:
         if self._loop is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import NoReturn
@@ -43,18 +43,36 @@ def short_error(exc: BaseException) -> str:
     return f"{type(orig).__name__}: {text[:300]}"
 
 
+#: What to do about a database behind the code.
+MIGRATE_HINT = "the database schema is not current: run `stripeline migrate`"
+
+
+def schema_is_current(engine: Engine, *, code: int = 1) -> bool:
+    """Whether the schema is at the newest migration; a clear message and
+    exit ``code`` when the database cannot be reached."""
+    try:
+        return migrations_current(engine)
+    except SQLAlchemyError as exc:
+        fail(f"database unreachable: {short_error(exc)}", code)
+
+
+def require_current_schema(engine: Engine, *, code: int = 1) -> None:
+    """Exit ``code`` with ``MIGRATE_HINT`` unless the schema is current (the
+    one check every command that uses the database makes)."""
+    if not schema_is_current(engine, code=code):
+        fail(MIGRATE_HINT, code)
+
+
 @contextmanager
 def database(settings: Settings, *, check_migrations: bool = True) -> Iterator[Engine]:
     """An engine for one command; a clear message and exit 1 when the
     database cannot be reached or is not migrated."""
     engine = null_pool_engine(settings.database_url)
     try:
-        try:
-            current = migrations_current(engine)
-        except SQLAlchemyError as exc:
-            fail(f"database unreachable: {short_error(exc)}")
-        if check_migrations and not current:
-            fail("the database schema is not current: run `stripeline migrate`")
+        if check_migrations:
+            require_current_schema(engine)
+        else:
+            schema_is_current(engine)
         try:
             yield engine
         except SQLAlchemyError as exc:
@@ -72,10 +90,11 @@ def iso(value: datetime | int | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def load_settings_or_exit() -> Settings:
-    """The settings, or one configuration error line and exit 2 (as every command)."""
+def load_settings_or_exit(load: Callable[[], Settings] = load_settings) -> Settings:
+    """The settings (``load()``: from the environment, or an application's),
+    or one configuration error line and exit 2 (as every command)."""
     try:
-        return load_settings()
+        return load()
     except ConfigError as exc:
         click.echo(f"stripeline: configuration error: {exc.message}", err=True)
         sys.exit(2)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 import click
 from rich.table import Table
 
-from stripeline import inbox
+from stripeline import inbox, ops
 from stripeline.commands._common import (
     console,
     database,
@@ -18,6 +17,7 @@ from stripeline.commands._common import (
     load_settings_or_exit,
 )
 from stripeline.db import connect
+from stripeline.mirror import refetch
 
 #: Statuses ``events retry`` acts on.
 RETRYABLE = ("failed", "dead")
@@ -29,14 +29,6 @@ _STATUS_STYLE = {
     "dead": "bold red",
     "ignored": "dim",
 }
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value
 
 
 def _status(status: str) -> str:
@@ -64,9 +56,9 @@ def list_events(status: str | None, event_type: str | None, limit: int, as_json:
     """List events, newest received first."""
     settings = load_settings_or_exit()
     with database(settings) as engine, connect(engine, readonly=True) as conn:
-        rows = inbox.list_events(conn, status=status, type=event_type, limit=limit)
+        rows = ops.list_events(conn, status=status, type=event_type, limit=limit)
     if as_json:
-        click.echo(json.dumps([row.to_json() for row in rows], indent=2))
+        click.echo(json.dumps([ops.as_json(row) for row in rows], indent=2))
         return
     out = console()
     if not rows:
@@ -105,18 +97,18 @@ def show(event_id: str, as_json: bool) -> None:
     """Show one event: its state, payload, deliveries, attempts and last error."""
     settings = load_settings_or_exit()
     with database(settings) as engine, connect(engine, readonly=True) as conn:
-        detail = inbox.get_event(conn, event_id)
+        detail = ops.get_event(conn, event_id)
     if detail is None:
         fail(f"no event {event_id} in the inbox")
     summary = detail.summary
     if as_json:
         doc = {
-            **summary.to_json(),
-            "processed_at": _jsonable(detail.processed_at),
+            **ops.as_json(summary),
+            "processed_at": ops.jsonable(detail.processed_at),
             "last_traceback": detail.last_traceback,
             "payload": _payload(detail.payload),
-            "delivery_log": [{k: _jsonable(v) for k, v in d.items()} for d in detail.deliveries],
-            "attempt_log": [{k: _jsonable(v) for k, v in a.items()} for a in detail.attempts],
+            "delivery_log": ops.jsonable(detail.deliveries),
+            "attempt_log": ops.jsonable(detail.attempts),
         }
         click.echo(json.dumps(doc, indent=2))
         return
@@ -195,7 +187,7 @@ def retry(event_id: str | None, dead: bool) -> None:
             count = inbox.retry(conn, dead=True)
             click.echo(f"{count} dead event{'s' if count != 1 else ''} scheduled for a new attempt")
             return
-        detail = inbox.get_event(conn, event_id)
+        detail = ops.get_event(conn, event_id)
         if detail is None:
             fail(f"no event {event_id} in the inbox")
         status = detail.summary.status
@@ -214,9 +206,50 @@ def replay(event_id: str) -> None:
     """Process an event again, whatever its status (handlers run again)."""
     settings = load_settings_or_exit()
     with database(settings) as engine, connect(engine) as conn:
-        detail = inbox.get_event(conn, event_id)
+        detail = ops.get_event(conn, event_id)
         if detail is None:
             fail(f"no event {event_id} in the inbox")
         if detail.summary.status == "processing" or not inbox.replay(conn, event_id):
             fail(f"{event_id} is being processed by a worker right now; try again when it is done")
     click.echo(f"{event_id} will be processed again (was {detail.summary.status})")
+
+
+@events.command()
+@click.option("--gave-up", "gave_up", is_flag=True, help="Only the reads given up for good.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 100_000),
+    default=50,
+    show_default=True,
+    help="At most this many.",
+)
+@click.option("--json", "as_json", is_flag=True, help="A JSON array, for scripts.")
+def refetches(gave_up: bool, limit: int, as_json: bool) -> None:
+    """The mirror's re-fetch queue: objects to read again from Stripe, and
+    the reads given up because Stripe refused them for good."""
+    settings = load_settings_or_exit()
+    with database(settings) as engine, connect(engine, readonly=True) as conn:
+        waiting = refetch.pending(conn)
+        given_up = refetch.given_up(conn)
+        rows = ops.list_refetches(conn, gave_up=True if gave_up else None, limit=limit)
+    if as_json:
+        click.echo(json.dumps([ops.as_json(row) for row in rows], indent=2))
+        return
+    out = console()
+    out.print(f"{waiting} waiting, {given_up} given up")
+    if not rows:
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in ("id", "type", "account", "state", "attempts", "due", "last error"):
+        table.add_column(name, no_wrap=name == "id")
+    for row in rows:
+        table.add_row(
+            row.id,
+            row.object_type,
+            row.account or "(platform)",
+            "[bold red]given up[/]" if row.gave_up_at is not None else "waiting",
+            str(row.attempts),
+            "" if row.gave_up_at is not None else iso(row.due_at),
+            (row.last_error or "").splitlines()[0] if row.last_error else "",
+        )
+    out.print(table)

@@ -209,6 +209,9 @@ class Refetch(Base):
     lease_owner: Mapped[str | None] = mapped_column(String(255))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+    #: Set when the read can never succeed and was given up (never claimed
+    #: again until a new request for the object comes in).
+    gave_up_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 # -- typed mirror tables ---------------------------------------------------------

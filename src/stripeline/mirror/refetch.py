@@ -5,19 +5,35 @@ An object is queued when its state cannot be ordered from what events carry
 object within the coalescing window share one row and so one API read; a
 request that arrives while the read is under way makes the row due again, so
 no change is missed.
+
+A read that fails is tried again with the inbox's backoff. A read Stripe
+refuses for good (``StripeAPIError.retryable`` False: permission,
+authentication, an invalid request, a type with no API read) is given up
+after ``max_attempts`` tries: the row stays, with ``gave_up_at`` and the last
+error, for the operator (``stripeline events refetches``, ``ops.list_refetches``), and is not claimed
+again until a new request for the object comes in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, cast
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Connection, Table, delete, func, select, update
+from sqlalchemy import Connection, Engine, Table, case, delete, func, select, update
 
-from stripeline.db.engine import insert_for
+from stripeline.core.backoff import scheduled
+from stripeline.db.engine import connect, insert_for
 from stripeline.db.models import Refetch
+from stripeline.errors import StripeAPIError
+from stripeline.log import get_logger
+from stripeline.mirror._store import apply_states, state_from_fetch
+
+if TYPE_CHECKING:
+    from stripeline.mirror.fetch import Fetcher
+
+log = get_logger("stripeline.mirror.refetch")
 
 refetches = cast(Table, Refetch.__table__)
 
@@ -81,6 +97,13 @@ def request(
             set_={
                 "requests": refetches.c.requests + 1,
                 "last_requested_at": base.excluded.last_requested_at,
+                # A new request revives a read that was given up.
+                "attempts": case((refetches.c.gave_up_at.is_(None), refetches.c.attempts), else_=0),
+                "due_at": case(
+                    (refetches.c.gave_up_at.is_(None), refetches.c.due_at),
+                    else_=base.excluded.due_at,
+                ),
+                "gave_up_at": None,
             },
         )
         _REQUEST[conn.dialect.name] = stmt
@@ -93,7 +116,7 @@ def claim(
     """Lease up to ``limit`` due reads (SKIP LOCKED on PostgreSQL)."""
     due = (
         select(refetches.c.account, refetches.c.id)
-        .where(refetches.c.due_at <= now)
+        .where(refetches.c.due_at <= now, refetches.c.gave_up_at.is_(None))
         .order_by(refetches.c.due_at)
         .limit(limit)
     )
@@ -157,10 +180,105 @@ def fail(conn: Connection, item: Claimed, *, error: str, retry_in: float, now: d
     )
 
 
+def give_up(conn: Connection, item: Claimed, *, error: str, now: datetime) -> None:
+    """The read can never succeed: stop trying (until a new request comes in)."""
+    conn.execute(
+        update(refetches)
+        .where(refetches.c.account == item.account, refetches.c.id == item.id)
+        .values(lease_owner=None, last_error=error[:2000], gave_up_at=now)
+    )
+
+
 def pending(conn: Connection) -> int:
-    """How many objects wait to be read."""
-    return int(conn.execute(select(func.count()).select_from(refetches)).scalar_one())
+    """How many objects wait to be read (those given up left out)."""
+    return int(
+        conn.execute(
+            select(func.count()).select_from(refetches).where(refetches.c.gave_up_at.is_(None))
+        ).scalar_one()
+    )
+
+
+def given_up(conn: Connection) -> int:
+    """How many reads were given up (Stripe refused them for good)."""
+    return int(
+        conn.execute(
+            select(func.count()).select_from(refetches).where(refetches.c.gave_up_at.is_not(None))
+        ).scalar_one()
+    )
 
 
 def next_due(conn: Connection) -> datetime | None:
-    return conn.execute(select(func.min(refetches.c.due_at))).scalar_one_or_none()
+    return conn.execute(
+        select(func.min(refetches.c.due_at)).where(refetches.c.gave_up_at.is_(None))
+    ).scalar_one_or_none()
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def process_due(
+    engine: Engine,
+    fetcher: Fetcher,
+    *,
+    worker: str,
+    lease_seconds: float,
+    schedule: Sequence[int],
+    max_attempts: int,
+    window: float = DEFAULT_WINDOW_SECONDS,
+    limit: int = 20,
+    now: Callable[[], datetime] = _utcnow,
+) -> int:
+    """Read due objects through ``fetcher`` and apply them; return how many
+    were claimed. Each read runs outside any transaction (no network call
+    inside a DB write); its result is applied in a short one."""
+    with connect(engine) as conn:
+        claimed = claim(conn, worker=worker, limit=limit, lease_seconds=lease_seconds, now=now())
+    for item in claimed:
+        started = now()
+        try:
+            if not fetcher.can_fetch(item.object_type):
+                raise StripeAPIError(f"no API read known for {item.object_type} objects")
+            fetched = fetcher.fetch(item.object_type, item.id, item.account or None)
+        except StripeAPIError as exc:
+            with connect(engine) as conn:
+                if not exc.retryable and item.attempts >= max_attempts:
+                    log.warning(
+                        "refetch_gave_up",
+                        action="refetch_gave_up",
+                        object_id=item.id,
+                        attempts=item.attempts,
+                        error=exc.message[:300],
+                    )
+                    give_up(conn, item, error=exc.message, now=now())
+                    continue
+                delay = scheduled(item.attempts, schedule)
+                log.warning(
+                    "refetch_failed",
+                    action="refetch_failed",
+                    object_id=item.id,
+                    error=exc.message[:300],
+                    retry_in=delay,
+                )
+                fail(conn, item, error=exc.message, retry_in=delay, now=now())
+            continue
+        state = state_from_fetch(
+            fetched.data,
+            object_type=item.object_type,
+            object_id=item.id,
+            account=item.account,
+            livemode=item.livemode,
+            fetched_at=fetched.fetched_at,
+        )
+        with connect(engine) as conn:
+            applied_at = now()
+            result = apply_states(conn, [state], now=applied_at)
+            complete(conn, item, worker=worker, started_at=started, now=applied_at, window=window)
+            if result.ties:
+                request(
+                    conn,
+                    [Wanted(item.account, item.id, item.object_type, item.livemode)],
+                    now=applied_at,
+                    window=window,
+                )
+    return len(claimed)

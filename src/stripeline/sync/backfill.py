@@ -34,7 +34,8 @@ from stripeline.errors import StripeAPIError
 from stripeline.gateway.reader import LISTERS, PAGE_SIZE, Page, Reader, pages
 from stripeline.inbox import utcnow
 from stripeline.log import get_logger
-from stripeline.mirror import apply_states, refetch, state_from_fetch
+from stripeline.mirror import refetch
+from stripeline.mirror._store import apply_states, state_from_fetch
 from stripeline.sync.cursors import read_cursor, save_cursor
 
 #: ``stripeline_cursors`` names: the run, and one cursor per type (``backfill:invoice``).

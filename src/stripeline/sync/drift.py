@@ -33,7 +33,7 @@ from stripeline.db import connect
 from stripeline.gateway.reader import LISTERS, Reader, pages
 from stripeline.inbox import utcnow
 from stripeline.log import get_logger
-from stripeline.mirror import apply_states, state_from_fetch
+from stripeline.mirror._store import apply_states, state_from_fetch
 from stripeline.mirror.tables import GENERIC, table_for
 
 #: Longest wait for a new second before re-reading an object to repair.

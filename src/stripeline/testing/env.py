@@ -252,7 +252,7 @@ class StripelineEnv:
     def mirror(self, object_id: str) -> dict[str, Any] | None:
         """The mirror's copy of a Stripe object (None if it never arrived)."""
         from stripeline.db.engine import connect
-        from stripeline.mirror import get_object
+        from stripeline.mirror._store import get_object
 
         with connect(self.app.engine, readonly=True) as conn:
             return get_object(conn, object_id)

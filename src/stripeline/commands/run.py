@@ -1,0 +1,171 @@
+"""``stripeline migrate``, ``serve`` and ``worker``: running the engine."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+from stripeline.app import Stripeline
+from stripeline.commands._common import load_settings_or_exit, require_current_schema
+
+
+@click.command()
+def migrate() -> None:
+    """Create or upgrade the database schema."""
+    from stripeline.db import make_engine
+    from stripeline.db import migrate as run_migrations
+
+    settings = load_settings_or_exit()
+    engine = make_engine(settings.database_url)
+    run_migrations(engine)
+    engine.dispose()
+    click.echo("database is at the newest migration")
+
+
+def load_app(spec: str | None) -> Stripeline:
+    """The application named by ``--app module:attribute`` (or a default one).
+
+    The attribute may be a ``Stripeline`` or a function returning one.
+    """
+    if not spec:
+        return Stripeline(load_settings_or_exit())
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise click.BadParameter(
+            "expected module:attribute, e.g. myproject.billing:app", param_hint="--app"
+        )
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(f"cannot import {module_name}: {exc}", param_hint="--app") from exc
+    try:
+        target = getattr(module, attribute)
+    except AttributeError:
+        raise click.BadParameter(
+            f"{module_name} has no attribute {attribute}", param_hint="--app"
+        ) from None
+    if not isinstance(target, Stripeline) and callable(target):
+        target = target()
+    if not isinstance(target, Stripeline):
+        raise click.BadParameter(f"{spec} is not a stripeline.Stripeline", param_hint="--app")
+    load_settings_or_exit(lambda: target.settings)  # read and check the settings now
+    return target
+
+
+_APP_OPTION = click.option(
+    "--app", "app_spec", metavar="MODULE:ATTR", help="Your Stripeline object, with its handlers."
+)
+
+
+@click.command()
+@_APP_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--no-worker", is_flag=True, help="Only receive webhooks; run `stripeline worker` apart."
+)
+@click.option(
+    "--sandbox-port",
+    default=8001,
+    show_default=True,
+    type=int,
+    help="Port of the in-process sandbox (only when no STRIPE_SECRET_KEY is set).",
+)
+def serve(app_spec: str | None, host: str, port: int, no_worker: bool, sandbox_port: int) -> None:
+    """Receive webhooks (and process them, unless --no-worker)."""
+    import uvicorn
+
+    from stripeline.log import configure_logging
+    from stripeline.web import create_app
+
+    app = load_app(app_spec)
+    settings = app.settings
+    configure_logging(settings.log_format, settings.log_level)
+    require_current_schema(app.engine, code=2)
+    sandbox = None
+    if settings.uses_sandbox:
+        sandbox = _start_sandbox(app, f"http://{host}:{port}/webhooks/stripe", sandbox_port)
+    asgi = create_app(app, run_worker=not no_worker, catch_up=True)
+    database = "SQLite" if settings.is_sqlite else "PostgreSQL"
+    click.echo(
+        f"stripeline serving on http://{host}:{port} ({database}, {settings.effective_mode} mode)"
+    )
+    click.echo(f"  webhooks: POST http://{host}:{port}/webhooks/stripe")
+    click.echo(f"  health:   http://{host}:{port}/healthz   ready: /readyz   metrics: /metrics")
+    click.echo(f"  worker:   {'separate (stripeline worker)' if no_worker else 'in this process'}")
+    try:
+        uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        if sandbox is not None:
+            sandbox.close()
+        app.dispose()
+
+
+@click.command()
+@_APP_OPTION
+def worker(app_spec: str | None) -> None:
+    """Process the inbox (run as many as you like on PostgreSQL)."""
+    import signal
+
+    from stripeline.log import configure_logging
+    from stripeline.worker import Worker
+
+    app = load_app(app_spec)
+    configure_logging(app.settings.log_format, app.settings.log_level)
+    require_current_schema(app.engine, code=2)
+    runner = Worker(app)
+
+    def _stop(signum: int, _frame: object) -> None:
+        runner.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    click.echo(f"stripeline worker {runner.id} processing the inbox", err=True)
+    runner.run()
+    app.dispose()
+
+
+def _start_sandbox(app: Stripeline, webhook_url: str, port: int) -> Any:
+    """No STRIPE_SECRET_KEY: run the offline sandbox in-process (see docs/sandbox.md).
+
+    The sandbox gets this server's webhook route as an endpoint, its signing
+    secret is accepted, and the gateway is pointed at it: nothing else in
+    stripeline knows it is not Stripe.
+    """
+    from pydantic import SecretStr
+
+    try:
+        from stripeline_sandbox import Sandbox
+    except ImportError:
+        from stripeline.commands.sandbox import SANDBOX_MISSING
+
+        click.echo(
+            f"stripeline: configuration error: no STRIPE_SECRET_KEY is set and {SANDBOX_MISSING}",
+            err=True,
+        )
+        sys.exit(2)
+
+    sandbox = Sandbox(port=port, webhook_url=webhook_url).start()
+    app.add_webhook_secret(sandbox.webhook_secret)
+    app.use_settings(
+        app.settings.model_copy(
+            update={
+                "stripe_secret_key": SecretStr(sandbox.secret_key),
+                "stripe_api_base": sandbox.url,
+            }
+        )
+    )
+    click.echo(f"No STRIPE_SECRET_KEY: running the offline Stripe sandbox at {sandbox.url}")
+    click.echo(f"  it sends its events to {webhook_url}, signed; try, in another shell:")
+    click.echo(
+        f"  .venv/bin/python -c \"import stripe; c = stripe.StripeClient('{sandbox.secret_key}', "
+        f"base_addresses={{'api': '{sandbox.url}'}}); print(c.v1.customers.create({{'email': 'a@example.com'}}).id)\""
+    )
+    click.echo("  then: .venv/bin/stripeline events list")
+    return sandbox

@@ -1,0 +1,64 @@
+"""The mirror policy: what the worker does with the objects events carry.
+
+Under the ``payload`` policy an event's object is applied as the state it
+describes (``_store.apply_states`` keeps the newest); under ``refetch`` the
+object is queued to be read from the API instead (``refetch``). States that
+cannot be ordered from what events carry (ties) are queued too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import Connection
+
+from stripeline.mirror import refetch
+from stripeline.mirror._store import State, apply_states, mirrorable, state_from_event
+
+
+class EventObject(NamedTuple):
+    """What the policy needs of one event: its id, type, ``created``, account and body."""
+
+    id: str
+    type: str
+    created: int
+    account: str | None
+    body: dict[str, Any]
+
+
+def apply_events(
+    conn: Connection,
+    events: Sequence[EventObject],
+    *,
+    policy_for: Callable[[str], str],
+    now: datetime,
+    window: float = refetch.DEFAULT_WINDOW_SECONDS,
+) -> None:
+    """Apply events' objects to the mirror by each type's policy; queue
+    re-fetches for the ``refetch`` policy and for states that tie."""
+    states: list[State] = []
+    wanted: list[refetch.Wanted] = []
+    for event in events:
+        obj = event.body.get("data", {}).get("object")
+        if not mirrorable(obj):
+            continue
+        livemode = bool(event.body.get("livemode"))
+        if policy_for(obj["object"]) == "refetch":
+            wanted.append(refetch.Wanted(event.account or "", obj["id"], obj["object"], livemode))
+            continue
+        states.append(
+            state_from_event(
+                obj,
+                account=event.account,
+                livemode=livemode,
+                created=event.created,
+                event_type=event.type,
+                event_id=event.id,
+            )
+        )
+    result = apply_states(conn, states, now=now)
+    wanted.extend(refetch.Wanted(t.account, t.id, t.object_type, t.livemode) for t in result.ties)
+    if wanted:
+        refetch.request(conn, wanted, now=now, window=window)

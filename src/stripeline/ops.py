@@ -1,0 +1,188 @@
+"""Operator read models: what ``stripeline events`` shows.
+
+The queues (``inbox``, ``mirror.refetch``) own their lifecycle; this module
+only reads them for people and scripts: lists of events, one event's whole
+story (deliveries, attempts), the re-fetch queue. ``as_json`` turns any of
+these records into JSON-ready values (``dataclasses.asdict`` plus one
+conversion of datetimes and bytes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from stripeline.inbox import attempts, deliveries, events
+from stripeline.mirror.refetch import refetches
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with datetimes as ISO 8601 and bytes as text, recursively."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {key: jsonable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(item) for item in value]
+    return value
+
+
+def as_json(record: Any) -> dict[str, Any]:
+    """A dataclass record as a JSON-ready dict."""
+    return dict(jsonable(dataclasses.asdict(record)))
+
+
+@dataclass(frozen=True, slots=True)
+class EventSummary:
+    """One event as ``stripeline events list`` shows it."""
+
+    id: str
+    type: str
+    status: str
+    attempts: int
+    deliveries: int
+    created: int
+    received_at: datetime
+    account: str | None
+    livemode: bool
+    source: str
+    next_attempt_at: datetime | None
+    last_error: str | None
+
+
+def _summary(values: tuple[Any, ...]) -> EventSummary:
+    return EventSummary(*values)
+
+
+_SUMMARY_COLUMNS = (
+    events.c.id,
+    events.c.type,
+    events.c.status,
+    events.c.attempts,
+    events.c.deliveries,
+    events.c.created,
+    events.c.received_at,
+    events.c.account,
+    events.c.livemode,
+    events.c.source,
+    events.c.next_attempt_at,
+    events.c.last_error,
+)
+
+
+def list_events(
+    conn: Connection,
+    *,
+    status: str | None = None,
+    type: str | None = None,
+    limit: int = 50,
+) -> list[EventSummary]:
+    """Newest received first. ``type`` may end with ``*`` (``invoice.*``)."""
+    stmt = select(*_SUMMARY_COLUMNS).order_by(events.c.received_at.desc(), events.c.id).limit(limit)
+    if status:
+        stmt = stmt.where(events.c.status == status)
+    if type:
+        stmt = stmt.where(
+            events.c.type.like(type[:-1] + "%") if type.endswith("*") else events.c.type == type
+        )
+    return [_summary(tuple(row)) for row in conn.execute(stmt)]
+
+
+@dataclass(frozen=True, slots=True)
+class EventDetail:
+    """One event's whole story (``stripeline events show``)."""
+
+    summary: EventSummary
+    payload: bytes
+    last_traceback: str | None
+    processed_at: datetime | None
+    deliveries: list[dict[str, Any]]
+    attempts: list[dict[str, Any]]
+
+
+def get_event(conn: Connection, event_id: str) -> EventDetail | None:
+    row = conn.execute(
+        select(
+            *_SUMMARY_COLUMNS,
+            events.c.payload,
+            events.c.last_traceback,
+            events.c.processed_at,
+            events.c.signed_at,
+        ).where(events.c.id == event_id)
+    ).first()
+    if row is None:
+        return None
+    summary = _summary(tuple(row)[: len(_SUMMARY_COLUMNS)])
+    first = {
+        "received_at": summary.received_at,
+        "source": summary.source,
+        "signed_at": row.signed_at,
+    }
+    delivery_rows = conn.execute(
+        select(deliveries.c.received_at, deliveries.c.source, deliveries.c.signed_at)
+        .where(deliveries.c.event_id == event_id)
+        .order_by(deliveries.c.id)
+    ).mappings()
+    attempt_rows = conn.execute(
+        select(
+            attempts.c.number,
+            attempts.c.worker,
+            attempts.c.started_at,
+            attempts.c.finished_at,
+            attempts.c.outcome,
+            attempts.c.error,
+            attempts.c.traceback,
+        )
+        .where(attempts.c.event_id == event_id)
+        .order_by(attempts.c.id)
+    ).mappings()
+    return EventDetail(
+        summary=summary,
+        payload=row.payload,
+        last_traceback=row.last_traceback,
+        processed_at=row.processed_at,
+        deliveries=[first, *(dict(r) for r in delivery_rows)],
+        attempts=[dict(r) for r in attempt_rows],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRead:
+    """A row of the re-fetch queue."""
+
+    account: str
+    id: str
+    object_type: str
+    requests: int
+    attempts: int
+    due_at: datetime
+    last_error: str | None
+    #: When the read was given up (Stripe refused it for good); None: still queued.
+    gave_up_at: datetime | None
+
+
+def list_refetches(
+    conn: Connection, *, gave_up: bool | None = None, limit: int = 50
+) -> list[QueuedRead]:
+    """The re-fetch queue, soonest due first; ``gave_up`` True/False filters."""
+    stmt = select(
+        refetches.c.account,
+        refetches.c.id,
+        refetches.c.object_type,
+        refetches.c.requests,
+        refetches.c.attempts,
+        refetches.c.due_at,
+        refetches.c.last_error,
+        refetches.c.gave_up_at,
+    )
+    if gave_up is not None:
+        column = refetches.c.gave_up_at
+        stmt = stmt.where(column.is_not(None) if gave_up else column.is_(None))
+    stmt = stmt.order_by(refetches.c.due_at, refetches.c.id).limit(limit)
+    return [QueuedRead(*row) for row in conn.execute(stmt)]
