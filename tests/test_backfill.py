@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from sqlalchemy import Engine, select
 
 from stripeline.db import connect
-from stripeline.gateway import LISTERS, Reader, resolve_types
+from stripeline.gateway import Reader
+from stripeline.gateway.reader import LISTERS, resolve_types
 from stripeline.mirror._store import get_object
 from stripeline.mirror.tables import table_for
 from stripeline.sync import Progress, backfill

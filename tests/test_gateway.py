@@ -31,7 +31,8 @@ from stripeline.errors import (
     StripeRateLimitError,
     StripeServerError,
 )
-from stripeline.gateway import DEFAULT_MAX_NETWORK_RETRIES, make_client, stripe_errors
+from stripeline.gateway import make_client, stripe_errors
+from stripeline.gateway.client import DEFAULT_MAX_NETWORK_RETRIES
 from stripeline.settings import load_settings
 
 KEY = "sk_test_gatewaytestkey123456"

@@ -7,9 +7,9 @@ stripeline`` (which pytest does for the plugin) stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from stripeline._lazy import lazy_names as _lazy_names
 from stripeline.errors import (
     ConfigError,
     DatabaseUnavailable,
@@ -29,11 +29,13 @@ from stripeline.errors import (
 
 if TYPE_CHECKING:
     from stripeline.app import ReceivedEvent, Stripeline
+    from stripeline.mirror import Mirror
     from stripeline.settings import Settings, load_settings
 
 __version__ = "0.1.0.dev0"
 
 _LAZY = {
+    "Mirror": "stripeline.mirror",
     "ReceivedEvent": "stripeline.app",
     "Stripeline": "stripeline.app",
     "Settings": "stripeline.settings",
@@ -44,6 +46,7 @@ __all__ = [
     "ConfigError",
     "DatabaseUnavailable",
     "EnvelopeError",
+    "Mirror",
     "ReceivedEvent",
     "Settings",
     "SignatureError",
@@ -63,14 +66,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'stripeline' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = _lazy_names(__name__, _LAZY, __all__)

@@ -131,7 +131,7 @@ def _reader(settings: Settings) -> Reader:
 
 def object_types(names: tuple[str, ...]) -> list[str]:
     """The object types named on the command line (all when none), or exit 2."""
-    from stripeline.gateway import resolve_types
+    from stripeline.gateway.reader import resolve_types
 
     try:
         return resolve_types(names)

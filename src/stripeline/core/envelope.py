@@ -75,3 +75,6 @@ def parse_envelope(payload: bytes | str | dict[str, Any]) -> tuple[Envelope, dic
         ),
         body,
     )
+
+
+__all__ = ["Envelope", "parse_envelope"]

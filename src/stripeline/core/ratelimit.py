@@ -51,3 +51,6 @@ class TokenBucket:
     def acquire(self) -> None:
         while (wait := self.try_acquire()) > 0:
             self._sleep(wait)
+
+
+__all__ = ["TokenBucket"]

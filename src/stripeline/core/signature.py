@@ -107,3 +107,12 @@ def verify(
         if timestamp > now + tolerance:
             raise SignatureError("timestamp_in_future", "timestamp is in the future")
     return timestamp
+
+
+__all__ = [
+    "DEFAULT_TOLERANCE_SECONDS",
+    "compute_signature",
+    "parse_header",
+    "sign",
+    "verify",
+]
