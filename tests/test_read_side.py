@@ -55,3 +55,26 @@ def test_only_the_gateway_imports_the_sdk() -> None:
         if _IMPORTS_STRIPE.search(path.read_text(encoding="utf-8")):
             offenders.append(relative)
     assert offenders == []
+
+
+def test_the_app_s_readers_share_one_rate_limit(tmp_path: Path) -> None:
+    """Re-fetches and catch-up in one process draw from one token bucket, so
+    together they stay within STRIPELINE_API_READS_PER_SECOND."""
+    from pydantic import SecretStr
+
+    from stripeline import Settings, Stripeline
+    from stripeline.gateway import StripeFetcher
+
+    settings = Settings(
+        stripe_secret_key=SecretStr("sk_test_" + "a" * 24),
+        database_url=f"sqlite:///{tmp_path / 'x.db'}",
+        api_reads_per_second=3,
+    )
+    app = Stripeline(settings)
+    fetcher = app.fetcher
+    assert isinstance(fetcher, StripeFetcher)
+    assert fetcher.reader.limiter is app.api_limiter
+    assert app.api_limiter.rate == 3
+    # New settings (serve points the app at its sandbox) give a new bucket.
+    app.use_settings(settings.model_copy(update={"api_reads_per_second": 5}))
+    assert app.api_limiter.rate == 5

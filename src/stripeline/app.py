@@ -26,6 +26,7 @@ from typing import Any, TypeVar, cast
 from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.orm import Session
 
+from stripeline.core.ratelimit import TokenBucket
 from stripeline.db.engine import connect, insert_for, make_engine
 from stripeline.db.models import OnceKey
 from stripeline.inbox import utcnow
@@ -134,6 +135,7 @@ class Stripeline:
     ) -> None:
         self._settings = settings
         self._fetcher = fetcher
+        self._limiter: TokenBucket | None = None
         self._overrides = overrides
         self._engine = engine
         self._handlers: dict[str, list[Handler]] = {}
@@ -153,6 +155,7 @@ class Stripeline:
         """Replace the settings (before the app starts serving)."""
         self._settings = settings
         self._secrets.clear()
+        self._limiter = None
 
     @property
     def engine(self) -> Engine:
@@ -169,9 +172,19 @@ class Stripeline:
             from stripeline.gateway import StripeFetcher, make_client
 
             self._fetcher = StripeFetcher(
-                make_client(self.settings), reads_per_second=self.settings.reads_per_second
+                make_client(self.settings),
+                reads_per_second=self.settings.reads_per_second,
+                limiter=self.api_limiter,
             )
         return self._fetcher
+
+    @property
+    def api_limiter(self) -> TokenBucket:
+        """The one token bucket this process's API reads share: re-fetches and
+        catch-up together stay within ``STRIPELINE_API_READS_PER_SECOND``."""
+        if self._limiter is None:
+            self._limiter = TokenBucket(self.settings.reads_per_second, burst=1)
+        return self._limiter
 
     @cached_property
     def metrics(self) -> Metrics:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from stripeline.core.ratelimit import TokenBucket
 from stripeline.gateway.reader import SERVICES, Reader
 from stripeline.mirror.fetch import Fetched
 
@@ -26,11 +27,19 @@ class StripeFetcher:
         client: stripe.StripeClient,
         *,
         reads_per_second: float,
+        limiter: TokenBucket | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         # One try per read: a failed re-fetch goes back on the queue with its
-        # own backoff instead of holding the worker here.
-        self.reader = Reader(client, reads_per_second=reads_per_second, max_attempts=1, clock=clock)
+        # own backoff instead of holding the worker here. ``limiter`` is the
+        # bucket shared with the process's other readers (``app.api_limiter``).
+        self.reader = Reader(
+            client,
+            reads_per_second=reads_per_second,
+            limiter=limiter,
+            max_attempts=1,
+            clock=clock,
+        )
 
     @property
     def reads(self) -> int:

@@ -71,7 +71,11 @@ def _start_catch_up(app: Stripeline, stop: threading.Event) -> threading.Thread 
         target=run_catch_up_forever,
         args=(
             app.engine,
-            Reader(make_client(settings), reads_per_second=settings.reads_per_second),
+            Reader(
+                make_client(settings),
+                reads_per_second=settings.reads_per_second,
+                limiter=app.api_limiter,
+            ),
         ),
         kwargs={
             "mode": settings.effective_mode,
