@@ -98,3 +98,13 @@ def load_settings_or_exit(load: Callable[[], Settings] = load_settings) -> Setti
     except ConfigError as exc:
         click.echo(f"stripeline: configuration error: {exc.message}", err=True)
         sys.exit(2)
+
+
+#: ``--limit N`` of the listing commands (``events list``, ``mirror list`` …).
+limit_option = click.option(
+    "--limit",
+    type=click.IntRange(1, 100_000),
+    default=50,
+    show_default=True,
+    help="At most this many.",
+)

@@ -14,6 +14,7 @@ from stripeline.commands._common import (
     database,
     fail,
     iso,
+    limit_option,
     load_settings_or_exit,
 )
 from stripeline.db import connect
@@ -44,13 +45,7 @@ def events() -> None:
 @events.command("list")
 @click.option("--status", type=click.Choice(inbox.STATUSES), help="Only events in this status.")
 @click.option("--type", "event_type", metavar="TYPE", help="An event type, or a prefix: invoice.*")
-@click.option(
-    "--limit",
-    type=click.IntRange(1, 100_000),
-    default=50,
-    show_default=True,
-    help="At most this many.",
-)
+@limit_option
 @click.option("--json", "as_json", is_flag=True, help="A JSON array, for scripts.")
 def list_events(status: str | None, event_type: str | None, limit: int, as_json: bool) -> None:
     """List events, newest received first."""
@@ -216,13 +211,7 @@ def replay(event_id: str) -> None:
 
 @events.command()
 @click.option("--gave-up", "gave_up", is_flag=True, help="Only the reads given up for good.")
-@click.option(
-    "--limit",
-    type=click.IntRange(1, 100_000),
-    default=50,
-    show_default=True,
-    help="At most this many.",
-)
+@limit_option
 @click.option("--json", "as_json", is_flag=True, help="A JSON array, for scripts.")
 def refetches(gave_up: bool, limit: int, as_json: bool) -> None:
     """The mirror's re-fetch queue: objects to read again from Stripe, and

@@ -11,7 +11,14 @@ from typing import Any
 import click
 from rich.table import Table
 
-from stripeline.commands._common import console, database, fail, iso, load_settings_or_exit
+from stripeline.commands._common import (
+    console,
+    database,
+    fail,
+    iso,
+    limit_option,
+    load_settings_or_exit,
+)
 from stripeline.mirror import Mirror, MirrorRecord, to_major
 from stripeline.mirror.mapping import TYPED_TABLES
 
@@ -129,13 +136,7 @@ def get(object_id: str, account: str | None, as_json: bool) -> None:
 @click.option("--customer", help="Only this customer's objects.")
 @click.option("--status", help="Only objects in this status.")
 @click.option("--account", help="A connected account's objects (default: the platform's).")
-@click.option(
-    "--limit",
-    type=click.IntRange(1, 100_000),
-    default=50,
-    show_default=True,
-    help="At most this many.",
-)
+@limit_option
 @click.option("--json", "as_json", is_flag=True, help="A JSON array of the objects, for scripts.")
 def list_objects(
     object_type: str,
