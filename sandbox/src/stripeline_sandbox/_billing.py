@@ -43,7 +43,7 @@ from stripeline_sandbox._invoicing import (
 )
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
 from stripeline_sandbox._prices import plan_of
-from stripeline_sandbox._routes import Request
+from stripeline_sandbox._routes import Call
 from stripeline_sandbox._state import Obj
 
 #: Stops a runaway schedule (a bug) instead of hanging the request.
@@ -88,16 +88,16 @@ def period_of(subscription: Obj) -> tuple[int, int]:
     return int(item["current_period_start"]), int(item["current_period_end"])
 
 
-def reset_anchor(request: Request, subscription: Obj, anchor: int) -> None:
+def reset_anchor(call: Call, subscription: Obj, anchor: int) -> None:
     """Start a new cycle at ``anchor`` (trial end, ``billing_cycle_anchor=now``, resume)."""
-    hidden = request.account.hidden(subscription["id"])
+    hidden = call.account.hidden(subscription["id"])
     hidden["anchor"], hidden["cycle"] = anchor, 0
     subscription["billing_cycle_anchor"] = anchor
     set_period(subscription, anchor, boundary(subscription, 1, hidden))
 
 
-def product_name(request: Request, price: Obj) -> str:
-    product = request.account.objects.get(price["product"]) or {}
+def product_name(call: Call, price: Obj) -> str:
+    product = call.account.objects.get(price["product"]) or {}
     return str(product.get("name") or price["product"])
 
 
@@ -105,13 +105,13 @@ def product_name(request: Request, price: Obj) -> str:
 
 
 def cycle_invoice(
-    request: Request, subscription: Obj, billing_reason: str, *, include_items: bool = True
+    call: Call, subscription: Obj, billing_reason: str, *, include_items: bool = True
 ) -> Obj:
     """A draft invoice for the current period of every item (plus pending items)."""
-    customer = request.account.objects[subscription["customer"]]
+    customer = call.account.objects[subscription["customer"]]
     start, end = period_of(subscription)
     invoice = new_invoice(
-        request,
+        call,
         customer,
         subscription=subscription,
         billing_reason=billing_reason,
@@ -120,13 +120,13 @@ def cycle_invoice(
         days_until_due=subscription["days_until_due"],
     )
     if billing_reason != "subscription_create":
-        invoice["period_start"], invoice["period_end"] = _previous_period(request, subscription)
-    include_pending_items(request, invoice, subscription["id"])
+        invoice["period_start"], invoice["period_end"] = _previous_period(call, subscription)
+    include_pending_items(call, invoice, subscription["id"])
     if include_items:
         trialing = subscription["status"] == "trialing"
         for item in subscription["items"]["data"]:
             price, quantity = item["price"], int(item["quantity"])
-            name = product_name(request, price)
+            name = product_name(call, price)
             new_line(
                 invoice,
                 amount=0 if trialing else int(price["unit_amount"]) * quantity,
@@ -138,48 +138,48 @@ def cycle_invoice(
                 subscription_item_id=item["id"],
             )
     subscription["latest_invoice"] = invoice["id"]
-    request.emit("invoice.created", invoice)
+    call.emit("invoice.created", invoice)
     return invoice
 
 
-def _previous_period(request: Request, subscription: Obj) -> tuple[int, int]:
-    hidden = request.account.hidden(subscription["id"])
+def _previous_period(call: Call, subscription: Obj) -> tuple[int, int]:
+    hidden = call.account.hidden(subscription["id"])
     end = period_of(subscription)[0]
     start = int(hidden.get("previous_start", end))
     return start, end
 
 
-def collect(request: Request, invoice: Obj, *, off_session: bool = True) -> None:
+def collect(call: Call, invoice: Obj, *, off_session: bool = True) -> None:
     """Finalise ``invoice`` now and charge it (automatic collection)."""
     invoice["auto_advance"] = True
-    finalize(request, invoice)
+    finalize(call, invoice)
     if (
         invoice["status"] == "open"
         and invoice["collection_method"] == "charge_automatically"
         and int(invoice["amount_due"]) > 0
     ):
-        attempt_payment(request, invoice, off_session=off_session)
+        attempt_payment(call, invoice, off_session=off_session)
 
 
-def _schedule_collection(request: Request, subscription: Obj, invoice: Obj) -> None:
+def _schedule_collection(call: Call, subscription: Obj, invoice: Obj) -> None:
     """What happens to a renewal draft: collection paused, unpaid, or finalised later."""
     pause = subscription["pause_collection"]
     if pause:
         behavior = pause["behavior"]
         if behavior == "keep_as_draft":
             return
-        finalize(request, invoice)
+        finalize(call, invoice)
         if invoice["status"] == "open":
             if behavior == "void":
-                void(request, invoice)
+                void(call, invoice)
             else:
-                mark_uncollectible(request, invoice)
+                mark_uncollectible(call, invoice)
         return
     if subscription["status"] == "unpaid":
         return
-    delay = settings_of(request.account).finalize_delay
+    delay = settings_of(call.account).finalize_delay
     if delay == 0:
-        collect(request, invoice)
+        collect(call, invoice)
         return
     invoice["auto_advance"] = True
     invoice["automatically_finalizes_at"] = int(invoice["created"]) + delay
@@ -188,25 +188,25 @@ def _schedule_collection(request: Request, subscription: Obj, invoice: Obj) -> N
 # -- the cycle -----------------------------------------------------------------
 
 
-def renew(request: Request, subscription: Obj) -> None:
+def renew(call: Call, subscription: Obj) -> None:
     """The period ended: start the next one and invoice it."""
-    hidden = request.account.hidden(subscription["id"])
+    hidden = call.account.hidden(subscription["id"])
     before = copy(subscription)
     hidden["previous_start"] = period_of(subscription)[0]
     hidden["cycle"] = int(hidden["cycle"]) + 1
     cycle = int(hidden["cycle"])
     start, end = boundary(subscription, cycle, hidden), boundary(subscription, cycle + 1, hidden)
     set_period(subscription, start, end)
-    invoice = cycle_invoice(request, subscription, "subscription_cycle")
-    request.emit(
+    invoice = cycle_invoice(call, subscription, "subscription_cycle")
+    call.emit(
         "customer.subscription.updated", subscription, previous_attributes(before, subscription)
     )
-    _schedule_collection(request, subscription, invoice)
+    _schedule_collection(call, subscription, invoice)
 
 
-def end_trial(request: Request, subscription: Obj, moment: int) -> None:
+def end_trial(call: Call, subscription: Obj, moment: int) -> None:
     """The trial is over: charge the first period, or pause/cancel without a payment method."""
-    customer = request.account.objects[subscription["customer"]]
+    customer = call.account.objects[subscription["customer"]]
     has_method = bool(
         subscription["default_payment_method"]
         or customer["invoice_settings"]["default_payment_method"]
@@ -215,31 +215,31 @@ def end_trial(request: Request, subscription: Obj, moment: int) -> None:
     before = copy(subscription)
     subscription["trial_end"] = moment
     if not has_method and missing == "cancel":
-        end_subscription(request, subscription, "cancellation_requested")
+        end_subscription(call, subscription, "cancellation_requested")
         return
     if not has_method and missing == "pause":
         subscription["status"] = "paused"
-        request.emit(
+        call.emit(
             "customer.subscription.updated",
             subscription,
             previous_attributes(before, subscription),
         )
-        request.emit("customer.subscription.paused", subscription)
+        call.emit("customer.subscription.paused", subscription)
         return
-    request.account.hidden(subscription["id"])["previous_start"] = period_of(subscription)[0]
+    call.account.hidden(subscription["id"])["previous_start"] = period_of(subscription)[0]
     subscription["status"] = "active"
-    reset_anchor(request, subscription, moment)
-    invoice = cycle_invoice(request, subscription, "subscription_cycle")
-    request.emit(
+    reset_anchor(call, subscription, moment)
+    invoice = cycle_invoice(call, subscription, "subscription_cycle")
+    call.emit(
         "customer.subscription.updated", subscription, previous_attributes(before, subscription)
     )
-    _schedule_collection(request, subscription, invoice)
+    _schedule_collection(call, subscription, invoice)
 
 
-def _upcoming(request: Request, subscription: Obj) -> None:
+def _upcoming(call: Call, subscription: Obj) -> None:
     start, end = period_of(subscription)
-    request.account.hidden(subscription["id"])["upcoming_for"] = end
-    hidden = request.account.hidden(subscription["id"])
+    call.account.hidden(subscription["id"])["upcoming_for"] = end
+    hidden = call.account.hidden(subscription["id"])
     cycle = int(hidden["cycle"])
     next_end = boundary(subscription, cycle + 2, hidden)
     lines = [
@@ -247,7 +247,7 @@ def _upcoming(request: Request, subscription: Obj) -> None:
             "object": "line_item",
             "amount": int(item["price"]["unit_amount"]) * int(item["quantity"]),
             "currency": subscription["currency"],
-            "description": f"{item['quantity']} × {product_name(request, item['price'])}",
+            "description": f"{item['quantity']} × {product_name(call, item['price'])}",
             "period": {"start": end, "end": next_end},
             "quantity": item["quantity"],
             "subscription": subscription["id"],
@@ -260,7 +260,7 @@ def _upcoming(request: Request, subscription: Obj) -> None:
         "amount_due": total,
         "billing_reason": "upcoming",
         "collection_method": subscription["collection_method"],
-        "created": billing_now(request, subscription["test_clock"]),
+        "created": billing_now(call, subscription["test_clock"]),
         "currency": subscription["currency"],
         "customer": subscription["customer"],
         "lines": {"object": "list", "data": lines, "has_more": False, "url": "/v1/invoices"},
@@ -281,116 +281,114 @@ def _upcoming(request: Request, subscription: Obj) -> None:
         "test_clock": subscription["test_clock"],
         "total": total,
     }
-    request.emit("invoice.upcoming", preview)
+    call.emit("invoice.upcoming", preview)
 
 
-def _trial_will_end(request: Request, subscription: Obj) -> None:
-    request.account.hidden(subscription["id"])["trial_will_end_sent"] = True
-    request.emit("customer.subscription.trial_will_end", subscription)
+def _trial_will_end(call: Call, subscription: Obj) -> None:
+    call.account.hidden(subscription["id"])["trial_will_end_sent"] = True
+    call.emit("customer.subscription.trial_will_end", subscription)
 
 
-def _expire(request: Request, subscription: Obj) -> None:
+def _expire(call: Call, subscription: Obj) -> None:
     before = copy(subscription)
     subscription["status"] = "incomplete_expired"
-    subscription["ended_at"] = billing_now(request, subscription["test_clock"])
-    invoice = request.account.objects.get(subscription["latest_invoice"] or "")
+    subscription["ended_at"] = billing_now(call, subscription["test_clock"])
+    invoice = call.account.objects.get(subscription["latest_invoice"] or "")
     if invoice is not None and invoice["status"] == "open":
-        void(request, invoice)
-    request.emit(
+        void(call, invoice)
+    call.emit(
         "customer.subscription.updated", subscription, previous_attributes(before, subscription)
     )
 
 
-def _unpause_collection(request: Request, subscription: Obj) -> None:
+def _unpause_collection(call: Call, subscription: Obj) -> None:
     before = copy(subscription)
     subscription["pause_collection"] = None
-    request.emit(
+    call.emit(
         "customer.subscription.updated", subscription, previous_attributes(before, subscription)
     )
 
 
-def _cancel_at(request: Request, subscription: Obj) -> None:
+def _cancel_at(call: Call, subscription: Obj) -> None:
     reason = subscription["cancellation_details"]["reason"] or "cancellation_requested"
-    end_subscription(request, subscription, reason)
+    end_subscription(call, subscription, reason)
 
 
 # -- the scheduler -------------------------------------------------------------
 
 
-def _subscription_work(request: Request, subscription: Obj) -> list[Job]:
-    hidden = request.account.hidden(subscription["id"])
+def _subscription_work(call: Call, subscription: Obj) -> list[Job]:
+    hidden = call.account.hidden(subscription["id"])
     status = subscription["status"]
     jobs: list[Job] = []
     if status == "incomplete":
         expiry = int(subscription["created"]) + INCOMPLETE_EXPIRY
-        jobs.append((expiry, 5, lambda: _expire(request, subscription)))
+        jobs.append((expiry, 5, lambda: _expire(call, subscription)))
         return jobs
     if status not in _LIVE:
         return jobs
     start, end = period_of(subscription)
-    upcoming_days = settings_of(request.account).upcoming_days
+    upcoming_days = settings_of(call.account).upcoming_days
     if upcoming_days and hidden.get("upcoming_for") != end and subscription["cancel_at"] is None:
         notice = end - upcoming_days * 86400
         if notice > start:
-            jobs.append((notice, 1, lambda: _upcoming(request, subscription)))
+            jobs.append((notice, 1, lambda: _upcoming(call, subscription)))
     pause = subscription["pause_collection"]
     if pause and pause.get("resumes_at"):
-        jobs.append(
-            (int(pause["resumes_at"]), 2, lambda: _unpause_collection(request, subscription))
-        )
+        jobs.append((int(pause["resumes_at"]), 2, lambda: _unpause_collection(call, subscription)))
     cancel_at = subscription["cancel_at"]
     if cancel_at is not None and int(cancel_at) <= end:
-        jobs.append((int(cancel_at), 2, lambda: _cancel_at(request, subscription)))
+        jobs.append((int(cancel_at), 2, lambda: _cancel_at(call, subscription)))
         return jobs
     if status == "trialing":
         trial_end = int(subscription["trial_end"])
         if not hidden.get("trial_will_end_sent"):
             notice = max(int(subscription["created"]), trial_end - TRIAL_WILL_END_NOTICE)
-            jobs.append((notice, 0, lambda: _trial_will_end(request, subscription)))
-        jobs.append((trial_end, 3, lambda: end_trial(request, subscription, trial_end)))
+            jobs.append((notice, 0, lambda: _trial_will_end(call, subscription)))
+        jobs.append((trial_end, 3, lambda: end_trial(call, subscription, trial_end)))
         return jobs
-    jobs.append((end, 3, lambda: renew(request, subscription)))
+    jobs.append((end, 3, lambda: renew(call, subscription)))
     return jobs
 
 
-def _invoice_work(request: Request, invoice: Obj) -> list[Job]:
+def _invoice_work(call: Call, invoice: Obj) -> list[Job]:
     if invoice["status"] == "draft" and invoice["auto_advance"]:
         moment = invoice["automatically_finalizes_at"]
         if moment is not None:
-            return [(int(moment), 4, lambda: _auto_finalize(request, invoice))]
+            return [(int(moment), 4, lambda: _auto_finalize(call, invoice))]
     if (
         invoice["status"] == "open"
         and invoice["collection_method"] == "charge_automatically"
         and invoice["next_payment_attempt"] is not None
         and invoice["auto_advance"]
     ):
-        return [(int(invoice["next_payment_attempt"]), 4, lambda: _retry(request, invoice))]
+        return [(int(invoice["next_payment_attempt"]), 4, lambda: _retry(call, invoice))]
     return []
 
 
-def _retry(request: Request, invoice: Obj) -> None:
-    attempt_payment(request, invoice)
+def _retry(call: Call, invoice: Obj) -> None:
+    attempt_payment(call, invoice)
 
 
-def _auto_finalize(request: Request, invoice: Obj) -> None:
+def _auto_finalize(call: Call, invoice: Obj) -> None:
     invoice["automatically_finalizes_at"] = None
-    collect(request, invoice)
+    collect(call, invoice)
 
 
-def due_work(request: Request, clock_id: str | None) -> list[Job]:
+def due_work(call: Call, clock_id: str | None) -> list[Job]:
     """Every piece of work the objects of one clock (None: the sandbox clock) will do."""
     jobs: list[Job] = []
-    for subscription in request.account.all("subscription"):
+    for subscription in call.account.all("subscription"):
         if subscription["test_clock"] == clock_id:
-            jobs.extend(_subscription_work(request, subscription))
-    for invoice in request.account.all("invoice"):
+            jobs.extend(_subscription_work(call, subscription))
+    for invoice in call.account.all("invoice"):
         if invoice["test_clock"] == clock_id:
-            jobs.extend(_invoice_work(request, invoice))
+            jobs.extend(_invoice_work(call, invoice))
     return jobs
 
 
 def run_until(
-    request: Request, clock_id: str | None, target: int, on_step: Callable[[int], None]
+    call: Call, clock_id: str | None, target: int, on_step: Callable[[int], None]
 ) -> None:
     """Do all due work up to ``target`` in time order; ``on_step`` moves billing time.
 
@@ -398,37 +396,37 @@ def run_until(
         RuntimeError: the schedule never settles (a sandbox bug).
     """
     for _ in range(MAX_STEPS):
-        jobs = [job for job in due_work(request, clock_id) if job[0] <= target]
+        jobs = [job for job in due_work(call, clock_id) if job[0] <= target]
         if not jobs:
             return
         moment, _, action = min(jobs, key=lambda job: (job[0], job[1]))
         on_step(moment)
-        first = len(request.events)
-        reconcile(request)
+        first = len(call.events)
+        reconcile(call)
         action()
-        for event in request.events[first:]:
+        for event in call.events[first:]:
             # Stripe's automatic changes carry no request.
             event["request"] = {"id": None, "idempotency_key": None}
     raise RuntimeError("billing schedule did not settle")
 
 
-def settle(request: Request) -> None:
+def settle(call: Call) -> None:
     """Catch sandbox-clock billing up with the sandbox clock; pick up paid invoices."""
-    account = request.account
+    account = call.account
     try:
-        run_until(request, None, request.now(), lambda moment: set_cursor(account, moment))
+        run_until(call, None, call.now(), lambda moment: set_cursor(account, moment))
     finally:
         set_cursor(account, None)
-    reconcile(request)
+    reconcile(call)
 
 
-def new_item(request: Request, subscription: Obj, price: Obj, quantity: int, metadata: Any) -> Obj:
+def new_item(call: Call, subscription: Obj, price: Obj, quantity: int, metadata: Any) -> Obj:
     """Store a subscription item for ``price`` (its period is set by the caller)."""
     item: Obj = {
         "id": new_id("si"),
         "object": "subscription_item",
         "billing_thresholds": None,
-        "created": billing_now(request, subscription["test_clock"]),
+        "created": billing_now(call, subscription["test_clock"]),
         "current_period_end": 0,
         "current_period_start": 0,
         "discounts": [],
@@ -439,5 +437,5 @@ def new_item(request: Request, subscription: Obj, price: Obj, quantity: int, met
         "subscription": subscription["id"],
         "tax_rates": [],
     }
-    request.account.add(item)
+    call.account.add(item)
     return item

@@ -11,7 +11,7 @@ from typing import Any
 
 from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import new_id, random_part
-from stripeline_sandbox._routes import Endpoint, Request, optional_str
+from stripeline_sandbox._routes import Call, Endpoint, Request, optional_str
 from stripeline_sandbox._state import Obj
 
 NOUN = "billing_portal.session"
@@ -24,8 +24,8 @@ _FLOWS = (
 )
 
 
-def _default_configuration(request: Request) -> str:
-    hidden = request.account.hidden("billing_portal")
+def _default_configuration(call: Call) -> str:
+    hidden = call.account.hidden("billing_portal")
     configuration = hidden.get("default_configuration")
     if configuration is None:
         configuration = hidden["default_configuration"] = new_id("bpc")

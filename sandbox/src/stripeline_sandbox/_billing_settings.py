@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stripeline_sandbox._errors import invalid
-from stripeline_sandbox._routes import Endpoint, Request, as_int
+from stripeline_sandbox._routes import Call, Endpoint, Request, as_int
 from stripeline_sandbox._state import Account, Obj
 
 DAY = 86400
@@ -52,14 +52,14 @@ def settings_of(account: Account) -> BillingSettings:
     return found
 
 
-def billing_now(request: Request, clock_id: str | None) -> int:
+def billing_now(call: Call, clock_id: str | None) -> int:
     """The time of a test clock (``clock_id``) or of the sandbox, as billing sees it."""
     if clock_id:
-        clock = request.account.objects.get(clock_id)
+        clock = call.account.objects.get(clock_id)
         if clock is not None:
             return int(clock["frozen_time"])
-    cursor = request.account.hidden(_CURSOR).get("now")
-    return int(cursor) if cursor is not None else request.now()
+    cursor = call.account.hidden(_CURSOR).get("now")
+    return int(cursor) if cursor is not None else call.now()
 
 
 def set_cursor(account: Account, moment: int | None) -> None:

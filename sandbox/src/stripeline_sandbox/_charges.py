@@ -9,12 +9,12 @@ from stripeline_sandbox._cards import DECLINE_MESSAGES, TestCard
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
-from stripeline_sandbox._routes import Endpoint, Request, optional_str
+from stripeline_sandbox._routes import Call, Endpoint, Request, optional_str
 from stripeline_sandbox._state import Obj
 
 
 def new_charge(
-    request: Request,
+    call: Call,
     payment_intent: Obj,
     payment_method: Obj,
     card: TestCard | None,
@@ -41,7 +41,7 @@ def new_charge(
         "billing_details": copy(payment_method["billing_details"]),
         "calculated_statement_descriptor": "STRIPELINE SANDBOX",
         "captured": captured and not failed,
-        "created": request.now(),
+        "created": call.now(),
         "currency": payment_intent["currency"],
         "customer": payment_intent["customer"],
         "description": payment_intent["description"],
@@ -90,9 +90,9 @@ def new_charge(
         "transfer_data": None,
         "transfer_group": None,
     }
-    request.account.add(charge)
+    call.account.add(charge)
     if card is not None:
-        request.account.hidden(charge_id)["card"] = card
+        call.account.hidden(charge_id)["card"] = card
     return charge
 
 

@@ -24,7 +24,7 @@ from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import random_part
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata
-from stripeline_sandbox._routes import Endpoint, Request, as_int, optional_str
+from stripeline_sandbox._routes import Call, Endpoint, Request, as_int, optional_str
 from stripeline_sandbox._state import Obj
 
 NOUN = "checkout.session"
@@ -35,7 +35,7 @@ MODES = ("payment", "setup", "subscription")
 HOSTED_CHECKOUT = "https://checkout.stripe.com/c/pay"
 
 
-def _line_items(request: Request, given: Any) -> list[Obj]:
+def _line_items(call: Call, given: Any) -> list[Obj]:
     if not given:
         return []
     entries = given if isinstance(given, list) else list(given.values())
@@ -47,7 +47,7 @@ def _line_items(request: Request, given: Any) -> list[Obj]:
         quantity = as_int(entry.get("quantity", 1), f"{param}[quantity]", minimum=1)
         price_id = optional_str(entry.get("price"))
         if price_id is not None:
-            price = request.get("price", price_id, param=f"{param}[price]")
+            price = call.get("price", price_id, param=f"{param}[price]")
             unit_amount = int(price.get("unit_amount") or 0)
             currency = str(price["currency"])
             description = str(price.get("nickname") or price_id)
@@ -221,16 +221,16 @@ def create_checkout_session(request: Request) -> Obj:
     return session
 
 
-def _expire_if_due(request: Request, session: Obj) -> None:
+def _expire_if_due(call: Call, session: Obj) -> None:
     """Sessions past ``expires_at`` (sandbox time) expire when next touched."""
-    if session["status"] == "open" and request.now() >= int(session["expires_at"]):
-        _expire(request, session)
+    if session["status"] == "open" and call.now() >= int(session["expires_at"]):
+        _expire(call, session)
 
 
-def _expire(request: Request, session: Obj) -> None:
+def _expire(call: Call, session: Obj) -> None:
     session["status"] = "expired"
     session["url"] = None
-    request.emit("checkout.session.expired", session)
+    call.emit("checkout.session.expired", session)
 
 
 def _session(request: Request) -> Obj:
@@ -296,7 +296,7 @@ def hosted_checkout_page(request: Request) -> Obj:
 
 def complete_checkout_session(request: Request) -> Obj:
     """Pay on the hosted page: ``payment_method`` (default ``pm_card_visa``), ``email``, ``name``."""
-    from stripeline_sandbox._payment_intents import _confirm, create_payment_intent
+    from stripeline_sandbox._payment_intents import confirm, create_payment_intent_op
 
     session = _session(request)
     if session["status"] != "open":
@@ -328,17 +328,15 @@ def complete_checkout_session(request: Request) -> Obj:
         for name in ("capture_method", "description", "setup_future_usage"):
             if intent_data.get(name):
                 create_params[name] = intent_data[name]
-        payment_intent = create_payment_intent(request.with_params(create_params))
+        payment_intent = create_payment_intent_op(request, create_params)
         session["payment_intent"] = payment_intent["id"]
     else:
         payment_intent = request.get("payment_intent", payment_intent_id)
     # The hosted page runs 3-D Secure with the customer: it counts as done.
     request.account.hidden(payment_intent["id"])["authenticated"] = True
-    confirm = request.with_params(
-        {"payment_method": str(params.get("payment_method") or "pm_card_visa")}
-    )
+    confirm_params = {"payment_method": str(params.get("payment_method") or "pm_card_visa")}
     try:
-        _confirm(confirm, payment_intent)
+        confirm(request, payment_intent, confirm_params)
     finally:
         request.account.hidden(payment_intent["id"]).pop("authenticated", None)
     processing = payment_intent["status"] == "processing"
@@ -354,18 +352,18 @@ def complete_checkout_session(request: Request) -> Obj:
     return session
 
 
-def async_payment_outcome(request: Request, payment_intent: Obj) -> None:
+def async_payment_outcome(call: Call, payment_intent: Obj) -> None:
     """A session's bank debit settled: ``checkout.session.async_payment_succeeded``
     (``payment_status: paid``) or ``…_failed``."""
-    session_id = request.account.hidden(payment_intent["id"]).pop("checkout_session", None)
-    session = request.account.find(NOUN, session_id) if session_id else None
+    session_id = call.account.hidden(payment_intent["id"]).pop("checkout_session", None)
+    session = call.account.find(NOUN, session_id) if session_id else None
     if session is None:
         return
     if payment_intent["status"] == "succeeded":
         session["payment_status"] = "paid"
-        request.emit("checkout.session.async_payment_succeeded", session)
+        call.emit("checkout.session.async_payment_succeeded", session)
     else:
-        request.emit("checkout.session.async_payment_failed", session)
+        call.emit("checkout.session.async_payment_failed", session)
 
 
 def _finish(request: Request, session: Obj, email: str | None, payment_status: str) -> None:
@@ -389,15 +387,15 @@ def _complete_subscription(request: Request, session: Obj) -> Obj:
     """Subscribe as the hosted page would: a customer (made if the session has
     none), the card attached as the default, the subscription's first invoice
     paid at once (a declining card answers 402 and leaves the session open)."""
-    from stripeline_sandbox._customers import create_customer
-    from stripeline_sandbox._subscriptions import create_subscription
+    from stripeline_sandbox._customers import create_customer_op
+    from stripeline_sandbox._subscriptions import create_subscription_op
 
     params = request.params
     hidden = request.account.hidden(session["id"])
     email = optional_str(params.get("email")) or session["customer_email"]
     customer_id = session["customer"] or hidden.get("customer")
     if customer_id is None:
-        customer = create_customer(request.with_params({"email": email or ""}))
+        customer = create_customer_op(request, {"email": email or ""})
         customer_id = hidden["customer"] = customer["id"]
     elif email is None:
         email = request.get("customer", customer_id).get("email")
@@ -414,7 +412,7 @@ def _complete_subscription(request: Request, session: Obj) -> Obj:
     }
     if data.get("trial_period_days") not in (None, ""):
         create_params["trial_period_days"] = data["trial_period_days"]
-    subscription = create_subscription(request.with_params(create_params))
+    subscription = create_subscription_op(request, create_params)
     session["customer"] = customer_id
     session["subscription"] = subscription["id"]
     session["invoice"] = subscription.get("latest_invoice")

@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from stripeline_sandbox._customers import create_customer
+from stripeline_sandbox._customers import create_customer_op
 from stripeline_sandbox._delivery import DeliveryMode
 from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._faults import KINDS, Fault
 from stripeline_sandbox._payment_intents import settle_due
-from stripeline_sandbox._products import create_product
-from stripeline_sandbox._routes import Endpoint, Request, as_bool, as_int
+from stripeline_sandbox._products import create_product_op
+from stripeline_sandbox._routes import Call, Endpoint, Request, as_bool, as_int
 from stripeline_sandbox._state import Account, Obj, World
 
 
@@ -123,10 +123,10 @@ def advance_clock(request: Request) -> Obj:
 
 
 #: Collections ``/_sandbox/bulk`` can fill (each object needs no other one), and
-#: the ``POST /v1/<resource>`` handler that creates one with the given parameters.
-BULK_RESOURCES: dict[str, Callable[[Request], Obj]] = {
-    "customers": create_customer,
-    "products": create_product,
+#: the operation behind ``POST /v1/<resource>`` that creates one from its parameters.
+BULK_RESOURCES: dict[str, Callable[[Call, dict[str, Any]], Obj]] = {
+    "customers": create_customer_op,
+    "products": create_product_op,
 }
 BULK_MAX = 100_000
 
@@ -134,7 +134,9 @@ BULK_MAX = 100_000
 def bulk_create(
     world: World, account: Account, resource: str, count: int, params: dict[str, Any]
 ) -> list[str]:
-    """Run ``POST /v1/<resource>`` ``count`` times in-process; return the ids.
+    """Create ``count`` objects as ``POST /v1/<resource>`` would, in-process; return the ids.
+
+    Each is its own ``Call`` (a fresh request id); their events are stored, not delivered.
 
     Raises:
         ValueError: an unknown resource or a count out of range.
@@ -150,8 +152,7 @@ def bulk_create(
             values = {
                 k: v.replace("{i}", str(i)) if isinstance(v, str) else v for k, v in params.items()
             }
-            request = Request.internal(world, account, values, path=f"/v1/{resource}")
-            ids.append(str(create(request)["id"]))
+            ids.append(str(create(Call(world, account), values)["id"]))
     return ids
 
 

@@ -12,7 +12,7 @@ from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
 from stripeline_sandbox._payment_methods import attach, resolve
-from stripeline_sandbox._routes import Endpoint, Request, as_int, optional_str
+from stripeline_sandbox._routes import Call, Endpoint, Request, as_int, optional_str
 from stripeline_sandbox._state import Obj
 
 _TEXT_FIELDS = ("description", "email", "name", "phone")
@@ -25,9 +25,8 @@ def _address(given: Any) -> Obj | None:
     return {name: optional_str(given.get(name)) for name in _ADDRESS_FIELDS}
 
 
-def _apply(request: Request, customer: Obj) -> None:
+def _apply(call: Call, customer: Obj, params: dict[str, Any]) -> None:
     """Apply create/update parameters shared by both calls."""
-    params = request.params
     for name in _TEXT_FIELDS:
         if name in params:
             customer[name] = optional_str(params[name])
@@ -56,7 +55,7 @@ def _apply(request: Request, customer: Obj) -> None:
     if isinstance(settings, dict) and "default_payment_method" in settings:
         default = optional_str(settings["default_payment_method"])
         if default is not None:
-            payment_method = request.account.find("payment_method", default)
+            payment_method = call.account.find("payment_method", default)
             if payment_method is None or payment_method["customer"] != customer["id"]:
                 raise invalid(
                     f"The customer does not have a payment method with the ID {default}. "
@@ -67,10 +66,15 @@ def _apply(request: Request, customer: Obj) -> None:
 
 
 def create_customer(request: Request) -> Obj:
-    """A customer; with ``test_clock`` it lives at that test clock's time."""
-    clock_id = optional_str(request.params.get("test_clock"))
+    return create_customer_op(request, request.params)
+
+
+def create_customer_op(call: Call, params: dict[str, Any]) -> Obj:
+    """A customer from ``POST /v1/customers`` parameters; with ``test_clock`` it
+    lives at that test clock's time."""
+    clock_id = optional_str(params.get("test_clock"))
     clock = (
-        request.get("test_helpers.test_clock", clock_id, "test_clock", param="test_clock")
+        call.get("test_helpers.test_clock", clock_id, "test_clock", param="test_clock")
         if clock_id
         else None
     )
@@ -79,7 +83,7 @@ def create_customer(request: Request) -> Obj:
         "object": "customer",
         "address": None,
         "balance": 0,
-        "created": int(clock["frozen_time"]) if clock else request.now(),
+        "created": int(clock["frozen_time"]) if clock else call.now(),
         "currency": None,
         "customer_account": None,
         "default_source": None,
@@ -104,27 +108,27 @@ def create_customer(request: Request) -> Obj:
         "tax_exempt": "none",
         "test_clock": clock["id"] if clock else None,
     }
-    reference = optional_str(request.params.get("payment_method"))
-    payment_method = resolve(request, reference) if reference else None
-    settings = request.params.get("invoice_settings")
+    reference = optional_str(params.get("payment_method"))
+    payment_method = resolve(call, reference) if reference else None
+    settings = params.get("invoice_settings")
     if payment_method is not None and isinstance(settings, dict):
         if settings.get("default_payment_method") == reference:
             # A test id made the default in the same call means the new PaymentMethod.
             settings["default_payment_method"] = payment_method["id"]
-    request.account.add(customer)
+    call.account.add(customer)
     try:
         if payment_method is not None:
-            attach(request, payment_method, customer)
-        _apply(request, customer)
+            attach(call, payment_method, customer)
+        _apply(call, customer, params)
     except StripeError:
         # Nothing of a refused create remains.
-        request.account.remove(customer["id"])
+        call.account.remove(customer["id"])
         if payment_method is not None:
             payment_method["customer"] = None
-        request.events.clear()
+        call.events.clear()
         raise
-    request.events.insert(0, request.emit("customer.created", customer))
-    request.events.pop()
+    call.events.insert(0, call.emit("customer.created", customer))
+    call.events.pop()
     return customer
 
 
@@ -139,7 +143,7 @@ def retrieve_customer(request: Request) -> Obj:
 def update_customer(request: Request) -> Obj:
     customer = request.get("customer", request.path_params["id"])
     before = copy(customer)
-    _apply(request, customer)
+    _apply(request, customer, request.params)
     changed = previous_attributes(before, customer)
     if changed:
         request.emit("customer.updated", customer, changed)
@@ -153,8 +157,8 @@ def delete_customer(request: Request) -> Obj:
     return {"id": customer["id"], "object": "customer", "deleted": True}
 
 
-def _live_customers(request: Request) -> list[Obj]:
-    return [c for c in request.account.all("customer") if not c.get("deleted")]
+def _live_customers(call: Call) -> list[Obj]:
+    return [c for c in call.account.all("customer") if not c.get("deleted")]
 
 
 def list_customers(request: Request) -> Obj:

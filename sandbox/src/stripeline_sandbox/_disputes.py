@@ -14,7 +14,7 @@ from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
-from stripeline_sandbox._routes import Endpoint, Request, as_bool, optional_str
+from stripeline_sandbox._routes import Call, Endpoint, Request, as_bool, optional_str
 from stripeline_sandbox._state import Obj
 
 DISPUTE_FEE = 1500
@@ -32,14 +32,14 @@ EVIDENCE_FIELDS = (
 _OPEN = {"needs_response", "warning_needs_response"}
 
 
-def _balance_transaction(request: Request, dispute: Obj, amount: int, fee: int, kind: str) -> Obj:
+def _balance_transaction(call: Call, dispute: Obj, amount: int, fee: int, kind: str) -> Obj:
     return {
         "id": new_id("txn"),
         "object": "balance_transaction",
         "amount": amount,
-        "available_on": request.now(),
+        "available_on": call.now(),
         "balance_type": "payments",
-        "created": request.now(),
+        "created": call.now(),
         "currency": dispute["currency"],
         "description": f"Chargeback {kind} for {dispute['charge']}",
         "exchange_rate": None,
@@ -63,10 +63,10 @@ def _balance_transaction(request: Request, dispute: Obj, amount: int, fee: int, 
     }
 
 
-def open_dispute(request: Request, charge: Obj, *, inquiry: bool) -> Obj:
+def open_dispute(call: Call, charge: Obj, *, inquiry: bool) -> Obj:
     """Open a dispute on ``charge`` as the card network would."""
     amount = int(charge["amount_captured"])
-    now = request.now()
+    now = call.now()
     # Due at the end of the day, a week from now (Stripe's windows vary by network).
     due_by = now + RESPONSE_WINDOW_SECONDS
     due_by += 86399 - due_by % 86400
@@ -104,16 +104,16 @@ def open_dispute(request: Request, charge: Obj, *, inquiry: bool) -> Obj:
         "reason": "general" if inquiry else "fraudulent",
         "status": "warning_needs_response" if inquiry else "needs_response",
     }
-    request.account.add(dispute)
+    call.account.add(dispute)
     before = copy(charge)
     charge["disputed"] = True
-    request.emit("charge.dispute.created", dispute)
-    request.emit("charge.updated", charge, previous_attributes(before, charge))
+    call.emit("charge.dispute.created", dispute)
+    call.emit("charge.updated", charge, previous_attributes(before, charge))
     if not inquiry:
         dispute["balance_transactions"].append(
-            _balance_transaction(request, dispute, -amount, DISPUTE_FEE, "withdrawal")
+            _balance_transaction(call, dispute, -amount, DISPUTE_FEE, "withdrawal")
         )
-        request.emit("charge.dispute.funds_withdrawn", dispute)
+        call.emit("charge.dispute.funds_withdrawn", dispute)
     return dispute
 
 
@@ -121,7 +121,7 @@ def _inquiry(dispute: Obj) -> bool:
     return str(dispute["status"]).startswith("warning_")
 
 
-def close_dispute(request: Request, dispute: Obj, outcome: str) -> None:
+def close_dispute(call: Call, dispute: Obj, outcome: str) -> None:
     """Close as ``won`` or ``lost`` (an inquiry just closes)."""
     before = copy(dispute)
     if _inquiry(dispute):
@@ -130,11 +130,11 @@ def close_dispute(request: Request, dispute: Obj, outcome: str) -> None:
         dispute["status"] = outcome
         if outcome == "won":
             dispute["balance_transactions"].append(
-                _balance_transaction(request, dispute, int(dispute["amount"]), 0, "reversal")
+                _balance_transaction(call, dispute, int(dispute["amount"]), 0, "reversal")
             )
-            request.emit("charge.dispute.funds_reinstated", dispute)
+            call.emit("charge.dispute.funds_reinstated", dispute)
     dispute["is_charge_refundable"] = False
-    request.emit("charge.dispute.closed", dispute, previous_attributes(before, dispute))
+    call.emit("charge.dispute.closed", dispute, previous_attributes(before, dispute))
 
 
 def update_dispute(request: Request) -> Obj:

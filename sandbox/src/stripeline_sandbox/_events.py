@@ -1,4 +1,4 @@
-"""Events: created by ``Request.emit``, listed and retrieved at ``/v1/events``."""
+"""Events: created by ``Call.emit``, listed and retrieved at ``/v1/events``."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from stripeline_sandbox._errors import invalid, no_such
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import copy
-from stripeline_sandbox._routes import Endpoint, Request
+from stripeline_sandbox._routes import Call, Endpoint, Request
 from stripeline_sandbox._state import API_VERSION, Obj
 
 #: Stripe keeps events for 30 days.
 EVENT_RETENTION_SECONDS = 30 * 24 * 3600
 
 
-def create_event(request: Request, type: str, obj: Obj, previous: Obj | None = None) -> Obj:
+def create_event(call: Call, type: str, obj: Obj, previous: Obj | None = None) -> Obj:
     """Store the Event for ``obj`` (snapshotted now) and return it."""
     data: Obj = {"object": copy(obj)}
     if previous:
@@ -25,19 +25,19 @@ def create_event(request: Request, type: str, obj: Obj, previous: Obj | None = N
         "id": new_id("evt"),
         "object": "event",
         "api_version": API_VERSION,
-        "created": request.now(),
+        "created": call.now(),
         "data": data,
         "livemode": False,
         "pending_webhooks": 0,
-        "request": {"id": request.request_id, "idempotency_key": request.idempotency_key},
+        "request": {"id": call.request_id, "idempotency_key": call.idempotency_key},
         "type": type,
     }
-    request.account.add(event)
+    call.account.add(event)
     return event
 
 
-def _visible(request: Request, event: Obj) -> bool:
-    return int(event["created"]) >= request.now() - EVENT_RETENTION_SECONDS
+def _visible(call: Call, event: Obj) -> bool:
+    return int(event["created"]) >= call.now() - EVENT_RETENTION_SECONDS
 
 
 def _type_matcher(params: dict[str, Any]) -> Callable[[Obj], bool]:

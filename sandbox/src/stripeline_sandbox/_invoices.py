@@ -28,7 +28,7 @@ from stripeline_sandbox._invoicing import (
 )
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
-from stripeline_sandbox._routes import Endpoint, Request, as_bool, as_int, optional_str
+from stripeline_sandbox._routes import Call, Endpoint, Request, as_bool, as_int, optional_str
 from stripeline_sandbox._state import Obj
 
 NOUN = "invoice"
@@ -317,8 +317,8 @@ def _item(request: Request) -> Obj:
     return request.get("invoiceitem", request.path_params["id"], "invoice item")
 
 
-def _editable(request: Request, item: Obj) -> Obj | None:
-    invoice = request.account.objects.get(item["invoice"] or "")
+def _editable(call: Call, item: Obj) -> Obj | None:
+    invoice = call.account.objects.get(item["invoice"] or "")
     if invoice is not None and invoice["status"] != "draft":
         raise invalid(
             "This invoice item is on a finalized invoice and cannot be changed.",

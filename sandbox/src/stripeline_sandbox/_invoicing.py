@@ -21,10 +21,10 @@ from stripeline_sandbox._errors import StripeError
 from stripeline_sandbox._ids import new_id, random_part
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
 from stripeline_sandbox._payment_intents import (
-    confirm_payment_intent,
-    create_payment_intent,
+    confirm_payment_intent_op,
+    create_payment_intent_op,
 )
-from stripeline_sandbox._routes import Request
+from stripeline_sandbox._routes import Call
 from stripeline_sandbox._state import Obj
 
 #: Stripe does not charge less than this (USD cents); smaller amounts go to the balance.
@@ -33,7 +33,7 @@ _ADDRESS = ("city", "country", "line1", "line2", "postal_code", "state")
 
 
 def new_invoice(
-    request: Request,
+    call: Call,
     customer: Obj,
     *,
     subscription: Obj | None = None,
@@ -47,7 +47,7 @@ def new_invoice(
     metadata: Any = None,
 ) -> Obj:
     """Store a draft invoice (no ``invoice.created`` event: the caller emits it)."""
-    now = billing_now(request, customer["test_clock"])
+    now = billing_now(call, customer["test_clock"])
     invoice_id = new_id("in")
     start, end = period or (now, now)
     address = customer["address"] or {}
@@ -167,16 +167,16 @@ def new_invoice(
         "webhooks_delivered_at": None,
     }
     if auto_advance:
-        invoice["automatically_finalizes_at"] = now + settings_of(request.account).finalize_delay
-    request.account.add(invoice)
+        invoice["automatically_finalizes_at"] = now + settings_of(call.account).finalize_delay
+    call.account.add(invoice)
     return invoice
 
 
-def subscription_of(request: Request, invoice: Obj) -> Obj | None:
+def subscription_of(call: Call, invoice: Obj) -> Obj | None:
     parent = invoice.get("parent") or {}
     details = parent.get("subscription_details") or {}
     sub_id = details.get("subscription")
-    return request.account.find("subscription", sub_id) if sub_id else None
+    return call.account.find("subscription", sub_id) if sub_id else None
 
 
 def new_line(
@@ -261,9 +261,9 @@ def recompute(invoice: Obj) -> None:
         invoice["amount_remaining"] = max(0, total)
 
 
-def include_pending_items(request: Request, invoice: Obj, subscription_id: str | None) -> None:
+def include_pending_items(call: Call, invoice: Obj, subscription_id: str | None) -> None:
     """Move the customer's pending invoice items (of ``subscription_id``) onto ``invoice``."""
-    for item in reversed(request.account.all("invoiceitem")):
+    for item in reversed(call.account.all("invoiceitem")):
         if item.get("deleted") or item["invoice"] is not None:
             continue
         if item["customer"] != invoice["customer"]:
@@ -273,14 +273,14 @@ def include_pending_items(request: Request, invoice: Obj, subscription_id: str |
         )
         if item_sub != subscription_id:
             continue
-        add_item_line(request, invoice, item)
+        add_item_line(call, invoice, item)
 
 
-def add_item_line(request: Request, invoice: Obj, item: Obj) -> Obj:
+def add_item_line(call: Call, invoice: Obj, item: Obj) -> Obj:
     item["invoice"] = invoice["id"]
     price_id = ((item.get("pricing") or {}).get("price_details") or {}).get("price")
-    price = request.account.find("price", price_id) if price_id else None
-    hidden = request.account.hidden(item["id"])
+    price = call.account.find("price", price_id) if price_id else None
+    hidden = call.account.hidden(item["id"])
     sub_id = ((item.get("parent") or {}).get("subscription_details") or {}).get("subscription")
     return new_line(
         invoice,
@@ -297,33 +297,33 @@ def add_item_line(request: Request, invoice: Obj, item: Obj) -> Obj:
     )
 
 
-def _set_status(request: Request, subscription: Obj, status: str) -> None:
+def _set_status(call: Call, subscription: Obj, status: str) -> None:
     if subscription["status"] == status:
         return
     before = copy(subscription)
     subscription["status"] = status
-    request.emit(
+    call.emit(
         "customer.subscription.updated", subscription, previous_attributes(before, subscription)
     )
 
 
-def end_subscription(request: Request, subscription: Obj, reason: str | None) -> None:
+def end_subscription(call: Call, subscription: Obj, reason: str | None) -> None:
     """Cancel now: ``canceled``, ``customer.subscription.deleted``."""
-    now = billing_now(request, subscription["test_clock"])
+    now = billing_now(call, subscription["test_clock"])
     subscription["status"] = "canceled"
     subscription["canceled_at"] = subscription["canceled_at"] or now
     subscription["ended_at"] = now
     subscription["cancel_at_period_end"] = False
     if reason:
         subscription["cancellation_details"]["reason"] = reason
-    request.emit("customer.subscription.deleted", subscription)
+    call.emit("customer.subscription.deleted", subscription)
 
 
-def finalize(request: Request, invoice: Obj) -> None:
+def finalize(call: Call, invoice: Obj) -> None:
     """``draft`` → ``open`` (or ``paid`` at once when nothing is due)."""
-    account = request.account
+    account = call.account
     customer = account.objects[invoice["customer"]]
-    now = billing_now(request, invoice["test_clock"])
+    now = billing_now(call, invoice["test_clock"])
     balance = int(customer["balance"])
     settled = int(invoice["total"]) + balance
     due = max(0, settled)
@@ -338,7 +338,7 @@ def finalize(request: Request, invoice: Obj) -> None:
     if ending != balance:
         before = copy(customer)
         customer["balance"] = ending
-        request.emit("customer.updated", customer, previous_attributes(before, customer))
+        call.emit("customer.updated", customer, previous_attributes(before, customer))
     sequence = int(customer["next_invoice_sequence"])
     customer["next_invoice_sequence"] = sequence + 1
     invoice["number"] = f"{customer['invoice_prefix']}-{sequence:04d}"
@@ -352,23 +352,23 @@ def finalize(request: Request, invoice: Obj) -> None:
     if invoice["collection_method"] == "send_invoice" and invoice["due_date"] is None:
         invoice["due_date"] = now + 30 * 86400
     if due > 0 and invoice["collection_method"] == "charge_automatically":
-        _new_payment(request, invoice, customer)
-    request.emit("invoice.finalized", invoice)
+        _new_payment(call, invoice, customer)
+    call.emit("invoice.finalized", invoice)
     if due == 0:
-        mark_paid(request, invoice)
+        mark_paid(call, invoice)
 
 
-def _new_payment(request: Request, invoice: Obj, customer: Obj) -> None:
+def _new_payment(call: Call, invoice: Obj, customer: Obj) -> None:
     params: dict[str, Any] = {
         "amount": invoice["amount_due"],
         "currency": invoice["currency"],
         "customer": customer["id"],
         "description": _payment_description(invoice),
     }
-    payment_intent = create_payment_intent(request.with_params(params))
-    now = billing_now(request, invoice["test_clock"])
-    request.account.hidden(invoice["id"])["payment_intent"] = payment_intent["id"]
-    request.account.hidden(payment_intent["id"])["invoice"] = invoice["id"]
+    payment_intent = create_payment_intent_op(call, params)
+    now = billing_now(call, invoice["test_clock"])
+    call.account.hidden(invoice["id"])["payment_intent"] = payment_intent["id"]
+    call.account.hidden(payment_intent["id"])["invoice"] = invoice["id"]
     invoice["confirmation_secret"] = {
         "client_secret": payment_intent["client_secret"],
         "type": "payment_intent",
@@ -399,14 +399,14 @@ def _payment_description(invoice: Obj) -> str:
     }.get(str(invoice["billing_reason"]), "Payment for Invoice")
 
 
-def payment_intent_of(request: Request, invoice: Obj) -> Obj | None:
-    pi_id = request.account.hidden(invoice["id"]).get("payment_intent")
-    return request.account.find("payment_intent", pi_id) if pi_id else None
+def payment_intent_of(call: Call, invoice: Obj) -> Obj | None:
+    pi_id = call.account.hidden(invoice["id"]).get("payment_intent")
+    return call.account.find("payment_intent", pi_id) if pi_id else None
 
 
-def default_payment_method(request: Request, invoice: Obj) -> str | None:
-    subscription = subscription_of(request, invoice)
-    customer = request.account.objects[invoice["customer"]]
+def default_payment_method(call: Call, invoice: Obj) -> str | None:
+    subscription = subscription_of(call, invoice)
+    customer = call.account.objects[invoice["customer"]]
     for candidate in (
         invoice["default_payment_method"],
         subscription["default_payment_method"] if subscription else None,
@@ -418,23 +418,23 @@ def default_payment_method(request: Request, invoice: Obj) -> str | None:
 
 
 def attempt_payment(
-    request: Request,
+    call: Call,
     invoice: Obj,
     *,
     payment_method: str | None = None,
     off_session: bool = True,
 ) -> StripeError | None:
     """Charge an open invoice; on failure schedule the next try and return the error."""
-    payment_intent = payment_intent_of(request, invoice)
+    payment_intent = payment_intent_of(call, invoice)
     if payment_intent is None:
-        customer = request.account.objects[invoice["customer"]]
-        _new_payment(request, invoice, customer)
-        payment_intent = payment_intent_of(request, invoice)
+        customer = call.account.objects[invoice["customer"]]
+        _new_payment(call, invoice, customer)
+        payment_intent = payment_intent_of(call, invoice)
         assert payment_intent is not None  # noqa: S101 - just made
     if payment_intent["status"] == "succeeded":
-        mark_paid(request, invoice)
+        mark_paid(call, invoice)
         return None
-    reference = payment_method or default_payment_method(request, invoice)
+    reference = payment_method or default_payment_method(call, invoice)
     invoice["attempted"] = True
     invoice["attempt_count"] = int(invoice["attempt_count"]) + 1
     error: StripeError | None = None
@@ -449,52 +449,52 @@ def attempt_payment(
         if off_session:
             params["off_session"] = "true"
         try:
-            confirm_payment_intent(request.with_params(params, {"id": payment_intent["id"]}))
+            confirm_payment_intent_op(call, payment_intent["id"], params)
         except StripeError as exc:
             error = exc
     if payment_intent["status"] == "succeeded":
         if invoice["status"] != "paid":  # the PaymentIntent's outcome hook may have
-            mark_paid(request, invoice)
+            mark_paid(call, invoice)
         return None
     if payment_intent["status"] == "processing":
         return None  # a bank debit: the invoice is paid (or fails) when it settles
     if payment_intent["status"] == "requires_action":
-        request.emit("invoice.payment_action_required", invoice)
+        call.emit("invoice.payment_action_required", invoice)
         error = StripeError(
             402,
             "This payment requires additional user action before it can be completed.",
             code="invoice_payment_intent_requires_action",
         )
-    _failed(request, invoice)
+    _failed(call, invoice)
     return error
 
 
-def _failed(request: Request, invoice: Obj) -> None:
-    now = billing_now(request, invoice["test_clock"])
-    schedule = settings_of(request.account).retry_days
-    subscription = subscription_of(request, invoice)
+def _failed(call: Call, invoice: Obj) -> None:
+    now = billing_now(call, invoice["test_clock"])
+    schedule = settings_of(call.account).retry_days
+    subscription = subscription_of(call, invoice)
     first_invoice = invoice["billing_reason"] == "subscription_create"
     index = int(invoice["attempt_count"]) - 1
     retries_left = index < len(schedule) and not first_invoice
     invoice["next_payment_attempt"] = now + schedule[index] * 86400 if retries_left else None
-    request.emit("invoice.payment_failed", invoice)
+    call.emit("invoice.payment_failed", invoice)
     if subscription is None or subscription["status"] in ("canceled", "incomplete_expired"):
         return
     if first_invoice:
-        _set_status(request, subscription, "incomplete")
+        _set_status(call, subscription, "incomplete")
         return
     if subscription["status"] in ("active", "trialing"):
-        _set_status(request, subscription, "past_due")
+        _set_status(call, subscription, "past_due")
     if not retries_left and invoice["status"] == "open":
-        after = settings_of(request.account).after_retries
+        after = settings_of(call.account).after_retries
         if after == "cancel":
-            end_subscription(request, subscription, "payment_failed")
+            end_subscription(call, subscription, "payment_failed")
         elif after == "unpaid":
-            _set_status(request, subscription, "unpaid")
+            _set_status(call, subscription, "unpaid")
 
 
-def mark_paid(request: Request, invoice: Obj, *, out_of_band: bool = False) -> None:
-    now = billing_now(request, invoice["test_clock"])
+def mark_paid(call: Call, invoice: Obj, *, out_of_band: bool = False) -> None:
+    now = billing_now(call, invoice["test_clock"])
     invoice["status"] = "paid"
     invoice["amount_paid"] = int(invoice["amount_due"])
     invoice["amount_remaining"] = 0
@@ -510,67 +510,67 @@ def mark_paid(request: Request, invoice: Obj, *, out_of_band: bool = False) -> N
             else:
                 payment["amount_paid"] = payment["amount_requested"]
                 payment["status_transitions"]["paid_at"] = now
-    request.emit("invoice.paid", invoice)
-    request.emit("invoice.payment_succeeded", invoice)
-    subscription = subscription_of(request, invoice)
+    call.emit("invoice.paid", invoice)
+    call.emit("invoice.payment_succeeded", invoice)
+    subscription = subscription_of(call, invoice)
     if subscription is None or subscription["status"] not in ("incomplete", "past_due", "unpaid"):
         return
     still_open = any(
         other["status"] == "open" and other["id"] != invoice["id"]
-        for other in request.account.all("invoice")
-        if (subscription_of(request, other) or {}).get("id") == subscription["id"]
+        for other in call.account.all("invoice")
+        if (subscription_of(call, other) or {}).get("id") == subscription["id"]
     )
     if not still_open:
         trial_end = subscription["trial_end"]
         trialing = trial_end is not None and trial_end > now
-        _set_status(request, subscription, "trialing" if trialing else "active")
+        _set_status(call, subscription, "trialing" if trialing else "active")
 
 
-def void(request: Request, invoice: Obj) -> None:
-    now = billing_now(request, invoice["test_clock"])
+def void(call: Call, invoice: Obj) -> None:
+    now = billing_now(call, invoice["test_clock"])
     invoice["status"] = "void"
     invoice["next_payment_attempt"] = None
     invoice["status_transitions"]["voided_at"] = now
-    payment_intent = payment_intent_of(request, invoice)
+    payment_intent = payment_intent_of(call, invoice)
     if payment_intent is not None and payment_intent["status"] != "succeeded":
         payment_intent["status"] = "canceled"
-        payment_intent["canceled_at"] = request.now()
+        payment_intent["canceled_at"] = call.now()
         payment_intent["cancellation_reason"] = "void_invoice"
-        request.emit("payment_intent.canceled", payment_intent)
+        call.emit("payment_intent.canceled", payment_intent)
     for payment in invoice["payments"]["data"]:
         if payment["status"] == "open":
             payment["status"] = "canceled"
             payment["status_transitions"]["canceled_at"] = now
-    request.emit("invoice.voided", invoice)
+    call.emit("invoice.voided", invoice)
 
 
-def mark_uncollectible(request: Request, invoice: Obj) -> None:
+def mark_uncollectible(call: Call, invoice: Obj) -> None:
     invoice["status"] = "uncollectible"
     invoice["next_payment_attempt"] = None
     invoice["status_transitions"]["marked_uncollectible_at"] = billing_now(
-        request, invoice["test_clock"]
+        call, invoice["test_clock"]
     )
-    request.emit("invoice.marked_uncollectible", invoice)
+    call.emit("invoice.marked_uncollectible", invoice)
 
 
-def payment_outcome(request: Request, payment_intent: Obj) -> None:
+def payment_outcome(call: Call, payment_intent: Obj) -> None:
     """An invoice's PaymentIntent succeeded (confirmed directly by a client, after
     3-D Secure, or a bank debit settled): the invoice is paid at once; a bank
     debit that failed counts as a failed payment attempt."""
-    invoice_id = request.account.hidden(payment_intent["id"]).get("invoice")
-    invoice = request.account.find("invoice", invoice_id) if invoice_id else None
+    invoice_id = call.account.hidden(payment_intent["id"]).get("invoice")
+    invoice = call.account.find("invoice", invoice_id) if invoice_id else None
     if invoice is None or invoice["status"] not in ("open", "uncollectible"):
         return
     if payment_intent["status"] == "succeeded":
-        mark_paid(request, invoice)
+        mark_paid(call, invoice)
     elif payment_intent["status"] == "requires_payment_method":
-        _failed(request, invoice)
+        _failed(call, invoice)
 
 
-def reconcile(request: Request) -> None:
+def reconcile(call: Call) -> None:
     """Mark open invoices paid whose PaymentIntent was confirmed directly (client side)."""
-    for invoice in request.account.all("invoice"):
+    for invoice in call.account.all("invoice"):
         if invoice["status"] in ("open", "uncollectible"):
-            payment_intent = payment_intent_of(request, invoice)
+            payment_intent = payment_intent_of(call, invoice)
             if payment_intent is not None and payment_intent["status"] == "succeeded":
-                mark_paid(request, invoice)
+                mark_paid(call, invoice)

@@ -40,7 +40,15 @@ from stripeline_sandbox._payment_methods import (
     card_of,
     resolve,
 )
-from stripeline_sandbox._routes import Endpoint, Request, as_bool, as_int, optional_str
+from stripeline_sandbox._routes import (
+    Call,
+    Endpoint,
+    Request,
+    as_bool,
+    as_int,
+    optional_str,
+    required,
+)
 from stripeline_sandbox._state import Account, Obj, World
 
 #: Sandbox seconds a bank debit stays ``processing`` (ACH: about 4 business days).
@@ -51,11 +59,11 @@ _PROCESSING = "__processing_payment_intents__"
 BANK_FAILED_MESSAGE = "The customer's account has insufficient funds to cover this payment."
 
 
-def _notify(request: Request, payment_intent: Obj) -> None:
+def _notify(call: Call, payment_intent: Obj) -> None:
     """Tell the objects a PaymentIntent pays for (invoices, Checkout Sessions) that
     it succeeded or its bank debit failed: ``World.payment_outcome_handlers``."""
-    for handler in request.world.payment_outcome_handlers:
-        handler(request, payment_intent)
+    for handler in call.world.payment_outcome_handlers:
+        handler(call, payment_intent)
 
 
 NOUN = "payment_intent"
@@ -79,27 +87,32 @@ def unexpected_state(payment_intent: Obj, action: str, allowed: str) -> Exceptio
     )
 
 
-def _customer_id(request: Request, value: Any) -> str | None:
+def _customer_id(call: Call, value: Any) -> str | None:
     customer_id = optional_str(value)
     if customer_id is not None:
-        request.get("customer", customer_id, param="customer")
+        call.get("customer", customer_id, param="customer")
     return customer_id
 
 
 def create_payment_intent(request: Request) -> Obj:
-    params = request.params
-    amount = as_int(request.param("amount"), "amount", minimum=1)
+    return create_payment_intent_op(request, request.params)
+
+
+def create_payment_intent_op(call: Call, params: dict[str, Any]) -> Obj:
+    """Create a PaymentIntent from ``POST /v1/payment_intents`` parameters (and
+    confirm it with them when ``confirm`` is true)."""
+    amount = as_int(required(params, "amount"), "amount", minimum=1)
     if amount < MINIMUM_AMOUNT:
         raise invalid("Amount must be at least $0.50 usd", param="amount", code="amount_too_small")
-    currency = str(request.param("currency")).lower()
-    customer = _customer_id(request, params.get("customer"))
+    currency = str(required(params, "currency")).lower()
+    customer = _customer_id(call, params.get("customer"))
     capture_method = str(params.get("capture_method") or "automatic_async")
     if capture_method not in ("automatic", "automatic_async", "manual"):
         raise invalid(f"Invalid capture_method: {capture_method}", param="capture_method")
     confirmation_method = str(params.get("confirmation_method") or "automatic")
     payment_method = None
     if params.get("payment_method"):
-        payment_method = resolve(request, str(params["payment_method"]))
+        payment_method = resolve(call, str(params["payment_method"]))
     pi_id = new_id("pi")
     automatic = params.get("automatic_payment_methods")
     payment_intent: Obj = {
@@ -121,7 +134,7 @@ def create_payment_intent(request: Request) -> Obj:
         "capture_method": capture_method,
         "client_secret": f"{pi_id}_secret_{random_part(25)}",
         "confirmation_method": confirmation_method,
-        "created": request.now(),
+        "created": call.now(),
         "currency": currency,
         "customer": customer,
         "customer_account": None,
@@ -156,15 +169,15 @@ def create_payment_intent(request: Request) -> Obj:
         "transfer_data": None,
         "transfer_group": optional_str(params.get("transfer_group")),
     }
-    request.account.add(payment_intent)
-    request.emit("payment_intent.created", payment_intent)
+    call.account.add(payment_intent)
+    call.emit("payment_intent.created", payment_intent)
     if as_bool(params.get("confirm", "false"), "confirm"):
-        _confirm(request, payment_intent)
+        confirm(call, payment_intent, params)
     return payment_intent
 
 
-def _confirm(request: Request, payment_intent: Obj) -> None:
-    params = request.params
+def confirm(call: Call, payment_intent: Obj, params: dict[str, Any]) -> None:
+    """Confirm ``payment_intent`` with ``POST …/confirm`` parameters, whatever its status."""
     reference = params.get("payment_method") or payment_intent["payment_method"]
     if not reference:
         raise invalid(
@@ -172,41 +185,41 @@ def _confirm(request: Request, payment_intent: Obj) -> None:
             "To confirm the PaymentIntent with a payment method, pass `payment_method`.",
             code="payment_intent_unexpected_state",
         )
-    payment_method = resolve(request, str(reference))
+    payment_method = resolve(call, str(reference))
     payment_intent["payment_method"] = payment_method["id"]
     payment_intent["last_payment_error"] = None
     if params.get("return_url"):
-        request.account.hidden(payment_intent["id"])["return_url"] = str(params["return_url"])
+        call.account.hidden(payment_intent["id"])["return_url"] = str(params["return_url"])
     if "setup_future_usage" in params:
         payment_intent["setup_future_usage"] = optional_str(params["setup_future_usage"])
-    bank_account = bank_account_of(request, payment_method)
+    bank_account = bank_account_of(call, payment_method)
     if bank_account is not None:
-        _process(request, payment_intent, payment_method)
+        _process(call, payment_intent, payment_method)
         return
-    card = card_of(request, payment_method)
+    card = card_of(call, payment_method)
     off_session = as_bool(params.get("off_session", "false"), "off_session")
-    set_up = bool(request.account.hidden(payment_method["id"]).get("set_up"))
+    set_up = bool(call.account.hidden(payment_method["id"]).get("set_up"))
     needs_authentication = card.three_d_secure == "always" or (
         card.three_d_secure == "unless_setup" and not (off_session and set_up)
     )
-    if needs_authentication and not request.account.hidden(payment_intent["id"]).pop(
+    if needs_authentication and not call.account.hidden(payment_intent["id"]).pop(
         "authenticated", False
     ):
         if off_session:
             _fail(
-                request,
+                call,
                 payment_intent,
                 payment_method,
                 card,
                 ("authentication_required", "authentication_required"),
             )
-        _require_action(request, payment_intent)
+        _require_action(call, payment_intent)
         return
-    _charge(request, payment_intent, payment_method, card)
+    _charge(call, payment_intent, payment_method, card)
 
 
-def _require_action(request: Request, payment_intent: Obj) -> None:
-    return_url = request.account.hidden(payment_intent["id"]).get("return_url")
+def _require_action(call: Call, payment_intent: Obj) -> None:
+    return_url = call.account.hidden(payment_intent["id"]).get("return_url")
     url = f"https://hooks.stripe.com/3d_secure_2/hosted/{payment_intent['id']}"
     payment_intent["status"] = "requires_action"
     payment_intent["next_action"] = (
@@ -217,11 +230,11 @@ def _require_action(request: Request, payment_intent: Obj) -> None:
             "use_stripe_sdk": {"type": "three_d_secure_redirect", "stripe_js": url},
         }
     )
-    request.emit("payment_intent.requires_action", payment_intent)
+    call.emit("payment_intent.requires_action", payment_intent)
 
 
 def _fail(
-    request: Request,
+    call: Call,
     payment_intent: Obj,
     payment_method: Obj,
     card: TestCard,
@@ -230,9 +243,7 @@ def _fail(
     """A declined attempt: failed charge, events, then the 402 card error."""
     decline = decline or card.decline
     assert decline is not None  # noqa: S101 - only called for declines
-    charge = new_charge(
-        request, payment_intent, payment_method, card, captured=False, decline=decline
-    )
+    charge = new_charge(call, payment_intent, payment_method, card, captured=False, decline=decline)
     code, decline_code = decline
     payment_intent["latest_charge"] = charge["id"]
     payment_intent["status"] = "requires_payment_method"
@@ -247,8 +258,8 @@ def _fail(
         "payment_method": copy(payment_method),
         "type": "card_error",
     }
-    request.emit("charge.failed", charge)
-    request.emit("payment_intent.payment_failed", payment_intent)
+    call.emit("charge.failed", charge)
+    call.emit("payment_intent.payment_failed", payment_intent)
     raise card_error(
         card,
         decline=decline,
@@ -258,43 +269,43 @@ def _fail(
     )
 
 
-def _charge(request: Request, payment_intent: Obj, payment_method: Obj, card: TestCard) -> None:
+def _charge(call: Call, payment_intent: Obj, payment_method: Obj, card: TestCard) -> None:
     if card.decline is not None:
-        _fail(request, payment_intent, payment_method, card)
+        _fail(call, payment_intent, payment_method, card)
     manual = payment_intent["capture_method"] == "manual"
-    charge = new_charge(request, payment_intent, payment_method, card, captured=not manual)
+    charge = new_charge(call, payment_intent, payment_method, card, captured=not manual)
     payment_intent["latest_charge"] = charge["id"]
     payment_intent["next_action"] = None
     amount = int(payment_intent["amount"])
-    request.emit("charge.succeeded", charge)
+    call.emit("charge.succeeded", charge)
     if manual:
         payment_intent["status"] = "requires_capture"
         payment_intent["amount_capturable"] = amount
-        request.emit("payment_intent.amount_capturable_updated", payment_intent)
+        call.emit("payment_intent.amount_capturable_updated", payment_intent)
     else:
         payment_intent["status"] = "succeeded"
         payment_intent["amount_received"] = amount
-        request.emit("payment_intent.succeeded", payment_intent)
-    _set_up_for_future(request, payment_intent, payment_method)
+        call.emit("payment_intent.succeeded", payment_intent)
+    _set_up_for_future(call, payment_intent, payment_method)
     if not manual:
-        _notify(request, payment_intent)
+        _notify(call, payment_intent)
     if card.dispute is not None and not manual:
-        open_dispute(request, charge, inquiry=card.dispute == "inquiry")
+        open_dispute(call, charge, inquiry=card.dispute == "inquiry")
 
 
-def _set_up_for_future(request: Request, payment_intent: Obj, payment_method: Obj) -> None:
+def _set_up_for_future(call: Call, payment_intent: Obj, payment_method: Obj) -> None:
     customer_id = payment_intent["customer"]
     if payment_intent["setup_future_usage"] and customer_id:
-        customer = request.account.find("customer", customer_id)
+        customer = call.account.find("customer", customer_id)
         if customer is not None:
-            attach(request, payment_method, customer)
-            request.account.hidden(payment_method["id"])["set_up"] = True
+            attach(call, payment_method, customer)
+            call.account.hidden(payment_method["id"])["set_up"] = True
 
 
 # -- asynchronous payment methods (bank debits) -------------------------------
 
 
-def _process(request: Request, payment_intent: Obj, payment_method: Obj) -> None:
+def _process(call: Call, payment_intent: Obj, payment_method: Obj) -> None:
     """Start a bank debit: a pending charge, the PaymentIntent ``processing``."""
     if payment_intent["capture_method"] == "manual":
         raise invalid(
@@ -306,23 +317,23 @@ def _process(request: Request, payment_intent: Obj, payment_method: Obj) -> None
             *payment_intent["payment_method_types"],
             "us_bank_account",
         ]
-    charge = new_charge(request, payment_intent, payment_method, None, captured=True, pending=True)
+    charge = new_charge(call, payment_intent, payment_method, None, captured=True, pending=True)
     charge["paid"] = False
     payment_intent["latest_charge"] = charge["id"]
     payment_intent["next_action"] = None
     payment_intent["status"] = "processing"
-    request.account.hidden(_PROCESSING)[payment_intent["id"]] = request.now() + SETTLEMENT_DELAY
-    request.emit("charge.pending", charge)
-    request.emit("payment_intent.processing", payment_intent)
+    call.account.hidden(_PROCESSING)[payment_intent["id"]] = call.now() + SETTLEMENT_DELAY
+    call.emit("charge.pending", charge)
+    call.emit("payment_intent.processing", payment_intent)
 
 
-def settle_payment(request: Request, payment_intent: Obj, outcome: str | None = None) -> None:
+def settle_payment(call: Call, payment_intent: Obj, outcome: str | None = None) -> None:
     """Settle a ``processing`` bank debit: as its test account says, or as ``outcome``
     (``succeeded`` | ``failed``) forces."""
-    request.account.hidden(_PROCESSING).pop(payment_intent["id"], None)
-    charge = request.get("charge", payment_intent["latest_charge"])
-    payment_method = request.get("payment_method", str(charge["payment_method"]), "PaymentMethod")
-    bank_account = bank_account_of(request, payment_method) or TestBankAccount("")
+    call.account.hidden(_PROCESSING).pop(payment_intent["id"], None)
+    charge = call.get("charge", payment_intent["latest_charge"])
+    payment_method = call.get("payment_method", str(charge["payment_method"]), "PaymentMethod")
+    bank_account = bank_account_of(call, payment_method) or TestBankAccount("")
     failure = bank_account.failure
     if outcome == "succeeded":
         failure = None
@@ -335,9 +346,9 @@ def settle_payment(request: Request, payment_intent: Obj, outcome: str | None = 
         charge["paid"] = True
         payment_intent["status"] = "succeeded"
         payment_intent["amount_received"] = amount
-        request.emit("charge.succeeded", charge, previous_attributes(before, charge))
-        request.emit("payment_intent.succeeded", payment_intent)
-        _set_up_for_future(request, payment_intent, payment_method)
+        call.emit("charge.succeeded", charge, previous_attributes(before, charge))
+        call.emit("payment_intent.succeeded", payment_intent)
+        _set_up_for_future(call, payment_intent, payment_method)
     else:
         code, message = failure
         charge["status"] = "failed"
@@ -362,30 +373,30 @@ def settle_payment(request: Request, payment_intent: Obj, outcome: str | None = 
             "payment_method": copy(payment_method),
             "type": "card_error",
         }
-        request.emit("charge.failed", charge, previous_attributes(before, charge))
-        request.emit("payment_intent.payment_failed", payment_intent)
-    _notify(request, payment_intent)
+        call.emit("charge.failed", charge, previous_attributes(before, charge))
+        call.emit("payment_intent.payment_failed", payment_intent)
+    _notify(call, payment_intent)
 
 
-def settle_due(request: Request) -> None:
+def settle_due(call: Call) -> None:
     """Settle every bank debit of the account whose settlement time has passed.
 
     Their events carry no request (as Stripe's events for asynchronous outcomes).
     """
-    due = request.account.hidden(_PROCESSING)
+    due = call.account.hidden(_PROCESSING)
     if not due:
         return
-    now = request.now()
+    now = call.now()
     for pi_id, moment in sorted(due.items(), key=lambda entry: (entry[1], entry[0])):
         if moment > now:
             continue
-        payment_intent = request.account.find(NOUN, pi_id)
+        payment_intent = call.account.find(NOUN, pi_id)
         if payment_intent is None or payment_intent["status"] != "processing":
             due.pop(pi_id, None)
             continue
-        first = len(request.events)
-        settle_payment(request, payment_intent)
-        for event in request.events[first:]:
+        first = len(call.events)
+        settle_payment(call, payment_intent)
+        for event in call.events[first:]:
             event["request"] = {"id": None, "idempotency_key": None}
 
 
@@ -393,11 +404,11 @@ def settle_all_due(world: World, accounts: list[Account]) -> None:
     """``settle_due`` for ``accounts`` outside any API call (the sandbox clock moved);
     their events are delivered as usual."""
     for account in accounts:
-        request = Request.internal(world, account)
+        call = Call(world, account)
         with account.lock:
-            settle_due(request)
-        if request.events:
-            world.deliverer.enqueue(account, request.events)
+            settle_due(call)
+        if call.events:
+            world.deliverer.enqueue(account, call.events)
 
 
 def settle_payment_intent(request: Request) -> Obj:
@@ -417,7 +428,12 @@ def settle_payment_intent(request: Request) -> Obj:
 
 
 def confirm_payment_intent(request: Request) -> Obj:
-    payment_intent = request.get(NOUN, request.path_params["id"])
+    return confirm_payment_intent_op(request, request.path_params["id"], request.params)
+
+
+def confirm_payment_intent_op(call: Call, payment_intent_id: str, params: dict[str, Any]) -> Obj:
+    """``POST /v1/payment_intents/{id}/confirm``: refused unless the PaymentIntent awaits it."""
+    payment_intent = call.get(NOUN, payment_intent_id)
     if payment_intent["status"] not in (
         "requires_payment_method",
         "requires_confirmation",
@@ -428,7 +444,7 @@ def confirm_payment_intent(request: Request) -> Obj:
             "confirm",
             "requires_payment_method, requires_confirmation, requires_action",
         )
-    _confirm(request, payment_intent)
+    confirm(call, payment_intent, params)
     return payment_intent
 
 

@@ -26,15 +26,15 @@ from stripeline_sandbox._errors import StripeError, invalid, no_such
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
-from stripeline_sandbox._routes import Endpoint, Request, as_int, optional_str
+from stripeline_sandbox._routes import Call, Endpoint, Request, as_int, optional_str
 from stripeline_sandbox._state import Obj
 
 NOUN = "PaymentMethod"
 _ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
 
 
-def card_of(request: Request, payment_method: Obj) -> TestCard:
-    card = request.account.hidden(payment_method["id"]).get("card")
+def card_of(call: Call, payment_method: Obj) -> TestCard:
+    card = call.account.hidden(payment_method["id"]).get("card")
     if not isinstance(card, TestCard):  # every card PaymentMethod is made with one
         if payment_method["type"] != "card":
             raise invalid(
@@ -45,9 +45,9 @@ def card_of(request: Request, payment_method: Obj) -> TestCard:
     return card
 
 
-def bank_account_of(request: Request, payment_method: Obj) -> TestBankAccount | None:
+def bank_account_of(call: Call, payment_method: Obj) -> TestBankAccount | None:
     """The test bank account of a ``us_bank_account`` PaymentMethod (None for cards)."""
-    found = request.account.hidden(payment_method["id"]).get("bank_account")
+    found = call.account.hidden(payment_method["id"]).get("bank_account")
     return found if isinstance(found, TestBankAccount) else None
 
 
@@ -90,7 +90,7 @@ def _billing_details(given: Any, current: Obj | None = None) -> Obj:
 
 
 def new_card_payment_method(
-    request: Request,
+    call: Call,
     card: TestCard,
     *,
     exp_month: int = 12,
@@ -127,20 +127,20 @@ def new_card_payment_method(
             "three_d_secure_usage": {"supported": True},
             "wallet": None,
         },
-        "created": request.now(),
+        "created": call.now(),
         "customer": None,
         "customer_account": None,
         "livemode": False,
         "metadata": apply_metadata({}, metadata),
         "type": "card",
     }
-    request.account.add(payment_method)
-    request.account.hidden(payment_method["id"])["card"] = card
+    call.account.add(payment_method)
+    call.account.hidden(payment_method["id"])["card"] = card
     return payment_method
 
 
 def new_bank_payment_method(
-    request: Request,
+    call: Call,
     bank_account: TestBankAccount,
     *,
     routing_number: str = "110000000",
@@ -158,7 +158,7 @@ def new_bank_payment_method(
         "object": "payment_method",
         "allow_redisplay": "unspecified",
         "billing_details": _billing_details(billing_details),
-        "created": request.now(),
+        "created": call.now(),
         "customer": None,
         "customer_account": None,
         "livemode": False,
@@ -176,8 +176,8 @@ def new_bank_payment_method(
             "status_details": {},
         },
     }
-    request.account.add(payment_method)
-    request.account.hidden(payment_method["id"])["bank_account"] = bank_account
+    call.account.add(payment_method)
+    call.account.hidden(payment_method["id"])["bank_account"] = bank_account
     return payment_method
 
 
@@ -220,13 +220,13 @@ def _create_bank_payment_method(request: Request) -> Obj:
     )
 
 
-def resolve(request: Request, reference: str, param: str = "payment_method") -> Obj:
+def resolve(call: Call, reference: str, param: str = "payment_method") -> Obj:
     """An existing PaymentMethod, or a new one for a test id such as ``pm_card_visa``.
 
     Raises:
         StripeError: 404 for an unknown id.
     """
-    existing = request.account.find("payment_method", reference)
+    existing = call.account.find("payment_method", reference)
     if existing is not None:
         return existing
     card = test_card_for(reference)
@@ -234,13 +234,11 @@ def resolve(request: Request, reference: str, param: str = "payment_method") -> 
         bank_account = test_bank_account_for(reference)
         if bank_account is None:
             raise no_such(NOUN, reference, param)
-        return new_bank_payment_method(
-            request, bank_account, billing_details={"name": "Jenny Rosen"}
-        )
-    return new_card_payment_method(request, card, fingerprint_of=reference)
+        return new_bank_payment_method(call, bank_account, billing_details={"name": "Jenny Rosen"})
+    return new_card_payment_method(call, card, fingerprint_of=reference)
 
 
-def attach(request: Request, payment_method: Obj, customer: Obj) -> None:
+def attach(call: Call, payment_method: Obj, customer: Obj) -> None:
     """Attach to ``customer``; Stripe checks the card, so declining cards fail here.
 
     Raises:
@@ -254,11 +252,11 @@ def attach(request: Request, payment_method: Obj, customer: Obj) -> None:
             param="payment_method",
         )
     if payment_method["type"] == "card":
-        card = card_of(request, payment_method)
+        card = card_of(call, payment_method)
         if card.declines_on_attach:
             raise card_error(card, param="")
     payment_method["customer"] = customer["id"]
-    request.emit("payment_method.attached", payment_method)
+    call.emit("payment_method.attached", payment_method)
 
 
 def create_payment_method(request: Request) -> Obj:

@@ -8,8 +8,8 @@ from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
-from stripeline_sandbox._products import new_product
-from stripeline_sandbox._routes import Endpoint, Request, as_bool, as_int, optional_str
+from stripeline_sandbox._products import create_product_op
+from stripeline_sandbox._routes import Call, Endpoint, Request, as_bool, as_int, optional_str
 from stripeline_sandbox._state import Obj
 
 NOUN = "price"
@@ -48,10 +48,10 @@ def _recurring(given: Any) -> Obj:
     }
 
 
-def _take_lookup_key(request: Request, price: Obj, lookup_key: str | None, transfer: bool) -> None:
+def _take_lookup_key(call: Call, price: Obj, lookup_key: str | None, transfer: bool) -> None:
     """Give ``price`` ``lookup_key``; another price holding it loses it if ``transfer``."""
     if lookup_key is not None:
-        for other in request.account.all(NOUN):
+        for other in call.account.all(NOUN):
             if other["lookup_key"] == lookup_key and other["id"] != price["id"]:
                 if not transfer:
                     raise invalid(
@@ -60,7 +60,7 @@ def _take_lookup_key(request: Request, price: Obj, lookup_key: str | None, trans
                     )
                 before = copy(other)
                 other["lookup_key"] = None
-                request.emit("price.updated", other, previous_attributes(before, other))
+                call.emit("price.updated", other, previous_attributes(before, other))
     price["lookup_key"] = lookup_key
 
 
@@ -68,7 +68,7 @@ def create_price(request: Request) -> Obj:
     params = request.params
     currency = str(request.param("currency")).lower()
     if params.get("product_data"):
-        product = new_product(request, params["product_data"])
+        product = create_product_op(request, params["product_data"])
     else:
         product = request.get("product", str(request.param("product")), param="product")
     if "unit_amount" in params:

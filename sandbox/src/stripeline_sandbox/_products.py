@@ -8,14 +8,14 @@ from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
-from stripeline_sandbox._routes import Endpoint, Request, as_bool, optional_str
+from stripeline_sandbox._routes import Call, Endpoint, Request, as_bool, optional_str
 from stripeline_sandbox._state import Obj
 
 NOUN = "product"
 _TEXT_FIELDS = ("description", "statement_descriptor", "tax_code", "unit_label", "url")
 
 
-def _apply(request: Request, product: Obj, params: dict[str, Any]) -> None:
+def _apply(call: Call, product: Obj, params: dict[str, Any]) -> None:
     if "name" in params:
         if not params["name"]:
             raise invalid("The product name cannot be empty.", param="name")
@@ -33,7 +33,7 @@ def _apply(request: Request, product: Obj, params: dict[str, Any]) -> None:
     if "default_price" in params:
         default = optional_str(params["default_price"])
         if default is not None:
-            price = request.get("price", default, param="default_price")
+            price = call.get("price", default, param="default_price")
             if price["product"] != product["id"]:
                 raise invalid(
                     "The default price must belong to this product.", param="default_price"
@@ -42,7 +42,7 @@ def _apply(request: Request, product: Obj, params: dict[str, Any]) -> None:
     product["metadata"] = apply_metadata(product["metadata"], params.get("metadata"))
 
 
-def new_product(request: Request, params: dict[str, Any]) -> Obj:
+def create_product_op(call: Call, params: dict[str, Any]) -> Obj:
     """Store a product from create parameters (also used by ``price[product_data]``).
 
     Raises:
@@ -51,7 +51,7 @@ def new_product(request: Request, params: dict[str, Any]) -> Obj:
     name = params.get("name")
     if not name:
         raise invalid("Missing required param: name.", param="name")
-    now = request.now()
+    now = call.now()
     product: Obj = {
         "id": str(params.get("id") or new_id("prod")),
         "object": "product",
@@ -73,16 +73,16 @@ def new_product(request: Request, params: dict[str, Any]) -> Obj:
         "updated": now,
         "url": None,
     }
-    if product["id"] in request.account.objects:
+    if product["id"] in call.account.objects:
         raise invalid(f"Product already exists: {product['id']}", param="id")
-    _apply(request, product, {k: v for k, v in params.items() if k != "default_price"})
-    request.account.add(product)
-    request.emit("product.created", product)
+    _apply(call, product, {k: v for k, v in params.items() if k != "default_price"})
+    call.account.add(product)
+    call.emit("product.created", product)
     return product
 
 
 def create_product(request: Request) -> Obj:
-    return new_product(request, request.params)
+    return create_product_op(request, request.params)
 
 
 def retrieve_product(request: Request) -> Obj:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from stripeline_sandbox._billing import period_of, product_name
 from stripeline_sandbox._ids import new_id
-from stripeline_sandbox._routes import Request
+from stripeline_sandbox._routes import Call
 from stripeline_sandbox._state import Obj
 
 #: (item, old price, old quantity, new price, new quantity) of one item change.
@@ -30,7 +30,7 @@ def prorate(amount: int, remaining: int, total: int) -> int:
 
 
 def proration_items(
-    request: Request,
+    call: Call,
     subscription: Obj,
     changes: list[Change],
     moment: int,
@@ -53,13 +53,13 @@ def proration_items(
             when = _date(moment)
             created.append(
                 _proration_item(
-                    request,
+                    call,
                     subscription,
                     item,
                     price,
                     quantity,
                     amount,
-                    f"{words} {quantity} × {product_name(request, price)} after {when}",
+                    f"{words} {quantity} × {product_name(call, price)} after {when}",
                     (moment, end),
                 )
             )
@@ -71,7 +71,7 @@ def _date(moment: int) -> str:
 
 
 def _proration_item(
-    request: Request,
+    call: Call,
     subscription: Obj,
     item: Obj,
     price: Obj,
@@ -115,7 +115,7 @@ def _proration_item(
         "tax_rates": [],
         "test_clock": subscription["test_clock"],
     }
-    request.account.add(invoice_item)
-    request.account.hidden(invoice_item["id"])["subscription_item"] = item["id"]
-    request.emit("invoiceitem.created", invoice_item)
+    call.account.add(invoice_item)
+    call.account.hidden(invoice_item["id"])["subscription_item"] = item["id"]
+    call.emit("invoiceitem.created", invoice_item)
     return invoice_item

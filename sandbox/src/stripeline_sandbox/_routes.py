@@ -4,15 +4,17 @@ Each resource module lists its endpoints in a ``ROUTES`` table of
 ``Endpoint(method, pattern, handler)``; ``_app.build_router`` puts the tables
 of ``_app.RESOURCES`` into one ``Router`` per sandbox. A handler takes a
 ``Request`` and returns the JSON object to answer with (status 200), or
-raises ``StripeError``. A new resource is a new module with its table, added
+raises ``StripeError``. Work other resources also need (creating a
+customer, confirming a PaymentIntent) is an operation taking a ``Call`` and
+its parameters, which the handler and those resources call; nothing calls a
+handler but the server. A new resource is a new module with its table, added
 to that tuple.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,34 +26,20 @@ Handler = Callable[["Request"], Obj]
 
 
 @dataclass
-class Request:
-    """One API call: who made it, with what, and what it emitted."""
+class Call:
+    """The context of one unit of work: the account it acts on, the request id and
+    idempotency key its events carry, and the events it emitted (delivered once it
+    ends). An API call is a ``Request``; work the sandbox does by itself (settling
+    due debits, bulk creation) is a plain ``Call`` with a fresh request id. The
+    operations behind the routes take a ``Call`` and their parameters, so one
+    resource's work inside another's call (an invoice creating its PaymentIntent)
+    is a function call on the same ``Call``."""
 
     world: World
     account: Account
-    method: str
-    path: str
-    params: dict[str, Any]
-    path_params: dict[str, str]
-    request_id: str
-    idempotency_key: str | None
+    request_id: str = field(default_factory=new_request_id)
+    idempotency_key: str | None = None
     events: list[Obj] = field(default_factory=list)
-
-    @classmethod
-    def internal(
-        cls, world: World, account: Account, params: dict[str, Any] | None = None, *, path: str = ""
-    ) -> Request:
-        """The context of work the sandbox does by itself (settling due debits,
-        bulk creation): no HTTP request, a fresh request id, no idempotency key."""
-        return cls(world, account, "POST", path, dict(params or {}), {}, new_request_id(), None)
-
-    def with_params(
-        self, params: dict[str, Any], path_params: dict[str, str] | None = None
-    ) -> Request:
-        """This call's context with other parameters, for one resource's work done
-        inside another's call (an invoice creating its PaymentIntent): the same
-        account, request id and idempotency key, and its events join this call's."""
-        return dataclasses.replace(self, params=params, path_params=path_params or {})
 
     def now(self) -> int:
         return self.world.clock.now()
@@ -67,17 +55,6 @@ class Request:
             raise no_such(noun or kind, object_id, param)
         return obj
 
-    def param(self, name: str) -> Any:
-        """A required parameter.
-
-        Raises:
-            StripeError: 400 ``parameter_missing``.
-        """
-        value = self.params.get(name)
-        if value is None or value == "":
-            raise missing_param(name)
-        return value
-
     def emit(self, type: str, obj: Obj, previous: Obj | None = None) -> Obj:
         """Record the Event for a state change (delivered once the call ends)."""
         from stripeline_sandbox._events import create_event
@@ -85,6 +62,36 @@ class Request:
         event = create_event(self, type, obj, previous)
         self.events.append(event)
         return event
+
+
+@dataclass(kw_only=True)
+class Request(Call):
+    """One API call: a ``Call`` with the HTTP method, path and form parameters."""
+
+    method: str
+    path: str
+    params: dict[str, Any]
+    path_params: dict[str, str]
+
+    def param(self, name: str) -> Any:
+        """A required parameter.
+
+        Raises:
+            StripeError: 400 ``parameter_missing``.
+        """
+        return required(self.params, name)
+
+
+def required(params: Mapping[str, Any], name: str) -> Any:
+    """The required parameter ``name`` of ``params``.
+
+    Raises:
+        StripeError: 400 ``parameter_missing``.
+    """
+    value = params.get(name)
+    if value is None or value == "":
+        raise missing_param(name)
+    return value
 
 
 @dataclass(frozen=True)

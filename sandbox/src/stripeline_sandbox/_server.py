@@ -204,8 +204,8 @@ class _Handler(BaseHTTPRequestHandler):
                                 param="Idempotency-Key",
                             )
             request = Request(
-                self.server.world, account, method, path, params, path_params,
-                request_id, idempotency_key,
+                self.server.world, account, request_id, idempotency_key,
+                method=method, path=path, params=params, path_params=path_params,
             )  # fmt: skip
             status, body, headers, replayed = self._execute(route.handler, request)
         except StripeError as error:

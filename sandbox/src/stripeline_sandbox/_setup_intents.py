@@ -7,7 +7,7 @@ from stripeline_sandbox._ids import new_id, random_part
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy
 from stripeline_sandbox._payment_methods import attach, card_error, card_of, resolve
-from stripeline_sandbox._routes import Endpoint, Request, as_bool, optional_str
+from stripeline_sandbox._routes import Call, Endpoint, Request, as_bool, optional_str
 from stripeline_sandbox._state import Obj
 
 NOUN = "setup_intent"
@@ -62,14 +62,14 @@ def create_setup_intent(request: Request) -> Obj:
     return setup_intent
 
 
-def _succeed(request: Request, setup_intent: Obj, payment_method: Obj) -> None:
+def _succeed(call: Call, setup_intent: Obj, payment_method: Obj) -> None:
     setup_intent["status"] = "succeeded"
     setup_intent["next_action"] = None
-    request.account.hidden(payment_method["id"])["set_up"] = True
+    call.account.hidden(payment_method["id"])["set_up"] = True
     if setup_intent["customer"]:
-        customer = request.get("customer", setup_intent["customer"])
-        attach(request, payment_method, customer)
-    request.emit("setup_intent.succeeded", setup_intent)
+        customer = call.get("customer", setup_intent["customer"])
+        attach(call, payment_method, customer)
+    call.emit("setup_intent.succeeded", setup_intent)
 
 
 def _confirm(request: Request, setup_intent: Obj) -> None:

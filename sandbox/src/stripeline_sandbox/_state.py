@@ -20,10 +20,10 @@ from stripeline_sandbox._clock import SandboxClock
 if TYPE_CHECKING:
     from stripeline_sandbox._delivery import Deliverer, DeliveryMode
     from stripeline_sandbox._faults import Fault
-    from stripeline_sandbox._routes import Request
+    from stripeline_sandbox._routes import Call
 
 Obj = dict[str, Any]
-PaymentOutcomeHandler = Callable[["Request", Obj], None]
+PaymentOutcomeHandler = Callable[["Call", Obj], None]
 
 #: The API version of the installed SDK (checked by a test); events carry it.
 API_VERSION = "2026-10-28.endive"

@@ -12,7 +12,7 @@ from stripeline_sandbox._billing import settle
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._routes import Endpoint, Request
 from stripeline_sandbox._state import Obj
-from stripeline_sandbox._subscriptions import NOUN, update_subscription
+from stripeline_sandbox._subscriptions import NOUN, update_subscription_op
 
 
 def list_subscription_items(request: Request) -> Obj:
@@ -36,7 +36,7 @@ def _item_change(request: Request, subscription_id: str, entry: dict[str, Any]) 
     for name in ("proration_behavior", "proration_date"):
         if name in request.params:
             params[name] = request.params[name]
-    return update_subscription(request.with_params(params, {"id": subscription_id}))
+    return update_subscription_op(request, subscription_id, params)
 
 
 def create_subscription_item(request: Request) -> Obj:

@@ -34,7 +34,15 @@ from stripeline_sandbox._objects import apply_metadata, copy, previous_attribute
 from stripeline_sandbox._payment_methods import attach, resolve
 from stripeline_sandbox._prices import plan_of
 from stripeline_sandbox._prorations import Change, proration_items
-from stripeline_sandbox._routes import Endpoint, Request, as_bool, as_int, optional_str
+from stripeline_sandbox._routes import (
+    Call,
+    Endpoint,
+    Request,
+    as_bool,
+    as_int,
+    optional_str,
+    required,
+)
 from stripeline_sandbox._state import Obj
 
 NOUN = "subscription"
@@ -50,8 +58,8 @@ PAUSE_BEHAVIORS = ("keep_as_draft", "mark_uncollectible", "void")
 MAX_TRIAL_SECONDS = 730 * 86400
 
 
-def _price(request: Request, given: Any, param: str) -> Obj:
-    price = request.get("price", str(given), param=param)
+def _price(call: Call, given: Any, param: str) -> Obj:
+    price = call.get("price", str(given), param=param)
     if price["recurring"] is None:
         raise invalid(
             f"The price specified ({price['id']}) is not recurring; "
@@ -63,20 +71,20 @@ def _price(request: Request, given: Any, param: str) -> Obj:
     return price
 
 
-def _items_param(request: Request) -> list[dict[str, Any]]:
-    items = request.params.get("items") or []
+def _items_param(params: dict[str, Any]) -> list[dict[str, Any]]:
+    items = params.get("items") or []
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise invalid("Invalid array", param="items")
     return items
 
 
-def _payment_method(request: Request, customer: Obj, given: Any) -> str | None:
+def _payment_method(call: Call, customer: Obj, given: Any) -> str | None:
     reference = optional_str(given)
     if reference is None:
         return None
-    payment_method = resolve(request, reference, "default_payment_method")
+    payment_method = resolve(call, reference, "default_payment_method")
     if payment_method["customer"] is None:
-        attach(request, payment_method, customer)
+        attach(call, payment_method, customer)
     elif payment_method["customer"] != customer["id"]:
         raise invalid(
             "The payment method must be attached to the subscription's customer.",
@@ -85,7 +93,7 @@ def _payment_method(request: Request, customer: Obj, given: Any) -> str | None:
     return str(payment_method["id"])
 
 
-def _trial_end(request: Request, given: Any, now: int) -> int | None:
+def _trial_end(call: Call, given: Any, now: int) -> int | None:
     if given in (None, ""):
         return None
     if given == "now":
@@ -107,15 +115,19 @@ def _same_interval(prices: list[Obj]) -> None:
 
 
 def create_subscription(request: Request) -> Obj:
-    settle(request)
-    params = request.params
-    customer = request.get("customer", str(request.param("customer")), param="customer")
+    return create_subscription_op(request, request.params)
+
+
+def create_subscription_op(call: Call, params: dict[str, Any]) -> Obj:
+    """A subscription from ``POST /v1/subscriptions`` parameters."""
+    settle(call)
+    customer = call.get("customer", str(required(params, "customer")), param="customer")
     clock = customer["test_clock"]
-    now = billing_now(request, clock)
-    items = _items_param(request)
+    now = billing_now(call, clock)
+    items = _items_param(params)
     if not items:
         raise invalid("Missing required param: items.", param="items")
-    prices = [_price(request, i.get("price"), f"items[{n}][price]") for n, i in enumerate(items)]
+    prices = [_price(call, i.get("price"), f"items[{n}][price]") for n, i in enumerate(items)]
     _same_interval(prices)
     currencies = {p["currency"] for p in prices}
     if len(currencies) > 1:
@@ -124,7 +136,7 @@ def create_subscription(request: Request) -> Obj:
     if payment_behavior not in PAYMENT_BEHAVIORS:
         raise invalid(f"Invalid payment_behavior: {payment_behavior}", param="payment_behavior")
     collection_method = str(params.get("collection_method") or "charge_automatically")
-    trial_end = _trial_end(request, params.get("trial_end"), now)
+    trial_end = _trial_end(call, params.get("trial_end"), now)
     if params.get("trial_period_days") not in (None, ""):
         days = as_int(params["trial_period_days"], "trial_period_days", minimum=0)
         trial_end = now + days * 86400 if days else None
@@ -211,44 +223,44 @@ def create_subscription(request: Request) -> Obj:
         "trial_start": now if trial_end else None,
     }
     subscription["default_payment_method"] = _payment_method(
-        request, customer, params.get("default_payment_method")
+        call, customer, params.get("default_payment_method")
     )
     for item_params, price in zip(items, prices, strict=True):
         quantity = as_int(item_params.get("quantity", 1), "quantity", minimum=0)
         subscription["items"]["data"].append(
-            new_item(request, subscription, price, quantity, item_params.get("metadata"))
+            new_item(call, subscription, price, quantity, item_params.get("metadata"))
         )
-    request.account.add(subscription)
+    call.account.add(subscription)
     if trial_end:
         subscription["billing_cycle_anchor"] = trial_end
-        hidden = request.account.hidden(sub_id)
+        hidden = call.account.hidden(sub_id)
         hidden["anchor"], hidden["cycle"] = now, 0
         for item in subscription["items"]["data"]:
             item["current_period_start"], item["current_period_end"] = now, trial_end
     else:
-        reset_anchor(request, subscription, now)
-    _cancel_options(request, subscription)
-    mark = len(request.events)
-    invoice = cycle_invoice(request, subscription, "subscription_create")
+        reset_anchor(call, subscription, now)
+    _cancel_options(call, subscription, params)
+    mark = len(call.events)
+    invoice = cycle_invoice(call, subscription, "subscription_create")
     if trial_end:
-        collect(request, invoice)
+        collect(call, invoice)
         if trial_end - now <= TRIAL_WILL_END_NOTICE:
-            request.account.hidden(sub_id)["trial_will_end_sent"] = True
-            request.emit("customer.subscription.trial_will_end", subscription)
+            call.account.hidden(sub_id)["trial_will_end_sent"] = True
+            call.emit("customer.subscription.trial_will_end", subscription)
     elif payment_behavior == "default_incomplete" or collection_method == "send_invoice":
-        collect(request, invoice)
+        collect(call, invoice)
         if collection_method == "send_invoice":
             subscription["status"] = "active"
     else:
-        collect(request, invoice, off_session=False)
+        collect(call, invoice, off_session=False)
         if invoice["status"] == "paid":
             subscription["status"] = "active"
         elif payment_behavior == "error_if_incomplete":
             # No subscription is made: the attempt's invoice is voided, the rest removed.
-            void(request, invoice)
+            void(call, invoice)
             for item in subscription["items"]["data"]:
-                request.account.remove(item["id"])
-            request.account.remove(sub_id)
+                call.account.remove(item["id"])
+            call.account.remove(sub_id)
             raise StripeError(
                 402,
                 "The subscription's first payment failed.",
@@ -257,28 +269,27 @@ def create_subscription(request: Request) -> Obj:
                 save_idempotent=True,
             )
     # Stripe reports the subscription once, first, in the state the call left it.
-    for event in list(request.events[mark:]):
+    for event in list(call.events[mark:]):
         if (
             event["type"] == "customer.subscription.updated"
             and event["data"]["object"]["id"] == sub_id
         ):
-            request.events.remove(event)
-            request.account.remove(event["id"])
-    created = request.emit("customer.subscription.created", subscription)
-    request.events.remove(created)
-    request.events.insert(mark, created)
+            call.events.remove(event)
+            call.account.remove(event["id"])
+    created = call.emit("customer.subscription.created", subscription)
+    call.events.remove(created)
+    call.events.insert(mark, created)
     return subscription
 
 
-def _cancel_options(request: Request, subscription: Obj) -> None:
-    params = request.params
+def _cancel_options(call: Call, subscription: Obj, params: dict[str, Any]) -> None:
     end = period_of(subscription)[1]
     if "cancel_at_period_end" in params:
         at_end = as_bool(params["cancel_at_period_end"], "cancel_at_period_end")
         subscription["cancel_at_period_end"] = at_end
         subscription["cancel_at"] = end if at_end else None
         subscription["canceled_at"] = (
-            billing_now(request, subscription["test_clock"]) if at_end else None
+            billing_now(call, subscription["test_clock"]) if at_end else None
         )
         subscription["cancellation_details"]["reason"] = (
             "cancellation_requested" if at_end else None
@@ -302,7 +313,7 @@ def _cancel_options(request: Request, subscription: Obj) -> None:
                 subscription["cancellation_details"][name] = optional_str(details[name])
 
 
-def _apply_items(request: Request, subscription: Obj, given: list[dict[str, Any]]) -> list[Change]:
+def _apply_items(call: Call, subscription: Obj, given: list[dict[str, Any]]) -> list[Change]:
     """Change, add and delete items; return what changed for prorations."""
     changes: list[Change] = []
     current = {item["id"]: item for item in subscription["items"]["data"]}
@@ -319,7 +330,7 @@ def _apply_items(request: Request, subscription: Obj, given: list[dict[str, Any]
                 changes.append((item, old_price, old_quantity, None, 0))
                 continue
             price = (
-                _price(request, entry["price"], f"items[{n}][price]")
+                _price(call, entry["price"], f"items[{n}][price]")
                 if entry.get("price")
                 else old_price
             )
@@ -331,9 +342,9 @@ def _apply_items(request: Request, subscription: Obj, given: list[dict[str, Any]
             if price["id"] != old_price["id"] or quantity != old_quantity:
                 changes.append((item, old_price, old_quantity, price, quantity))
         else:
-            price = _price(request, entry.get("price"), f"items[{n}][price]")
+            price = _price(call, entry.get("price"), f"items[{n}][price]")
             quantity = as_int(entry.get("quantity", 1), "quantity", minimum=0)
-            item = new_item(request, subscription, price, quantity, entry.get("metadata"))
+            item = new_item(call, subscription, price, quantity, entry.get("metadata"))
             start, end = period_of(subscription)
             item["current_period_start"], item["current_period_end"] = start, end
             subscription["items"]["data"].append(item)
@@ -344,15 +355,19 @@ def _apply_items(request: Request, subscription: Obj, given: list[dict[str, Any]
 
 
 def update_subscription(request: Request) -> Obj:
-    settle(request)
-    subscription = request.get(NOUN, request.path_params["id"])
+    return update_subscription_op(request, request.path_params["id"], request.params)
+
+
+def update_subscription_op(call: Call, subscription_id: str, params: dict[str, Any]) -> Obj:
+    """``POST /v1/subscriptions/{id}`` with these parameters."""
+    settle(call)
+    subscription = call.get(NOUN, subscription_id)
     if subscription["status"] in ("canceled", "incomplete_expired"):
         raise invalid(
             "A canceled subscription can only update its cancellation_details and metadata."
         )
-    params = request.params
-    customer = request.account.objects[subscription["customer"]]
-    now = billing_now(request, subscription["test_clock"])
+    customer = call.account.objects[subscription["customer"]]
+    now = billing_now(call, subscription["test_clock"])
     behavior = str(params.get("proration_behavior") or "create_prorations")
     if behavior not in PRORATION_BEHAVIORS:
         raise invalid(f"Invalid proration_behavior: {behavior}", param="proration_behavior")
@@ -364,7 +379,7 @@ def update_subscription(request: Request) -> Obj:
         raise invalid("proration_date must be within the current period.", param="proration_date")
     before = copy(subscription)
     old_interval = subscription["items"]["data"][0]["price"]["recurring"]
-    changes = _apply_items(request, subscription, _items_param(request))
+    changes = _apply_items(call, subscription, _items_param(params))
     _same_interval([i["price"] for i in subscription["items"]["data"]])
     new_interval = subscription["items"]["data"][0]["price"]["recurring"]
     interval_changed = (old_interval["interval"], old_interval["interval_count"]) != (
@@ -373,7 +388,7 @@ def update_subscription(request: Request) -> Obj:
     )
     if "default_payment_method" in params:
         subscription["default_payment_method"] = _payment_method(
-            request, customer, params["default_payment_method"]
+            call, customer, params["default_payment_method"]
         )
     for name in ("description",):
         if name in params:
@@ -400,8 +415,8 @@ def update_subscription(request: Request) -> Obj:
                 if resumes_at
                 else None,
             }
-    _cancel_options(request, subscription)
-    trial_end = _trial_end(request, params.get("trial_end"), now)
+    _cancel_options(call, subscription, params)
+    trial_end = _trial_end(call, params.get("trial_end"), now)
     ends_trial = trial_end == now and subscription["status"] == "trialing"
     if trial_end is not None and trial_end > now:
         subscription["trial_end"] = trial_end
@@ -415,21 +430,21 @@ def update_subscription(request: Request) -> Obj:
         # The old interval's unused time is credited; the new one is billed whole.
         changes = [(item, old, quantity, None, 0) for item, old, quantity, _, _ in changes]
     if changes and not trialing and behavior != "none":
-        pending = proration_items(request, subscription, changes, moment)
+        pending = proration_items(call, subscription, changes, moment)
     if reset:
         if ends_trial:
             subscription["trial_end"] = now
             subscription["status"] = "active"
-        request.account.hidden(subscription["id"])["previous_start"] = start
-        reset_anchor(request, subscription, now)
-    request.emit(
+        call.account.hidden(subscription["id"])["previous_start"] = start
+        reset_anchor(call, subscription, now)
+    call.emit(
         "customer.subscription.updated", subscription, previous_attributes(before, subscription)
     )
     if reset and not trialing:
-        collect(request, cycle_invoice(request, subscription, "subscription_update"))
+        collect(call, cycle_invoice(call, subscription, "subscription_update"))
     elif pending and behavior == "always_invoice":
         invoice = new_invoice(
-            request,
+            call,
             customer,
             subscription=subscription,
             billing_reason="subscription_update",
@@ -437,10 +452,10 @@ def update_subscription(request: Request) -> Obj:
             period=(moment, moment),
             days_until_due=subscription["days_until_due"],
         )
-        include_pending_items(request, invoice, subscription["id"])
+        include_pending_items(call, invoice, subscription["id"])
         subscription["latest_invoice"] = invoice["id"]
-        request.emit("invoice.created", invoice)
-        collect(request, invoice)
+        call.emit("invoice.created", invoice)
+        collect(call, invoice)
     return subscription
 
 

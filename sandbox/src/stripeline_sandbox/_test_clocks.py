@@ -18,7 +18,7 @@ from stripeline_sandbox._billing import add_interval, run_until, settle
 from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
-from stripeline_sandbox._routes import Endpoint, Request, as_int, optional_str
+from stripeline_sandbox._routes import Call, Endpoint, Request, as_int, optional_str
 from stripeline_sandbox._state import Obj
 
 NOUN = "test_helpers.test_clock"
@@ -28,8 +28,8 @@ LIFETIME = 30 * 86400
 MAX_INTERVALS = 2
 
 
-def _clock(request: Request, clock_id: str) -> Obj:
-    return request.get(NOUN, clock_id, "test_clock")
+def _clock(call: Call, clock_id: str) -> Obj:
+    return call.get(NOUN, clock_id, "test_clock")
 
 
 def create_test_clock(request: Request) -> Obj:
@@ -73,10 +73,10 @@ def delete_test_clock(request: Request) -> Obj:
     return {"id": clock["id"], "object": NOUN, "deleted": True}
 
 
-def _limit(request: Request, clock: Obj) -> int | None:
+def _limit(call: Call, clock: Obj) -> int | None:
     """The furthest time one advance may reach (None: no subscription limits it)."""
     ends: list[int] = []
-    for subscription in request.account.all("subscription"):
+    for subscription in call.account.all("subscription"):
         if subscription["test_clock"] == clock["id"] and subscription["status"] not in (
             "canceled",
             "incomplete_expired",
