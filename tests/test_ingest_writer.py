@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import psycopg
 import pytest
 from sqlalchemy import Engine, func, select
+from sqlalchemy.engine import make_url
 
 from stripeline import inbox
 from stripeline.core.envelope import parse_envelope
 from stripeline.db import make_engine, migrate
-from stripeline.db.engine import connect
+from stripeline.db.engine import connect, normalize_url
 from stripeline.db.models import Event
 from stripeline.errors import DatabaseUnavailable
 from stripeline.web import writer as writer_module
 from stripeline.web.writer import IngestWriter
 from tests.factories import encode, event
+from tests.tcp_proxy import TCPProxy
 
 
 def incoming() -> inbox.IncomingEvent:
@@ -98,3 +102,78 @@ def test_an_unexpected_error_fails_the_group_and_the_writer_lives_on(engine: Eng
     finally:
         writer.stop()
     assert stored(engine) == 1
+
+
+@pytest.fixture
+def proxied(postgres_url: str) -> Iterator[tuple[str, TCPProxy]]:
+    url = make_url(normalize_url(postgres_url))
+    proxy = TCPProxy((url.host or "127.0.0.1", url.port or 5432)).start()
+    yield url.set(port=proxy.port).render_as_string(hide_password=False), proxy
+    proxy.cut()
+
+
+@pytest.fixture
+def listener(postgres_url: str) -> Iterator[psycopg.Connection[Any]]:
+    """A worker's LISTEN, straight to the database."""
+    url = make_url(normalize_url(postgres_url)).set(drivername="postgresql")
+    conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+    conn.execute(f"LISTEN {inbox.NOTIFY_CHANNEL}")
+    yield conn
+    conn.close()
+
+
+def notifications(conn: psycopg.Connection[Any], timeout: float) -> int:
+    return sum(1 for _ in conn.notifies(timeout=timeout))
+
+
+@pytest.mark.postgres
+def test_a_notify_owed_when_the_database_went_away_is_sent_once_it_is_back(
+    proxied: tuple[str, TCPProxy],
+    listener: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The second group inside the NOTIFY interval owes one; the third fails
+    (its connection gone). Once idle, the owed NOTIFY goes out on a new
+    connection and the workers wake."""
+    monkeypatch.setattr(writer_module, "NOTIFY_INTERVAL", 2.0)
+    url, proxy = proxied
+    engine = make_engine(url)
+    writer = IngestWriter(engine)
+    writer.start()
+    try:
+        assert asyncio.run(submit(writer, incoming())) is True
+        assert notifications(listener, timeout=1.0) == 1
+        assert asyncio.run(submit(writer, incoming())) is True  # inside the interval: owed
+        proxy.cut()
+        with pytest.raises(DatabaseUnavailable):
+            asyncio.run(submit(writer, incoming()))
+        proxy.start()
+        assert notifications(listener, timeout=4.0) == 1
+    finally:
+        writer.stop()
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_an_owed_notify_on_a_dead_connection_leaves_the_writer_working(
+    proxied: tuple[str, TCPProxy],
+    listener: psycopg.Connection[Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(writer_module, "NOTIFY_INTERVAL", 2.0)
+    url, proxy = proxied
+    engine = make_engine(url)
+    writer = IngestWriter(engine)
+    writer.start()
+    try:
+        assert asyncio.run(submit(writer, incoming())) is True
+        assert asyncio.run(submit(writer, incoming())) is True  # inside the interval: owed
+        proxy.cut()
+        # The owed NOTIFY is tried when idle, on the kept connection, which is dead.
+        assert notifications(listener, timeout=3.5) == 1  # only the first group's
+        proxy.start()
+        assert asyncio.run(submit(writer, incoming())) is True
+    finally:
+        writer.stop()
+    assert stored(engine) == 3
+    engine.dispose()
