@@ -122,8 +122,10 @@ def listener(postgres_url: str) -> Iterator[psycopg.Connection[Any]]:
     conn.close()
 
 
-def notifications(conn: psycopg.Connection[Any], timeout: float) -> int:
-    return sum(1 for _ in conn.notifies(timeout=timeout))
+def notifications(
+    conn: psycopg.Connection[Any], timeout: float, stop_after: int | None = None
+) -> int:
+    return sum(1 for _ in conn.notifies(timeout=timeout, stop_after=stop_after))
 
 
 @pytest.mark.postgres
@@ -135,20 +137,19 @@ def test_a_notify_owed_when_the_database_went_away_is_sent_once_it_is_back(
     """The second group inside the NOTIFY interval owes one; the third fails
     (its connection gone). Once idle, the owed NOTIFY goes out on a new
     connection and the workers wake."""
-    monkeypatch.setattr(writer_module, "NOTIFY_INTERVAL", 2.0)
+    monkeypatch.setattr(writer_module, "NOTIFY_INTERVAL", 3.0)
     url, proxy = proxied
     engine = make_engine(url)
     writer = IngestWriter(engine)
     writer.start()
     try:
-        assert asyncio.run(submit(writer, incoming())) is True
-        assert notifications(listener, timeout=1.0) == 1
+        assert asyncio.run(submit(writer, incoming())) is True  # NOTIFY
         assert asyncio.run(submit(writer, incoming())) is True  # inside the interval: owed
         proxy.cut()
         with pytest.raises(DatabaseUnavailable):
             asyncio.run(submit(writer, incoming()))
         proxy.start()
-        assert notifications(listener, timeout=4.0) == 1
+        assert notifications(listener, timeout=15.0, stop_after=2) == 2
     finally:
         writer.stop()
         engine.dispose()
@@ -160,17 +161,17 @@ def test_an_owed_notify_on_a_dead_connection_leaves_the_writer_working(
     listener: psycopg.Connection[Any],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(writer_module, "NOTIFY_INTERVAL", 2.0)
+    monkeypatch.setattr(writer_module, "NOTIFY_INTERVAL", 3.0)
     url, proxy = proxied
     engine = make_engine(url)
     writer = IngestWriter(engine)
     writer.start()
     try:
-        assert asyncio.run(submit(writer, incoming())) is True
+        assert asyncio.run(submit(writer, incoming())) is True  # NOTIFY
         assert asyncio.run(submit(writer, incoming())) is True  # inside the interval: owed
         proxy.cut()
-        # The owed NOTIFY is tried when idle, on the kept connection, which is dead.
-        assert notifications(listener, timeout=3.5) == 1  # only the first group's
+        # Idle, the writer tries the owed NOTIFY on its kept connection, which is dead.
+        assert notifications(listener, timeout=7.0) == 1  # only the first group's
         proxy.start()
         assert asyncio.run(submit(writer, incoming())) is True
     finally:
