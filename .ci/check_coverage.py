@@ -13,11 +13,16 @@ statements:
 
 Lines that can never run are excluded in ``[tool.coverage.report]``, each with
 its reason; nothing is excluded here.
+
+Without ``STRIPELINE_TEST_POSTGRES_URL`` (a developer's SQLite-only run; CI
+always sets it) the writer's PostgreSQL paths cannot have run: the writer is
+then reported but not required.
 """
 
 from __future__ import annotations
 
 import ast
+import os
 import sys
 from pathlib import Path
 
@@ -26,7 +31,8 @@ from coverage import Coverage
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src" / "stripeline"
 
-WHOLE_FILES = [*sorted((SRC / "core").glob("*.py")), SRC / "web" / "writer.py"]
+WRITER = SRC / "web" / "writer.py"
+WHOLE_FILES = [*sorted((SRC / "core").glob("*.py")), WRITER]
 FUNCTIONS = {
     SRC / "web" / "asgi.py": ("_read_body", "webhook", "webhook_connect", "receive", "bad_request"),
 }
@@ -51,6 +57,7 @@ def main() -> int:
     cov = Coverage(data_file=str(ROOT / ".coverage"), config_file=str(ROOT / "pyproject.toml"))
     cov.load()
     failed = False
+    with_postgres = bool(os.environ.get("STRIPELINE_TEST_POSTGRES_URL"))
     targets: list[tuple[Path, str, set[int] | None]] = [(p, "", None) for p in WHOLE_FILES]
     targets += [
         (path, f" ({', '.join(names)})", function_lines(path, names))
@@ -66,8 +73,11 @@ def main() -> int:
         name = f"{path.relative_to(ROOT)}{label}"
         print(f"{percent:6.1f}%  {ran:4d}/{len(statements):<4d} {name}")
         if missing:
-            failed = True
             print(f"         not run: {', '.join(map(str, missing))}")
+            if path == WRITER and not with_postgres:
+                print("         (not required: the PostgreSQL tests did not run)")
+            else:
+                failed = True
     if failed:
         print("check_coverage: the lines above must be run by a test (100% required)")
         return 1
