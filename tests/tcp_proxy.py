@@ -72,7 +72,11 @@ class TCPProxy:
             sel.register(a, selectors.EVENT_READ, b)
             sel.register(b, selectors.EVENT_READ, a)
             while True:
-                for key, _ in sel.select(timeout=1.0):
+                ready = sel.select(timeout=0.1)
+                # cut() closed them: epoll forgets a closed socket, so no event comes.
+                if not ready and -1 in (a.fileno(), b.fileno()):
+                    return
+                for key, _ in ready:
                     src: socket.socket = key.fileobj  # type: ignore[assignment]
                     dst: socket.socket = key.data
                     data = src.recv(65536)

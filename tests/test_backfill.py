@@ -283,7 +283,7 @@ def test_backfill_of_10000_objects_never_gets_a_429(
     stripe_sandbox.bulk_create("customers", 6000, key=stripe_key, email="c{i}@example.com")
     stripe_sandbox.bulk_create("products", 4000, key=stripe_key, name="P{i}")
     stripe_sandbox.set_rate_limit(25, key=stripe_key)
-    rate = Settings(stripe_secret_key=stripe_key).reads_per_second
+    rate = Settings(stripe_secret_key=stripe_key).reads_per_second  # type: ignore[arg-type]  # pydantic validates it
     assert rate == 20.0
     reader = make_reader(stripe_sandbox, stripe_key, http_client, rate=rate)
     engine = make_engine(sqlite_url)

@@ -170,7 +170,7 @@ def test_postgres_going_away_gives_503_then_recovers(
     proxied_postgres: tuple[str, TCPProxy],
 ) -> None:
     url, proxy = proxied_postgres
-    app = Stripeline(Settings(stripe_webhook_secret=SECRET, database_url=url))
+    app = Stripeline(Settings(stripe_webhook_secret=SECRET, database_url=url))  # type: ignore[arg-type]  # pydantic validates it
     with TestClient(create_app(app)) as client:
         assert _post(client) == 200
         proxy.cut()
@@ -187,7 +187,7 @@ def test_postgres_going_away_gives_503_then_recovers(
 
 def test_sqlite_locked_gives_503_then_recovers(sqlite_url: str) -> None:
     app = Stripeline(
-        Settings(stripe_webhook_secret=SECRET, database_url=sqlite_url),
+        Settings(stripe_webhook_secret=SECRET, database_url=sqlite_url),  # type: ignore[arg-type]  # pydantic validates it
         engine=make_engine(sqlite_url, sqlite_busy_timeout_ms=200),
     )
     path = make_url(sqlite_url).database
@@ -216,8 +216,8 @@ def test_a_worker_elsewhere_is_woken_by_notify(postgres_url: str) -> None:
 
     from stripeline.worker import Worker
 
-    web = Stripeline(Settings(stripe_webhook_secret=SECRET, database_url=postgres_url))
-    worker_app = Stripeline(Settings(stripe_webhook_secret=SECRET, database_url=postgres_url))
+    web = Stripeline(Settings(stripe_webhook_secret=SECRET, database_url=postgres_url))  # type: ignore[arg-type]  # pydantic validates it
+    worker_app = Stripeline(Settings(stripe_webhook_secret=SECRET, database_url=postgres_url))  # type: ignore[arg-type]  # pydantic validates it
     seen: list[str] = []
     worker_app.on("*")(lambda e: seen.append(e.id))
     worker = Worker(worker_app, poll_seconds=30)

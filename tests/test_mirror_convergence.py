@@ -146,7 +146,7 @@ def run(
         if not event_type.endswith(".deleted"):
             fetcher.truth[(account, final["id"])] = final
     app = Stripeline(
-        Settings(database_url=str(engine.url), mirror_policy=policy, mirror_coalesce_seconds=0),
+        Settings(database_url=str(engine.url), mirror_policy=policy, mirror_coalesce_seconds=0),  # type: ignore[arg-type]  # pydantic validates it
         engine=engine,
         fetcher=fetcher,
     )

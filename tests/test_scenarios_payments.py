@@ -10,6 +10,7 @@ second, so each step is a new second, as it is with a real customer.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import pytest
 import stripe
@@ -251,7 +252,7 @@ def test_idempotent_replay_and_mismatch(stripeline_env: StripelineEnv) -> None:
     assert again.last_response is not None
     assert again.last_response.headers.get("Idempotent-Replayed") == "true"
     with pytest.raises(stripe.IdempotencyError):
-        client.v1.payment_intents.create({**params, "amount": 1300}, options)  # type: ignore[arg-type]
+        client.v1.payment_intents.create({**params, "amount": 1300}, options)  # type: ignore[typeddict-item]
     stripeline_env.settle()
     assert types(stripeline_env) == {
         "payment_intent.created": 1,
@@ -406,7 +407,7 @@ def test_checkout_session_subscription(stripeline_env: StripelineEnv) -> None:
 
 def test_checkout_session_expires(stripeline_env: StripelineEnv) -> None:
     client = stripeline_env.client
-    line_items = [
+    line_items: list[Any] = [
         {"price_data": {"currency": "usd", "unit_amount": 700, "product_data": {"name": "A"}}}
     ]
     first = client.v1.checkout.sessions.create({"mode": "payment", "line_items": line_items})
@@ -430,6 +431,7 @@ def test_billing_portal_session(stripeline_env: StripelineEnv) -> None:
         {"customer": customer.id, "return_url": "https://example.com/account"}
     )
     assert portal.url.startswith(stripeline_env.sandbox.url)
+    assert isinstance(portal.configuration, str)
     assert portal.configuration.startswith("bpc_") and portal.customer == customer.id
     page = stripeline_env.control("GET", portal.url.removeprefix(stripeline_env.sandbox.url))
     assert page["customer"]["email"] == "portal@example.com"

@@ -39,7 +39,7 @@ notes = Table(
 @pytest.fixture
 def app(database_url: str) -> Iterator[Stripeline]:
     settings = Settings(
-        stripe_webhook_secret=SECRET,
+        stripe_webhook_secret=SECRET,  # type: ignore[arg-type]  # pydantic validates it
         database_url=database_url,
         retry_schedule=(10, 60),
         max_attempts=3,
@@ -431,7 +431,7 @@ def test_a_read_stripe_refuses_for_good_is_given_up(
     re-fetch is refused (401, not retryable); after ``max_attempts`` the read is given up, not retried
     forever, until a new request for the object comes in."""
     settings = Settings(
-        stripe_webhook_secret=SECRET,
+        stripe_webhook_secret=SecretStr(SECRET),
         stripe_secret_key=SecretStr("rk_test_a_restricted_key_the_sandbox_refuses"),
         stripe_api_base=stripe_sandbox.url,
         database_url=database_url,
