@@ -58,6 +58,3 @@ def scheduled(
         return 0.0
     base = schedule[min(max(attempt, 1), len(schedule)) - 1]
     return max(0.0, base * (1 + uniform(-jitter, jitter)))
-
-
-__all__ = ["exponential", "scheduled"]

@@ -51,6 +51,3 @@ class TokenBucket:
     def acquire(self) -> None:
         while (wait := self.try_acquire()) > 0:
             self._sleep(wait)
-
-
-__all__ = ["TokenBucket"]
