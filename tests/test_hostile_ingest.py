@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
+from sqlalchemy.event import listens_for as event_listener
 from starlette.testclient import TestClient
 
 from stripeline import inbox
@@ -203,6 +204,85 @@ def test_the_writer_answers_503_to_all_when_the_database_is_unreachable() -> Non
     finally:
         engine.dispose()
     assert [type(r).__name__ for r in results] == ["DatabaseUnavailable"] * 4
+
+
+def test_the_writer_gives_503_to_what_fails_for_another_reason(engine: Engine) -> None:
+    writer = IngestWriter(engine)
+    broken = inbox.IncomingEvent(
+        envelope=None,  # type: ignore[arg-type]  # a bug upstream, not a refusal
+        payload=b"{}",
+        source="webhook",
+        received_at=inbox.utcnow(),
+    )
+    items = [_unchecked("evt_ok_1"), broken, _unchecked("evt_ok_2")]
+    results = asyncio.run(_submit_as_one_group(writer, items))
+    assert results[0] is True and results[2] is True
+    assert type(results[1]).__name__ == "DatabaseUnavailable"
+
+
+def test_the_rest_of_the_group_is_503_when_the_database_goes_away_mid_retry(
+    sqlite_url: str,
+) -> None:
+    engine = make_engine(sqlite_url, sqlite_busy_timeout_ms=50)
+    locker = make_engine(sqlite_url)
+    held: list[Any] = []
+    connects: list[int] = []
+
+    @event_listener(engine, "connect")
+    def lock_on_the_second_connection(dbapi_connection: Any, _: Any) -> None:
+        # The group's connection is the first; when the writer reconnects to
+        # retry the rows one by one, another writer holds the database.
+        connects.append(1)
+        if len(connects) == 2:
+            conn = locker.connect()
+            conn.begin()  # BEGIN IMMEDIATE: the write lock
+            held.append(conn)
+
+    writer = IngestWriter(engine)
+    items = [_unchecked("evt_bad", created=2**63), *(_unchecked(f"evt_{i}") for i in range(3))]
+    try:
+        results = asyncio.run(_submit_as_one_group(writer, items))
+    finally:
+        for conn in held:
+            conn.rollback()
+            conn.close()
+        locker.dispose()
+    # The first row found the database locked: the others were not tried.
+    assert len(connects) == 2
+    assert [type(r).__name__ for r in results] == ["DatabaseUnavailable"] * 4
+    with connect(engine, readonly=True) as conn:
+        assert list(conn.scalars(select(Event.id))) == []
+    engine.dispose()
+
+
+def test_a_row_the_database_refuses_after_the_envelope_passed_is_400_alone(
+    client: TestClient, app: Stripeline
+) -> None:
+    # A constraint of the operator's own (or any the envelope does not know):
+    # the writer's safety net answers it 400 and stores the rest.
+    with app.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(
+                "ALTER TABLE stripeline_events ADD CONSTRAINT ck_refused "
+                "CHECK (type <> 'refused.by.the.database')"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE TRIGGER refused BEFORE INSERT ON stripeline_events "
+                "WHEN NEW.type = 'refused.by.the.database' "
+                "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            )
+    valid = [encode(event()) for _ in range(20)]
+    refused = encode(event("refused.by.the.database"))
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda p: post(client, p), [*valid[:10], refused, *valid[10:]]))
+    assert [a.status_code for a in answers] == [200] * 10 + [400] + [200] * 10
+    assert answers[10].json() == {
+        "error": "bad_payload",
+        "reason": "not_an_event",
+        "message": "the database cannot store a field of this event",
+    }
+    assert stored_ids(app) == {json.loads(p)["id"] for p in valid}
 
 
 # -- 2. a huge timestamp in the signature header ----------------------------------

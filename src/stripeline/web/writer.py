@@ -27,6 +27,7 @@ from sqlalchemy.exc import (
     DataError,
     DBAPIError,
     DisconnectionError,
+    IntegrityError,
     InterfaceError,
     OperationalError,
     SQLAlchemyError,
@@ -233,14 +234,15 @@ class IngestWriter:
 
 def _unavailable(exc: BaseException) -> bool:
     """The database (or the way to it) failed, not the rows given to it."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeout)
+    return (isinstance(exc, DBAPIError) and exc.connection_invalidated) or isinstance(
+        exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeout
+    )
 
 
 def _refused(exc: BaseException) -> bool:
-    """The database (or its driver) refused a value of the row itself."""
-    if isinstance(exc, DataError):
+    """The database (or its driver) refused a value of the row itself: a
+    data exception or a constraint (retrying it later would fail again)."""
+    if isinstance(exc, DataError | IntegrityError):
         return True
     cause = exc.orig if isinstance(exc, StatementError) else exc
     return isinstance(cause, ValueError | OverflowError)
