@@ -396,6 +396,16 @@ def test_a_nul_inside_the_object_is_400_and_never_reaches_the_worker(
     nothing_reaches_the_worker(app)
 
 
+def test_a_utf16_body_is_checked_as_well(client: TestClient, app: Stripeline) -> None:
+    nul = _with_raw(b"a\\u0000b").decode().encode("utf-16")
+    response = post(client, nul)
+    assert response.status_code == 400, response.text
+    assert "NUL" in response.json()["message"]
+    fine = encode(event()).decode().encode("utf-16")
+    assert post(client, fine).status_code == 200
+    assert Worker(app, listen=False).drain() == 1
+
+
 def test_a_paired_surrogate_escape_is_ordinary_text(client: TestClient, app: Stripeline) -> None:
     payload = _with_raw(b"\\ud83d\\ude00")
     assert post(client, payload).status_code == 200
@@ -403,6 +413,8 @@ def test_a_paired_surrogate_escape_is_ordinary_text(client: TestClient, app: Str
 
 
 def test_parse_envelope_refuses_what_json_cannot_bear() -> None:
+    from stripeline.core.envelope import MAX_DEPTH
+
     with pytest.raises(EnvelopeError) as caught:
         parse_envelope(b"[" * 100_000)
     assert caught.value.reason == "invalid_json"
@@ -412,3 +424,17 @@ def test_parse_envelope_refuses_what_json_cannot_bear() -> None:
     with pytest.raises(EnvelopeError) as caught:
         parse_envelope({**event(), "created": 2**64})
     assert caught.value.reason == "not_an_event"
+    # Text given as str: a raw lone surrogate, a NUL from a dict, deep nesting in a dict
+    with pytest.raises(EnvelopeError, match="surrogate"):
+        parse_envelope(
+            encode(event(obj={"id": "cus_1", "object": "x", "n": "TEXT"}))
+            .decode()
+            .replace("TEXT", "\ud800")
+        )
+    with pytest.raises(EnvelopeError, match="NUL"):
+        parse_envelope(event(obj={"id": "cus_1", "object": "customer", "name": "\x00"}))
+    with pytest.raises(EnvelopeError, match="nested"):
+        parse_envelope(event(obj=_nested(MAX_DEPTH)))
+    body = event(obj={"id": "cus_1", "object": "customer", "name": "Zoë 😀"})
+    assert parse_envelope(json.dumps(body, ensure_ascii=False))[1] == body
+    assert parse_envelope(body)[1] is body

@@ -81,26 +81,39 @@ def _check_string(value: str) -> None:
             ) from None
 
 
-def _check_tree(body: dict[str, Any]) -> None:
+def _check_tree(body: dict[str, Any], raw: bytes | str | None) -> None:
     """Every string of ``body`` storable text, and no nesting over ``MAX_DEPTH``.
 
-    Iterative: a hostile body cannot exhaust the stack here.
+    ``raw`` is what ``body`` was read from (None: a dict was given). Most
+    events are spared the walk: in UTF-8, a NUL or a lone surrogate comes only
+    from a ``\\u`` escape or from bytes that encode a surrogate (lead 0xED),
+    and a body with few brackets cannot nest deep. Iterative: a hostile body
+    cannot exhaust the stack here.
     """
+    check_text = True
+    if raw is not None:
+        data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+        # (NUL bytes: a UTF-16 or UTF-32 body, which json.loads also reads)
+        check_text = b"\\u" in data or b"\xed" in data or b"\x00" in data
+        if not check_text and data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+            return
     stack: list[tuple[Any, int]] = [(body, 1)]
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, str):
-            _check_string(value)
-            continue
-        if isinstance(value, dict):
-            children: list[Any] = [*value.keys(), *value.values()]
-        elif isinstance(value, list):
-            children = value
-        else:
-            continue
         if depth > MAX_DEPTH:
             raise EnvelopeError("invalid_json", f"body is nested deeper than {MAX_DEPTH} levels")
-        stack.extend((child, depth + 1) for child in children)
+        if isinstance(value, dict):
+            if check_text:
+                for key in value:
+                    _check_string(key)
+            children: Any = value.values()
+        else:
+            children = value
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+            elif check_text and isinstance(child, str):
+                _check_string(child)
 
 
 def parse_envelope(payload: bytes | str | dict[str, Any]) -> tuple[Envelope, dict[str, Any]]:
@@ -149,7 +162,7 @@ def parse_envelope(payload: bytes | str | dict[str, Any]) -> tuple[Envelope, dic
     object_type = obj.get("object") if isinstance(obj.get("object"), str) else None
     _optional_text(object_id, "data.object.id", OBJECT_ID_LENGTH)
     _optional_text(object_type, "data.object.object", OBJECT_TYPE_LENGTH)
-    _check_tree(body)
+    _check_tree(body, None if isinstance(payload, dict) else payload)
     return (
         Envelope(
             id=event_id,
