@@ -1,4 +1,14 @@
-"""The Stripe event envelope: what we need of an event to store and route it."""
+"""The Stripe event envelope: what we need of an event to store and route it.
+
+``parse_envelope`` refuses what could never be stored or processed, so that
+such a body is answered 400 on its own at ingest instead of failing a commit
+(and the events committed with it) or every processing attempt: text fields
+longer than their inbox columns (the ``*_LENGTH`` bounds below, from which
+``db/models.py`` builds those columns), a NUL character in any string (no
+PostgreSQL text or JSONB value can hold one), integers out of a BIGINT's
+range, nesting deeper than ``MAX_DEPTH``, and lone UTF-16 surrogates, which
+are not Unicode text and cannot be encoded to store or to process.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +17,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from stripeline.errors import EnvelopeError
+
+#: The inbox's column lengths for the envelope's text fields (characters).
+ID_LENGTH = 255
+TYPE_LENGTH = 255
+ACCOUNT_LENGTH = 255
+API_VERSION_LENGTH = 64
+OBJECT_ID_LENGTH = 255
+OBJECT_TYPE_LENGTH = 64
+#: The range of a BIGINT column (``created``).
+INTEGER_RANGE = (-(2**63), 2**63 - 1)
+#: The deepest nesting of arrays and objects accepted in a body (the event
+#: itself is level 1). Stripe's events stay far below it; the worker and the
+#: mirror then never meet a body too deep for them to read.
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,40 +52,117 @@ def _require(cond: bool, what: str) -> None:
         raise EnvelopeError("not_an_event", f"not a Stripe event: {what}")
 
 
+def _check_text(value: str, field: str, limit: int) -> None:
+    if len(value) > limit:
+        raise EnvelopeError(
+            "not_an_event", f"not a Stripe event: {field} is longer than {limit} characters"
+        )
+    if "\x00" in value:
+        raise EnvelopeError("not_an_event", f"not a Stripe event: {field} contains a NUL character")
+
+
+def _optional_text(value: Any, field: str, limit: int) -> str | None:
+    if value is None:
+        return None
+    _require(isinstance(value, str), f"{field} is not a string")
+    _check_text(value, field, limit)
+    return str(value)
+
+
+def _check_string(value: str) -> None:
+    if "\x00" in value:
+        raise EnvelopeError("invalid_json", "body has a NUL character in a string")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise EnvelopeError(
+                "invalid_json", "body has a lone surrogate (\\ud800-\\udfff): not Unicode text"
+            ) from None
+
+
+def _check_tree(body: dict[str, Any], raw: bytes | str | None) -> None:
+    """Every string of ``body`` storable text, and no nesting over ``MAX_DEPTH``.
+
+    ``raw`` is what ``body`` was read from (None: a dict was given). Most
+    events are spared the walk: in UTF-8, a NUL or a lone surrogate comes only
+    from a ``\\u`` escape or from bytes that encode a surrogate (lead 0xED),
+    and a body with few brackets cannot nest deep. Iterative: a hostile body
+    cannot exhaust the stack here.
+    """
+    check_text = True
+    if raw is not None:
+        data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
+        # (NUL bytes: a UTF-16 or UTF-32 body, which json.loads also reads)
+        check_text = b"\\u" in data or b"\xed" in data or b"\x00" in data
+        if not check_text and data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
+            return
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise EnvelopeError("invalid_json", f"body is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            if check_text:
+                for key in value:
+                    _check_string(key)
+            children: Any = value.values()
+        else:
+            children = value
+        for child in children:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+            elif check_text and isinstance(child, str):
+                _check_string(child)
+
+
 def parse_envelope(payload: bytes | str | dict[str, Any]) -> tuple[Envelope, dict[str, Any]]:
     """Parse and check an event body; return its envelope and the parsed dict.
 
     Raises:
-        EnvelopeError: ``invalid_json`` when the body is not JSON, ``not_an_event``
-            when it is JSON but not a Stripe event (a thin ``v2.core.event``
-            included: those carry no object to store).
+        EnvelopeError: ``invalid_json`` when the body is not JSON, or JSON
+            that cannot be stored and processed (nested deeper than
+            ``MAX_DEPTH``, a NUL character or a lone surrogate in a string);
+            ``not_an_event`` when it is JSON but not a Stripe event (a thin
+            ``v2.core.event`` included: those carry no object to store), or
+            an event with a field its inbox column cannot hold (the message
+            names the field).
     """
     if isinstance(payload, dict):
         body: Any = payload
     else:
         try:
             body = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
+        except RecursionError:
+            raise EnvelopeError(
+                "invalid_json", f"body is nested deeper than {MAX_DEPTH} levels"
+            ) from None
+        except ValueError:  # UnicodeDecodeError and over-long integers included
             raise EnvelopeError("invalid_json", "body is not valid JSON") from None
     _require(isinstance(body, dict), "body is not a JSON object")
     _require(body.get("object") == "event", "object is not 'event'")
     event_id = body.get("id")
-    _require(isinstance(event_id, str) and 0 < len(event_id) <= 255, "id missing")
+    _require(isinstance(event_id, str) and len(event_id) > 0, "id missing")
+    _check_text(event_id, "id", ID_LENGTH)
     event_type = body.get("type")
-    _require(isinstance(event_type, str) and 0 < len(event_type) <= 255, "type missing")
+    _require(isinstance(event_type, str) and len(event_type) > 0, "type missing")
+    _check_text(event_type, "type", TYPE_LENGTH)
     created = body.get("created")
     _require(isinstance(created, int) and not isinstance(created, bool), "created missing")
+    low, high = INTEGER_RANGE
+    _require(low <= created <= high, "created is out of range")
     livemode = body.get("livemode")
     _require(isinstance(livemode, bool), "livemode missing")
     data = body.get("data")
     _require(isinstance(data, dict) and isinstance(data.get("object"), dict), "data.object missing")
-    api_version = body.get("api_version")
-    _require(api_version is None or isinstance(api_version, str), "api_version is not a string")
-    account = body.get("account")
-    _require(account is None or isinstance(account, str), "account is not a string")
+    api_version = _optional_text(body.get("api_version"), "api_version", API_VERSION_LENGTH)
+    account = _optional_text(body.get("account"), "account", ACCOUNT_LENGTH)
     obj = data["object"]
     object_id = obj.get("id") if isinstance(obj.get("id"), str) else None
     object_type = obj.get("object") if isinstance(obj.get("object"), str) else None
+    _optional_text(object_id, "data.object.id", OBJECT_ID_LENGTH)
+    _optional_text(object_type, "data.object.object", OBJECT_TYPE_LENGTH)
+    _check_tree(body, None if isinstance(payload, dict) else payload)
     return (
         Envelope(
             id=event_id,

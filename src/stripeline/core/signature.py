@@ -23,6 +23,10 @@ DEFAULT_TOLERANCE_SECONDS = 300
 SCHEME = "v1"
 #: Headers longer than this are refused before any work is done on them.
 MAX_HEADER_LENGTH = 8192
+#: ``t=`` with more digits is refused before it is converted: Unix seconds
+#: have 10 today, 18 fit any BIGINT, and thousands would hit Python's
+#: integer conversion limit.
+MAX_TIMESTAMP_DIGITS = 18
 
 
 def compute_signature(payload: bytes, secret: str, timestamp: int) -> str:
@@ -58,7 +62,12 @@ def parse_header(header: str) -> tuple[int, list[str]]:
         if not sep:
             raise SignatureError("malformed_header")
         if key == "t":
-            if timestamp is not None or not value.isascii() or not value.isdigit():
+            if (
+                timestamp is not None
+                or not value.isascii()
+                or not value.isdigit()
+                or len(value) > MAX_TIMESTAMP_DIGITS
+            ):
                 raise SignatureError("malformed_header", "bad or repeated t= in Stripe-Signature")
             timestamp = int(value)
         elif key == SCHEME:

@@ -23,6 +23,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from stripeline.core import envelope as bounds
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -64,14 +66,16 @@ class Event(Base):
 
     __tablename__ = "stripeline_events"
 
-    id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    type: Mapped[str] = mapped_column(String(255))
-    account: Mapped[str | None] = mapped_column(String(255))
+    # The lengths are the envelope's bounds: an event that does not fit is
+    # refused (400) when parsed, never half-way through a commit.
+    id: Mapped[str] = mapped_column(String(bounds.ID_LENGTH), primary_key=True)
+    type: Mapped[str] = mapped_column(String(bounds.TYPE_LENGTH))
+    account: Mapped[str | None] = mapped_column(String(bounds.ACCOUNT_LENGTH))
     livemode: Mapped[bool] = mapped_column(Boolean)
-    api_version: Mapped[str | None] = mapped_column(String(64))
+    api_version: Mapped[str | None] = mapped_column(String(bounds.API_VERSION_LENGTH))
     created: Mapped[int] = mapped_column(BigInteger)
-    object_id: Mapped[str | None] = mapped_column(String(255))
-    object_type: Mapped[str | None] = mapped_column(String(64))
+    object_id: Mapped[str | None] = mapped_column(String(bounds.OBJECT_ID_LENGTH))
+    object_type: Mapped[str | None] = mapped_column(String(bounds.OBJECT_TYPE_LENGTH))
     #: The raw body exactly as received (or as fetched, for catch-up).
     payload: Mapped[bytes] = mapped_column(LargeBinary)
     #: webhook | connect | catch-up | replay

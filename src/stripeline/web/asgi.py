@@ -181,6 +181,8 @@ def create_app(
         )
         try:
             new = await writer.submit(item)
+        except EnvelopeError as exc:  # a value the database refused (the group was not harmed)
+            return bad_request(endpoint, "bad_payload", exc.reason, exc.message, request)
         except DatabaseUnavailable as exc:
             metrics.webhooks.labels(endpoint, "unavailable").inc()
             return JSONResponse(

@@ -6,6 +6,11 @@ transaction, commits, and only then answers each request: every 2xx means the
 event is on disk, and under load one commit (one fsync) serves many requests.
 SQLite gets exactly one writer thread — its single write lock makes more
 pointless; PostgreSQL may use a few.
+
+A group the database refuses for any reason but being unavailable is written
+again row by row, so that one event it cannot store (the envelope's checks
+should have refused it already) fails alone, with a 400, and never takes the
+events committed with it down.
 """
 
 from __future__ import annotations
@@ -18,10 +23,20 @@ import time
 from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DataError,
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+    StatementError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from stripeline import inbox
-from stripeline.errors import DatabaseUnavailable
+from stripeline.errors import DatabaseUnavailable, EnvelopeError
 from stripeline.log import get_logger
 
 log = get_logger("stripeline.web")
@@ -178,25 +193,74 @@ class IngestWriter:
         try:
             conn, results = self._store(conn, batch)
         except Exception as exc:
-            # Whatever went wrong, nothing was committed: every waiting request
-            # gets a 503 (Stripe retries), and this thread lives on.
-            if isinstance(exc, SQLAlchemyError):
-                log.error(
-                    "ingest_database_error",
-                    action="ingest_database_error",
-                    events=len(batch),
-                    error=str(getattr(exc, "orig", None) or exc).splitlines()[0][:300],
-                )
-            else:
-                log.exception("ingest_failed", action="ingest_failed", events=len(batch))
+            # Whatever went wrong, nothing was committed.
+            _log_failure(exc, batch)
+            if len(batch) > 1 and not _unavailable(exc):
+                # Perhaps one row the database refuses: the others must not
+                # fail with it.
+                return self._write_one_by_one(batch)
             for _, future, loop in batch:
-                _settle(loop, _fail, future)
+                _settle(loop, _fail, future, exc)
             return None
         for (_, future, loop), new in zip(batch, results, strict=True):
             _settle(loop, _resolve, future, new)
         if self._on_commit is not None:
             self._on_commit()
         return conn
+
+    def _write_one_by_one(self, batch: Sequence[_Item]) -> Connection | None:
+        """Each row in its own transaction: a refused one is answered 400,
+        the others as usual; once the database is unavailable, the rest 503."""
+        conn: Connection | None = None
+        committed = False
+        for index, (item, future, loop) in enumerate(batch):
+            try:
+                conn, (new,) = self._store(conn, [(item, future, loop)])
+            except Exception as exc:
+                conn = None
+                _log_failure(exc, [(item, future, loop)])
+                if _unavailable(exc):
+                    for _, waiting, its_loop in batch[index:]:
+                        _settle(its_loop, _fail, waiting, exc)
+                    break
+                _settle(loop, _fail, future, exc)
+                continue
+            committed = True
+            _settle(loop, _resolve, future, new)
+        if committed and self._on_commit is not None:
+            self._on_commit()
+        return conn
+
+
+def _unavailable(exc: BaseException) -> bool:
+    """The database (or the way to it) failed, not the rows given to it."""
+    return (isinstance(exc, DBAPIError) and exc.connection_invalidated) or isinstance(
+        exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeout
+    )
+
+
+def _refused(exc: BaseException) -> bool:
+    """The database (or its driver) refused a value of the row itself: a
+    data exception or a constraint (retrying it later would fail again)."""
+    if isinstance(exc, DataError | IntegrityError):
+        return True
+    cause = exc.orig if isinstance(exc, StatementError) else exc
+    return isinstance(cause, ValueError | OverflowError)
+
+
+def _log_failure(exc: BaseException, batch: Sequence[_Item]) -> None:
+    if isinstance(exc, SQLAlchemyError) or _refused(exc):
+        log.error(
+            "ingest_database_error",
+            action="ingest_database_error",
+            events=len(batch),
+            event_id=batch[0][0].envelope.id if len(batch) == 1 else None,
+            error=(str(getattr(exc, "orig", None) or exc) or type(exc).__name__).splitlines()[0][
+                :300
+            ],
+        )
+    else:
+        log.exception("ingest_failed", action="ingest_failed", events=len(batch))
 
 
 def _discard(conn: Connection) -> None:
@@ -216,6 +280,11 @@ def _resolve(future: asyncio.Future[bool], value: bool) -> None:
         future.set_result(value)
 
 
-def _fail(future: asyncio.Future[bool]) -> None:
+def _fail(future: asyncio.Future[bool], exc: BaseException) -> None:
     if not future.done():
-        future.set_exception(DatabaseUnavailable())
+        if _refused(exc):
+            future.set_exception(
+                EnvelopeError("not_an_event", "the database cannot store a field of this event")
+            )
+        else:
+            future.set_exception(DatabaseUnavailable())
