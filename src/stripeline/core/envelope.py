@@ -25,8 +25,10 @@ ACCOUNT_LENGTH = 255
 API_VERSION_LENGTH = 64
 OBJECT_ID_LENGTH = 255
 OBJECT_TYPE_LENGTH = 64
-#: The range of a BIGINT column (``created``).
-INTEGER_RANGE = (-(2**63), 2**63 - 1)
+#: The range of ``created``: a Unix time from 1970 to the end of year 9999,
+#: which a BIGINT column stores and a ``datetime`` can hold (the CLI, the
+#: catch-up gap and the mirror turn it into one).
+CREATED_RANGE = (0, 253_402_300_799)
 #: The deepest nesting of arrays and objects accepted in a body (the event
 #: itself is level 1). Stripe's events stay far below it; the worker and the
 #: mirror then never meet a body too deep for them to read.
@@ -149,7 +151,7 @@ def parse_envelope(payload: bytes | str | dict[str, Any]) -> tuple[Envelope, dic
     _check_text(event_type, "type", TYPE_LENGTH)
     created = body.get("created")
     _require(isinstance(created, int) and not isinstance(created, bool), "created missing")
-    low, high = INTEGER_RANGE
+    low, high = CREATED_RANGE
     _require(low <= created <= high, "created is out of range")
     livemode = body.get("livemode")
     _require(isinstance(livemode, bool), "livemode missing")
