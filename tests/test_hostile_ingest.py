@@ -17,7 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from pydantic import SecretStr
+from sqlalchemy import Engine, String, select
 from sqlalchemy.event import listens_for as event_listener
 from starlette.testclient import TestClient
 
@@ -37,7 +38,7 @@ from tests.factories import SECRET, encode, event, signed
 
 @pytest.fixture
 def app(database_url: str) -> Iterator[Stripeline]:
-    settings = Settings(stripe_webhook_secret=SECRET, database_url=database_url)
+    settings = Settings(stripe_webhook_secret=SecretStr(SECRET), database_url=database_url)
     application = Stripeline(settings, engine=make_engine(database_url))
     yield application
     application.dispose()
@@ -118,16 +119,21 @@ def test_unstorable_events_are_400_alone_and_the_valid_ones_in_their_group_are_s
     assert client.get("/metrics").text.count(f'outcome="bad_payload"}} {len(bad)}.0') == 1
 
 
+def _length(column: Any) -> int | None:
+    assert isinstance(column.type, String)
+    return column.type.length
+
+
 def test_the_limits_are_the_columns() -> None:
     from stripeline.core import envelope as limits
 
     columns = Event.__table__.c
-    assert columns.id.type.length == limits.ID_LENGTH
-    assert columns.type.type.length == limits.TYPE_LENGTH
-    assert columns.account.type.length == limits.ACCOUNT_LENGTH
-    assert columns.api_version.type.length == limits.API_VERSION_LENGTH
-    assert columns.object_id.type.length == limits.OBJECT_ID_LENGTH
-    assert columns.object_type.type.length == limits.OBJECT_TYPE_LENGTH
+    assert _length(columns.id) == limits.ID_LENGTH
+    assert _length(columns.type) == limits.TYPE_LENGTH
+    assert _length(columns.account) == limits.ACCOUNT_LENGTH
+    assert _length(columns.api_version) == limits.API_VERSION_LENGTH
+    assert _length(columns.object_id) == limits.OBJECT_ID_LENGTH
+    assert _length(columns.object_type) == limits.OBJECT_TYPE_LENGTH
     low, high = limits.CREATED_RANGE
     assert -(2**63) <= low and high <= 2**63 - 1  # a BIGINT holds the whole range
     assert datetime.fromtimestamp(high, UTC).year == 9999
