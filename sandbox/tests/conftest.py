@@ -34,7 +34,7 @@ def key(sandbox: Sandbox) -> str:
 def http_client() -> Iterator[stripe.RequestsClient]:
     client = stripe.RequestsClient(timeout=5)
     yield client
-    client.close()
+    client.close()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture

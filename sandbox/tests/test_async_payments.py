@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import stripe
+from stripe.params import PaymentMethodCreateParamsUsBankAccount
 
 from stripeline_sandbox import Sandbox
 from stripeline_sandbox._payment_intents import SETTLEMENT_DELAY
@@ -39,7 +40,8 @@ def _processing(client: stripe.StripeClient, payment_method: str) -> stripe.Paym
         {
             "amount": 1500,
             "currency": "usd",
-            "payment_method_types": ["us_bank_account"],
+            # The sandbox speaks this parameter; the SDK's types name a newer one.
+            "payment_method_types": ["us_bank_account"],  # type: ignore[typeddict-unknown-key]
             "payment_method": payment_method,
             "confirm": True,
         }
@@ -133,11 +135,14 @@ def test_raw_account_numbers_settle_when_the_clock_passes_the_delay(
     receiver = Receiver(sb.webhook_secret)
     sb.listen(receiver.url)
     try:
-        details = {"routing_number": "110000000", "account_type": "checking"}
+        details: PaymentMethodCreateParamsUsBankAccount = {
+            "routing_number": "110000000",
+            "account_type": "checking",
+        }
         ok = client.v1.payment_methods.create(
             {
                 "type": "us_bank_account",
-                "us_bank_account": {**details, "account_number": "000123456789"},  # type: ignore[typeddict-item]
+                "us_bank_account": {**details, "account_number": "000123456789"},
                 "billing_details": {"name": "Jenny Rosen"},
             }
         )
@@ -146,7 +151,7 @@ def test_raw_account_numbers_settle_when_the_clock_passes_the_delay(
         bad = client.v1.payment_methods.create(
             {
                 "type": "us_bank_account",
-                "us_bank_account": {**details, "account_number": "000222222227"},  # type: ignore[typeddict-item]
+                "us_bank_account": {**details, "account_number": "000222222227"},
                 "billing_details": {"name": "Jenny Rosen"},
             }
         )

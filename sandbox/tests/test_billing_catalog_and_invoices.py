@@ -60,7 +60,7 @@ def test_products_and_prices(client: stripe.StripeClient, receiver: Receiver) ->
     assert client.v1.products.delete(bare.id).deleted is True
     assert [p.id for p in client.v1.products.list({"active": False}).data] == [product.id]
     with pytest.raises(stripe.InvalidRequestError):
-        client.v1.products.create({})
+        client.v1.products.create({})  # type: ignore[typeddict-item]
 
     events = receiver.wait_for(lambda es: len(es) >= 9)
     types = [e["type"] for e in events]

@@ -88,7 +88,8 @@ def test_declining_card_cannot_be_attached_but_0341_can(client: stripe.StripeCli
         customer.id, {"invoice_settings": {"default_payment_method": attached.id}}
     )
     client.v1.payment_methods.detach(attached.id)
-    assert client.v1.customers.retrieve(customer.id).invoice_settings.default_payment_method is None
+    settings = client.v1.customers.retrieve(customer.id).invoice_settings
+    assert settings is not None and settings.default_payment_method is None
 
 
 @pytest.mark.parametrize("outcome", ["succeeded", "failed"])
@@ -212,7 +213,8 @@ def test_dispute_lifecycle(
     assert intent.status == "succeeded"
     dispute = client.v1.disputes.list({"payment_intent": intent.id}).data[0]
     assert dispute.status == "needs_response" and dispute.amount == 3000
-    assert dispute.evidence_details.due_by > dispute.created
+    due_by = dispute.evidence_details.due_by
+    assert due_by is not None and due_by > dispute.created
     dispute = client.v1.disputes.update(
         dispute.id,
         {"evidence": {"customer_name": "Ada", "uncategorized_text": "notes"}, "submit": False},

@@ -89,22 +89,28 @@ def test_expand_replaces_ids_with_objects(client: stripe.StripeClient) -> None:
             "invoice_settings": {"default_payment_method": "pm_card_visa"},
         }
     )
+    assert customer.invoice_settings is not None
     assert isinstance(customer.invoice_settings.default_payment_method, str)
     expanded = client.v1.customers.retrieve(
         customer.id, {"expand": ["invoice_settings.default_payment_method"]}
     )
+    assert expanded.invoice_settings is not None
     payment_method = expanded.invoice_settings.default_payment_method
     assert isinstance(payment_method, stripe.PaymentMethod)
     assert payment_method.card is not None and payment_method.card.last4 == "4242"
     listed = client.v1.customers.list({"expand": ["data.invoice_settings.default_payment_method"]})
-    assert isinstance(listed.data[0].invoice_settings.default_payment_method, stripe.PaymentMethod)
+    listed_settings = listed.data[0].invoice_settings
+    assert listed_settings is not None
+    assert isinstance(listed_settings.default_payment_method, stripe.PaymentMethod)
 
 
 def test_metadata_rules(client: stripe.StripeClient) -> None:
     customer = client.v1.customers.create({"metadata": {"a": "1", "b": "2"}})
     customer = client.v1.customers.update(customer.id, {"metadata": {"a": "", "c": "3"}})
+    assert customer.metadata is not None
     assert customer.metadata.to_dict() == {"b": "2", "c": "3"}
-    customer = client.v1.customers.update(customer.id, {"metadata": ""})  # type: ignore[typeddict-item]
+    customer = client.v1.customers.update(customer.id, {"metadata": ""})
+    assert customer.metadata is not None
     assert customer.metadata.to_dict() == {}
     with pytest.raises(stripe.InvalidRequestError) as caught:
         client.v1.customers.update(customer.id, {"metadata": {"k" * 41: "v"}})
@@ -139,4 +145,5 @@ def test_declines_are_replayed_but_validation_errors_are_not(client: stripe.Stri
         client.v1.customers.create({"metadata": {"k" * 41: "v"}}, {"idempotency_key": key})
     # Nothing was saved for a validation failure: the key is free for the fixed call.
     customer = client.v1.customers.create({"metadata": {"k": "v"}}, {"idempotency_key": key})
+    assert customer.metadata is not None
     assert customer.metadata.to_dict() == {"k": "v"}

@@ -6,6 +6,7 @@ import ast
 import inspect
 import pkgutil
 from importlib import import_module
+from typing import TypeGuard
 
 import stripeline_sandbox
 from stripeline_sandbox._app import RESOURCES
@@ -45,7 +46,7 @@ def test_handlers_appear_only_in_their_route_tables() -> None:
     assert used_elsewhere == []
 
 
-def _builds_request(node: ast.AST) -> bool:
+def _builds_request(node: ast.AST) -> TypeGuard[ast.Call]:
     """``Request(...)``, or ``Request.something(...)`` (a constructor by another name)."""
     if not isinstance(node, ast.Call):
         return False

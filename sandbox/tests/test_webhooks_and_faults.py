@@ -142,7 +142,7 @@ def test_timeout_after_commit(sandbox: Sandbox, key: str) -> None:
             client.v1.customers.create()
         assert len(client.v1.customers.list().data) == 1
     finally:
-        http.close()
+        http.close()  # type: ignore[no-untyped-call]
 
 
 def test_rate_limit_per_key(sandbox: Sandbox, key: str, client: stripe.StripeClient) -> None:
