@@ -170,7 +170,7 @@ def check_settings(env: dict[str, Any]) -> Check:
 def _shown(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "(unparseable URL)"
 
 
@@ -187,7 +187,7 @@ def check_database(url: str) -> tuple[Check, Engine | None]:
     shown = _shown(url)
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return Check(name, False, "STRIPELINE_DATABASE_URL is not a database URL"), None
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database

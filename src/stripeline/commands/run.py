@@ -8,9 +8,15 @@ import sys
 from typing import Any
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from stripeline.app import Stripeline
-from stripeline.commands._common import load_settings_or_exit, require_current_schema
+from stripeline.commands._common import (
+    fail,
+    load_settings_or_exit,
+    require_current_schema,
+    short_error,
+)
 
 
 @click.command()
@@ -21,8 +27,12 @@ def migrate() -> None:
 
     settings = load_settings_or_exit()
     engine = make_engine(settings.database_url)
-    run_migrations(engine)
-    engine.dispose()
+    try:
+        run_migrations(engine)
+    except SQLAlchemyError as exc:
+        fail(f"migration failed: {short_error(exc)}")
+    finally:
+        engine.dispose()
     click.echo("database is at the newest migration")
 
 
