@@ -101,7 +101,7 @@ def stored_modes(engine: Engine) -> StoredModes:
     """The modes of the events this database has processed or will process."""
     events = inbox.events
     with engine.connect() as conn:
-        counts = dict(
+        counts: dict[bool, int] = dict(
             conn.execute(
                 select(events.c.livemode, func.count())
                 .where(events.c.status != "ignored")
