@@ -402,6 +402,18 @@ def replay(conn: Connection, event_id: str, *, now: datetime | None = None) -> b
     return True
 
 
+def probe_write(conn: Connection) -> None:
+    """A write that changes nothing (an UPDATE of no row), for readiness: it
+    fails where every write would, in a read-only transaction (PostgreSQL
+    ``default_transaction_read_only``, a standby) or on a read-only SQLite
+    database. The caller rolls its transaction back.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: the database refuses writes.
+    """
+    conn.execute(update(events).where(events.c.id == "").values(status=events.c.status))
+
+
 def queue_depth(conn: Connection) -> dict[str, int]:
     """Number of events per status (every status present, zero included)."""
     counts = dict.fromkeys(STATUSES, 0)
