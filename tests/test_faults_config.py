@@ -3,6 +3,8 @@ reached: one configuration error line (exit 2), never a traceback."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner, Result
 
@@ -81,4 +83,26 @@ def test_migrate_against_an_unreachable_database_says_so_in_one_line(
     assert isinstance(result.exception, SystemExit)
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.startswith("stripeline: migration failed: OperationalError")
+    assert "Traceback" not in result.output and "hunter2" not in result.output
+
+
+@pytest.mark.parametrize("attribute", ["app", "make_app"])
+def test_an_application_reading_a_bad_url_is_a_configuration_error(
+    attribute: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--app`` whose module (or factory) reads the settings itself."""
+    module = f"faulty_app_{attribute}"
+    (tmp_path / f"{module}.py").write_text(
+        "import stripeline\n"
+        "from stripeline.settings import load_settings\n"
+        "def make_app():\n"
+        "    return stripeline.Stripeline(load_settings())\n"
+        + ("app = make_app()\n" if attribute == "app" else "")
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("STRIPELINE_DATABASE_URL", BAD_URLS[0])
+    result = run("worker", "--app", f"{module}:{attribute}")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("stripeline: configuration error: STRIPELINE_DATABASE_URL")
     assert "Traceback" not in result.output and "hunter2" not in result.output

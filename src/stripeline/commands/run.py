@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,6 +17,7 @@ from stripeline.commands._common import (
     require_current_schema,
     short_error,
 )
+from stripeline.errors import ConfigError
 
 
 @click.command()
@@ -54,6 +55,8 @@ def load_app(spec: str | None) -> Stripeline:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise click.BadParameter(f"cannot import {module_name}: {exc}", param_hint="--app") from exc
+    except ConfigError as exc:  # the module reads its settings on import
+        _config_error(exc)
     try:
         target = getattr(module, attribute)
     except AttributeError:
@@ -61,11 +64,20 @@ def load_app(spec: str | None) -> Stripeline:
             f"{module_name} has no attribute {attribute}", param_hint="--app"
         ) from None
     if not isinstance(target, Stripeline) and callable(target):
-        target = target()
+        try:
+            target = target()
+        except ConfigError as exc:
+            _config_error(exc)
     if not isinstance(target, Stripeline):
         raise click.BadParameter(f"{spec} is not a stripeline.Stripeline", param_hint="--app")
     load_settings_or_exit(lambda: target.settings)  # read and check the settings now
     return target
+
+
+def _config_error(exc: ConfigError) -> NoReturn:
+    """The one configuration error line and exit 2 (as ``load_settings_or_exit``)."""
+    click.echo(f"stripeline: configuration error: {exc.message}", err=True)
+    sys.exit(2)
 
 
 _APP_OPTION = click.option(
