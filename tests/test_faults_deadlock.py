@@ -11,7 +11,6 @@ exactly once, on its first attempt, and no error is logged.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -147,7 +146,6 @@ def test_crossing_workers_process_every_event_once(
             ran[event.id] = ran.get(event.id, 0) + 1
         assert event.once(f"seen:{event.id}")
 
-    started = time.monotonic()
     try:
         with capture_logs() as logs:
             for round_ in range(rounds):
@@ -163,4 +161,3 @@ def test_crossing_workers_process_every_event_once(
         assert keys == total and set(ran) == {
             f"evt_r{r}_{s}_{i:05d}" for r in range(rounds) for s in (0, 1) for i in range(objects)
         }
-    assert time.monotonic() - started < 60
