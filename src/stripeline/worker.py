@@ -72,6 +72,13 @@ def is_deadlock(exc: BaseException) -> bool:
     return False
 
 
+def _first_line(exc: DBAPIError) -> str:
+    """The driver's message of a database error, first line only."""
+    orig = exc.orig or exc
+    lines = str(orig).strip().splitlines()
+    return (lines[0] if lines else type(orig).__name__)[:300]
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -257,7 +264,7 @@ class Worker:
         limit, in a transaction of their own. If the database takes no write
         at all, their lease runs out and they are claimed again, counted."""
         settings = self.app.settings
-        error = "the transaction could not commit: " + str(exc.orig or exc).splitlines()[0][:300]
+        error = "the transaction could not commit: " + _first_line(exc)
         try:
             with connect(self.app.engine) as conn:
                 inbox.abandon(
@@ -275,7 +282,7 @@ class Worker:
                 action="abandon_failed",
                 worker=self.id,
                 events=len(rest),
-                error=str(again.orig or again).splitlines()[0][:300],
+                error=_first_line(again),
             )
 
     def _process_group(

@@ -3,8 +3,10 @@
 Each check is judged on its own, so that one problem does not hide the
 others: it builds ``Settings`` from the environment's values of the settings
 it judges, every other setting at its default, and reports what ``Settings``
-says of them. Secrets are never printed: a key shows its type prefix
-(``sk_test_``), a webhook secret nothing beyond ``whsec_``.
+says of them. The mode is also compared with the events the database
+already holds: a live key on a database of test-mode events fails. Secrets
+are never printed: a key shows its type prefix (``sk_test_``), a webhook
+secret nothing beyond ``whsec_``.
 """
 
 from __future__ import annotations
