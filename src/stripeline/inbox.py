@@ -134,7 +134,10 @@ def store(conn: Connection, items: Sequence[IncomingEvent], *, notify: bool = Tr
             again.append(i)
         else:
             first[item.envelope.id] = i
-    held = {row[0]: row[1] for row in conn.execute(stmt, [rows[i] for i in first.values()])}
+    # Rows in primary-key order: two writers storing the same events take
+    # their row locks in one order and cannot deadlock (PostgreSQL).
+    fresh = [rows[i] for _, i in sorted(first.items())]
+    held = {row[0]: row[1] for row in conn.execute(stmt, fresh)}
     results = [False] * len(items)
     for event_id, i in first.items():
         results[i] = held[event_id] == 1
@@ -306,6 +309,41 @@ def mark_failed(
     return status
 
 
+def abandon(
+    conn: Connection,
+    held: Sequence[tuple[str, int]],
+    *,
+    worker: str,
+    error: str,
+    max_attempts: int,
+    schedule: Sequence[int],
+    now: datetime,
+) -> int:
+    """Events ``(id, attempt)`` whose processing transaction could not commit:
+    ``failed`` with a next attempt, or ``dead`` at ``max_attempts``, for those
+    ``worker`` still holds. Returns how many were marked."""
+    marked = 0
+    for event_id, attempt in held:
+        status = "dead" if attempt >= max_attempts else "failed"
+        next_at = (
+            None if status == "dead" else now + timedelta(seconds=scheduled(attempt, schedule))
+        )
+        marked += int(
+            conn.execute(
+                update(events)
+                .where(_held_by(worker, [event_id]))
+                .values(
+                    status=status,
+                    next_attempt_at=next_at,
+                    lease_owner=None,
+                    last_error=error[:4000],
+                    last_traceback=None,
+                )
+            ).rowcount
+        )
+    return marked
+
+
 def record_attempt(
     conn: Connection,
     rows: Sequence[dict[str, Any]],
@@ -362,6 +400,18 @@ def replay(conn: Connection, event_id: str, *, now: datetime | None = None) -> b
         )
     )
     return True
+
+
+def probe_write(conn: Connection) -> None:
+    """A write that changes nothing (an UPDATE of no row), for readiness: it
+    fails where every write would, in a read-only transaction (PostgreSQL
+    ``default_transaction_read_only``, a standby) or on a read-only SQLite
+    database. The caller rolls its transaction back.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: the database refuses writes.
+    """
+    conn.execute(update(events).where(events.c.id == "").values(status=events.c.status))
 
 
 def queue_depth(conn: Connection) -> dict[str, int]:

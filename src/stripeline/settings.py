@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from stripeline.errors import ConfigError
 
@@ -33,6 +35,32 @@ WEBHOOK_SECRET_PATTERN = re.compile(r"^whsec_[A-Za-z0-9+/=_-]{8,}$")
 def key_mode(key: str) -> Mode:
     """``test`` or ``live``, from a well-formed secret or restricted key."""
     return "live" if "_live_" in key[:8] else "test"
+
+
+def database_url_problem(url: str) -> str | None:
+    """What is wrong with a ``STRIPELINE_DATABASE_URL`` (None: nothing).
+
+    Parsed as the engine will parse it, so that a URL no engine can be made
+    of (a port that is not a number, say) is a configuration error at start,
+    not a traceback in the first command that connects. The URL itself is
+    never quoted: it may hold a password.
+    """
+    if not url.startswith(("sqlite", "postgresql", "postgres")):
+        return "STRIPELINE_DATABASE_URL must be a sqlite:/// or postgresql:// URL"
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return (
+            "STRIPELINE_DATABASE_URL cannot be parsed: expected sqlite:///path/to/file.db or "
+            "postgresql://user:password@host:port/database (the port a number)"
+        )
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        return "STRIPELINE_DATABASE_URL must be a sqlite:/// or postgresql:// URL"
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        return "STRIPELINE_DATABASE_URL has a port out of range: expected 1 to 65535"
+    return None
 
 
 def _split_secrets(raw: SecretStr | None) -> tuple[SecretStr, ...]:
@@ -171,8 +199,9 @@ class Settings(BaseSettings):
             raise ValueError(
                 "STRIPELINE_RETRY_SCHEDULE must be comma-separated non-negative seconds"
             )
-        if not self.database_url.startswith(("sqlite", "postgresql", "postgres")):
-            raise ValueError("STRIPELINE_DATABASE_URL must be a sqlite:/// or postgresql:// URL")
+        problem = database_url_problem(self.database_url)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @property

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import socket
 import threading
 import time
@@ -51,6 +52,31 @@ log = get_logger("stripeline.worker")
 DEFAULT_MAX_TRANSACTION_SECONDS = {"sqlite": 0.05, "postgresql": 0.2}
 #: Most events applied to the mirror in one bulk statement.
 BULK_SIZE = 500
+#: Times a group that deadlocked is run again before the error counts.
+MAX_DEADLOCK_RETRIES = 20
+#: PostgreSQL's SQLSTATE for a deadlock (the victim's transaction is aborted).
+DEADLOCK_SQLSTATE = "40P01"
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error it was raised from, is a PostgreSQL deadlock."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        orig = getattr(current, "orig", None)
+        for candidate in (current, orig):
+            if getattr(candidate, "sqlstate", None) == DEADLOCK_SQLSTATE:
+                return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _first_line(exc: DBAPIError) -> str:
+    """The driver's message of a database error, first line only."""
+    orig = exc.orig or exc
+    lines = str(orig).strip().splitlines()
+    return (lines[0] if lines else type(orig).__name__)[:300]
 
 
 def new_worker_id() -> str:
@@ -179,38 +205,85 @@ class Worker:
     def run_once(self) -> int:
         """Claim one batch and process it; return how many events were claimed.
 
-        The claim commits with the first group of events processed (one
-        commit less per batch); events left for later groups stay leased.
+        The claim commits on its own, before any handler runs: every run of
+        a handler is a counted attempt even when the batch's transaction
+        cannot commit (a full disk, a read-only database), so the dead-letter
+        limit holds and ``once()``-guarded effects are not repeated without
+        bound. The batch is then processed in groups, one transaction each.
+        A group that deadlocks (PostgreSQL) is rolled back and run again
+        whole, without counting an attempt; a group whose transaction fails
+        otherwise has its events marked failed in a transaction of their own
+        (when the database takes one), and the error goes to ``run()``.
         """
+        with connect(self.app.engine) as conn:
+            claimed = inbox.claim(
+                conn,
+                worker=self.id,
+                limit=self.batch_size,
+                lease_seconds=self.lease_seconds,
+                now=self._now(),
+            )
         position = 0
-        claimed: list[inbox.ClaimedEvent] = []
         leased_at = self._clock()
-        while True:
-            with connect(self.app.engine) as conn:
-                if not claimed:
-                    claimed = inbox.claim(
-                        conn,
+        deadlocks = 0
+        while position < len(claimed):
+            start = position
+            try:
+                with connect(self.app.engine) as conn:
+                    if self._clock() - leased_at > self.lease_seconds / 3:
+                        # Slow handlers: keep the rest of the batch ours.
+                        inbox.renew(
+                            conn,
+                            [e.id for e in claimed[position:]],
+                            worker=self.id,
+                            lease_seconds=self.lease_seconds,
+                            now=self._now(),
+                        )
+                        leased_at = self._clock()
+                    reached = self._process_group(conn, claimed, position)
+            except DBAPIError as exc:
+                if is_deadlock(exc) and deadlocks < MAX_DEADLOCK_RETRIES:
+                    deadlocks += 1
+                    log.info(
+                        "deadlock_retried",
+                        action="deadlock_retried",
                         worker=self.id,
-                        limit=self.batch_size,
-                        lease_seconds=self.lease_seconds,
-                        now=self._now(),
+                        events=len(claimed) - start,
+                        retry=deadlocks,
                     )
-                    if not claimed:
-                        break
-                elif self._clock() - leased_at > self.lease_seconds / 3:
-                    # Slow handlers: keep the rest of the batch ours.
-                    inbox.renew(
-                        conn,
-                        [e.id for e in claimed[position:]],
-                        worker=self.id,
-                        lease_seconds=self.lease_seconds,
-                        now=self._now(),
-                    )
-                    leased_at = self._clock()
-                position = self._process_group(conn, claimed, position)
-            if position >= len(claimed):
-                break
+                    self._stop.wait(random.uniform(0.0, 0.02 * deadlocks))  # noqa: S311 (jitter)
+                    continue
+                self._abandon(claimed[start:], exc)
+                raise
+            position = reached
         return len(claimed) + self.refetch_once()
+
+    def _abandon(self, rest: list[inbox.ClaimedEvent], exc: DBAPIError) -> None:
+        """The transaction of ``rest``'s group could not commit: mark those
+        events failed (their attempt was counted at the claim), dead at the
+        limit, in a transaction of their own. If the database takes no write
+        at all, their lease runs out and they are claimed again, counted."""
+        settings = self.app.settings
+        error = "the transaction could not commit: " + _first_line(exc)
+        try:
+            with connect(self.app.engine) as conn:
+                inbox.abandon(
+                    conn,
+                    [(e.id, e.attempts) for e in rest],
+                    worker=self.id,
+                    error=error,
+                    max_attempts=settings.max_attempts,
+                    schedule=settings.retry_schedule,
+                    now=self._now(),
+                )
+        except DBAPIError as again:
+            log.warning(
+                "abandon_failed",
+                action="abandon_failed",
+                worker=self.id,
+                events=len(rest),
+                error=_first_line(again),
+            )
 
     def _process_group(
         self, conn: Connection, claimed: list[inbox.ClaimedEvent], position: int
@@ -271,6 +344,8 @@ class Worker:
                 ]
                 self._mirror(conn, events, now=started_at)
         except Exception as exc:
+            if is_deadlock(exc):
+                raise  # the whole group runs again (run_once)
             log.warning(
                 "bulk_apply_failed",
                 action="bulk_apply_failed",
@@ -364,6 +439,8 @@ class Worker:
                         event._discard()
                         raise
             except Exception as exc:
+                if is_deadlock(exc):
+                    raise  # not the event's fault: the whole group runs again (run_once)
                 error = f"{type(exc).__name__}: {exc}"
                 tb = traceback.format_exc()
                 outcome = inbox.mark_failed(

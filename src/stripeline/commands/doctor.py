@@ -3,8 +3,10 @@
 Each check is judged on its own, so that one problem does not hide the
 others: it builds ``Settings`` from the environment's values of the settings
 it judges, every other setting at its default, and reports what ``Settings``
-says of them. Secrets are never printed: a key shows its type prefix
-(``sk_test_``), a webhook secret nothing beyond ``whsec_``.
+says of them. The mode is also compared with the events the database
+already holds: a live key on a database of test-mode events fails. Secrets
+are never printed: a key shows its type prefix (``sk_test_``), a webhook
+secret nothing beyond ``whsec_``.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from typing import Any
 import click
 from pydantic import AliasChoices
 from pydantic_settings import EnvSettingsSource
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
+from stripeline import inbox
 from stripeline.commands._common import console, short_error
 from stripeline.db.engine import current_revision, head_revision, null_pool_engine
 from stripeline.errors import ConfigError
@@ -84,7 +87,35 @@ def check_secret_key(env: dict[str, Any]) -> Check:
     return Check("secret key", True, f"{key.strip()[:8]}… {kind}, {judged.effective_mode} mode")
 
 
-def check_mode(env: dict[str, Any]) -> Check:
+@dataclass(frozen=True, slots=True)
+class StoredModes:
+    """How many events the inbox holds of each mode, the ``ignored`` ones
+    (received under the other mode's settings and never processed) left out."""
+
+    test: int
+    live: int
+
+    def of(self, mode: str) -> int:
+        return self.live if mode == "live" else self.test
+
+
+def stored_modes(engine: Engine) -> StoredModes:
+    """The modes of the events this database has processed or will process."""
+    events = inbox.events
+    with engine.connect() as conn:
+        counts: dict[bool, int] = dict(
+            conn.execute(
+                select(events.c.livemode, func.count())
+                .where(events.c.status != "ignored")
+                .group_by(events.c.livemode)
+            ).all()
+        )
+    return StoredModes(test=int(counts.get(False, 0)), live=int(counts.get(True, 0)))
+
+
+def check_mode(env: dict[str, Any], stored: StoredModes | None = None) -> Check:
+    """The mode setting judged with the key, then against the events the
+    database already holds (``stored``, when it could be read)."""
     key = _secret_key(env)
     if key is not None and isinstance(
         _judge(stripe_secret_key=key, stripe_webhook_secret=_STAND_IN_SECRET), ConfigError
@@ -98,13 +129,22 @@ def check_mode(env: dict[str, Any]) -> Check:
     )
     if isinstance(judged, ConfigError):
         return Check("mode", False, judged.message)
+    effective = judged.effective_mode
+    other = "test" if effective == "live" else "live"
+    if stored is not None and stored.of(other):
+        source = f"a {key.strip()[:8]}… key" if key is not None else "the settings (no key)"
+        return Check(
+            "mode",
+            False,
+            f"{effective} mode from {source}, but the database holds "
+            f"{stored.of(other)} {other}-mode events (and {stored.of(effective)} {effective}-mode): "
+            f"use the {other} key or point STRIPELINE_DATABASE_URL at the {effective} database",
+        )
     if judged.mode is not None and key is not None:
         return Check("mode", True, f"{judged.mode}: STRIPELINE_MODE agrees with the key")
     if key is not None:
-        return Check(
-            "mode", True, f"{judged.effective_mode}, from the key (STRIPELINE_MODE not set)"
-        )
-    return Check("mode", True, judged.effective_mode + ("" if judged.mode else " (the default)"))
+        return Check("mode", True, f"{effective}, from the key (STRIPELINE_MODE not set)")
+    return Check("mode", True, effective + ("" if judged.mode else " (the default)"))
 
 
 def _secret_entries(
@@ -170,7 +210,7 @@ def check_settings(env: dict[str, Any]) -> Check:
 def _shown(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "(unparseable URL)"
 
 
@@ -187,7 +227,7 @@ def check_database(url: str) -> tuple[Check, Engine | None]:
     shown = _shown(url)
     try:
         parsed = make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return Check(name, False, "STRIPELINE_DATABASE_URL is not a database URL"), None
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
@@ -235,29 +275,33 @@ def check_api_version() -> Check:
 
 
 def run_checks() -> list[Check]:
-    """Every check, in the order printed."""
+    """Every check, in the order printed (the mode's is judged last: it
+    compares the settings with the events the database holds)."""
     env = _environment()
-    checks: list[Check] = []
-    simple: list[Callable[[dict[str, Any]], Check]] = [
-        check_secret_key,
-        check_mode,
-        check_webhook_secrets,
-        check_connect_webhook_secrets,
-        check_settings,
-    ]
-    checks.extend(check(env) for check in simple)
     url = _database_url(env)
     if isinstance(url, Check):
         database, engine = url, None
     else:
         database, engine = check_database(url)
-    checks.append(database)
+    stored: StoredModes | None = None
     try:
-        checks.append(check_migrations(engine))
+        migrations = check_migrations(engine)
+        if engine is not None and migrations.ok:
+            try:
+                stored = stored_modes(engine)
+            except SQLAlchemyError:
+                stored = None  # the migrations check passed: a passing blip, not a mode
     finally:
         if engine is not None:
             engine.dispose()
-    checks.append(check_api_version())
+    checks = [check_secret_key(env), check_mode(env, stored)]
+    simple: list[Callable[[dict[str, Any]], Check]] = [
+        check_webhook_secrets,
+        check_connect_webhook_secrets,
+        check_settings,
+    ]
+    checks.extend(check(env) for check in simple)
+    checks += [database, migrations, check_api_version()]
     return checks
 
 

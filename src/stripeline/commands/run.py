@@ -5,12 +5,19 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
 from stripeline.app import Stripeline
-from stripeline.commands._common import load_settings_or_exit, require_current_schema
+from stripeline.commands._common import (
+    fail,
+    load_settings_or_exit,
+    require_current_schema,
+    short_error,
+)
+from stripeline.errors import ConfigError
 
 
 @click.command()
@@ -21,8 +28,12 @@ def migrate() -> None:
 
     settings = load_settings_or_exit()
     engine = make_engine(settings.database_url)
-    run_migrations(engine)
-    engine.dispose()
+    try:
+        run_migrations(engine)
+    except SQLAlchemyError as exc:
+        fail(f"migration failed: {short_error(exc)}")
+    finally:
+        engine.dispose()
     click.echo("database is at the newest migration")
 
 
@@ -44,6 +55,8 @@ def load_app(spec: str | None) -> Stripeline:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise click.BadParameter(f"cannot import {module_name}: {exc}", param_hint="--app") from exc
+    except ConfigError as exc:  # the module reads its settings on import
+        _config_error(exc)
     try:
         target = getattr(module, attribute)
     except AttributeError:
@@ -51,11 +64,20 @@ def load_app(spec: str | None) -> Stripeline:
             f"{module_name} has no attribute {attribute}", param_hint="--app"
         ) from None
     if not isinstance(target, Stripeline) and callable(target):
-        target = target()
+        try:
+            target = target()
+        except ConfigError as exc:
+            _config_error(exc)
     if not isinstance(target, Stripeline):
         raise click.BadParameter(f"{spec} is not a stripeline.Stripeline", param_hint="--app")
     load_settings_or_exit(lambda: target.settings)  # read and check the settings now
     return target
+
+
+def _config_error(exc: ConfigError) -> NoReturn:
+    """The one configuration error line and exit 2 (as ``load_settings_or_exit``)."""
+    click.echo(f"stripeline: configuration error: {exc.message}", err=True)
+    sys.exit(2)
 
 
 _APP_OPTION = click.option(

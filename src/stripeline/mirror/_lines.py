@@ -112,14 +112,17 @@ def write_invoice_lines(conn: Connection, rows: list[dict[str, Any]]) -> None:
         else:
             overwritten.extend((r["account"], r["invoice"], r["id"]) for r in new)
     c = invoice_lines.c
-    for account, invoice_ids in _by_account(replaced).items():
+    for account, invoice_ids in sorted(_by_account(sorted(replaced)).items()):
         for start in range(0, len(invoice_ids), _CHUNK):
             chunk = invoice_ids[start : start + _CHUNK]
             conn.execute(delete(invoice_lines).where(c.account == account, c.invoice.in_(chunk)))
+    overwritten.sort()
     for start in range(0, len(overwritten), _CHUNK):
         chunk3 = overwritten[start : start + _CHUNK]
         conn.execute(delete(invoice_lines).where(tuple_(c.account, c.invoice, c.id).in_(chunk3)))
     if line_rows:
+        # One lock order for every transaction (see ``mirror._store``).
+        line_rows.sort(key=lambda r: (r["account"], r["invoice"], r["id"]))
         conn.execute(insert(invoice_lines), line_rows)
 
 
@@ -198,7 +201,8 @@ def write_subscription_items(conn: Connection, rows: list[dict[str, Any]]) -> No
                     stub = {"id": item_id, "object": "subscription_item", "deleted": True}
                     item_rows[(account, item_id)] = _item_row(row, stub, subscription_id, True)
     if item_rows:
-        conn.execute(_upsert(conn, _items), list(item_rows.values()))
+        # One lock order for every transaction (see ``mirror._store``).
+        conn.execute(_upsert(conn, _items), [item_rows[key] for key in sorted(item_rows)])
 
 
 def _by_account(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:

@@ -3,7 +3,10 @@
 States for many objects are applied with a few statements: one read of the
 held markers per table, one upsert of the winners per table. The upsert is
 guarded (``WHERE incoming (marker, rank) > held``) so that two workers racing
-on one object on PostgreSQL cannot regress it either. States that cannot be
+on one object on PostgreSQL cannot regress it either. Tables are written in
+the order of their names and rows in the order of their (account, id): every
+transaction takes its row locks in one global order, so two workers writing
+the same objects cannot deadlock on them. States that cannot be
 ordered (same marker and rank, different data) are returned as ties for the
 caller to settle by re-fetching.
 """
@@ -184,7 +187,9 @@ def apply_states(conn: Connection, states: Sequence[State], *, now: datetime) ->
     for state in _newest(states, result).values():
         mirror_table = table_for(state.object_type)
         by_table.setdefault(mirror_table.table.name, (mirror_table, []))[1].append(state)
-    for mirror_table, group in by_table.values():
+    for name in sorted(by_table):
+        mirror_table, group = by_table[name]
+        group.sort(key=lambda state: state.key)
         table = mirror_table.table
         held = _held(conn, table, [s.key for s in group])
         rows = []

@@ -84,7 +84,8 @@ def request(
             "due_at": now + timedelta(seconds=window),
             "attempts": 0,
         }
-        for w in {(w.account, w.id): w for w in wanted}.values()
+        # Sorted by the primary key: one lock order for every transaction.
+        for _, w in sorted({(w.account, w.id): w for w in wanted}.items())
     ]
     if not rows:
         return

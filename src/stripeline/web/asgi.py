@@ -228,11 +228,22 @@ def create_app(
         checks["migrations"] = (
             "ok" if current == _head() else f"not current (at {current}, need {_head()})"
         )
+        # Reachable is not enough: a full disk or a read-only database
+        # answers reads while every write fails.
+        try:
+            with app.engine.connect() as conn, conn.begin() as transaction:
+                inbox.probe_write(conn)
+                transaction.rollback()
+            checks["writes"] = "ok"
+        except SQLAlchemyError as exc:
+            orig = getattr(exc, "orig", None) or exc
+            reason = str(orig).strip().splitlines()[0][:200] if str(orig).strip() else ""
+            checks["writes"] = f"refused: {type(orig).__name__}: {reason}".rstrip(": ")
         return checks
 
     async def readyz(request: Request) -> Response:
         checks = await run_in_threadpool(check_ready)
-        ready = all(v == "ok" for v in checks.values()) and len(checks) == 2
+        ready = all(v == "ok" for v in checks.values()) and len(checks) == 3
         return JSONResponse(
             {"status": "ready" if ready else "not_ready", "checks": checks},
             status_code=200 if ready else 503,
