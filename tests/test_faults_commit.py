@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
@@ -92,7 +93,7 @@ def test_a_batch_that_cannot_commit_counts_its_attempts(faulty: tuple[str, Engin
     ids = store(engine, EVENTS)
     app = Stripeline(
         Settings(
-            stripe_webhook_secret=SECRET,
+            stripe_webhook_secret=SecretStr(SECRET),
             database_url=url,
             max_attempts=MAX_ATTEMPTS,
             retry_schedule=(0,),
@@ -167,8 +168,12 @@ def readonly_url(database_url: str) -> Iterator[str]:
 def test_readyz_is_503_while_the_database_refuses_writes(
     database_url: str, readonly_url: str
 ) -> None:
-    writable = Stripeline(Settings(stripe_webhook_secret=SECRET, database_url=database_url))
-    readonly = Stripeline(Settings(stripe_webhook_secret=SECRET, database_url=readonly_url))
+    writable = Stripeline(
+        Settings(stripe_webhook_secret=SecretStr(SECRET), database_url=database_url)
+    )
+    readonly = Stripeline(
+        Settings(stripe_webhook_secret=SecretStr(SECRET), database_url=readonly_url)
+    )
     try:
         with TestClient(create_app(readonly)) as client:
             response = client.get("/readyz")

@@ -11,11 +11,12 @@ exactly once, on its first attempt, and no error is logged.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import Engine, func, select
 from structlog.testing import capture_logs
 
@@ -97,7 +98,7 @@ def drain_together(app: Stripeline, batch: int) -> None:
     assert not errors, errors
 
 
-def assert_exactly_once(engine: Engine, total: int, logs: list[dict[str, Any]]) -> None:
+def assert_exactly_once(engine: Engine, total: int, logs: Sequence[Mapping[str, Any]]) -> None:
     events = inbox.events
     attempts = inbox.attempts
     with connect(engine, readonly=True) as conn:
@@ -136,7 +137,7 @@ def test_crossing_workers_process_every_event_once(
     pg: tuple[str, Engine], kind: str, rounds: int, objects: int
 ) -> None:
     url, engine = pg
-    app = Stripeline(Settings(stripe_webhook_secret=SECRET, database_url=url))
+    app = Stripeline(Settings(stripe_webhook_secret=SecretStr(SECRET), database_url=url))
     ran: dict[str, int] = {}
     lock = threading.Lock()
 
