@@ -328,25 +328,3 @@ def test_the_plugin_says_how_to_install_the_sandbox(pytester: pytest.Pytester) -
     assert "stripe_sandbox needs the offline Stripe sandbox" in output
     assert "pip install 'stripeline[sandbox]'" in output
     assert "During handling" not in output and "ImportError" not in output
-
-
-def test_testing_exported_members() -> None:
-    import stripeline.testing as testing
-
-    assert testing.__all__ == sorted(testing.__all__)
-    assert testing.__all__ == [
-        "DEFAULT_WEBHOOK_PATH",
-        "Delivery",
-        "Order",
-        "SandboxControlError",
-        "StoredEvent",
-        "StripelineEnv",
-        "advance_clock",
-        "deliver",
-        "make_event",
-        "object_shape",
-        "resource_for",
-        "sign_event",
-    ]
-    for name in testing.__all__:
-        assert getattr(testing, name) is not None, name
