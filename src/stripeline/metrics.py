@@ -26,6 +26,7 @@ OUTCOMES = (
     "bad_signature",
     "bad_payload",
     "too_large",
+    "too_slow",
     "unavailable",
 )
 

@@ -132,6 +132,31 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds between catch-up runs inside serve; 0 turns it off.",
     )
+    # Connection bounds of `stripeline serve` (docs/deployment.md, "Slow clients").
+    max_connections: int | None = Field(
+        default=None,
+        ge=16,
+        le=1_000_000,
+        description="Open connections serve holds at most; default: what the open-file limit allows.",
+    )
+    header_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Seconds a client has to send a request's headers; then 408 and closed.",
+    )
+    body_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Seconds a client has to send a webhook's body; then 408 and closed.",
+    )
+    keep_alive_timeout: int = Field(
+        default=5,
+        ge=1,
+        le=600,
+        description="Seconds an idle keep-alive connection is kept open between requests.",
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

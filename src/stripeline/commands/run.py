@@ -105,6 +105,7 @@ def serve(app_spec: str | None, host: str, port: int, no_worker: bool, sandbox_p
 
     from stripeline.log import configure_logging
     from stripeline.web import create_app
+    from stripeline.web._guard import ConnectionGuard, connection_cap
 
     app = load_app(app_spec)
     settings = app.settings
@@ -121,8 +122,23 @@ def serve(app_spec: str | None, host: str, port: int, no_worker: bool, sandbox_p
     click.echo(f"  webhooks: POST http://{host}:{port}/webhooks/stripe")
     click.echo(f"  health:   http://{host}:{port}/healthz   ready: /readyz   metrics: /metrics")
     click.echo(f"  worker:   {'separate (stripeline worker)' if no_worker else 'in this process'}")
+    max_connections, fd_limit = connection_cap(settings.max_connections)
+    guard = ConnectionGuard(max_connections=max_connections, header_timeout=settings.header_timeout)
+    click.echo(
+        f"  limits:   {max_connections} connections (open files {fd_limit}), "
+        f"headers {settings.header_timeout:g} s, body {settings.body_timeout:g} s, "
+        f"keep-alive {settings.keep_alive_timeout} s"
+    )
     try:
-        uvicorn.run(asgi, host=host, port=port, log_level="warning", access_log=False)
+        uvicorn.run(
+            asgi,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            http=guard.protocol(),
+            timeout_keep_alive=settings.keep_alive_timeout,
+        )
     finally:
         if sandbox is not None:
             sandbox.close()

@@ -8,6 +8,7 @@ processed in the request: the worker does that.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -43,15 +44,24 @@ class _TooLarge(Exception):
     pass
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+class _TooSlow(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int, seconds: float) -> bytes:
+    """The whole body, at most ``limit`` bytes, received within ``seconds``."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _TooLarge
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _TooLarge
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise _TooLarge
+    except TimeoutError:
+        raise _TooSlow from None
     return bytes(body)
 
 
@@ -143,7 +153,24 @@ def create_app(
                 status_code=404,
             )
         try:
-            body = await _read_body(request, settings.body_limit)
+            body = await _read_body(request, settings.body_limit, settings.body_timeout)
+        except _TooSlow:
+            metrics.webhooks.labels(endpoint, "too_slow").inc()
+            log.warning(
+                "webhook_too_slow",
+                action="webhook_rejected",
+                endpoint=endpoint,
+                reason="body_timeout",
+                client=request.client.host if request.client else None,
+            )
+            return JSONResponse(
+                {
+                    "error": "timeout",
+                    "message": f"body not received within {settings.body_timeout:g} s",
+                },
+                status_code=408,
+                headers={"Connection": "close"},
+            )
         except _TooLarge:
             metrics.webhooks.labels(endpoint, "too_large").inc()
             log.warning(

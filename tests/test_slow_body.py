@@ -1,0 +1,79 @@
+"""A webhook body sent slowly (slow POST) is cut after STRIPELINE_BODY_TIMEOUT: 408, nothing stored.
+
+In-process, through the ASGI app itself (the route's lines are under the
+coverage gate); the connection-level bounds of ``stripeline serve`` are in
+tests/test_slow_clients.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from stripeline.app import Stripeline
+from stripeline.db.engine import make_engine
+from stripeline.db.models import Event
+from stripeline.settings import Settings
+from stripeline.web import create_app
+from tests.factories import SECRET, encode, event, signed
+
+
+@pytest.fixture
+def app(database_url: str) -> Iterator[Stripeline]:
+    settings = Settings(
+        stripe_webhook_secret=SECRET,  # type: ignore[arg-type]
+        database_url=database_url,
+        body_timeout=0.5,
+    )
+    app = Stripeline(settings, engine=make_engine(database_url))
+    yield app
+    app.dispose()
+
+
+def stored_ids(app: Stripeline) -> set[str]:
+    with Session(app.engine) as session:
+        return set(session.scalars(select(Event.id)))
+
+
+async def _post(asgi: Starlette, payload: bytes, pause: float) -> tuple[httpx.Response, float]:
+    """POST ``payload`` in two halves with ``pause`` seconds between them."""
+
+    async def body() -> AsyncIterator[bytes]:
+        yield payload[: len(payload) // 2]
+        await asyncio.sleep(pause)
+        yield payload[len(payload) // 2 :]
+
+    transport = httpx.ASGITransport(app=asgi)
+    async with httpx.AsyncClient(transport=transport, base_url="http://stripeline") as client:
+        started = time.monotonic()
+        async with asyncio.timeout(10):  # the unbounded reader waits for the whole pause
+            response = await client.post(
+                "/webhooks/stripe", content=body(), headers=signed(payload)
+            )
+        return response, time.monotonic() - started
+
+
+def test_a_slow_body_is_408_and_nothing_is_stored(app: Stripeline) -> None:
+    asgi = create_app(app)
+    slow = encode(event())
+    paced = encode(event())
+    with TestClient(asgi) as c:
+        response, took = c.portal.call(_post, asgi, slow, 30.0)
+        assert response.status_code == 408
+        assert response.json()["error"] == "timeout"
+        assert response.headers["connection"] == "close"
+        assert 0.4 < took < 5
+        # Within the deadline, a body in pieces is read whole and stored.
+        response, _ = c.portal.call(_post, asgi, paced, 0.1)
+        assert response.status_code == 200
+        metrics = c.get("/metrics").text
+    assert stored_ids(app) == {response.json()["id"]}
+    assert 'stripeline_webhooks_total{endpoint="account",outcome="too_slow"} 1.0' in metrics
