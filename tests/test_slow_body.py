@@ -66,6 +66,7 @@ def test_a_slow_body_is_408_and_nothing_is_stored(app: Stripeline) -> None:
     slow = encode(event())
     paced = encode(event())
     with TestClient(asgi) as c:
+        assert c.portal is not None  # the app's event loop, started by the lifespan
         response, took = c.portal.call(_post, asgi, slow, 30.0)
         assert response.status_code == 408
         assert response.json()["error"] == "timeout"
