@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -232,8 +233,10 @@ def test_slow_clients_past_the_cap_do_not_keep_signed_events_out(tmp_path: Path)
             assert set(slow.closed_at) == set(slow.opened)
             held = [slow.closed_at[s] - slow.opened[s] for s in slow.opened]
             assert max(held) < HEADER_TIMEOUT + 1.5, max(held)
-            statuses = {bytes(slow.answered[s][:12]) for s in slow.opened}
-            assert statuses <= {b"HTTP/1.1 408", b"HTTP/1.1 503"}, statuses
+            # Answered 408, or reset when a line was still on its way as the server closed.
+            statuses = Counter(bytes(slow.answered[s][:12]) for s in slow.opened)
+            assert set(statuses) <= {b"HTTP/1.1 408", b"HTTP/1.1 503", b""}, statuses
+            assert statuses[b"HTTP/1.1 408"] > 0
             # Some outlived the room the cap leaves and were cut by the header timeout.
             assert any(h >= HEADER_TIMEOUT - 0.1 for h in held)
 
