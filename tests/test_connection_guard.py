@@ -26,7 +26,7 @@ from structlog.testing import capture_logs
 from stripeline.web._guard import MIN_CONNECTIONS, ConnectionGuard, connection_cap
 
 CAP = 4
-HEADER_TIMEOUT = 0.5
+HEADER_TIMEOUT = 1.0
 
 
 class Served:
@@ -81,7 +81,7 @@ def served(request: pytest.FixtureRequest) -> Iterator[Served]:
 
         inner = HttpToolsProtocol
     guard = ConnectionGuard(
-        max_connections=CAP, header_timeout=HEADER_TIMEOUT, log_interval=0.3, inner=inner
+        max_connections=CAP, header_timeout=HEADER_TIMEOUT, log_interval=0.2, inner=inner
     )
     release = asyncio.Event()
 
@@ -102,7 +102,7 @@ def served(request: pytest.FixtureRequest) -> Iterator[Served]:
             http=guard.protocol(),
             lifespan="off",
             log_level="warning",
-            timeout_keep_alive=1,
+            timeout_keep_alive=3,
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)
@@ -140,8 +140,8 @@ def test_a_client_that_never_finishes_its_headers_is_408_after_the_timeout(
         except OSError:
             break
     answer = read_all(silent)
-    # A client still sending when the server closes may see a reset instead of the 408.
-    assert read_all(dripping) in (b"", answer)
+    # Half-closed and read a while before the close: a client still sending gets its 408 too.
+    assert read_all(dripping) == answer
     took = time.monotonic() - started
     assert answer.startswith(b"HTTP/1.1 408"), answer
     assert b'"error": "timeout"' in answer
@@ -155,7 +155,7 @@ def test_the_header_timeout_holds_on_a_keep_alive_connection_too(served: Served)
     s = served.connect(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     first = s.recv(4096)
     assert first.startswith(b"HTTP/1.1 200") and first.endswith(b"ok")
-    time.sleep(HEADER_TIMEOUT)  # idle, which is not slow: the keep-alive timeout is 1 s
+    time.sleep(HEADER_TIMEOUT * 0.6)  # idle, which is not slow: the keep-alive timeout is 3 s
     started = time.monotonic()
     s.sendall(b"GET / HTTP/1.1\r\n")
     answer = read_all(s)
@@ -171,10 +171,10 @@ def test_at_the_cap_the_oldest_connection_without_a_request_makes_room(served: S
         started = time.monotonic()
         response = httpx.get(served.base, headers={"Connection": "close"}, timeout=5)
         assert response.status_code == 200
-        assert time.monotonic() - started < HEADER_TIMEOUT / 2  # not after the timeout
+        assert time.monotonic() - started < HEADER_TIMEOUT * 0.9  # not after the timeout
         oldest = read_all(slow[0])
         assert oldest.startswith(b"HTTP/1.1 408")
-        time.sleep(0.5)  # the counts are logged at most every 0.3 s
+        time.sleep(0.5)  # the counts are logged at most every 0.2 s
     limited = [e for e in logs if e.get("action") == "connections_limited"]
     assert limited[0]["closed_to_make_room"] == 1
     assert limited[0]["max_connections"] == CAP

@@ -43,6 +43,11 @@ FD_RESERVE = 128
 MIN_CONNECTIONS = 16
 #: The soft open-file limit is raised to the hard one, but not past this.
 FD_TARGET = 65_536
+#: A connection answered 408 or 503 is half-closed and read (and discarded) for
+#: up to this long before it is closed, so that the client reads the answer
+#: instead of a reset; at most ``MAX_LINGERING`` at a time (within FD_RESERVE).
+LINGER_SECONDS = 0.5
+MAX_LINGERING = 32
 
 
 def _raise_fd_limit() -> int:
@@ -116,6 +121,7 @@ class ConnectionGuard:
         self.inner = inner
         #: Open connections, oldest first.
         self.open: dict[_GuardedProtocol, None] = {}
+        self.lingering = 0
         self._counts: Counter[str] = Counter()
         self._last_log = float("-inf")
         self._flush: asyncio.TimerHandle | None = None
@@ -172,7 +178,7 @@ class ConnectionGuard:
     def make_room(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Close the oldest connection without a request in progress; False: none."""
         for candidate in self.open:
-            if candidate.idle():
+            if candidate.idle() and not candidate.cutting:
                 self.note("evicted", loop)
                 candidate.cut(self._too_slow)
                 return True
@@ -197,6 +203,8 @@ class _GuardedProtocol(asyncio.Protocol):
         )
         self.transport: asyncio.Transport | None = None
         self.admitted = False
+        self.cutting = False
+        self.lingering = False
         #: When the request now being received began (None: none is, or its headers are in).
         self.waiting_since: float | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -207,9 +215,20 @@ class _GuardedProtocol(asyncio.Protocol):
         return cycle is None or bool(cycle.response_complete)
 
     def cut(self, response: bytes) -> None:
+        """Answer ``response`` and close; the connection no longer counts."""
+        guard = self.guard
+        guard.open.pop(self, None)
         transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(response)
+        if transport is None or transport.is_closing() or self.cutting:
+            return
+        self.cutting = True
+        transport.write(response)
+        if guard.lingering < MAX_LINGERING and transport.can_write_eof():
+            guard.lingering += 1
+            self.lingering = True
+            transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, transport.close)
+        else:
             transport.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -226,7 +245,7 @@ class _GuardedProtocol(asyncio.Protocol):
         self.timer = self.loop.call_later(guard.header_timeout, self._check)
 
     def data_received(self, data: bytes) -> None:
-        if not self.admitted:
+        if not self.admitted or self.cutting:
             return
         if self.waiting_since is None and self.idle():
             self.waiting_since = self.loop.time()
@@ -236,7 +255,7 @@ class _GuardedProtocol(asyncio.Protocol):
 
     def _check(self) -> None:
         self.timer = None
-        if self.transport is None or self.transport.is_closing():
+        if self.transport is None or self.transport.is_closing() or self.cutting:
             return
         timeout = self.guard.header_timeout
         delay = timeout
@@ -253,12 +272,15 @@ class _GuardedProtocol(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.lingering:
+            self.lingering = False
+            self.guard.lingering -= 1
         if self.admitted:
             self.guard.open.pop(self, None)
             self.inner.connection_lost(exc)
 
     def eof_received(self) -> bool | None:
-        if self.admitted:
+        if self.admitted and not self.cutting:
             return self.inner.eof_received()  # type: ignore[no-any-return]
         return None
 
