@@ -295,6 +295,14 @@ class Criterion:
     name: str
     passed: bool
     measured: str
+    #: A failure already reported as a bug, shown as a failure but not failing
+    #: the run (so that CI catches every other regression meanwhile). Remove
+    #: the mark with the fix.
+    known_open: str = ""
+
+    @property
+    def blocking(self) -> bool:
+        return not self.passed and not self.known_open
 
 
 @dataclass
@@ -308,4 +316,5 @@ class SuiteResult:
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.criteria)
+        """No failed criterion but the known open ones."""
+        return not any(c.blocking for c in self.criteria)

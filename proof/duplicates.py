@@ -207,7 +207,8 @@ def run_backend(
     ids = [json.loads(b)["id"] for b in bodies]
     effects_file = work / f"effects-{backend}.txt"
     effects_file.write_text("")
-    extra = {"PROOF_EFFECTS_FILE": str(effects_file)}
+    # At info level the logs show every deadlock retried (counted below).
+    extra = {"PROOF_EFFECTS_FILE": str(effects_file), "STRIPELINE_LOG_LEVEL": "info"}
     workers: list[subprocess.Popen[bytes]] = []
     with common.scratch_database(backend) as url:
         common.execute(url, "CREATE TABLE proof_effects (event_id VARCHAR(255) NOT NULL)")
@@ -226,7 +227,6 @@ def run_backend(
                     "STRIPE_WEBHOOK_SECRET": common.SECRET,
                     "STRIPELINE_DATABASE_URL": url,
                     "STRIPELINE_STRIPE_API_BASE": api,
-                    "STRIPELINE_LOG_LEVEL": "warning",
                     "STRIPELINE_LOG_FORMAT": "json",
                     "PYTHONPATH": str(common.HERE),
                 }
@@ -280,6 +280,13 @@ def run_backend(
             common.query(url, "SELECT event_id, count(*) FROM proof_effects GROUP BY event_id")
         )
     outside = collections.Counter(effects_file.read_text().split())
+    logs = "".join(
+        p.read_text(errors="replace")
+        for p in [server.log, *(work / f"worker-{n}.log" for n in range(len(workers)))]
+    )
+    worker_deadlocks = logs.count('"action": "deadlock_retried"')
+    ingest_errors = logs.count('"action": "ingest_database_error"')
+    tracebacks = logs.count("Traceback (most recent call last)")
     stored = {r[0]: r for r in rows}
     missing = [i for i in ids if i not in stored]
     extra_rows = [i for i in stored if i not in set(ids)]
@@ -304,6 +311,8 @@ def run_backend(
         else ("PostgreSQL (serve + 2 workers)")
     )
     ok_answers = sum(n for s, n in sender.statuses.items() if 200 <= s < 300)
+    not_ok = sum(sender.statuses.values()) - ok_answers
+    postgres = backend == "postgresql"
     figures = [
         (
             f"{label}: deliveries",
@@ -326,6 +335,11 @@ def run_backend(
             f"{sum(outside.values()):,} for {len(ids):,} events; {len(outside_wrong)} events without exactly one",
         ),
         (
+            f"{label}: logged",
+            f"{worker_deadlocks} worker deadlocks retried, {ingest_errors} ingest database "
+            f"errors, {tracebacks} tracebacks",
+        ),
+        (
             f"{label}: stripeline verify {' '.join(TYPES)}",
             f"exit {verify.returncode}; {drift}; re-fetches left {refetches_left}",
         ),
@@ -341,6 +355,14 @@ def run_backend(
             f"{len(rows)} of {len(ids)}, deliveries {dict(deliveries)}",
         ),
         common.Criterion(
+            f"{label}: every delivery answered 2xx at once (no 5xx while the database is up)",
+            not_ok == 0,
+            f"{not_ok} not 2xx ({ingest_errors} ingest database errors logged)",
+            known_open="concurrent ingest groups deadlock on PostgreSQL and are answered 503"
+            if postgres
+            else "",
+        ),
+        common.Criterion(
             f"{label}: each event processed exactly once",
             not not_processed and not not_once,
             f"{len(not_processed)} not processed, {len(not_once)} not exactly one attempt",
@@ -353,13 +375,24 @@ def run_backend(
         common.Criterion(
             f"{label}: once()-guarded outside effect once per event",
             not outside_wrong,
-            f"{len(outside_wrong)} wrong",
+            f"{len(outside_wrong)} events with it more than once; "
+            f"{worker_deadlocks} worker deadlocks retried",
+            known_open="a worker deadlock reruns its group's handlers uncounted (issue 8, bug 5)"
+            if postgres
+            else "",
         ),
         common.Criterion(
             f"{label}: mirror equal to the final state (verify: no drift but the explained)",
             report is not None and judged == 0 and refetches_left == 0,
             f"{judged} drifted objects judged; {eventless} in fields no event carries; "
-            f"{known} canceled subscriptions (known open bug); {refetches_left} re-fetches left",
+            f"{known} canceled subscriptions (judged below); {refetches_left} re-fetches left",
+        ),
+        common.Criterion(
+            f"{label}: verify agrees with the mirror on canceled subscriptions",
+            known == 0,
+            f"{known} of {len(canceled)} canceled subscriptions reported missing",
+            known_open="the mirror marks a subscription deleted on customer.subscription.deleted;"
+            " verify lists it (status=all) and calls it missing",
         ),
     ]
     return figures, criteria
@@ -457,7 +490,9 @@ def main() -> None:
     for name, value in result.figures:
         print(f"{name}: {value}")
     for c in result.criteria:
-        print(f"{'PASS' if c.passed else 'FAIL'}  {c.name}: {c.measured}")
+        print(
+            f"{'PASS' if c.passed else 'FAIL'}{' (known open)' if c.known_open and not c.passed else ''}  {c.name}: {c.measured}"
+        )
     sys.exit(0 if result.passed else 1)
 
 
