@@ -555,6 +555,7 @@ def run(short: bool, work: Path) -> common.SuiteResult:
             server.stop()
         log = server.log.read_text(errors="replace")
         tracebacks = log.count("Traceback (most recent call last)")
+        unhandled = log.count("Exception in ASGI application")
         hostile_rows = common.query(
             url,
             "SELECT count(*) FROM stripeline_events "
@@ -629,7 +630,10 @@ def run(short: bool, work: Path) -> common.SuiteResult:
             "good client, during the fuzz",
             f"p50 {l50:.1f} ms, p99 {l99:.1f} ms ({len(loaded)} requests)",
         ),
-        ("tracebacks in the server's log", f"{tracebacks}"),
+        (
+            "tracebacks in the server's log",
+            f"{tracebacks}, {unhandled} of them unhandled exceptions of the web app",
+        ),
         ("server alive at the end", "yes" if alive else "no"),
     ]
     for kind in sorted(kinds):
@@ -656,6 +660,13 @@ def run(short: bool, work: Path) -> common.SuiteResult:
             open_rows == 0,
             f"{kinds['open']} sent, {open_rows} stored",
             known_open="accepted with 200 and stored; on PostgreSQL every processing attempt fails",
+        ),
+        common.Criterion(
+            "no unhandled exception in the web app",
+            unhandled == 0,
+            f"{unhandled} logged with a traceback",
+            known_open="a client that breaks chunked framing mid-body: the route lets "
+            "starlette's ClientDisconnect out",
         ),
         common.Criterion(
             "every good event answered 200 is stored",

@@ -92,6 +92,7 @@ def main() -> None:
         parser.error(f"unknown suite(s): {', '.join(unknown)} (known: {', '.join(SUITES)})")
     chosen = args.suites or list(SUITES)
     results: list[common.SuiteResult] = []
+    machine = common.machine()  # the date and the commit the run starts from
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="stripeline-proof-") as work:
         for name in chosen:
@@ -113,7 +114,7 @@ def main() -> None:
                 mark = "PASS" if c.passed else "FAIL (known open)" if c.known_open else "FAIL"
                 print(f"  {mark}  {c.name}: {c.measured}", flush=True)
             results.append(result)
-    report = render(results, common.machine(), args.short)
+    report = render(results, machine, args.short)
     if args.out:
         args.out.write_text(report)
         print(f"proof: report written to {args.out}")
