@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run test lint typecheck unit bench proof proof-short clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,8 @@ run: $(STAMP)
 	$(BIN)/stripeline serve --host 127.0.0.1 --port 8000
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests sandbox $(wildcard bench)
-	$(BIN)/ruff format --check src tests sandbox $(wildcard bench)
+	$(BIN)/ruff check src tests sandbox $(wildcard bench) $(wildcard proof)
+	$(BIN)/ruff format --check src tests sandbox $(wildcard bench) $(wildcard proof)
 
 # Two runs: both test folders are a package named `tests`, so the sandbox's
 # (with its own config in sandbox/pyproject.toml) is checked from its folder.
@@ -47,6 +47,15 @@ bench: $(STAMP)
 	$(BIN)/python bench/lookup.py
 	$(BIN)/python bench/mirror.py --postgres $${STRIPELINE_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test}
 	$(BIN)/python bench/sandbox.py
+
+# The proof suites (docs/reliability.md): the full form writes PROOF.md; the
+# short form (CI, a few minutes) prints its report and writes nothing. Both use
+# PostgreSQL too when STRIPELINE_TEST_POSTGRES_URL is set.
+proof: $(STAMP)
+	$(BIN)/python proof/run.py
+
+proof-short: $(STAMP)
+	$(BIN)/python proof/run.py --short
 
 clean:
 	rm -rf $(VENV) stripeline.db stripeline.db-wal stripeline.db-shm .coverage .coverage.*

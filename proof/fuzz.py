@@ -1,0 +1,731 @@
+"""Suite "fuzz": hostile requests against a real ``stripeline serve``.
+
+Generated with hypothesis from a small grammar of headers and bodies (see
+``case`` below): garbled, duplicated and over-long ``Stripe-Signature``
+headers, wrong secrets, timestamps far in the past and future, bodies that are
+not JSON, envelopes with fields of the wrong type or size, deep nesting,
+invalid UTF-8, lone surrogates, NUL characters, bodies over the limit (sent or
+only declared), chunked bodies and broken chunk framing, wrong methods and
+paths, and correctly signed envelopes that are hostile. Every request is one
+the route must refuse; the suite sends them over raw sockets (so nothing is
+normalised on the way) from several threads at a ``stripeline serve`` (web
+and worker, SQLite) on 127.0.0.1, while a well-behaved client sends valid
+events alongside.
+
+Every case is sent twice: a warm-up pass, then a measured pass of the same
+cases (freshly signed) with the well-behaved client alongside.
+
+Criteria: no answer >= 500; no row stored for a hostile request (the
+database is read afterwards); the server's resident memory flat (VmRSS after
+the warm-up pass vs after the measured pass, < 5 %); the well-behaved client
+answered 200 every time, within its normal latency.
+
+    python proof/fuzz.py [--short]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import random
+import select
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import _common as common
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from stripeline.core.signature import sign
+
+LIMIT = 2 * 1024 * 1024  # STRIPELINE_BODY_LIMIT's default
+TOLERANCE = 300
+SENDERS = 4
+#: Events of cases that show a known open bug: judged apart, as a known open finding.
+#: ``NaN``/``Infinity`` in a signed body is answered 200 and stored; on
+#: PostgreSQL its processing then fails on every attempt (the mirror's JSON
+#: column refuses the token). Remove the "open" kind from ``case`` once the
+#: route refuses such bodies.
+OPEN_PREFIX = "evt_open_"
+GOOD_PACE = 0.025  # seconds between the good client's requests
+
+
+# -- the grammar --------------------------------------------------------------
+
+#: Header values are built when the request is sent, so that a signature
+#: meant to be valid carries a fresh timestamp.
+HeaderValue = bytes | Callable[[bytes], bytes]
+
+
+@dataclass
+class Case:
+    kind: str
+    method: bytes = b"POST"
+    path: bytes = b"/webhooks/stripe"
+    headers: list[tuple[bytes, HeaderValue]] = field(default_factory=list)
+    body: bytes = b""
+    #: Bytes of filler to send after ``body`` (bodies over the limit are not
+    #: held in memory ten thousand times over).
+    pad: int = 0
+    chunked: bool = False
+    declared_length: bytes | None = None
+    #: Send no Content-Length of our own (the headers frame the body, or fail to).
+    no_length: bool = False
+
+
+def signed(secret: str = common.SECRET, offset: int = 0) -> Callable[[bytes], bytes]:
+    def header(body: bytes) -> bytes:
+        return sign(body, secret, timestamp=int(time.time()) + offset).encode()
+
+    return header
+
+
+def raw_header(build: Callable[[bytes, int], str]) -> Callable[[bytes], bytes]:
+    def header(body: bytes) -> bytes:
+        return build(body, int(time.time())).encode("latin-1", "replace")
+
+    return header
+
+
+def valid_event(event_id: str, n: int = 0) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "object": "event",
+        "api_version": "2026-10-28.endive",
+        "created": 1_760_000_000 + n,
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": None},
+        "type": "customer.updated",
+        "data": {
+            "object": {
+                "id": f"cus_{event_id[-12:]}",
+                "object": "customer",
+                "email": "jenny@example.com",
+                "metadata": {"n": str(n)},
+            }
+        },
+    }
+
+
+def dumps(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+ids = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=4, max_size=16).map(
+    lambda s: f"evt_fuzz_{s}"
+)
+junk_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.text(max_size=20),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+)
+header_bytes = st.binary(max_size=300).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+
+
+def _signature_header(draw: Any) -> HeaderValue:
+    """A Stripe-Signature header that must not verify."""
+    choice = draw(st.sampled_from(range(11)))
+    if choice == 0:
+        return b""
+    if choice == 1:
+        return draw(header_bytes)
+    if choice == 2:
+        text = draw(st.text(max_size=200)).encode("utf-8", "surrogatepass")
+        return text.replace(b"\r", b"").replace(b"\n", b"")
+    if choice == 3:
+        digits = draw(st.integers(19, 6000))
+        return raw_header(lambda body, now: "t=" + "9" * digits + ",v1=" + "0" * 64)
+    if choice == 4:
+        secret = "whsec_" + draw(st.text("abcdefABCDEF0123456789", min_size=1, max_size=40))
+        if secret == common.SECRET:
+            secret += "x"
+        return signed(secret)
+    if choice == 5:
+        return signed(offset=-draw(st.integers(TOLERANCE + 100, 10**10)))
+    if choice == 6:
+        return signed(offset=draw(st.integers(TOLERANCE + 100, 10**10)))
+    if choice == 7:  # only a v0 (a downgrade) or an unknown scheme
+        scheme = draw(st.sampled_from(["v0", "v2", "V1", "v1 ", " v1x"]))
+        return raw_header(
+            lambda body, now: sign(body, common.SECRET, timestamp=now).replace("v1=", scheme + "=")
+        )
+    if choice == 8:  # a near miss: one hex digit changed, or the signature cut
+        cut = draw(st.integers(0, 63))
+        return raw_header(lambda body, now: sign(body, common.SECRET, timestamp=now)[: -1 - cut])
+    if choice == 9:  # thousands of wrong signatures (past the header size limit)
+        count = draw(st.integers(100, 2000))
+        return raw_header(lambda body, now: f"t={now}" + f",v1={'ab' * 32}" * count)
+    timestamp = draw(st.sampled_from(["abc", "-5", "1e9", "", " ", "0x10", "١٢٣"]))
+    return raw_header(lambda body, now: f"t={timestamp},v1={'0' * 64}")
+
+
+def _hostile_envelope(draw: Any) -> bytes:
+    """A body that is not a storable Stripe event (each a documented refusal)."""
+    event = valid_event(draw(ids))
+    choice = draw(st.sampled_from(range(16)))
+    if choice == 0:
+        event["object"] = draw(st.text(max_size=20).filter(lambda s: s != "event"))
+    elif choice == 1:
+        del event[draw(st.sampled_from(["id", "type", "created", "livemode", "data", "object"]))]
+    elif choice == 2:
+        key = draw(st.sampled_from(["id", "type", "created", "livemode", "data"]))
+        value = draw(junk_values)
+        valid = {
+            "id": lambda v: isinstance(v, str) and v != "",
+            "type": lambda v: isinstance(v, str) and v != "",
+            "created": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+            "livemode": lambda v: isinstance(v, bool),
+            "data": lambda v: False,
+        }[key]
+        if valid(value):
+            value = [value]
+        event[key] = value
+    elif choice == 3:
+        event["created"] = draw(
+            st.one_of(st.integers(max_value=-1), st.integers(min_value=253_402_300_800))
+        )
+    elif choice == 4:
+        event["api_version"] = draw(st.one_of(st.text(min_size=65, max_size=300), st.integers()))
+    elif choice == 5:
+        event["account"] = draw(st.one_of(st.text(min_size=256, max_size=600), st.integers()))
+    elif choice == 6:
+        event["data"]["object"]["object"] = "x" * draw(st.integers(65, 1000))
+    elif choice == 7:
+        event["data"]["object"]["id"] = "x" * draw(st.integers(256, 1000))
+    elif choice == 8:
+        field_ = draw(st.sampled_from(["id", "type"]))
+        event[field_] = "x" * draw(st.integers(256, 5000))
+    elif choice == 9:  # NUL somewhere
+        where = draw(st.sampled_from(["id", "type", "api_version", "description"]))
+        if where == "description":
+            event["data"]["object"]["description"] = "a\x00b"
+        else:
+            event[where] = f"{event[where]}\x00"
+    elif choice == 10:  # a lone surrogate, escaped
+        text = dumps(event).decode()
+        escape = draw(st.sampled_from(["\\ud800", "\\udfff", "\\udbff\\u0041"]))
+        where = draw(st.sampled_from(["jenny@example.com", "customer.updated", "evt_fuzz_"]))
+        return text.replace(where, where + escape, 1).encode()
+    elif choice == 11:  # nested past the limit inside data.object
+        depth = draw(st.integers(65, 5000))
+        event["data"]["object"]["metadata"] = "DEEP"
+        nested = b"[" * depth + b"]" * depth
+        return dumps(event).replace(b'"DEEP"', nested, 1)
+    elif choice == 12:  # the whole body a deep array (balanced or not)
+        depth = draw(st.integers(65, 100_000))
+        return b"[" * depth + (b"]" * depth if draw(st.booleans()) else b"")
+    elif choice == 13:
+        return dumps(draw(st.one_of(junk_values, st.just([valid_event("evt_fuzz_list")]))))
+    elif choice == 14:  # a thin event (v2): no object to store
+        event["object"] = "v2.core.event"
+    else:  # created too large for any integer column, or for int() itself
+        event["created"] = 0
+        digits = b"1" + b"0" * draw(st.integers(19, 6000))
+        return dumps(event).replace(b'"created":0', b'"created":' + digits, 1)
+    return dumps(event)
+
+
+def _bad_bytes(draw: Any) -> bytes:
+    """A body that is not UTF-8 JSON at all, or not quite."""
+    good = dumps(valid_event(draw(ids)))
+    choice = draw(st.sampled_from(range(8)))
+    if choice == 0:
+        return draw(st.binary(max_size=2000))
+    if choice == 1:  # invalid UTF-8 inside a string
+        bad = draw(st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xf8\x88\x80\x80"]))
+        return good.replace(b"jenny", b"jen" + bad + b"ny", 1)
+    if choice == 2:  # a raw NUL byte
+        return good.replace(b"jenny", b"jen\x00ny", 1)
+    if choice == 3:  # truncated
+        return good[: draw(st.integers(0, len(good) - 1))]
+    if choice == 4:  # trailing garbage
+        return good + draw(st.binary(min_size=1, max_size=50)).replace(b" ", b"x")
+    if choice == 5:  # a byte order mark before the JSON text after a NUL
+        return b"\x00\xef\xbb\xbf" + good
+    if choice == 6:
+        return draw(st.text(max_size=500)).encode("utf-8", "surrogatepass")
+    return b"{" * draw(st.integers(1, 5000))
+
+
+@st.composite
+def case(draw: Any) -> Case:
+    """One hostile request. Weights: signature and body cases most, big bodies rarely."""
+    kind = draw(
+        st.sampled_from(
+            ["open"]
+            + ["signature"] * 6
+            + ["duplicate_signatures"] * 2
+            + ["envelope"] * 8
+            + ["bytes"] * 4
+            + ["method"]
+            + ["path"]
+            + ["chunked"] * 2
+            + ["framing"]
+            + ["huge"]
+            + ["declared_huge"]
+        )
+    )
+    valid_body = dumps(valid_event(draw(ids)))
+    if kind == "open":  # NaN and Infinity: not JSON, but Python's json reads them
+        event = valid_event(draw(ids).replace("evt_fuzz_", OPEN_PREFIX))
+        token = draw(st.sampled_from([b"NaN", b"Infinity", b"-Infinity"]))
+        body = dumps(event).replace(b'"metadata":', b'"amount":' + token + b',"metadata":', 1)
+        return Case(kind, headers=[(b"Stripe-Signature", signed())], body=body)
+    if kind == "signature":
+        return Case(kind, headers=[(b"Stripe-Signature", _signature_header(draw))], body=valid_body)
+    if kind == "duplicate_signatures":
+        count = draw(st.integers(2, 5))
+        headers = [(b"Stripe-Signature", _signature_header(draw)) for _ in range(count)]
+        if draw(st.booleans()):
+            headers.append((b"stripe-signature", b""))
+        return Case(kind, headers=headers, body=valid_body)
+    if kind == "envelope":
+        return Case(kind, headers=[(b"Stripe-Signature", signed())], body=_hostile_envelope(draw))
+    if kind == "bytes":
+        signature = signed() if draw(st.booleans()) else _signature_header(draw)
+        return Case(kind, headers=[(b"Stripe-Signature", signature)], body=_bad_bytes(draw))
+    if kind == "method":
+        method = draw(
+            st.sampled_from(
+                [b"GET", b"PUT", b"PATCH", b"DELETE", b"OPTIONS", b"HEAD", b"TRACE", b"P0ST"]
+            )
+        )
+        return Case(kind, method=method, headers=[(b"Stripe-Signature", signed())], body=valid_body)
+    if kind == "path":
+        path = draw(
+            st.sampled_from(
+                [
+                    b"/",
+                    b"/webhooks",
+                    b"/webhooks/Stripe",
+                    b"/webhook/stripe",
+                    b"/webhooks/stripe/x",
+                    b"/webhooks/stripe/connect",
+                    b"//webhooks/stripe",
+                    b"/webhooks/stripe%00",
+                    b"/webhooks/%2e%2e/stripe",
+                    b"/metrics/../webhooks/stripe",
+                ]
+            )
+            | header_bytes.map(lambda b: b"/" + bytes(c for c in b if 0x21 <= c < 0x7F)[:100])
+        )
+        if path.split(b"?")[0] == b"/webhooks/stripe":
+            path = b"/nowhere" + path
+        return Case(kind, path=path, headers=[(b"Stripe-Signature", signed())], body=valid_body)
+    if kind == "chunked":
+        body = _hostile_envelope(draw)
+        return Case(kind, headers=[(b"Stripe-Signature", signed())], body=body, chunked=True)
+    if kind == "framing":
+        choice = draw(st.sampled_from(range(4)))
+        headers: list[tuple[bytes, HeaderValue]] = [(b"Stripe-Signature", signed())]
+        if choice == 0:  # both framings at once
+            headers.append((b"Transfer-Encoding", b"chunked"))
+            return Case(kind, headers=headers, body=valid_body)
+        if choice == 1:
+            value = draw(
+                st.sampled_from([b"-1", b"abc", b"1e3", b"", b"0x10", b"99999999999999999999"])
+            )
+            return Case(kind, headers=headers, body=valid_body, declared_length=value)
+        if choice == 2:  # chunked, with a chunk size that is not hex
+            headers.append((b"Transfer-Encoding", b"chunked"))
+            return Case(kind, headers=headers, body=b"zz\r\n" + valid_body, no_length=True)
+        return Case(kind, headers=[*headers, (b"Content-Length", b"5")], body=valid_body)
+    if kind == "huge":
+        body = valid_body[:-2] + b',"pad":"'
+        pad = LIMIT + draw(st.integers(1, 2 * 1024 * 1024))
+        return Case(
+            kind,
+            headers=[(b"Stripe-Signature", signed())],
+            body=body,
+            pad=pad,
+            chunked=draw(st.booleans()),
+        )
+    return Case(
+        kind,
+        headers=[(b"Stripe-Signature", signed())],
+        body=valid_body,
+        declared_length=str(draw(st.integers(LIMIT + 1, 10**15))).encode(),
+    )
+
+
+def generate(count: int, seed: int) -> list[Case]:
+    """``count`` cases drawn by hypothesis (generation only: nothing to shrink)."""
+    out: list[Case] = []
+
+    @settings(
+        max_examples=count,
+        phases=[Phase.generate],
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=False,
+    )
+    @given(case())
+    def collect(c: Case) -> None:
+        out.append(c)
+
+    random.seed(seed)
+    while len(out) < count:
+        collect()
+    return out[:count]
+
+
+# -- sending ------------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    kind: str
+    status: int | None  # None: the connection closed without an answer
+    seconds: float
+    error: str = ""
+
+
+def _read_status(sock: socket.socket, deadline: float) -> int | None:
+    data = b""
+    while b"\r\n" not in data and time.monotonic() < deadline:
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(4096)
+        except (ConnectionResetError, TimeoutError, OSError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    line = data.split(b"\r\n", 1)[0].split()
+    if len(line) >= 2 and line[1].isdigit():
+        # Drain what remains, so the server is not reset mid-answer.
+        sock.settimeout(1)
+        try:
+            while sock.recv(65536):
+                pass
+        except OSError:
+            pass
+        return int(line[1])
+    return None
+
+
+def send(port: int, c: Case, timeout: float = 30.0) -> Answer:
+    body = c.body
+    head = [c.method + b" " + c.path + b" HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close"]
+    head.append(b"Content-Type: application/json")
+    for name, value in c.headers:
+        head.append(name + b": " + (value(body) if callable(value) else value))
+    if c.chunked:
+        head.append(b"Transfer-Encoding: chunked")
+    elif c.declared_length is not None:
+        head.append(b"Content-Length: " + c.declared_length)
+    elif not c.no_length and not any(n.lower() == b"content-length" for n, _ in c.headers):
+        head.append(b"Content-Length: " + str(len(body) + c.pad + (2 if c.pad else 0)).encode())
+    start = time.monotonic()
+    deadline = start + timeout
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    except OSError as exc:
+        return Answer(c.kind, None, 0.0, f"connect: {type(exc).__name__}")
+    with sock:
+        pieces = _pieces(c)
+        try:
+            sock.sendall(b"\r\n".join(head) + b"\r\n\r\n")
+            for piece in pieces:
+                readable, _, _ = select.select([sock], [], [], 0)
+                if readable:  # answered before the body was sent (413): stop sending
+                    break
+                sock.sendall(piece)
+        except OSError as exc:
+            status = _read_status(sock, deadline)
+            return Answer(c.kind, status, time.monotonic() - start, f"send: {type(exc).__name__}")
+        status = _read_status(sock, deadline)
+    return Answer(c.kind, status, time.monotonic() - start)
+
+
+def _pieces(c: Case) -> list[bytes]:
+    body = c.body
+    if c.pad:
+        filler = b"x" * 65536
+        pieces = [body]
+        left = c.pad
+        while left > 0:
+            pieces.append(filler[: min(left, len(filler))])
+            left -= len(filler)
+        pieces.append(b'"}')
+    else:
+        pieces = [body]
+    if not c.chunked:
+        return pieces
+    out = []
+    rng = random.Random(len(body))  # noqa: S311 - chunk sizes, not secrets
+    for piece in pieces:
+        while piece:
+            size = rng.randint(1, 70_000)
+            part, piece = piece[:size], piece[size:]
+            out.append(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+    out.append(b"0\r\n\r\n")
+    return out
+
+
+# -- the well-behaved client ---------------------------------------------------
+
+
+class GoodClient:
+    """Valid events, one at a time on a keep-alive connection, each timed."""
+
+    def __init__(self, port: int, run: str) -> None:
+        import httpx
+
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        self.run = run
+        self.n = 0
+        self.failures: list[str] = []
+        self.accepted: set[str] = set()
+
+    def one(self) -> float:
+        self.n += 1
+        event_id = f"evt_good_{self.run}_{self.n:06d}"
+        body = dumps(valid_event(event_id, self.n))
+        start = time.perf_counter()
+        response = self.client.post(
+            "/webhooks/stripe",
+            content=body,
+            headers={"Stripe-Signature": sign(body, common.SECRET, timestamp=int(time.time()))},
+        )
+        elapsed = time.perf_counter() - start
+        if response.status_code == 200:
+            self.accepted.add(event_id)
+        else:
+            self.failures.append(f"{event_id}: {response.status_code}")
+        return elapsed
+
+    def series(self, count: int) -> list[float]:
+        return [self.one() for _ in range(count)]
+
+    def until(self, stop: threading.Event, out: list[float]) -> None:
+        while not stop.is_set():
+            out.append(self.one())
+            time.sleep(GOOD_PACE)
+
+
+# -- the suite ----------------------------------------------------------------
+
+
+def run(short: bool, work: Path) -> common.SuiteResult:
+    started = time.monotonic()
+    count = 1_000 if short else 10_000
+    cases = generate(count, seed=8)
+    kinds = collections.Counter(c.kind for c in cases)
+    run_id = f"{int(time.time())}"
+    with common.scratch_database("sqlite") as url:
+        server = common.start_serve(url, work)
+        try:
+            good = GoodClient(server.port, run_id)
+            good.series(50)  # warm the good path
+            quiet = good.series(100 if short else 300)
+            answers: list[Answer] = []
+            with ThreadPoolExecutor(SENDERS) as pool:
+                # The warm-up pass: every case once, so that every path has run
+                # (and every buffer size been allocated) before memory is read.
+                warm_answers = list(pool.map(lambda c: send(server.port, c), cases))
+            time.sleep(1)
+            rss_warm = server.status("VmRSS")
+            stop = threading.Event()
+            loaded: list[float] = []
+            good_thread = threading.Thread(target=good.until, args=(stop, loaded))
+            good_thread.start()
+            fuzz_start = time.monotonic()
+            with ThreadPoolExecutor(SENDERS) as pool:
+                # The measured pass: the same cases again, freshly signed.
+                answers += pool.map(lambda c: send(server.port, c), cases)
+            fuzz_seconds = time.monotonic() - fuzz_start
+            stop.set()
+            good_thread.join()
+            time.sleep(2)
+            rss_end = server.status("VmRSS")
+            rss_peak = server.status("VmHWM")
+            alive = server.proc.poll() is None
+        finally:
+            server.stop()
+        log = server.log.read_text(errors="replace")
+        tracebacks = log.count("Traceback (most recent call last)")
+        unhandled = log.count("Exception in ASGI application")
+        hostile_rows = common.query(
+            url,
+            "SELECT count(*) FROM stripeline_events "
+            "WHERE id NOT LIKE 'evt_good_%' AND id NOT LIKE 'evt_open_%'",
+        )[0][0]
+        good_rows = common.query(
+            url, "SELECT count(*) FROM stripeline_events WHERE id LIKE 'evt_good_%'"
+        )[0][0]
+        hostile_objects = common.query(
+            url,
+            "SELECT count(*) FROM stripeline_objects "
+            "WHERE event_id IS NOT NULL AND event_id NOT LIKE 'evt_good_%' "
+            "AND event_id NOT LIKE 'evt_open_%'",
+        )[0][0]
+
+        open_rows = common.query(
+            url, "SELECT count(*) FROM stripeline_events WHERE id LIKE 'evt_open_%'"
+        )[0][0]
+
+    judged = [a for a in answers if a.kind != "open"]
+    answers += warm_answers
+    statuses = collections.Counter(a.status for a in answers)
+    errors = [a for a in answers if a.status is not None and a.status >= 500]
+    no_answer = [a for a in answers if a.status is None]
+    accepted = [a for a in judged if a.status is not None and 200 <= a.status < 300]
+    growth = (rss_end - rss_warm) / rss_warm * 100
+    q50, q99 = common.percentile(quiet, 50) * 1000, common.percentile(quiet, 99) * 1000
+    l50, l99 = common.percentile(loaded, 50) * 1000, common.percentile(loaded, 99) * 1000
+    # "Within its normal latency": on a machine whose cores the fuzzing
+    # threads share with the server, the loaded p99 may be at most ten times
+    # the quiet one (and in any case under a second; Stripe waits 10 s+).
+    latency_ok = not good.failures and l99 <= max(10 * q99, 50.0) and l99 < 1000
+    by_kind = {
+        kind: collections.Counter(a.status for a in answers if a.kind == kind) for kind in kinds
+    }
+    figures = [
+        (
+            "hostile requests sent",
+            f"{len(cases):,} distinct, each sent twice ({len(answers):,}): a warm-up pass, then a "
+            f"measured pass of {fuzz_seconds:.1f} s; {SENDERS} concurrent senders",
+        ),
+        (
+            "answers by status",
+            ", ".join(
+                f"{s if s is not None else 'no answer'}: {n:,}"
+                for s, n in sorted(statuses.items(), key=lambda x: (x[0] is None, x[0] or 0))
+            ),
+        ),
+        ("answers >= 500", f"{len(errors)}"),
+        ("answered 2xx", f"{len(accepted)}"),
+        (
+            "closed without an answer",
+            f"{len(no_answer)}"
+            + (f" ({', '.join(sorted({a.kind for a in no_answer}))})" if no_answer else ""),
+        ),
+        (
+            "rows stored for hostile requests",
+            f"{hostile_rows} events, {hostile_objects} mirror rows",
+        ),
+        (
+            "known open bug: NaN/Infinity in a signed body",
+            f"{kinds['open']} cases (each sent twice), {open_rows} events stored (answered 200; "
+            "judged apart, see the notes)",
+        ),
+        (
+            "good client's events stored",
+            f"{good_rows} of {len(good.accepted)} answered 200; {len(good.failures)} not 200",
+        ),
+        (
+            "server VmRSS",
+            f"{rss_warm / 1024:.1f} MiB after the warm-up pass, {rss_end / 1024:.1f} MiB at the end ({growth:+.1f} %), peak {rss_peak / 1024:.1f} MiB",
+        ),
+        ("good client, quiet", f"p50 {q50:.1f} ms, p99 {q99:.1f} ms ({len(quiet)} requests)"),
+        (
+            "good client, during the fuzz",
+            f"p50 {l50:.1f} ms, p99 {l99:.1f} ms ({len(loaded)} requests)",
+        ),
+        (
+            "tracebacks in the server's log",
+            f"{tracebacks}, {unhandled} of them unhandled exceptions of the web app",
+        ),
+        ("server alive at the end", "yes" if alive else "no"),
+    ]
+    for kind in sorted(kinds):
+        figures.append(
+            (
+                f"  {kind} ({kinds[kind]:,})",
+                ", ".join(
+                    f"{s}: {n}"
+                    for s, n in sorted(
+                        by_kind[kind].items(), key=lambda x: (x[0] is None, x[0] or 0)
+                    )
+                ),
+            )
+        )
+    criteria = [
+        common.Criterion("0 answers >= 500", not errors and alive, f"{len(errors)}"),
+        common.Criterion(
+            "0 hostile requests answered 2xx or stored",
+            not accepted and hostile_rows == 0 and hostile_objects == 0,
+            f"{len(accepted)} answered 2xx, {hostile_rows} stored",
+        ),
+        common.Criterion(
+            "signed bodies with NaN/Infinity (not JSON) refused, nothing stored",
+            open_rows == 0,
+            f"{kinds['open']} cases, {open_rows} events stored",
+            known_open="accepted with 200 and stored; on PostgreSQL every processing attempt fails",
+        ),
+        common.Criterion(
+            "no unhandled exception in the web app",
+            unhandled == 0,
+            f"{unhandled} logged with a traceback",
+            known_open="a client that breaks chunked framing mid-body: the route lets "
+            "starlette's ClientDisconnect out",
+        ),
+        common.Criterion(
+            "every good event answered 200 is stored",
+            good_rows == len(good.accepted),
+            f"{good_rows} of {len(good.accepted)}",
+        ),
+        common.Criterion(
+            "server memory flat (VmRSS growth < 5 % over the measured pass)",
+            growth < 5,
+            f"{growth:+.1f} %",
+        ),
+        common.Criterion(
+            "good client answered 200 within its normal latency (p99 <= 10x quiet, < 1 s)",
+            latency_ok,
+            f"p99 {l99:.1f} ms vs quiet {q99:.1f} ms; {len(good.failures)} failures",
+        ),
+    ]
+    notes = [
+        "Known open bug, judged apart: a signed body with NaN or Infinity "
+        "(not JSON, but read by Python's json) is answered 200 and stored; on PostgreSQL its "
+        "processing then fails on every attempt (the mirror's JSON column refuses the token).",
+        "Also accepted, by design: a UTF-8 byte order mark or a UTF-16 body (Python's json "
+        "reads both; RFC 8259 lets a parser ignore a BOM). The grammar does not send them.",
+        "Slow senders (connections that trickle their headers or body) are not in this suite "
+        "yet: they belong with the connection limits and timeouts of issue 8's bug 6.",
+    ]
+    if no_answer:
+        notes.append(
+            "A connection closed without an answer is the server refusing to read a body over "
+            "the limit (it answers 413 and closes; the client may see the reset first) or the "
+            "HTTP parser refusing broken framing; it is not a 5xx."
+        )
+    return common.SuiteResult(
+        "fuzz", "Fuzz: hostile requests", figures, criteria, notes, time.monotonic() - started
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--short", action="store_true", help="1,000 requests instead of 10,000")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="stripeline-proof-") as work:
+        result = run(args.short, Path(work))
+    for name, value in result.figures:
+        print(f"{name}: {value}")
+    for c in result.criteria:
+        print(
+            f"{'PASS' if c.passed else 'FAIL'}{' (known open)' if c.known_open and not c.passed else ''}  {c.name}: {c.measured}"
+        )
+    sys.exit(0 if result.passed else 1)
+
+
+if __name__ == "__main__":
+    main()
