@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from pydantic import SecretStr
@@ -449,3 +449,62 @@ def test_parse_envelope_refuses_what_json_cannot_bear() -> None:
     body = event(obj={"id": "cus_1", "object": "customer", "name": "Zoë 😀"})
     assert parse_envelope(json.dumps(body, ensure_ascii=False))[1] == body
     assert parse_envelope(body)[1] is body
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_400_and_never_reach_the_worker(
+    client: TestClient, app: Stripeline, constant: str
+) -> None:
+    """Python's json reads them, PostgreSQL's json refuses them: such an event
+    would fail every processing attempt there."""
+    obj = {"id": "cus_1", "object": "customer", "balance": 0}
+    payload = encode(event(obj=obj)).replace(b'"balance":0', b'"balance":' + constant.encode())
+    assert constant.encode() in payload
+    response = post(client, payload)
+    assert response.status_code == 400, response.text
+    assert response.json()["reason"] == "invalid_json"
+    assert constant in response.json()["message"]
+    assert stored_ids(app) == set()
+    nothing_reaches_the_worker(app)
+
+
+def test_a_client_that_leaves_mid_body_gets_no_500_and_nothing_is_stored(
+    client: TestClient, app: Stripeline
+) -> None:
+    """Broken chunked framing or a dropped connection reaches the route as
+    ``http.disconnect`` before the body is whole."""
+    payload = encode(event())
+    messages = [
+        {"type": "http.request", "body": payload[:10], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = [(k.lower().encode(), v.encode()) for k, v in signed(payload).items()]
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/webhooks/stripe",
+        "raw_path": b"/webhooks/stripe",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    asgi_app = cast(Any, client.app)
+    asyncio.run(asgi_app(scope, receive, send))
+    assert sent[0]["type"] == "http.response.start"
+    assert sent[0]["status"] == 400
+    assert stored_ids(app) == set()
+    metrics = client.get("/metrics").text
+    assert 'stripeline_webhooks_total{endpoint="account",outcome="disconnected"} 1.0' in metrics

@@ -27,6 +27,7 @@ OUTCOMES = (
     "bad_payload",
     "too_large",
     "too_slow",
+    "disconnected",
     "unavailable",
 )
 

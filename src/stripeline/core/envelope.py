@@ -118,6 +118,13 @@ def _check_tree(body: dict[str, Any], raw: bytes | str | None) -> None:
                 _check_string(child)
 
 
+def _refuse_constant(name: str) -> Any:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON (RFC 8259), though
+    Python's reader takes them; PostgreSQL's ``json`` refuses them, so an event
+    carrying one could never be processed."""
+    raise EnvelopeError("invalid_json", f"body has {name}, which is not JSON")
+
+
 def parse_envelope(payload: bytes | str | dict[str, Any]) -> tuple[Envelope, dict[str, Any]]:
     """Parse and check an event body; return its envelope and the parsed dict.
 
@@ -134,7 +141,7 @@ def parse_envelope(payload: bytes | str | dict[str, Any]) -> tuple[Envelope, dic
         body: Any = payload
     else:
         try:
-            body = json.loads(payload)
+            body = json.loads(payload, parse_constant=_refuse_constant)
         except RecursionError:
             raise EnvelopeError(
                 "invalid_json", f"body is nested deeper than {MAX_DEPTH} levels"

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -171,6 +171,17 @@ def create_app(
                 status_code=408,
                 headers={"Connection": "close"},
             )
+        except ClientDisconnect:
+            # The client went away before its body was whole (or broke the
+            # chunked framing): nothing to store, nobody to answer.
+            metrics.webhooks.labels(endpoint, "disconnected").inc()
+            log.info(
+                "webhook_client_disconnected",
+                action="webhook_rejected",
+                endpoint=endpoint,
+                reason="disconnected",
+            )
+            return Response(status_code=400)
         except _TooLarge:
             metrics.webhooks.labels(endpoint, "too_large").inc()
             log.warning(
