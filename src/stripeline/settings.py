@@ -9,7 +9,9 @@ problem into one ``ConfigError`` whose message says what to fix. Secrets are
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
@@ -60,6 +62,42 @@ def database_url_problem(url: str) -> str | None:
         return "STRIPELINE_DATABASE_URL must be a sqlite:/// or postgresql:// URL"
     if parsed.port is not None and not 0 < parsed.port < 65536:
         return "STRIPELINE_DATABASE_URL has a port out of range: expected 1 to 65535"
+    return None
+
+
+def sqlite_files_problem(url: str) -> str | None:
+    """What keeps this process from writing a SQLite database (None: nothing).
+
+    The database file, its directory and its ``-wal``/``-shm`` files, where
+    they exist, must be readable and writable by this process. SQLite maps
+    ``-shm`` into memory: a write-protected one does not fail with an error
+    but kills the process (SIGBUS), so it is refused at start, naming the
+    file and the fix. A file or directory that does not exist yet is left to
+    SQLite (it creates the file; it reports a missing directory).
+    """
+    if not url.startswith("sqlite"):
+        return None
+    try:
+        database = make_url(url).database
+    except (ArgumentError, ValueError):
+        return None  # database_url_problem says what is wrong
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = Path(database)
+    directory = path.parent
+    if directory.is_dir() and not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
+        return (
+            f"the SQLite database's directory {directory} is not writable by this process "
+            "(SQLite creates its -wal and -shm files there): give the user running "
+            "stripeline write access to it"
+        )
+    for file in (path, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        if file.exists() and not os.access(file, os.R_OK | os.W_OK):
+            return (
+                f"the SQLite file {file} is not readable and writable by this process: "
+                "give the user running stripeline read and write access to it "
+                "(chown or chmod u+rw)"
+            )
     return None
 
 
@@ -199,7 +237,9 @@ class Settings(BaseSettings):
             raise ValueError(
                 "STRIPELINE_RETRY_SCHEDULE must be comma-separated non-negative seconds"
             )
-        problem = database_url_problem(self.database_url)
+        problem = database_url_problem(self.database_url) or sqlite_files_problem(
+            self.database_url
+        )
         if problem is not None:
             raise ValueError(problem)
         return self
