@@ -146,6 +146,12 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(default=120, ge=1, le=24 * 3600)
     worker_batch_size: int = Field(default=500, ge=1, le=10_000)
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    handler_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=24 * 3600,
+        description="Seconds an event's handlers may run before its attempt fails.",
+    )
     mirror_policy: Literal["payload", "refetch"] = Field(
         default="payload",
         description="payload: apply each event's object; refetch: read the object from the API.",
@@ -237,9 +243,7 @@ class Settings(BaseSettings):
             raise ValueError(
                 "STRIPELINE_RETRY_SCHEDULE must be comma-separated non-negative seconds"
             )
-        problem = database_url_problem(self.database_url) or sqlite_files_problem(
-            self.database_url
-        )
+        problem = database_url_problem(self.database_url) or sqlite_files_problem(self.database_url)
         if problem is not None:
             raise ValueError(problem)
         return self

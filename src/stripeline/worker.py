@@ -20,6 +20,7 @@ claims, applies, runs handlers and finishes.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
 import random
@@ -29,15 +30,17 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for_future
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from stripeline import inbox
-from stripeline.app import ReceivedEvent, Stripeline
+from stripeline.app import Handler, ReceivedEvent, Stripeline
 from stripeline.core.backoff import exponential
 from stripeline.db.engine import connect, is_postgres
 from stripeline.inbox import NOTIFY_CHANNEL
@@ -56,6 +59,86 @@ BULK_SIZE = 500
 MAX_DEADLOCK_RETRIES = 20
 #: PostgreSQL's SQLSTATE for a deadlock (the victim's transaction is aborted).
 DEADLOCK_SQLSTATE = "40P01"
+#: Seconds the worker waits past the handler timeout before it gives a
+#: handler up (on PostgreSQL, ``statement_timeout`` ends a hang in SQL first).
+HANDLER_GRACE_SECONDS = 0.5
+#: Seconds the server is given to end the session of a handler given up.
+TERMINATE_WAIT_MS = 5_000
+
+
+class HandlerTimeout(Exception):
+    """An event's handlers ran past ``STRIPELINE_HANDLER_TIMEOUT``: the
+    event's attempt failed (retried with backoff, dead at the limit)."""
+
+
+class _GivenUp(BaseException):
+    """A handler still runs past its deadline: its thread is left to finish on
+    its own, and the connection of its group is given up (rolled back). Not an
+    ``Exception``: nothing on the way to ``run_once`` may touch the connection."""
+
+    def __init__(self, event_id: str, attempt: int, timeout: float, backend_pid: int | None):
+        super().__init__(event_id)
+        self.event_id = event_id
+        self.attempt = attempt
+        self.timeout = timeout
+        self.backend_pid = backend_pid
+
+
+def _timeout_message(timeout: float) -> str:
+    return f"the handlers ran past the handler timeout (STRIPELINE_HANDLER_TIMEOUT={timeout:g} s)"
+
+
+class _HandlerThread:
+    """The thread an event's handlers run in, so that the worker can stop
+    waiting for them. A Python thread cannot be killed: one that hangs is
+    given up (``abandon``) and finishes in the background, its result unused."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="stripeline-handler")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._abandoned = False
+
+    def submit(self, fn: Callable[[], None]) -> Future[None]:
+        context = contextvars.copy_context()  # the event's log fields
+        return self._executor.submit(context.run, self._in_thread, fn)
+
+    def _in_thread(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        finally:
+            if self._abandoned:
+                self._close_loop()
+
+    def run_async(self, awaitable: Awaitable[None], *, deadline: float, timeout: float) -> None:
+        """Run an async handler in this thread's loop, cancelled at ``deadline``."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        remaining = max(deadline - time.monotonic(), 0.001)
+        task = self._loop.create_task(_awaited(awaitable))
+        try:
+            self._loop.run_until_complete(asyncio.wait_for(task, remaining))
+        except TimeoutError:
+            if task.cancelled():  # wait_for cancelled it: the deadline, not the handler
+                raise HandlerTimeout(_timeout_message(timeout)) from None
+            raise
+
+    def _close_loop(self) -> None:
+        if self._loop is not None:
+            self._loop.close()
+            self._loop = None
+
+    def abandon(self) -> None:
+        """Leave the thread to finish its handler alone (it closes its loop)."""
+        self._abandoned = True
+        self._executor.shutdown(wait=False)
+
+    def close(self) -> None:
+        self._executor.submit(self._close_loop).result()
+        self._executor.shutdown(wait=True)
+
+
+async def _awaited(awaitable: Awaitable[None]) -> None:
+    await awaitable
 
 
 def is_deadlock(exc: BaseException) -> bool:
@@ -79,6 +162,15 @@ def _first_line(exc: DBAPIError) -> str:
     return (lines[0] if lines else type(orig).__name__)[:300]
 
 
+def _set_statement_timeout(conn: Connection, value: str) -> None:
+    """``SET LOCAL statement_timeout`` (undone with the SAVEPOINT it is in)."""
+    conn.execute(text("SELECT set_config('statement_timeout', :value, true)"), {"value": value})
+
+
+def _type_of(claimed: list[inbox.ClaimedEvent], event_id: str) -> str:
+    return next((e.type for e in claimed if e.id == event_id), "unknown")
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -95,6 +187,7 @@ class Worker:
         lease_seconds: int | None = None,
         poll_seconds: float | None = None,
         max_transaction_seconds: float | None = None,
+        handler_timeout: float | None = None,
         listen: bool = True,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = inbox.utcnow,
@@ -112,10 +205,13 @@ class Worker:
             max_transaction_seconds
             or DEFAULT_MAX_TRANSACTION_SECONDS.get(app.engine.dialect.name, 0.2)
         )
+        self.handler_timeout = handler_timeout or settings.handler_timeout
         self._listen = listen and is_postgres(app.engine)
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handler_thread: _HandlerThread | None = None
+        #: PostgreSQL's statement_timeout outside handlers (read once).
+        self._statement_timeout: str | None = None
         self._listener: threading.Thread | None = None
         self._clock = clock
         self._now = now
@@ -167,10 +263,10 @@ class Worker:
             log.info("worker_stopped", action="worker_stopped", worker=self.id)
 
     def close(self) -> None:
-        """Release what the worker holds (the event loop of async handlers)."""
-        if self._loop is not None:
-            self._loop.close()
-            self._loop = None
+        """Release what the worker holds (the handler thread and its event loop)."""
+        if self._handler_thread is not None:
+            self._handler_thread.close()
+            self._handler_thread = None
 
     def drain(self, *, timeout: float = 30.0) -> int:
         """Process until nothing is due (tests, one-off runs); return how many."""
@@ -229,9 +325,10 @@ class Worker:
         while position < len(claimed):
             start = position
             try:
-                with connect(self.app.engine) as conn:
-                    if self._clock() - leased_at > self.lease_seconds / 3:
-                        # Slow handlers: keep the rest of the batch ours.
+                if self._clock() - leased_at > self.lease_seconds / 3:
+                    # Slow handlers: keep the rest of the batch ours (in a
+                    # transaction of its own: no row lock held meanwhile).
+                    with connect(self.app.engine) as conn:
                         inbox.renew(
                             conn,
                             [e.id for e in claimed[position:]],
@@ -239,8 +336,12 @@ class Worker:
                             lease_seconds=self.lease_seconds,
                             now=self._now(),
                         )
-                        leased_at = self._clock()
+                    leased_at = self._clock()
+                with connect(self.app.engine) as conn:
                     reached = self._process_group(conn, claimed, position)
+            except _GivenUp as given_up:
+                self._give_up(given_up, claimed[start:])
+                return len(claimed)
             except DBAPIError as exc:
                 if is_deadlock(exc) and deadlocks < MAX_DEADLOCK_RETRIES:
                     deadlocks += 1
@@ -257,6 +358,63 @@ class Worker:
                 raise
             position = reached
         return len(claimed) + self.refetch_once()
+
+    def _give_up(self, given_up: _GivenUp, rest: list[inbox.ClaimedEvent]) -> None:
+        """A handler ran past its timeout and its group's transaction was
+        rolled back: that event's attempt fails (retried with backoff, dead at
+        the limit); every other event of the rest of the batch, those of the
+        rolled-back group included, is released at once, its attempt not
+        counted, for any worker to take (NOTIFY wakes them on PostgreSQL)."""
+        settings = self.app.settings
+        error = f"HandlerTimeout: {_timeout_message(given_up.timeout)}; the worker stopped waiting"
+        now = self._now()
+        with connect(self.app.engine) as conn:
+            if given_up.backend_pid is not None:
+                # The given-up session may still hold row locks: end it.
+                conn.execute(
+                    text("SELECT pg_terminate_backend(:pid, :wait)"),
+                    {"pid": given_up.backend_pid, "wait": TERMINATE_WAIT_MS},
+                )
+            outcome = inbox.mark_failed(
+                conn,
+                given_up.event_id,
+                attempt=given_up.attempt,
+                error=error,
+                traceback=None,
+                max_attempts=settings.max_attempts,
+                schedule=settings.retry_schedule,
+                now=now,
+            )
+            released = inbox.release(
+                conn, [e.id for e in rest if e.id != given_up.event_id], worker=self.id, now=now
+            )
+            inbox.record_attempt(
+                conn,
+                [
+                    {
+                        "event_id": given_up.event_id,
+                        "number": given_up.attempt,
+                        "worker": self.id,
+                        "started_at": now - timedelta(seconds=given_up.timeout),
+                        "finished_at": now,
+                        "outcome": outcome,
+                        "error": error,
+                        "traceback": None,
+                    }
+                ],
+            )
+            if released:
+                inbox.notify_workers(conn)
+        self.app.metrics.failures.labels(_type_of(rest, given_up.event_id)).inc()
+        log.warning(
+            "handler_timed_out",
+            action="handler_timed_out",
+            event_id=given_up.event_id,
+            attempt=given_up.attempt,
+            status=outcome,
+            released=released,
+            timeout=given_up.timeout,
+        )
 
     def _abandon(self, rest: list[inbox.ClaimedEvent], exc: DBAPIError) -> None:
         """The transaction of ``rest``'s group could not commit: mark those
@@ -434,6 +592,8 @@ class Worker:
                     try:
                         self._apply(conn, event, now=started_at)
                         event._finish()
+                    except _GivenUp:
+                        raise  # the handler's thread may still use its session
                     except BaseException:
                         # Close the handler's session before its SAVEPOINT goes.
                         event._discard()
@@ -475,10 +635,77 @@ class Worker:
             [EventObject(event.id, event.type, event.created, event.account, event.data)],
             now=now,
         )
-        for handler in self.app.handlers_for(event.type):
-            result = handler(event)
-            if result is not None and asyncio.iscoroutine(result):
-                self._run_async(cast(Awaitable[None], result))
+        handlers = self.app.handlers_for(event.type)
+        if handlers:
+            self._run_handlers(conn, event, handlers)
+
+    def _run_handlers(
+        self, conn: Connection, event: ReceivedEvent, handlers: list[Handler]
+    ) -> None:
+        """Run ``handlers`` in the handler thread, for at most ``handler_timeout``.
+
+        On PostgreSQL their SQL runs under ``statement_timeout``: a statement
+        that hangs is cancelled, the handler fails, and only its SAVEPOINT is
+        rolled back. A handler that hangs in Python cannot be stopped: past the
+        deadline the worker interrupts the connection's statement, gives the
+        connection (and so the group's transaction) up and raises ``_GivenUp``;
+        the thread finishes in the background and what it does is discarded.
+        """
+        timeout = self.handler_timeout
+        deadline = time.monotonic() + timeout
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            if self._statement_timeout is None:
+                self._statement_timeout = str(
+                    conn.execute(text("SELECT current_setting('statement_timeout')")).scalar_one()
+                )
+            _set_statement_timeout(conn, f"{max(1, int(timeout * 1000))}ms")
+        thread = self._handler_thread
+        if thread is None:
+            thread = self._handler_thread = _HandlerThread()
+
+        def call() -> None:
+            try:
+                for handler in handlers:
+                    result = handler(event)
+                    if result is not None and asyncio.iscoroutine(result):
+                        thread.run_async(
+                            cast(Awaitable[None], result), deadline=deadline, timeout=timeout
+                        )
+            except HandlerTimeout:
+                raise
+            except Exception as exc:
+                if time.monotonic() >= deadline:  # statement_timeout, most likely
+                    raise HandlerTimeout(f"{_timeout_message(timeout)}: {exc}") from exc
+                raise
+
+        future = thread.submit(call)
+        done, _ = wait_for_future([future], timeout=timeout + HANDLER_GRACE_SECONDS)
+        if not done:
+            self._handler_thread = None
+            thread.abandon()
+            raise _GivenUp(event.id, event.attempt, timeout, self._give_up_connection(conn))
+        future.result()  # the handler's own exception, if any
+        if postgres and self._statement_timeout is not None:
+            _set_statement_timeout(conn, self._statement_timeout)
+
+    def _give_up_connection(self, conn: Connection) -> int | None:
+        """Interrupt the connection's statement and invalidate it: the group's
+        transaction is rolled back (the server ends a closed session's), and
+        the given-up handler's further use of it fails. Returns PostgreSQL's
+        backend pid, for ``_give_up`` to make sure the session ended."""
+        dbapi = conn.connection.dbapi_connection
+        pid: int | None = None
+        try:
+            if conn.dialect.name == "postgresql":
+                pid = int(dbapi.info.backend_pid)  # type: ignore[union-attr]
+                dbapi.cancel()  # type: ignore[union-attr]
+            else:
+                dbapi.interrupt()  # type: ignore[union-attr]
+        except Exception as exc:  # the connection may be gone already
+            log.info("interrupt_failed", action="interrupt_failed", error=str(exc)[:300])
+        conn.invalidate()
+        return pid
 
     def _mirror(self, conn: Connection, events: list[EventObject], *, now: datetime) -> None:
         settings = self.app.settings
@@ -509,11 +736,6 @@ class Worker:
             limit=limit,
             now=self._now,
         )
-
-    def _run_async(self, awaitable: Awaitable[None]) -> None:
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-        self._loop.run_until_complete(awaitable)
 
     # -- PostgreSQL LISTEN -------------------------------------------------
 
