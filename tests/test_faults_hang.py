@@ -37,13 +37,13 @@ HANG = 30.0
 TIMEOUT = 1.0
 
 
-def make_app(database_url: str) -> Stripeline:
+def make_app(database_url: str, *, handler_timeout: float = TIMEOUT) -> Stripeline:
     settings = Settings(
         stripe_webhook_secret=SECRET,  # type: ignore[arg-type]  # pydantic validates it
         database_url=database_url,
         retry_schedule=(3600,),
         max_attempts=2,
-        handler_timeout=TIMEOUT,
+        handler_timeout=handler_timeout,
     )
     return Stripeline(settings, engine=make_engine(database_url))
 
@@ -307,6 +307,51 @@ def test_two_workers_process_a_backlog_behind_a_hanging_handler(
         status, attempts, error = found[hanging]
         assert (status, attempts) == ("failed", 1)
         assert error is not None and "handler timeout" in error
+    finally:
+        release.set()
+        for w in workers:
+            w.stop()
+        for thread in threads:
+            thread.join(10)
+        app.dispose()
+
+
+@pytest.mark.postgres
+def test_a_slow_handler_within_its_timeout_holds_no_other_event(
+    postgres_url: str, release: threading.Event
+) -> None:
+    """With the timeout far off (the default's 30 s, say), the rest of a slow
+    handler's batch goes to the other worker after a second, not after the
+    handler; the slow event is shown running, then processed once."""
+    app = make_app(postgres_url, handler_timeout=120.0)
+    ids = store(app.engine, 400)
+    slow = ids[0]
+
+    @app.on("customer.updated")
+    def handle(event: ReceivedEvent) -> None:
+        if event.id == slow:
+            release.wait(HANG)
+
+    workers = [Worker(app) for _ in range(2)]
+    threads = [threading.Thread(target=w.run, daemon=True) for w in workers]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    try:
+        found: dict[str, Any] = {}
+        while time.monotonic() - started < HANG / 2:
+            found = statuses(app.engine)
+            if all(found[i][0] == "processed" for i in ids[1:]):
+                break
+            time.sleep(0.1)
+        assert time.monotonic() - started < HANG / 2, found
+        assert all(found[i][:2] == ("processed", 1) for i in ids[1:])
+        assert found[slow][:2] == ("processing", 1)
+        release.set()
+        while time.monotonic() - started < HANG and statuses(app.engine)[slow][0] != "processed":
+            time.sleep(0.1)
+        assert statuses(app.engine)[slow][:2] == ("processed", 1)
+        assert attempts_of(app.engine, slow) == [(1, "processed", None)]
     finally:
         release.set()
         for w in workers:

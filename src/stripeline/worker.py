@@ -62,8 +62,9 @@ DEADLOCK_SQLSTATE = "40P01"
 #: Seconds the worker waits past the handler timeout before it gives a
 #: handler up (on PostgreSQL, ``statement_timeout`` ends a hang in SQL first).
 HANDLER_GRACE_SECONDS = 0.5
-#: Seconds the server is given to end the session of a handler given up.
-TERMINATE_WAIT_MS = 5_000
+#: PostgreSQL: seconds a handler runs before the rest of its batch, not yet
+#: started, is released to the other workers rather than held behind it.
+RELEASE_AFTER_SECONDS = 1.0
 
 
 class HandlerTimeout(Exception):
@@ -76,12 +77,11 @@ class _GivenUp(BaseException):
     its own, and the connection of its group is given up (rolled back). Not an
     ``Exception``: nothing on the way to ``run_once`` may touch the connection."""
 
-    def __init__(self, event_id: str, attempt: int, timeout: float, backend_pid: int | None):
+    def __init__(self, event_id: str, attempt: int, timeout: float):
         super().__init__(event_id)
         self.event_id = event_id
         self.attempt = attempt
         self.timeout = timeout
-        self.backend_pid = backend_pid
 
 
 def _timeout_message(timeout: float) -> str:
@@ -212,6 +212,10 @@ class Worker:
         self._handler_thread: _HandlerThread | None = None
         #: PostgreSQL's statement_timeout outside handlers (read once).
         self._statement_timeout: str | None = None
+        #: The batch and the position of its first event not yet started,
+        #: while a handler runs; whether that rest was released meanwhile.
+        self._unstarted: tuple[list[inbox.ClaimedEvent], int] | None = None
+        self._released_from: int | None = None
         self._listener: threading.Thread | None = None
         self._clock = clock
         self._now = now
@@ -320,6 +324,7 @@ class Worker:
                 now=self._now(),
             )
         position = 0
+        self._released_from = None
         leased_at = self._clock()
         deadlocks = 0
         while position < len(claimed):
@@ -340,7 +345,9 @@ class Worker:
                 with connect(self.app.engine) as conn:
                     reached = self._process_group(conn, claimed, position)
             except _GivenUp as given_up:
-                self._give_up(given_up, claimed[start:])
+                # Those released while the handler ran are other workers' now.
+                end = len(claimed) if self._released_from is None else self._released_from
+                self._give_up(given_up, claimed[start:end])
                 return len(claimed)
             except DBAPIError as exc:
                 if is_deadlock(exc) and deadlocks < MAX_DEADLOCK_RETRIES:
@@ -357,24 +364,21 @@ class Worker:
                 self._abandon(claimed[start:], exc)
                 raise
             position = reached
+            if self._rest_released():  # the rest went to other workers
+                break
         return len(claimed) + self.refetch_once()
 
     def _give_up(self, given_up: _GivenUp, rest: list[inbox.ClaimedEvent]) -> None:
         """A handler ran past its timeout and its group's transaction was
         rolled back: that event's attempt fails (retried with backoff, dead at
-        the limit); every other event of the rest of the batch, those of the
-        rolled-back group included, is released at once, its attempt not
-        counted, for any worker to take (NOTIFY wakes them on PostgreSQL)."""
+        the limit); every other event of ``rest`` (the rolled-back group's
+        and those not started) is released at once, its attempt not counted,
+        for any worker to take (NOTIFY wakes them on PostgreSQL)."""
         settings = self.app.settings
         error = f"HandlerTimeout: {_timeout_message(given_up.timeout)}; the worker stopped waiting"
         now = self._now()
         with connect(self.app.engine) as conn:
-            if given_up.backend_pid is not None:
-                # The given-up session may still hold row locks: end it.
-                conn.execute(
-                    text("SELECT pg_terminate_backend(:pid, :wait)"),
-                    {"pid": given_up.backend_pid, "wait": TERMINATE_WAIT_MS},
-                )
+            # On PostgreSQL this waits for the given-up session's rollback.
             outcome = inbox.mark_failed(
                 conn,
                 given_up.event_id,
@@ -384,9 +388,6 @@ class Worker:
                 max_attempts=settings.max_attempts,
                 schedule=settings.retry_schedule,
                 now=now,
-            )
-            released = inbox.release(
-                conn, [e.id for e in rest if e.id != given_up.event_id], worker=self.id, now=now
             )
             inbox.record_attempt(
                 conn,
@@ -403,8 +404,6 @@ class Worker:
                     }
                 ],
             )
-            if released:
-                inbox.notify_workers(conn)
         self.app.metrics.failures.labels(_type_of(rest, given_up.event_id)).inc()
         log.warning(
             "handler_timed_out",
@@ -412,9 +411,15 @@ class Worker:
             event_id=given_up.event_id,
             attempt=given_up.attempt,
             status=outcome,
-            released=released,
             timeout=given_up.timeout,
         )
+        others = [e.id for e in rest if e.id != given_up.event_id]
+        try:
+            with connect(self.app.engine) as conn:
+                if inbox.release(conn, others, worker=self.id, now=self._now()):
+                    inbox.notify_workers(conn)
+        except DBAPIError as exc:  # their lease runs out instead
+            log.warning("release_failed", action="release_failed", error=_first_line(exc))
 
     def _abandon(self, rest: list[inbox.ClaimedEvent], exc: DBAPIError) -> None:
         """The transaction of ``rest``'s group could not commit: mark those
@@ -462,11 +467,18 @@ class Worker:
             if run:
                 attempt_rows.extend(self._process_bulk(conn, run))
             else:
-                row = self._process(conn, claimed[position])
+                self._unstarted = (claimed, position + 1)
+                try:
+                    row = self._process(conn, claimed[position])
+                finally:
+                    self._unstarted = None
                 if row is not None:
                     attempt_rows.append(row)
                 position += 1
-            if self._clock() - started > self.max_transaction_seconds:
+            if (
+                self._released_from is not None
+                or self._clock() - started > self.max_transaction_seconds
+            ):
                 break
         inbox.record_attempt(conn, attempt_rows)
         return position
@@ -680,32 +692,64 @@ class Worker:
                 raise
 
         future = thread.submit(call)
-        done, _ = wait_for_future([future], timeout=timeout + HANDLER_GRACE_SECONDS)
+        wait = timeout + HANDLER_GRACE_SECONDS
+        done: Any = ()
+        if postgres and self._unstarted is not None and wait > RELEASE_AFTER_SECONDS:
+            done, _ = wait_for_future([future], timeout=RELEASE_AFTER_SECONDS)
+            if not done:
+                self._release_unstarted()
+                wait -= RELEASE_AFTER_SECONDS
+        if not done:
+            done, _ = wait_for_future([future], timeout=wait)
         if not done:
             self._handler_thread = None
             thread.abandon()
-            raise _GivenUp(event.id, event.attempt, timeout, self._give_up_connection(conn))
+            self._give_up_connection(conn)
+            raise _GivenUp(event.id, event.attempt, timeout)
         future.result()  # the handler's own exception, if any
         if postgres and self._statement_timeout is not None:
             _set_statement_timeout(conn, self._statement_timeout)
 
-    def _give_up_connection(self, conn: Connection) -> int | None:
+    def _rest_released(self) -> bool:
+        """Whether the batch's events not yet started were released (a
+        method: ``_process_group`` changes it under ``run_once``)."""
+        return self._released_from is not None
+
+    def _release_unstarted(self) -> None:
+        """A handler is slow (PostgreSQL): give the events of the batch not yet
+        started back to the queue, in a transaction of its own, so that other
+        workers take them now; this worker stops after the slow event."""
+        if self._unstarted is None:  # pragma: no cover - only called with one
+            return
+        claimed, start = self._unstarted
+        rest = [e.id for e in claimed[start:]]
+        if not rest:
+            return
+        self._released_from = start
+        try:
+            with connect(self.app.engine) as conn:
+                released = inbox.release(conn, rest, worker=self.id, now=self._now())
+                if released:
+                    inbox.notify_workers(conn)
+        except DBAPIError as exc:  # their lease runs out instead
+            log.warning("release_failed", action="release_failed", error=_first_line(exc))
+            return
+        log.info("batch_released", action="batch_released", worker=self.id, released=released)
+
+    def _give_up_connection(self, conn: Connection) -> None:
         """Interrupt the connection's statement and invalidate it: the group's
-        transaction is rolled back (the server ends a closed session's), and
-        the given-up handler's further use of it fails. Returns PostgreSQL's
-        backend pid, for ``_give_up`` to make sure the session ended."""
+        transaction is rolled back (PostgreSQL ends the session of a closed
+        connection, releasing its row locks: ``_give_up``'s updates wait for
+        that), and the given-up handler's further use of it fails."""
         dbapi = conn.connection.dbapi_connection
-        pid: int | None = None
         try:
             if conn.dialect.name == "postgresql":
-                pid = int(dbapi.info.backend_pid)  # type: ignore[union-attr]
                 dbapi.cancel()  # type: ignore[union-attr]
             else:
                 dbapi.interrupt()  # type: ignore[union-attr]
         except Exception as exc:  # the connection may be gone already
             log.info("interrupt_failed", action="interrupt_failed", error=str(exc)[:300])
         conn.invalidate()
-        return pid
 
     def _mirror(self, conn: Connection, events: list[EventObject], *, now: datetime) -> None:
         settings = self.app.settings
