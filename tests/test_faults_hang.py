@@ -153,7 +153,7 @@ def test_a_python_hang_fails_its_event_and_the_rest_runs_after_the_timeout(
     try:
         Worker(app, listen=False).drain(timeout=HANG)
         elapsed = time.monotonic() - started
-        assert elapsed < TIMEOUT + 5, elapsed
+        assert elapsed < HANG / 2, elapsed
         found = statuses(app.engine)
         assert all(found[i][:2] == ("processed", 1) for i in ids[1:]), found
         status, attempts, error = found[hanging]
@@ -218,7 +218,7 @@ def test_an_async_handler_is_cancelled_at_the_timeout(database_url: str) -> None
     started = time.monotonic()
     try:
         Worker(app, listen=False).drain(timeout=HANG)
-        assert time.monotonic() - started < TIMEOUT + 5
+        assert time.monotonic() - started < HANG / 2
         assert cancelled == [ids[0]]
         found = statuses(app.engine)
         assert all(found[i][:2] == ("processed", 1) for i in ids[1:]), found
@@ -259,7 +259,7 @@ def test_a_hang_in_sql_is_cancelled_by_the_statement_timeout(postgres_url: str) 
     started = time.monotonic()
     try:
         Worker(app, listen=False).drain(timeout=HANG)
-        assert time.monotonic() - started < TIMEOUT + 5
+        assert time.monotonic() - started < HANG / 2
         found = statuses(app.engine)
         assert all(found[i][:2] == ("processed", 1) for i in ids[1:]), found
         status, attempts, error = found[ids[0]]
