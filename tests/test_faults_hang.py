@@ -14,9 +14,12 @@ test sets when it is done, at most ``HANG`` seconds.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -359,3 +362,41 @@ def test_a_slow_handler_within_its_timeout_holds_no_other_event(
         for thread in threads:
             thread.join(10)
         app.dispose()
+
+
+EXIT_SCRIPT = """
+import sys, time
+from stripeline.app import Stripeline
+from stripeline.db.engine import make_engine
+from stripeline.settings import Settings
+from stripeline.worker import Worker
+from tests.test_faults_hang import store
+
+url = sys.argv[1]
+app = Stripeline(Settings(database_url=url, handler_timeout=0.5), engine=make_engine(url))
+ids = store(app.engine, 3)
+
+@app.on("customer.updated")
+def hang(event):
+    if event.id == ids[0]:
+        time.sleep(600)
+
+Worker(app, listen=False).drain(timeout=60)
+print("drained", flush=True)
+"""
+
+
+def test_a_hung_handler_does_not_keep_the_process_alive(sqlite_url: str) -> None:
+    """The given-up thread is a daemon: the worker process still exits."""
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT, sqlite_url],
+        capture_output=True,
+        text=True,
+        timeout=HANG,
+        cwd=Path(__file__).parent.parent,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "drained" in result.stdout.splitlines()
+    assert time.monotonic() - started < HANG / 2

@@ -23,6 +23,7 @@ import asyncio
 import contextvars
 import json
 import os
+import queue
 import random
 import socket
 import threading
@@ -30,7 +31,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import wait as wait_for_future
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -91,23 +92,36 @@ def _timeout_message(timeout: float) -> str:
 class _HandlerThread:
     """The thread an event's handlers run in, so that the worker can stop
     waiting for them. A Python thread cannot be killed: one that hangs is
-    given up (``abandon``) and finishes in the background, its result unused."""
+    given up (``abandon``) and finishes in the background, its result unused.
+    A daemon thread: a hung handler does not keep the process from exiting."""
 
     def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="stripeline-handler")
+        self._tasks: queue.SimpleQueue[
+            tuple[contextvars.Context, Callable[[], None], Future[None]] | None
+        ] = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._abandoned = False
+        self._thread = threading.Thread(target=self._serve, name="stripeline-handler", daemon=True)
+        self._thread.start()
 
     def submit(self, fn: Callable[[], None]) -> Future[None]:
-        context = contextvars.copy_context()  # the event's log fields
-        return self._executor.submit(context.run, self._in_thread, fn)
+        future: Future[None] = Future()
+        # The event's log fields go along (structlog's context variables).
+        self._tasks.put((contextvars.copy_context(), fn, future))
+        return future
 
-    def _in_thread(self, fn: Callable[[], None]) -> None:
+    def _serve(self) -> None:
         try:
-            fn()
+            while (task := self._tasks.get()) is not None:
+                context, fn, future = task
+                try:
+                    context.run(fn)
+                except BaseException as exc:  # the worker re-raises it
+                    future.set_exception(exc)
+                else:
+                    future.set_result(None)
         finally:
-            if self._abandoned:
-                self._close_loop()
+            if self._loop is not None:
+                self._loop.close()
 
     def run_async(self, awaitable: Awaitable[None], *, deadline: float, timeout: float) -> None:
         """Run an async handler in this thread's loop, cancelled at ``deadline``."""
@@ -122,19 +136,13 @@ class _HandlerThread:
                 raise HandlerTimeout(_timeout_message(timeout)) from None
             raise
 
-    def _close_loop(self) -> None:
-        if self._loop is not None:
-            self._loop.close()
-            self._loop = None
-
     def abandon(self) -> None:
-        """Leave the thread to finish its handler alone (it closes its loop)."""
-        self._abandoned = True
-        self._executor.shutdown(wait=False)
+        """Leave the thread to finish its handler alone; it ends after it."""
+        self._tasks.put(None)
 
     def close(self) -> None:
-        self._executor.submit(self._close_loop).result()
-        self._executor.shutdown(wait=True)
+        self._tasks.put(None)
+        self._thread.join()
 
 
 async def _awaited(awaitable: Awaitable[None]) -> None:
