@@ -171,7 +171,7 @@ def _first_line(exc: DBAPIError) -> str:
 
 
 def _set_statement_timeout(conn: Connection, value: str) -> None:
-    """``SET LOCAL statement_timeout`` (undone with the SAVEPOINT it is in)."""
+    """``SET LOCAL statement_timeout``: until the transaction ends."""
     conn.execute(text("SELECT set_config('statement_timeout', :value, true)"), {"value": value})
 
 
@@ -218,8 +218,6 @@ class Worker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._handler_thread: _HandlerThread | None = None
-        #: PostgreSQL's statement_timeout outside handlers (read once).
-        self._statement_timeout: str | None = None
         #: The batch and the position of its first event not yet started,
         #: while a handler runs; whether that rest was released meanwhile.
         self._unstarted: tuple[list[inbox.ClaimedEvent], int] | None = None
@@ -463,6 +461,7 @@ class Worker:
         return the position reached."""
         started = self._clock()
         attempt_rows: list[dict[str, Any]] = []
+        timeout_set = False
         while position < len(claimed):
             # Events no handler wants are applied to the mirror in bulk;
             # the others one by one, each in its own SAVEPOINT.
@@ -475,6 +474,12 @@ class Worker:
             if run:
                 attempt_rows.extend(self._process_bulk(conn, run))
             else:
+                if not timeout_set and conn.dialect.name == "postgresql":
+                    # Handlers' SQL (and the rest of this transaction's) runs
+                    # under the handler timeout. Set outside the event's
+                    # SAVEPOINT, so that rolling one back keeps it.
+                    _set_statement_timeout(conn, f"{max(1, int(self.handler_timeout * 1000))}ms")
+                    timeout_set = True
                 self._unstarted = (claimed, position + 1)
                 try:
                     row = self._process(conn, claimed[position])
@@ -674,12 +679,6 @@ class Worker:
         timeout = self.handler_timeout
         deadline = time.monotonic() + timeout
         postgres = conn.dialect.name == "postgresql"
-        if postgres:
-            if self._statement_timeout is None:
-                self._statement_timeout = str(
-                    conn.execute(text("SELECT current_setting('statement_timeout')")).scalar_one()
-                )
-            _set_statement_timeout(conn, f"{max(1, int(timeout * 1000))}ms")
         thread = self._handler_thread
         if thread is None:
             thread = self._handler_thread = _HandlerThread()
@@ -715,8 +714,6 @@ class Worker:
             self._give_up_connection(conn)
             raise _GivenUp(event.id, event.attempt, timeout)
         future.result()  # the handler's own exception, if any
-        if postgres and self._statement_timeout is not None:
-            _set_statement_timeout(conn, self._statement_timeout)
 
     def _rest_released(self) -> bool:
         """Whether the batch's events not yet started were released (a
