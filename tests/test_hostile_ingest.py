@@ -474,7 +474,7 @@ def test_a_client_that_leaves_mid_body_gets_no_500_and_nothing_is_stored(
     """Broken chunked framing or a dropped connection reaches the route as
     ``http.disconnect`` before the body is whole."""
     payload = encode(event())
-    messages = [
+    messages: list[dict[str, Any]] = [
         {"type": "http.request", "body": payload[:10], "more_body": True},
         {"type": "http.disconnect"},
     ]

@@ -281,6 +281,26 @@ def finish_many(
     return set(conn.execute(stmt).scalars())
 
 
+def release(conn: Connection, event_ids: Sequence[str], *, worker: str, now: datetime) -> int:
+    """Give back events ``worker`` holds but will not process now: ``pending``,
+    due at ``now``, their claim's attempt not counted. Returns how many."""
+    if not event_ids:
+        return 0
+    stmt = (
+        update(events)
+        .where(_held_by(worker, sorted(event_ids)))
+        .values(
+            status="pending",
+            next_attempt_at=now,
+            lease_owner=None,
+            attempts=func.greatest(events.c.attempts - 1, 0)
+            if conn.dialect.name == "postgresql"
+            else func.max(events.c.attempts - 1, 0),
+        )
+    )
+    return int(conn.execute(stmt).rowcount)
+
+
 def mark_failed(
     conn: Connection,
     event_id: str,

@@ -9,7 +9,9 @@ problem into one ``ConfigError`` whose message says what to fix. Secrets are
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
@@ -63,6 +65,42 @@ def database_url_problem(url: str) -> str | None:
     return None
 
 
+def sqlite_files_problem(url: str) -> str | None:
+    """What keeps this process from writing a SQLite database (None: nothing).
+
+    The database file, its directory and its ``-wal``/``-shm`` files, where
+    they exist, must be readable and writable by this process. SQLite maps
+    ``-shm`` into memory: a write-protected one does not fail with an error
+    but kills the process (SIGBUS), so it is refused at start, naming the
+    file and the fix. A file or directory that does not exist yet is left to
+    SQLite (it creates the file; it reports a missing directory).
+    """
+    if not url.startswith("sqlite"):
+        return None
+    try:
+        database = make_url(url).database
+    except (ArgumentError, ValueError):
+        return None  # database_url_problem says what is wrong
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = Path(database)
+    directory = path.parent
+    if directory.is_dir() and not os.access(directory, os.R_OK | os.W_OK | os.X_OK):
+        return (
+            f"the SQLite database's directory {directory} is not writable by this process "
+            "(SQLite creates its -wal and -shm files there): give the user running "
+            "stripeline write access to it"
+        )
+    for file in (path, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        if file.exists() and not os.access(file, os.R_OK | os.W_OK):
+            return (
+                f"the SQLite file {file} is not readable and writable by this process: "
+                "give the user running stripeline read and write access to it "
+                "(chown or chmod u+rw)"
+            )
+    return None
+
+
 def _split_secrets(raw: SecretStr | None) -> tuple[SecretStr, ...]:
     if raw is None:
         return ()
@@ -108,6 +146,12 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(default=120, ge=1, le=24 * 3600)
     worker_batch_size: int = Field(default=500, ge=1, le=10_000)
     worker_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    handler_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        le=24 * 3600,
+        description="Seconds an event's handlers may run before its attempt fails.",
+    )
     mirror_policy: Literal["payload", "refetch"] = Field(
         default="payload",
         description="payload: apply each event's object; refetch: read the object from the API.",
@@ -224,7 +268,7 @@ class Settings(BaseSettings):
             raise ValueError(
                 "STRIPELINE_RETRY_SCHEDULE must be comma-separated non-negative seconds"
             )
-        problem = database_url_problem(self.database_url)
+        problem = database_url_problem(self.database_url) or sqlite_files_problem(self.database_url)
         if problem is not None:
             raise ValueError(problem)
         return self

@@ -20,8 +20,10 @@ claims, applies, runs handlers and finishes.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import os
+import queue
 import random
 import socket
 import threading
@@ -29,15 +31,17 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_for_future
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError
 
 from stripeline import inbox
-from stripeline.app import ReceivedEvent, Stripeline
+from stripeline.app import Handler, ReceivedEvent, Stripeline
 from stripeline.core.backoff import exponential
 from stripeline.db.engine import connect, is_postgres
 from stripeline.inbox import NOTIFY_CHANNEL
@@ -56,6 +60,93 @@ BULK_SIZE = 500
 MAX_DEADLOCK_RETRIES = 20
 #: PostgreSQL's SQLSTATE for a deadlock (the victim's transaction is aborted).
 DEADLOCK_SQLSTATE = "40P01"
+#: Seconds the worker waits past the handler timeout before it gives a
+#: handler up (on PostgreSQL, ``statement_timeout`` ends a hang in SQL first).
+HANDLER_GRACE_SECONDS = 0.5
+#: PostgreSQL: seconds a handler runs before the rest of its batch, not yet
+#: started, is released to the other workers rather than held behind it.
+RELEASE_AFTER_SECONDS = 1.0
+
+
+class HandlerTimeout(Exception):
+    """An event's handlers ran past ``STRIPELINE_HANDLER_TIMEOUT``: the
+    event's attempt failed (retried with backoff, dead at the limit)."""
+
+
+class _GivenUp(BaseException):
+    """A handler still runs past its deadline: its thread is left to finish on
+    its own, and the connection of its group is given up (rolled back). Not an
+    ``Exception``: nothing on the way to ``run_once`` may touch the connection."""
+
+    def __init__(self, event_id: str, attempt: int, timeout: float):
+        super().__init__(event_id)
+        self.event_id = event_id
+        self.attempt = attempt
+        self.timeout = timeout
+
+
+def _timeout_message(timeout: float) -> str:
+    return f"the handlers ran past the handler timeout (STRIPELINE_HANDLER_TIMEOUT={timeout:g} s)"
+
+
+class _HandlerThread:
+    """The thread an event's handlers run in, so that the worker can stop
+    waiting for them. A Python thread cannot be killed: one that hangs is
+    given up (``abandon``) and finishes in the background, its result unused.
+    A daemon thread: a hung handler does not keep the process from exiting."""
+
+    def __init__(self) -> None:
+        self._tasks: queue.SimpleQueue[
+            tuple[contextvars.Context, Callable[[], None], Future[None]] | None
+        ] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._serve, name="stripeline-handler", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], None]) -> Future[None]:
+        future: Future[None] = Future()
+        # The event's log fields go along (structlog's context variables).
+        self._tasks.put((contextvars.copy_context(), fn, future))
+        return future
+
+    def _serve(self) -> None:
+        try:
+            while (task := self._tasks.get()) is not None:
+                context, fn, future = task
+                try:
+                    context.run(fn)
+                except BaseException as exc:  # the worker re-raises it
+                    future.set_exception(exc)
+                else:
+                    future.set_result(None)
+        finally:
+            if self._loop is not None:
+                self._loop.close()
+
+    def run_async(self, awaitable: Awaitable[None], *, deadline: float, timeout: float) -> None:
+        """Run an async handler in this thread's loop, cancelled at ``deadline``."""
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        remaining = max(deadline - time.monotonic(), 0.001)
+        task = self._loop.create_task(_awaited(awaitable))
+        try:
+            self._loop.run_until_complete(asyncio.wait_for(task, remaining))
+        except TimeoutError:
+            if task.cancelled():  # wait_for cancelled it: the deadline, not the handler
+                raise HandlerTimeout(_timeout_message(timeout)) from None
+            raise
+
+    def abandon(self) -> None:
+        """Leave the thread to finish its handler alone; it ends after it."""
+        self._tasks.put(None)
+
+    def close(self) -> None:
+        self._tasks.put(None)
+        self._thread.join()
+
+
+async def _awaited(awaitable: Awaitable[None]) -> None:
+    await awaitable
 
 
 def is_deadlock(exc: BaseException) -> bool:
@@ -79,6 +170,15 @@ def _first_line(exc: DBAPIError) -> str:
     return (lines[0] if lines else type(orig).__name__)[:300]
 
 
+def _set_statement_timeout(conn: Connection, value: str) -> None:
+    """``SET LOCAL statement_timeout``: until the transaction ends."""
+    conn.execute(text("SELECT set_config('statement_timeout', :value, true)"), {"value": value})
+
+
+def _type_of(claimed: list[inbox.ClaimedEvent], event_id: str) -> str:
+    return next((e.type for e in claimed if e.id == event_id), "unknown")
+
+
 def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
@@ -95,6 +195,7 @@ class Worker:
         lease_seconds: int | None = None,
         poll_seconds: float | None = None,
         max_transaction_seconds: float | None = None,
+        handler_timeout: float | None = None,
         listen: bool = True,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = inbox.utcnow,
@@ -112,10 +213,15 @@ class Worker:
             max_transaction_seconds
             or DEFAULT_MAX_TRANSACTION_SECONDS.get(app.engine.dialect.name, 0.2)
         )
+        self.handler_timeout = handler_timeout or settings.handler_timeout
         self._listen = listen and is_postgres(app.engine)
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handler_thread: _HandlerThread | None = None
+        #: The batch and the position of its first event not yet started,
+        #: while a handler runs; whether that rest was released meanwhile.
+        self._unstarted: tuple[list[inbox.ClaimedEvent], int] | None = None
+        self._released_from: int | None = None
         self._listener: threading.Thread | None = None
         self._clock = clock
         self._now = now
@@ -167,10 +273,10 @@ class Worker:
             log.info("worker_stopped", action="worker_stopped", worker=self.id)
 
     def close(self) -> None:
-        """Release what the worker holds (the event loop of async handlers)."""
-        if self._loop is not None:
-            self._loop.close()
-            self._loop = None
+        """Release what the worker holds (the handler thread and its event loop)."""
+        if self._handler_thread is not None:
+            self._handler_thread.close()
+            self._handler_thread = None
 
     def drain(self, *, timeout: float = 30.0) -> int:
         """Process until nothing is due (tests, one-off runs); return how many."""
@@ -224,14 +330,16 @@ class Worker:
                 now=self._now(),
             )
         position = 0
+        self._released_from = None
         leased_at = self._clock()
         deadlocks = 0
         while position < len(claimed):
             start = position
             try:
-                with connect(self.app.engine) as conn:
-                    if self._clock() - leased_at > self.lease_seconds / 3:
-                        # Slow handlers: keep the rest of the batch ours.
+                if self._clock() - leased_at > self.lease_seconds / 3:
+                    # Slow handlers: keep the rest of the batch ours (in a
+                    # transaction of its own: no row lock held meanwhile).
+                    with connect(self.app.engine) as conn:
                         inbox.renew(
                             conn,
                             [e.id for e in claimed[position:]],
@@ -239,8 +347,14 @@ class Worker:
                             lease_seconds=self.lease_seconds,
                             now=self._now(),
                         )
-                        leased_at = self._clock()
+                    leased_at = self._clock()
+                with connect(self.app.engine) as conn:
                     reached = self._process_group(conn, claimed, position)
+            except _GivenUp as given_up:
+                # Those released while the handler ran are other workers' now.
+                end = len(claimed) if self._released_from is None else self._released_from
+                self._give_up(given_up, claimed[start:end])
+                return len(claimed)
             except DBAPIError as exc:
                 if is_deadlock(exc) and deadlocks < MAX_DEADLOCK_RETRIES:
                     deadlocks += 1
@@ -256,7 +370,62 @@ class Worker:
                 self._abandon(claimed[start:], exc)
                 raise
             position = reached
+            if self._rest_released():  # the rest went to other workers
+                break
         return len(claimed) + self.refetch_once()
+
+    def _give_up(self, given_up: _GivenUp, rest: list[inbox.ClaimedEvent]) -> None:
+        """A handler ran past its timeout and its group's transaction was
+        rolled back: that event's attempt fails (retried with backoff, dead at
+        the limit); every other event of ``rest`` (the rolled-back group's
+        and those not started) is released at once, its attempt not counted,
+        for any worker to take (NOTIFY wakes them on PostgreSQL)."""
+        settings = self.app.settings
+        error = f"HandlerTimeout: {_timeout_message(given_up.timeout)}; the worker stopped waiting"
+        now = self._now()
+        with connect(self.app.engine) as conn:
+            # On PostgreSQL this waits for the given-up session's rollback.
+            outcome = inbox.mark_failed(
+                conn,
+                given_up.event_id,
+                attempt=given_up.attempt,
+                error=error,
+                traceback=None,
+                max_attempts=settings.max_attempts,
+                schedule=settings.retry_schedule,
+                now=now,
+            )
+            inbox.record_attempt(
+                conn,
+                [
+                    {
+                        "event_id": given_up.event_id,
+                        "number": given_up.attempt,
+                        "worker": self.id,
+                        "started_at": now - timedelta(seconds=given_up.timeout),
+                        "finished_at": now,
+                        "outcome": outcome,
+                        "error": error,
+                        "traceback": None,
+                    }
+                ],
+            )
+        self.app.metrics.failures.labels(_type_of(rest, given_up.event_id)).inc()
+        log.warning(
+            "handler_timed_out",
+            action="handler_timed_out",
+            event_id=given_up.event_id,
+            attempt=given_up.attempt,
+            status=outcome,
+            timeout=given_up.timeout,
+        )
+        others = [e.id for e in rest if e.id != given_up.event_id]
+        try:
+            with connect(self.app.engine) as conn:
+                if inbox.release(conn, others, worker=self.id, now=self._now()):
+                    inbox.notify_workers(conn)
+        except DBAPIError as exc:  # their lease runs out instead
+            log.warning("release_failed", action="release_failed", error=_first_line(exc))
 
     def _abandon(self, rest: list[inbox.ClaimedEvent], exc: DBAPIError) -> None:
         """The transaction of ``rest``'s group could not commit: mark those
@@ -292,6 +461,7 @@ class Worker:
         return the position reached."""
         started = self._clock()
         attempt_rows: list[dict[str, Any]] = []
+        timeout_set = False
         while position < len(claimed):
             # Events no handler wants are applied to the mirror in bulk;
             # the others one by one, each in its own SAVEPOINT.
@@ -304,11 +474,24 @@ class Worker:
             if run:
                 attempt_rows.extend(self._process_bulk(conn, run))
             else:
-                row = self._process(conn, claimed[position])
+                if not timeout_set and conn.dialect.name == "postgresql":
+                    # Handlers' SQL (and the rest of this transaction's) runs
+                    # under the handler timeout. Set outside the event's
+                    # SAVEPOINT, so that rolling one back keeps it.
+                    _set_statement_timeout(conn, f"{max(1, int(self.handler_timeout * 1000))}ms")
+                    timeout_set = True
+                self._unstarted = (claimed, position + 1)
+                try:
+                    row = self._process(conn, claimed[position])
+                finally:
+                    self._unstarted = None
                 if row is not None:
                     attempt_rows.append(row)
                 position += 1
-            if self._clock() - started > self.max_transaction_seconds:
+            if (
+                self._released_from is not None
+                or self._clock() - started > self.max_transaction_seconds
+            ):
                 break
         inbox.record_attempt(conn, attempt_rows)
         return position
@@ -434,6 +617,8 @@ class Worker:
                     try:
                         self._apply(conn, event, now=started_at)
                         event._finish()
+                    except _GivenUp:
+                        raise  # the handler's thread may still use its session
                     except BaseException:
                         # Close the handler's session before its SAVEPOINT goes.
                         event._discard()
@@ -475,10 +660,101 @@ class Worker:
             [EventObject(event.id, event.type, event.created, event.account, event.data)],
             now=now,
         )
-        for handler in self.app.handlers_for(event.type):
-            result = handler(event)
-            if result is not None and asyncio.iscoroutine(result):
-                self._run_async(cast(Awaitable[None], result))
+        handlers = self.app.handlers_for(event.type)
+        if handlers:
+            self._run_handlers(conn, event, handlers)
+
+    def _run_handlers(
+        self, conn: Connection, event: ReceivedEvent, handlers: list[Handler]
+    ) -> None:
+        """Run ``handlers`` in the handler thread, for at most ``handler_timeout``.
+
+        On PostgreSQL their SQL runs under ``statement_timeout``: a statement
+        that hangs is cancelled, the handler fails, and only its SAVEPOINT is
+        rolled back. A handler that hangs in Python cannot be stopped: past the
+        deadline the worker interrupts the connection's statement, gives the
+        connection (and so the group's transaction) up and raises ``_GivenUp``;
+        the thread finishes in the background and what it does is discarded.
+        """
+        timeout = self.handler_timeout
+        deadline = time.monotonic() + timeout
+        postgres = conn.dialect.name == "postgresql"
+        thread = self._handler_thread
+        if thread is None:
+            thread = self._handler_thread = _HandlerThread()
+
+        def call() -> None:
+            try:
+                for handler in handlers:
+                    result = handler(event)
+                    if result is not None and asyncio.iscoroutine(result):
+                        thread.run_async(
+                            cast(Awaitable[None], result), deadline=deadline, timeout=timeout
+                        )
+            except HandlerTimeout:
+                raise
+            except Exception as exc:
+                if time.monotonic() >= deadline:  # statement_timeout, most likely
+                    raise HandlerTimeout(f"{_timeout_message(timeout)}: {exc}") from exc
+                raise
+
+        future = thread.submit(call)
+        wait = timeout + HANDLER_GRACE_SECONDS
+        done: Any = ()
+        if postgres and self._unstarted is not None and wait > RELEASE_AFTER_SECONDS:
+            done, _ = wait_for_future([future], timeout=RELEASE_AFTER_SECONDS)
+            if not done:
+                self._release_unstarted()
+                wait -= RELEASE_AFTER_SECONDS
+        if not done:
+            done, _ = wait_for_future([future], timeout=wait)
+        if not done:
+            self._handler_thread = None
+            thread.abandon()
+            self._give_up_connection(conn)
+            raise _GivenUp(event.id, event.attempt, timeout)
+        future.result()  # the handler's own exception, if any
+
+    def _rest_released(self) -> bool:
+        """Whether the batch's events not yet started were released (a
+        method: ``_process_group`` changes it under ``run_once``)."""
+        return self._released_from is not None
+
+    def _release_unstarted(self) -> None:
+        """A handler is slow (PostgreSQL): give the events of the batch not yet
+        started back to the queue, in a transaction of its own, so that other
+        workers take them now; this worker stops after the slow event."""
+        if self._unstarted is None:  # pragma: no cover - only called with one
+            return
+        claimed, start = self._unstarted
+        rest = [e.id for e in claimed[start:]]
+        if not rest:
+            return
+        self._released_from = start
+        try:
+            with connect(self.app.engine) as conn:
+                released = inbox.release(conn, rest, worker=self.id, now=self._now())
+                if released:
+                    inbox.notify_workers(conn)
+        except DBAPIError as exc:  # their lease runs out instead
+            log.warning("release_failed", action="release_failed", error=_first_line(exc))
+            return
+        log.info("batch_released", action="batch_released", worker=self.id, released=released)
+
+    def _give_up_connection(self, conn: Connection) -> None:
+        """Interrupt the connection's statement and invalidate it: the group's
+        transaction is rolled back (PostgreSQL ends the session of a closed
+        connection, releasing its row locks: ``_give_up``'s updates wait for
+        that), and the given-up handler's further use of it fails."""
+        dbapi = conn.connection.dbapi_connection
+        try:
+            if conn.dialect.name == "postgresql":
+                dbapi.cancel()  # type: ignore[union-attr]
+            else:
+                dbapi.interrupt()  # type: ignore[union-attr]
+        except Exception as exc:  # the connection may be gone already
+            log.info("interrupt_failed", action="interrupt_failed", error=str(exc)[:300])
+        conn.invalidate()
 
     def _mirror(self, conn: Connection, events: list[EventObject], *, now: datetime) -> None:
         settings = self.app.settings
@@ -509,11 +785,6 @@ class Worker:
             limit=limit,
             now=self._now,
         )
-
-    def _run_async(self, awaitable: Awaitable[None]) -> None:
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-        self._loop.run_until_complete(awaitable)
 
     # -- PostgreSQL LISTEN -------------------------------------------------
 
