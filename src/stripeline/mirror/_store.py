@@ -193,15 +193,11 @@ def apply_states(conn: Connection, states: Sequence[State], *, now: datetime) ->
         table = mirror_table.table
         held = _held(conn, table, [s.key for s in group])
         rows = []
+        applying: dict[tuple[str, str], State] = {}
         for state in group:
-            incoming = _seen(state)
-            seen = held.get(state.key)
-            if seen is not None and needs_data(seen, incoming):
-                seen = Seen(
-                    seen.marker, seen.rank, seen.fetched, _held_data(conn, table, state.key)
-                )
-            decision = decide(seen, incoming)
+            decision = _decide(conn, table, state, held.get(state.key))
             if decision is Decision.APPLY:
+                applying[state.key] = state
                 rows.append(
                     {
                         "account": state.account,
@@ -216,18 +212,52 @@ def apply_states(conn: Connection, states: Sequence[State], *, now: datetime) ->
                         **mirror_table.columns(state.data),
                     }
                 )
-                result.applied += 1
-            elif decision is Decision.KEEP:
-                result.kept += 1
-            elif decision is Decision.SAME:
-                result.same += 1
             else:
-                result.ties.append(state)
+                _count(result, decision, state)
         if rows:
-            conn.execute(_upsert(conn, table), rows)
-            if mirror_table.after_write is not None:
+            written = {
+                (account, object_id)
+                for account, object_id in conn.execute(
+                    _upsert(conn, table).returning(table.c.account, table.c.id), rows
+                )
+            }
+            if len(written) < len(rows):
+                # Another transaction wrote some of these objects between our
+                # read and our write (PostgreSQL, several workers): the guard
+                # kept its state. Decide again against what it committed, so
+                # that an equal marker is a tie to re-fetch, never a silent loss.
+                lost = [key for key in applying if key not in written]
+                again = _held(conn, table, lost)
+                for key in lost:
+                    _count(
+                        result, _decide(conn, table, applying[key], again.get(key)), applying[key]
+                    )
+                rows = [row for row in rows if (row["account"], row["id"]) in written]
+            result.applied += len(rows)
+            if rows and mirror_table.after_write is not None:
                 mirror_table.after_write(conn, rows)
     return result
+
+
+def _decide(conn: Connection, table: Table, state: State, seen: Seen | None) -> Decision:
+    """``decide`` for ``state`` against the held ``seen``, reading the held data
+    when the rules need it."""
+    incoming = _seen(state)
+    if seen is not None and needs_data(seen, incoming):
+        seen = Seen(seen.marker, seen.rank, seen.fetched, _held_data(conn, table, state.key))
+    return decide(seen, incoming)
+
+
+def _count(result: ApplyResult, decision: Decision, state: State) -> None:
+    """Count a state not written: kept, the same, or a tie to settle."""
+    if decision is Decision.KEEP:
+        result.kept += 1
+    elif decision is Decision.SAME:
+        result.same += 1
+    elif decision is Decision.TIE:
+        result.ties.append(state)
+    else:  # APPLY again: the guard refused a state the rules call newer
+        result.ties.append(state)
 
 
 def get_object(
