@@ -219,23 +219,6 @@ class Server:
                 self.proc.wait(5)
 
 
-def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(request)
-                if s.recv(64).startswith(b"HTTP/1.1 200"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("server did not become ready")
-
-
 def start_floor(database_url: str, pg_threads: int) -> Server:
     port = free_port()
     cmd = [
@@ -250,7 +233,7 @@ def start_floor(database_url: str, pg_threads: int) -> Server:
         str(pg_threads),
     ]
     proc = subprocess.Popen(cmd, env={**os.environ, "BENCH_SECRET": common.SECRET})
-    wait_ready(port, proc)
+    common.wait_ready(port, proc)
     return Server("floor", proc, port)
 
 
@@ -272,7 +255,7 @@ def start_stripeline(database_url: str, *, worker: bool) -> Server:
         args.append("--no-worker")
     cmd = [sys.executable, "-c", "from stripeline.cli import main; main()", *args]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
-    wait_ready(port, proc)
+    common.wait_ready(port, proc)
     return Server("stripeline", proc, port)
 
 

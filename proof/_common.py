@@ -6,18 +6,15 @@ suite sends goes there: nothing leaves the machine.
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import os
-import platform
-import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,19 +22,30 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+
+
+def _load_bench_common() -> Any:
+    """bench/_common.py, whose scratch databases, percentiles, readiness wait
+    and machine description the proof suites share (both folders are scripts,
+    and both call their helper module ``_common``)."""
+    spec = importlib.util.spec_from_file_location("bench_common", ROOT / "bench" / "_common.py")
+    if spec is None or spec.loader is None:
+        raise ImportError("bench/_common.py is missing")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_bench = _load_bench_common()
+percentile = _bench.percentile
+migrated = _bench.migrated
+wait_ready = _bench.wait_ready
+_pg_admin = _bench._pg_admin
 SECRET = "whsec_proof_secret_0123456789"  # noqa: S105 - a fixed test secret
 #: With a key set, ``serve`` does not start its own sandbox. A suite that needs
 #: the API passes the sandbox's key and address instead.
 FAKE_KEY = "sk_test_proof0000000000000000"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def free_port() -> int:
@@ -54,59 +62,16 @@ def postgres_url() -> str | None:
     return os.environ.get("STRIPELINE_TEST_POSTGRES_URL") or None
 
 
-def _pg_admin(url: str) -> Any:
-    import psycopg
-
-    from stripeline.db.engine import normalize_url
-
-    base = normalize_url(url).replace("postgresql+psycopg://", "postgresql://")
-    return psycopg.connect(base, autocommit=True)
-
-
 @contextmanager
 def scratch_database(backend: str) -> Iterator[str]:
     """A fresh, migrated database: a SQLite file in a new directory, or a new
     PostgreSQL database next to ``STRIPELINE_TEST_POSTGRES_URL``; removed after."""
-    if backend == "sqlite":
-        directory = tempfile.mkdtemp(prefix="stripeline-proof-")
-        try:
-            url = f"sqlite:///{directory}/proof.db"
-            migrated(url)
-            yield url
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
-        return
-    from sqlalchemy.engine import make_url
-
-    from stripeline.db.engine import normalize_url
-
     base = postgres_url()
-    if base is None:
+    if backend != "sqlite" and base is None:
         raise RuntimeError("STRIPELINE_TEST_POSTGRES_URL is not set")
-    name = f"stripeline_proof_{uuid.uuid4().hex[:12]}"
-    with _pg_admin(base) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = (
-        make_url(normalize_url(base))
-        .set(database=name, drivername="postgresql")
-        .render_as_string(hide_password=False)
-    )
-    try:
+    with _bench.scratch_database(backend, base or "") as url:
         migrated(url)
         yield url
-    finally:
-        with _pg_admin(base) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def migrated(url: str) -> None:
-    from stripeline.db import make_engine, migrate
-
-    engine = make_engine(url)
-    try:
-        migrate(engine)
-    finally:
-        engine.dispose()
 
 
 def query(url: str, sql: str) -> list[tuple[Any, ...]]:
@@ -164,23 +129,6 @@ class Server:
         return self.proc.returncode
 
 
-def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(request)
-                if s.recv(64).startswith(b"HTTP/1.1 200"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError("server did not become ready")
-
-
 def start_serve(
     database_url: str,
     log_dir: Path,
@@ -221,7 +169,7 @@ def start_serve(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    wait_ready(port, proc)
+    wait_ready(port, proc, timeout=60.0)
     return Server(proc, port, log)
 
 
@@ -241,48 +189,18 @@ def stripeline_cli(args: list[str], env: dict[str, str]) -> subprocess.Completed
 
 
 def machine() -> dict[str, str]:
+    """The bench's machine description, with the CPU model."""
     cpu = "?"
-    mem = "?"
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
                 if line.startswith("model name"):
                     cpu = line.split(":", 1)[1].strip()
                     break
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemTotal:"):
-                    mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-                    break
     except OSError:
         pass
-    pg = "not used (STRIPELINE_TEST_POSTGRES_URL unset)"
-    base = postgres_url()
-    if base:
-        try:
-            with _pg_admin(base) as conn:
-                row = conn.execute("SHOW server_version").fetchone()
-                pg = str(row[0]) if row else "?"
-        except Exception as exc:  # reported, not fatal
-            pg = f"not reachable ({type(exc).__name__})"
-    commit = subprocess.run(
-        ["git", "describe", "--always", "--dirty", "--abbrev=12"],  # noqa: S607 - git from PATH
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    ).stdout.strip()
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "commit": commit or "?",
-        "cpu": cpu,
-        "cores": str(os.cpu_count()),
-        "memory": mem,
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "postgresql": pg,
-    }
+    info: dict[str, str] = _bench.machine(postgres_url())
+    return {"cpu": cpu, **info}
 
 
 # -- results ------------------------------------------------------------------
@@ -304,6 +222,11 @@ class Criterion:
     def blocking(self) -> bool:
         return not self.passed and not self.known_open
 
+    @property
+    def mark(self) -> str:
+        """PASS, FAIL, or FAIL (known open), as the console shows it."""
+        return "PASS" if self.passed else "FAIL (known open)" if self.known_open else "FAIL"
+
 
 @dataclass
 class SuiteResult:
@@ -318,3 +241,18 @@ class SuiteResult:
     def passed(self) -> bool:
         """No failed criterion but the known open ones."""
         return not any(c.blocking for c in self.criteria)
+
+
+def suite_main(run: Callable[[bool, Path], SuiteResult], doc: str, short_help: str) -> None:
+    """``python proof/<suite>.py [--short]``: run one suite, print its figures
+    and criteria, exit 1 on a blocking failure."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--short", action="store_true", help=short_help)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="stripeline-proof-") as work:
+        result = run(args.short, Path(work))
+    for name, value in result.figures:
+        print(f"{name}: {value}")
+    for c in result.criteria:
+        print(f"{c.mark}  {c.name}: {c.measured}")
+    sys.exit(0 if result.passed else 1)

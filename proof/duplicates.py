@@ -25,7 +25,6 @@ to the sandbox's final state (``stripeline verify`` finds no drift).
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
@@ -33,7 +32,6 @@ import queue
 import random
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -482,18 +480,7 @@ def run(short: bool, work: Path) -> common.SuiteResult:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--short", action="store_true", help="about 300 events instead of 2,000")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="stripeline-proof-") as work:
-        result = run(args.short, Path(work))
-    for name, value in result.figures:
-        print(f"{name}: {value}")
-    for c in result.criteria:
-        print(
-            f"{'PASS' if c.passed else 'FAIL'}{' (known open)' if c.known_open and not c.passed else ''}  {c.name}: {c.measured}"
-        )
-    sys.exit(0 if result.passed else 1)
+    common.suite_main(run, __doc__ or "", "about 300 events instead of 2,000")
 
 
 if __name__ == "__main__":

@@ -25,14 +25,11 @@ answered 200 every time, within its normal latency.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import random
 import select
 import socket
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -706,18 +703,7 @@ def run(short: bool, work: Path) -> common.SuiteResult:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--short", action="store_true", help="1,000 requests instead of 10,000")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="stripeline-proof-") as work:
-        result = run(args.short, Path(work))
-    for name, value in result.figures:
-        print(f"{name}: {value}")
-    for c in result.criteria:
-        print(
-            f"{'PASS' if c.passed else 'FAIL'}{' (known open)' if c.known_open and not c.passed else ''}  {c.name}: {c.measured}"
-        )
-    sys.exit(0 if result.passed else 1)
+    common.suite_main(run, __doc__ or "", "1,000 requests instead of 10,000")
 
 
 if __name__ == "__main__":

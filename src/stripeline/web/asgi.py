@@ -129,8 +129,17 @@ def create_app(
     )
 
     def bad_request(
-        endpoint: str, outcome: str, reason: str, message: str, request: Request
+        endpoint: str,
+        outcome: str,
+        reason: str,
+        message: str,
+        request: Request,
+        *,
+        status: int = 400,
+        error: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Response:
+        """Refuse a webhook request: counted, logged, answered; nothing stored."""
         metrics.webhooks.labels(endpoint, outcome).inc()
         log.warning(
             "webhook_rejected",
@@ -141,7 +150,9 @@ def create_app(
             client=request.client.host if request.client else None,
         )
         return JSONResponse(
-            {"error": outcome, "reason": reason, "message": message}, status_code=400
+            {"error": error or outcome, "reason": reason, "message": message},
+            status_code=status,
+            headers=headers,
         )
 
     async def receive(request: Request, endpoint: str) -> Response:
@@ -155,44 +166,30 @@ def create_app(
         try:
             body = await _read_body(request, settings.body_limit, settings.body_timeout)
         except _TooSlow:
-            metrics.webhooks.labels(endpoint, "too_slow").inc()
-            log.warning(
-                "webhook_too_slow",
-                action="webhook_rejected",
-                endpoint=endpoint,
-                reason="body_timeout",
-                client=request.client.host if request.client else None,
-            )
-            return JSONResponse(
-                {
-                    "error": "timeout",
-                    "message": f"body not received within {settings.body_timeout:g} s",
-                },
-                status_code=408,
+            return bad_request(
+                endpoint,
+                "too_slow",
+                "body_timeout",
+                f"body not received within {settings.body_timeout:g} s",
+                request,
+                status=408,
+                error="timeout",
                 headers={"Connection": "close"},
             )
         except ClientDisconnect:
             # The client went away before its body was whole (or broke the
-            # chunked framing): nothing to store, nobody to answer.
-            metrics.webhooks.labels(endpoint, "disconnected").inc()
-            log.info(
-                "webhook_client_disconnected",
-                action="webhook_rejected",
-                endpoint=endpoint,
-                reason="disconnected",
+            # chunked framing): nothing to store, nobody left to read the answer.
+            return bad_request(
+                endpoint, "disconnected", "disconnected", "body not received whole", request
             )
-            return Response(status_code=400)
         except _TooLarge:
-            metrics.webhooks.labels(endpoint, "too_large").inc()
-            log.warning(
-                "webhook_too_large",
-                action="webhook_rejected",
-                endpoint=endpoint,
-                reason="too_large",
-            )
-            return JSONResponse(
-                {"error": "too_large", "message": f"body over {settings.body_limit} bytes"},
-                status_code=413,
+            return bad_request(
+                endpoint,
+                "too_large",
+                "too_large",
+                f"body over {settings.body_limit} bytes",
+                request,
+                status=413,
             )
         try:
             signed_at = verify(
