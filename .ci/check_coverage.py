@@ -8,8 +8,10 @@ statements:
 - the webhook route: in ``src/stripeline/web/asgi.py`` the functions a
   ``POST /webhooks/stripe`` (or ``/webhooks/stripe/connect``) request runs
   through (``_read_body``, ``webhook``, ``webhook_connect``, ``receive``,
-  ``bad_request``), and all of ``src/stripeline/web/writer.py``, the group
-  commit that stores the event before the answer.
+  ``answer``), the decisions they take in ``src/stripeline/web/intake.py``
+  (shared with the synchronous servers, whose ``store`` and ``receive`` are
+  there too), and all of ``src/stripeline/web/writer.py``, the group commit
+  that stores the event before the answer.
 
 Lines that can never run are excluded in ``[tool.coverage.report]``, each with
 its reason; nothing is excluded here.
@@ -34,7 +36,19 @@ SRC = ROOT / "src" / "stripeline"
 WRITER = SRC / "web" / "writer.py"
 WHOLE_FILES = [*sorted((SRC / "core").glob("*.py")), WRITER]
 FUNCTIONS = {
-    SRC / "web" / "asgi.py": ("_read_body", "webhook", "webhook_connect", "receive", "bad_request"),
+    SRC / "web" / "asgi.py": ("_read_body", "webhook", "webhook_connect", "receive", "answer"),
+    SRC / "web" / "intake.py": (
+        "refuse",
+        "not_configured",
+        "too_large",
+        "too_slow",
+        "disconnected",
+        "accept",
+        "store",
+        "stored",
+        "unavailable",
+        "receive",
+    ),
 }
 
 

@@ -50,7 +50,7 @@ PUBLIC: dict[str, set[str]] = {
         "migrate",
         "migrations_current",
     },
-    "stripeline.web": {"create_app"},
+    "stripeline.web": {"WebhookAnswer", "WebhookIntake", "create_app", "readiness"},
     "stripeline.gateway": {
         "API_VERSION",
         "SDK_VERSION",

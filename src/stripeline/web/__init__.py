@@ -1,7 +1,9 @@
-"""The ASGI application: webhook routes, health, readiness and metrics."""
+"""The web side: the ASGI app (webhook routes, health, readiness, metrics) and
+the webhook route's decisions for synchronous servers (WSGI, Flask, Django)."""
 
 from __future__ import annotations
 
 from stripeline.web.asgi import create_app
+from stripeline.web.intake import WebhookAnswer, WebhookIntake, readiness
 
-__all__ = ["create_app"]
+__all__ = ["WebhookAnswer", "WebhookIntake", "create_app", "readiness"]

@@ -13,31 +13,21 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import lru_cache
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from stripeline import inbox
 from stripeline.app import Stripeline
-from stripeline.core.envelope import parse_envelope
-from stripeline.core.signature import verify
-from stripeline.db.engine import connect, current_revision, head_revision, is_postgres
-from stripeline.errors import DatabaseUnavailable, EnvelopeError, SignatureError
-from stripeline.log import get_logger
+from stripeline.db.engine import is_postgres
+from stripeline.errors import DatabaseUnavailable, EnvelopeError
+from stripeline.web.intake import WebhookAnswer, WebhookIntake, readiness
 from stripeline.web.writer import IngestWriter
 from stripeline.worker import Worker
-
-log = get_logger("stripeline.web")
-
-ENDPOINTS = {"account": "webhook", "connect": "connect"}
 
 
 class _TooLarge(Exception):
@@ -63,11 +53,6 @@ async def _read_body(request: Request, limit: int, seconds: float) -> bytes:
     except TimeoutError:
         raise _TooSlow from None
     return bytes(body)
-
-
-@lru_cache(maxsize=1)
-def _head() -> str | None:
-    return head_revision()
 
 
 def _start_catch_up(app: Stripeline, stop: threading.Event) -> threading.Thread | None:
@@ -128,118 +113,41 @@ def create_app(
         app.engine, threads=2 if is_postgres(app.engine) else 1, on_commit=wake_worker
     )
 
-    def bad_request(
-        endpoint: str,
-        outcome: str,
-        reason: str,
-        message: str,
-        request: Request,
-        *,
-        status: int = 400,
-        error: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> Response:
-        """Refuse a webhook request: counted, logged, answered; nothing stored."""
-        metrics.webhooks.labels(endpoint, outcome).inc()
-        log.warning(
-            "webhook_rejected",
-            action="webhook_rejected",
-            endpoint=endpoint,
-            outcome=outcome,
-            reason=reason,
-            client=request.client.host if request.client else None,
-        )
-        return JSONResponse(
-            {"error": error or outcome, "reason": reason, "message": message},
-            status_code=status,
-            headers=headers,
-        )
+    intake = WebhookIntake(app)
+
+    def answer(result: WebhookAnswer) -> Response:
+        return JSONResponse(result.body, status_code=result.status, headers=dict(result.headers))
 
     async def receive(request: Request, endpoint: str) -> Response:
         started = time.perf_counter()
-        secrets = app.webhook_secrets(endpoint)
-        if endpoint == "connect" and not secrets:
-            return JSONResponse(
-                {"error": "not_configured", "message": "STRIPE_CONNECT_WEBHOOK_SECRET is not set"},
-                status_code=404,
-            )
+        client = request.client.host if request.client else None
+        refused = intake.not_configured(endpoint)
+        if refused is not None:
+            return answer(refused)
         try:
             body = await _read_body(request, settings.body_limit, settings.body_timeout)
         except _TooSlow:
-            return bad_request(
-                endpoint,
-                "too_slow",
-                "body_timeout",
-                f"body not received within {settings.body_timeout:g} s",
-                request,
-                status=408,
-                error="timeout",
-                headers={"Connection": "close"},
-            )
+            return answer(intake.too_slow(endpoint, client=client))
         except ClientDisconnect:
             # The client went away before its body was whole (or broke the
             # chunked framing): nothing to store, nobody left to read the answer.
-            return bad_request(
-                endpoint, "disconnected", "disconnected", "body not received whole", request
-            )
+            return answer(intake.disconnected(endpoint, client=client))
         except _TooLarge:
-            return bad_request(
-                endpoint,
-                "too_large",
-                "too_large",
-                f"body over {settings.body_limit} bytes",
-                request,
-                status=413,
-            )
-        try:
-            signed_at = verify(
-                body,
-                request.headers.get("stripe-signature"),
-                secrets,
-                now=time.time(),
-                tolerance=settings.webhook_tolerance,
-            )
-        except SignatureError as exc:
-            return bad_request(endpoint, "bad_signature", exc.reason, exc.message, request)
-        try:
-            envelope, _ = parse_envelope(body)
-        except EnvelopeError as exc:
-            return bad_request(endpoint, "bad_payload", exc.reason, exc.message, request)
-        status = "pending" if envelope.livemode == settings.livemode else "ignored"
-        item = inbox.IncomingEvent(
-            envelope=envelope,
-            payload=body,
-            source=ENDPOINTS[endpoint],
-            received_at=inbox.utcnow(),
-            status=status,
-            signed_at=signed_at,
+            return answer(intake.too_large(endpoint, client=client))
+        accepted = intake.accept(
+            endpoint, body, request.headers.get("stripe-signature"), client=client
         )
+        if isinstance(accepted, WebhookAnswer):
+            return answer(accepted)
         try:
-            new = await writer.submit(item)
+            new = await writer.submit(accepted)
         except EnvelopeError as exc:  # a value the database refused (the group was not harmed)
-            return bad_request(endpoint, "bad_payload", exc.reason, exc.message, request)
+            return answer(
+                intake.refuse(endpoint, "bad_payload", exc.reason, exc.message, client=client)
+            )
         except DatabaseUnavailable as exc:
-            metrics.webhooks.labels(endpoint, "unavailable").inc()
-            return JSONResponse(
-                {"error": "unavailable", "message": exc.message},
-                status_code=503,
-                headers={"Retry-After": "5"},
-            )
-        outcome = "ignored" if status == "ignored" else ("stored" if new else "duplicate")
-        metrics.webhooks.labels(endpoint, outcome).inc()
-        metrics.ingest_seconds.observe(time.perf_counter() - started)
-        if status == "ignored" and new:
-            log.warning(
-                "event_mode_mismatch",
-                action="event_ignored",
-                event_id=envelope.id,
-                event_type=envelope.type,
-                event_livemode=envelope.livemode,
-                mode=settings.effective_mode,
-            )
-        return JSONResponse(
-            {"received": True, "id": envelope.id, "duplicate": not new, "status": status}
-        )
+            return answer(intake.unavailable(endpoint, exc))
+        return answer(intake.stored(endpoint, accepted, new, started=started))
 
     async def webhook(request: Request) -> Response:
         return await receive(request, "account")
@@ -250,35 +158,8 @@ def create_app(
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    def check_ready() -> dict[str, Any]:
-        checks: dict[str, Any] = {}
-        try:
-            with connect(app.engine, readonly=True) as conn:
-                conn.execute(text("SELECT 1"))
-            checks["database"] = "ok"
-        except SQLAlchemyError as exc:
-            checks["database"] = f"unreachable: {type(exc).__name__}"
-            return checks
-        current = current_revision(app.engine)
-        checks["migrations"] = (
-            "ok" if current == _head() else f"not current (at {current}, need {_head()})"
-        )
-        # Reachable is not enough: a full disk or a read-only database
-        # answers reads while every write fails.
-        try:
-            with app.engine.connect() as conn, conn.begin() as transaction:
-                inbox.probe_write(conn)
-                transaction.rollback()
-            checks["writes"] = "ok"
-        except SQLAlchemyError as exc:
-            orig = getattr(exc, "orig", None) or exc
-            reason = str(orig).strip().splitlines()[0][:200] if str(orig).strip() else ""
-            checks["writes"] = f"refused: {type(orig).__name__}: {reason}".rstrip(": ")
-        return checks
-
     async def readyz(request: Request) -> Response:
-        checks = await run_in_threadpool(check_ready)
-        ready = all(v == "ok" for v in checks.values()) and len(checks) == 3
+        ready, checks = await run_in_threadpool(readiness, app)
         return JSONResponse(
             {"status": "ready" if ready else "not_ready", "checks": checks},
             status_code=200 if ready else 503,

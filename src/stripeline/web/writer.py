@@ -249,18 +249,23 @@ def _refused(exc: BaseException) -> bool:
 
 
 def _log_failure(exc: BaseException, batch: Sequence[_Item]) -> None:
+    log_ingest_failure(exc, [item.envelope.id for item, _, _ in batch])
+
+
+def log_ingest_failure(exc: BaseException, event_ids: Sequence[str]) -> None:
+    """Log why a group of events (its ids) could not be stored."""
     if isinstance(exc, SQLAlchemyError) or _refused(exc):
         log.error(
             "ingest_database_error",
             action="ingest_database_error",
-            events=len(batch),
-            event_id=batch[0][0].envelope.id if len(batch) == 1 else None,
+            events=len(event_ids),
+            event_id=event_ids[0] if len(event_ids) == 1 else None,
             error=(str(getattr(exc, "orig", None) or exc) or type(exc).__name__).splitlines()[0][
                 :300
             ],
         )
     else:
-        log.exception("ingest_failed", action="ingest_failed", events=len(batch))
+        log.exception("ingest_failed", action="ingest_failed", events=len(event_ids))
 
 
 def _discard(conn: Connection) -> None:
