@@ -16,9 +16,17 @@ $(STAMP): $(BIN)/python pyproject.toml sandbox/pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e ./sandbox
 	@touch $(STAMP)
 
+# `make run PORT=9000` to serve elsewhere (the sandbox takes the next port).
+# Without STRIPE_SECRET_KEY the sandbox keeps its key, webhook secret and
+# objects in .stripeline/sandbox.json: delete it to start afresh.
+PORT         ?= 8000
+SANDBOX_PORT ?= $(shell echo $$(( $(PORT) + 1 )))
+SANDBOX_STATE ?= .stripeline/sandbox.json
+
 run: $(STAMP)
 	$(BIN)/stripeline migrate
-	$(BIN)/stripeline serve --host 127.0.0.1 --port 8000
+	$(BIN)/stripeline serve --host 127.0.0.1 --port $(PORT) \
+	  --sandbox-port $(SANDBOX_PORT) --sandbox-state $(SANDBOX_STATE)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests sandbox $(wildcard bench) $(wildcard proof)

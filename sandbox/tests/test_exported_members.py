@@ -5,7 +5,15 @@ from __future__ import annotations
 import stripeline_sandbox
 from stripeline_sandbox import Sandbox
 
-EXPORTED = ["API_VERSION", "Attempt", "DeliveryMode", "Fault", "Sandbox", "SandboxClock"]
+EXPORTED = [
+    "API_VERSION",
+    "Attempt",
+    "DeliveryMode",
+    "Fault",
+    "Sandbox",
+    "SandboxClock",
+    "StateFileError",
+]
 
 
 def test_exported_members() -> None:

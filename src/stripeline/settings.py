@@ -244,7 +244,8 @@ class Settings(BaseSettings):
         if key is not None:
             if not KEY_PATTERN.match(key):
                 raise ValueError(
-                    "STRIPE_SECRET_KEY is malformed: expected sk_test_…, sk_live_…, rk_test_… or rk_live_…"
+                    "STRIPE_SECRET_KEY is malformed: expected sk_test_, sk_live_, rk_test_ or "
+                    "rk_live_ followed by 8 or more letters, digits or underscores"
                 )
             if self.mode is not None and key_mode(key) != self.mode:
                 raise ValueError(

@@ -17,7 +17,16 @@ from __future__ import annotations
 from stripeline_sandbox._clock import SandboxClock
 from stripeline_sandbox._delivery import Attempt, DeliveryMode
 from stripeline_sandbox._faults import Fault
+from stripeline_sandbox._persist import StateFileError
 from stripeline_sandbox._sandbox import Sandbox
 from stripeline_sandbox._state import API_VERSION
 
-__all__ = ["API_VERSION", "Attempt", "DeliveryMode", "Fault", "Sandbox", "SandboxClock"]
+__all__ = [
+    "API_VERSION",
+    "Attempt",
+    "DeliveryMode",
+    "Fault",
+    "Sandbox",
+    "SandboxClock",
+    "StateFileError",
+]

@@ -20,6 +20,11 @@ class SandboxClock:
         self._offset = offset
         self._lock = threading.Lock()
 
+    @property
+    def offset(self) -> float:
+        """Seconds sandbox time is ahead of real time."""
+        return self._offset
+
     def now(self) -> int:
         """Sandbox time in Unix seconds."""
         return int(time.time() + self._offset)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 
+from stripeline_sandbox import _persist
 from stripeline_sandbox._app import PAYMENT_OUTCOME_HANDLERS, build_router
 from stripeline_sandbox._clock import SandboxClock
 from stripeline_sandbox._delivery import (
@@ -51,13 +54,35 @@ class Sandbox:
         webhook_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         webhook_timeout: float = DEFAULT_DELIVERY_TIMEOUT,
         clock: SandboxClock | None = None,
+        state_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self.host = host
+        saved = _persist.read(Path(state_file)) if state_file is not None else None
+        if saved is not None:
+            secret_key = secret_key or str(saved["secret_key"])
+            webhook_secret = webhook_secret or str(saved["webhook_secret"])
+            clock = clock or SandboxClock(float(saved.get("clock_offset") or 0.0))
         self.secret_key = secret_key or new_secret_key()
         self.webhook_secret = webhook_secret or new_webhook_secret()
         self.clock = clock or SandboxClock()
         self._deliverer = Deliverer(tuple(webhook_retry_delays), webhook_timeout)
         self.world = World(self.clock, self._deliverer, PAYMENT_OUTCOME_HANDLERS)
+        if saved is not None:
+            _persist.restore(self.world, saved)
+        #: Where the state is kept across restarts (``state_file``), or None.
+        self.state_file = Path(state_file) if state_file is not None else None
+        self._keeper = (
+            _persist.Keeper(
+                self.state_file,
+                self.world,
+                secret_key=self.secret_key,
+                webhook_secret=self.webhook_secret,
+            )
+            if self.state_file is not None
+            else None
+        )
+        #: True when the state was read from ``state_file`` (a restart).
+        self.restored = saved is not None
         self._server = SandboxHTTPServer((host, port), self.world, build_router())
         self.port = int(self._server.server_address[1])
         self._thread: threading.Thread | None = None
@@ -78,6 +103,8 @@ class Sandbox:
         """Serve in a background thread (``__enter__`` calls this)."""
         if self._thread is None:
             self._deliverer.start()
+            if self._keeper is not None:
+                self._keeper.start()
             self._thread = threading.Thread(
                 target=self._server.serve_forever,
                 kwargs={"poll_interval": 0.05},
@@ -90,6 +117,8 @@ class Sandbox:
     def serve_forever(self) -> None:
         """Serve in this thread until ``close`` (the standalone command)."""
         self._deliverer.start()
+        if self._keeper is not None:
+            self._keeper.start()
         self._server.serve_forever(poll_interval=0.2)
 
     def close(self) -> None:
@@ -101,6 +130,19 @@ class Sandbox:
             self._thread = None
         self._server.close_connections()
         self._server.server_close()
+        if self._keeper is not None:
+            self._keeper.stop()
+
+    def save_state(self) -> None:
+        """Write the state to ``state_file`` now (it is also written within a
+        second of each change, and on ``close``).
+
+        Raises:
+            ValueError: the sandbox was made without a ``state_file``.
+        """
+        if self._keeper is None:
+            raise ValueError("this sandbox keeps no state file (Sandbox(state_file=...))")
+        self._keeper.save(force=True)
 
     def __enter__(self) -> Sandbox:
         return self.start()
@@ -147,9 +189,20 @@ class Sandbox:
     # -- webhooks ------------------------------------------------------------
 
     def listen(self, url: str, events: Sequence[str] = ("*",), *, key: str | None = None) -> str:
-        """Send ``events`` to ``url`` signed with ``webhook_secret``; return the endpoint id."""
+        """Send ``events`` to ``url`` signed with ``webhook_secret``; return the endpoint id.
+
+        An endpoint already listening at ``url`` with that secret (a sandbox
+        restarted from its ``state_file``) is kept, with ``events``.
+        """
         account = self.account(key)
         with account.lock:
+            for endpoint in account.all("webhook_endpoint"):
+                if (
+                    endpoint["url"] == url
+                    and account.hidden(endpoint["id"]).get("secret") == self.webhook_secret
+                ):
+                    endpoint["enabled_events"] = list(events)
+                    return str(endpoint["id"])
             endpoint = add_endpoint(
                 account, self.clock.now(), url, list(events), secret=self.webhook_secret
             )

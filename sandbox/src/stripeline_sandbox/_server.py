@@ -36,7 +36,9 @@ IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 #: Idle keep-alive connections are closed after this many seconds.
 IDLE_TIMEOUT = 60.0
-_KEY = re.compile(r"^sk_test_[A-Za-z0-9_]+$")
+#: The shape stripeline's settings accept for a test key, so that a key the
+#: sandbox takes is one the application takes too.
+_KEY = re.compile(r"^sk_test_[A-Za-z0-9_]{8,}$")
 
 
 class SandboxHTTPServer(ThreadingHTTPServer):
@@ -90,7 +92,11 @@ def _authenticate(header: str | None) -> str:
         key = ""
     if not _KEY.match(key):
         shown = f"{key[:8]}****{key[-4:]}" if len(key) > 12 else key
-        raise StripeError(401, f"Invalid API Key provided: {shown}")
+        raise StripeError(
+            401,
+            f"Invalid API Key provided: {shown} (the sandbox takes sk_test_ followed by "
+            "8 or more letters, digits or underscores)",
+        )
     return key
 
 

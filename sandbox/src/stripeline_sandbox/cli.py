@@ -19,14 +19,36 @@ import click
     "--webhook-url", default=None, help="Send every event here, signed with the printed secret."
 )
 @click.option(
-    "--secret-key", default=None, help="The sk_test_… key to print (any sk_test_ key works)."
+    "--secret-key",
+    default=None,
+    help="The sk_test_… key to print (any sk_test_ key with 8 or more letters, digits or _ works).",
 )
-def sandbox(port: int, host: str, webhook_url: str | None, secret_key: str | None) -> None:
-    """Run the offline Stripe sandbox (test mode, state in memory)."""
-    from stripeline_sandbox import Sandbox
+@click.option(
+    "--state-file",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Keep the key, webhook secret and every object in this file across restarts.",
+)
+def sandbox(
+    port: int, host: str, webhook_url: str | None, secret_key: str | None, state_file: str | None
+) -> None:
+    """Run the offline Stripe sandbox (test mode; state in memory, or kept in --state-file)."""
+    from stripeline_sandbox import Sandbox, StateFileError
 
-    server = Sandbox(host=host, port=port, secret_key=secret_key, webhook_url=webhook_url)
+    try:
+        server = Sandbox(
+            host=host,
+            port=port,
+            secret_key=secret_key,
+            webhook_url=webhook_url,
+            state_file=state_file,
+        )
+    except StateFileError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(f"stripeline sandbox listening on {server.url}")
+    if state_file:
+        kept = "state read from" if server.restored else "state kept in"
+        click.echo(f"  {kept} {state_file}")
     click.echo(
         f"  secret key      {server.secret_key}  (any sk_test_… key works; each is an account)"
     )

@@ -99,7 +99,22 @@ _APP_OPTION = click.option(
     type=int,
     help="Port of the in-process sandbox (only when no STRIPE_SECRET_KEY is set).",
 )
-def serve(app_spec: str | None, host: str, port: int, no_worker: bool, sandbox_port: int) -> None:
+@click.option(
+    "--sandbox-state",
+    default=None,
+    type=click.Path(dir_okay=False),
+    envvar="STRIPELINE_SANDBOX_STATE",
+    help="Keep the in-process sandbox's key, webhook secret and objects in this file "
+    "across restarts (`make run` uses .stripeline/sandbox.json).",
+)
+def serve(
+    app_spec: str | None,
+    host: str,
+    port: int,
+    no_worker: bool,
+    sandbox_port: int,
+    sandbox_state: str | None,
+) -> None:
     """Receive webhooks (and process them, unless --no-worker)."""
     import uvicorn
 
@@ -113,7 +128,9 @@ def serve(app_spec: str | None, host: str, port: int, no_worker: bool, sandbox_p
     require_current_schema(app.engine, code=2)
     sandbox = None
     if settings.uses_sandbox:
-        sandbox = _start_sandbox(app, f"http://{host}:{port}/webhooks/stripe", sandbox_port)
+        sandbox = _start_sandbox(
+            app, f"http://{host}:{port}/webhooks/stripe", sandbox_port, sandbox_state
+        )
     asgi = create_app(app, run_worker=not no_worker, catch_up=True)
     database = "SQLite" if settings.is_sqlite else "PostgreSQL"
     click.echo(
@@ -169,17 +186,18 @@ def worker(app_spec: str | None) -> None:
     app.dispose()
 
 
-def _start_sandbox(app: Stripeline, webhook_url: str, port: int) -> Any:
+def _start_sandbox(app: Stripeline, webhook_url: str, port: int, state_file: str | None) -> Any:
     """No STRIPE_SECRET_KEY: run the offline sandbox in-process (see docs/sandbox.md).
 
     The sandbox gets this server's webhook route as an endpoint, its signing
     secret is accepted, and the gateway is pointed at it: nothing else in
-    stripeline knows it is not Stripe.
+    stripeline knows it is not Stripe. With ``state_file`` its key, webhook
+    secret and objects outlive the process.
     """
     from pydantic import SecretStr
 
     try:
-        from stripeline_sandbox import Sandbox
+        from stripeline_sandbox import Sandbox, StateFileError
     except ImportError:
         from stripeline.commands.sandbox import SANDBOX_MISSING
 
@@ -189,7 +207,12 @@ def _start_sandbox(app: Stripeline, webhook_url: str, port: int) -> Any:
         )
         sys.exit(2)
 
-    sandbox = Sandbox(port=port, webhook_url=webhook_url).start()
+    try:
+        sandbox = Sandbox(port=port, webhook_url=webhook_url, state_file=state_file).start()
+    except StateFileError as exc:
+        fail(str(exc), code=2)
+    except OSError as exc:
+        fail(f"cannot start the sandbox on port {port}: {exc.strerror or exc}", code=2)
     app.add_webhook_secret(sandbox.webhook_secret)
     app.use_settings(
         app.settings.model_copy(
@@ -200,10 +223,33 @@ def _start_sandbox(app: Stripeline, webhook_url: str, port: int) -> Any:
         )
     )
     click.echo(f"No STRIPE_SECRET_KEY: running the offline Stripe sandbox at {sandbox.url}")
-    click.echo(f"  it sends its events to {webhook_url}, signed; try, in another shell:")
+    if state_file:
+        how = "state read from" if sandbox.restored else "state kept in"
+        click.echo(f"  {how} {state_file} (delete it to start afresh)")
+    click.echo(f"  it sends its events to {webhook_url}, signed")
+    click.echo("  to talk to it from another shell (stripeline verify, sync objects, your code):")
+    for line in sandbox_exports(sandbox.secret_key, sandbox.url, app.settings.database_url):
+        click.echo(f"    {line}")
     click.echo(
-        f"  .venv/bin/python -c \"import stripe; c = stripe.StripeClient('{sandbox.secret_key}', "
-        f"base_addresses={{'api': '{sandbox.url}'}}); print(c.v1.customers.create({{'email': 'a@example.com'}}).id)\""
+        '  then: .venv/bin/python -c "import os, stripe; '
+        "c = stripe.StripeClient(os.environ['STRIPE_SECRET_KEY'], "
+        "base_addresses={'api': os.environ['STRIPELINE_STRIPE_API_BASE']}); "
+        "print(c.v1.customers.create({'email': 'a@example.com'}).id)\""
     )
-    click.echo("  then: .venv/bin/stripeline events list")
+    click.echo("  and:  .venv/bin/stripeline events list")
     return sandbox
+
+
+def sandbox_exports(secret_key: str, api_base: str, database_url: str) -> list[str]:
+    """The shell lines that point another process at this sandbox and database."""
+    import shlex
+
+    from stripeline.settings import DEFAULT_DATABASE_URL
+
+    lines = [
+        f"export STRIPE_SECRET_KEY={shlex.quote(secret_key)}",
+        f"export STRIPELINE_STRIPE_API_BASE={shlex.quote(api_base)}",
+    ]
+    if database_url != DEFAULT_DATABASE_URL:
+        lines.append(f"export STRIPELINE_DATABASE_URL={shlex.quote(database_url)}")
+    return lines

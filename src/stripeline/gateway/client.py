@@ -74,7 +74,11 @@ def make_client(
     if key is None and settings.stripe_secret_key is not None:
         key = settings.stripe_secret_key.get_secret_value()
     if not key:
-        raise ConfigError("calling the Stripe API needs STRIPE_SECRET_KEY")
+        raise ConfigError(
+            "calling the Stripe API needs STRIPE_SECRET_KEY (for the sandbox that "
+            "`stripeline serve` runs when no key is set, export the lines it printed: "
+            "STRIPE_SECRET_KEY and STRIPELINE_STRIPE_API_BASE)"
+        )
     return _client(key, api_base or settings.stripe_api_base, max_network_retries)
 
 
