@@ -249,10 +249,11 @@ def _refused(exc: BaseException) -> bool:
 
 
 def _log_failure(exc: BaseException, batch: Sequence[_Item]) -> None:
-    log_ingest_failure(exc, [item.envelope.id for item, _, _ in batch])
+    # getattr: a failure may come from an item that is not whole (a bug upstream).
+    log_ingest_failure(exc, [getattr(item.envelope, "id", None) for item, _, _ in batch])
 
 
-def log_ingest_failure(exc: BaseException, event_ids: Sequence[str]) -> None:
+def log_ingest_failure(exc: BaseException, event_ids: Sequence[str | None]) -> None:
     """Log why a group of events (its ids) could not be stored."""
     if isinstance(exc, SQLAlchemyError) or _refused(exc):
         log.error(
