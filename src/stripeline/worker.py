@@ -43,7 +43,7 @@ from sqlalchemy.exc import DBAPIError
 from stripeline import inbox
 from stripeline.app import Handler, ReceivedEvent, Stripeline
 from stripeline.core.backoff import exponential
-from stripeline.db.engine import connect, is_postgres
+from stripeline.db.engine import connect, handler_transaction, is_postgres
 from stripeline.inbox import NOTIFY_CHANNEL
 from stripeline.log import get_logger
 from stripeline.mirror import refetch
@@ -685,12 +685,15 @@ class Worker:
 
         def call() -> None:
             try:
-                for handler in handlers:
-                    result = handler(event)
-                    if result is not None and asyncio.iscoroutine(result):
-                        thread.run_async(
-                            cast(Awaitable[None], result), deadline=deadline, timeout=timeout
-                        )
+                # SQLite: a write on another connection fails at once (not
+                # after the busy timeout): the event's connection has the lock.
+                with handler_transaction(conn):
+                    for handler in handlers:
+                        result = handler(event)
+                        if result is not None and asyncio.iscoroutine(result):
+                            thread.run_async(
+                                cast(Awaitable[None], result), deadline=deadline, timeout=timeout
+                            )
             except HandlerTimeout:
                 raise
             except Exception as exc:
