@@ -16,8 +16,9 @@ psycopg) and its pool with the worker, and no second driver (aiosqlite,
 asyncpg) is needed. Lists leave deleted objects out and are newest first;
 lookups by id return deleted objects too (their ``deleted`` is True). Every
 read goes through ``db.engine.read``: repeated once on a new connection when
-the pooled one had died. The records are in ``records``, the links that
-write in ``links``.
+the pooled one had died. ``Mirror(connection)`` (a handler's ``event.mirror``)
+runs every call, twins included, on that connection, in its transaction. The
+records are in ``records``, the links that write in ``links``.
 """
 
 from __future__ import annotations
