@@ -110,12 +110,14 @@ def app_current(cfg: Config) -> str:
     return out.getvalue()
 
 
-def stripeline_migrate(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``stripeline migrate``, the command."""
+def stripeline_migrate(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``stripeline migrate``, the command; its output."""
     url = engine.url.render_as_string(hide_password=False)
     monkeypatch.setenv("STRIPELINE_DATABASE_URL", url)
     result = CliRunner().invoke(main, ["migrate"])
     assert result.exit_code == 0, result.output
+    assert "database is at the newest migration" in result.output
+    return result.output
 
 
 def assert_both_current(engine: Engine, cfg: Config) -> None:
@@ -151,7 +153,8 @@ def test_the_application_first_then_stripeline(
 ) -> None:
     cfg = app_config(tmp_path, empty_engine)
     command.upgrade(cfg, "head")
-    stripeline_migrate(empty_engine, monkeypatch)
+    # The application's row in alembic_version is not stripeline's: nothing moves.
+    assert "moved" not in stripeline_migrate(empty_engine, monkeypatch)
     assert_both_current(empty_engine, cfg)
     command.upgrade(cfg, "head")
     stripeline_migrate(empty_engine, monkeypatch)
@@ -186,7 +189,7 @@ def test_an_old_database_is_moved_by_migrate(
     check = check_migrations(engine)
     assert not check.ok
     assert "alembic_version" in check.detail and "stripeline migrate" in check.detail
-    stripeline_migrate(engine, monkeypatch)
+    assert f"to {VERSION_TABLE}" in stripeline_migrate(engine, monkeypatch)
     assert current_revision(engine) == head
     assert legacy_revision(engine) is None
     assert check_migrations(engine).ok
