@@ -170,15 +170,28 @@ def _second_writers(app: Stripeline) -> dict[str, Any]:
         with app.engine.begin() as conn:
             conn.execute(insert(LinkRow).values(account="", app_user_id="u", customer_id="c"))
 
+    def deferred_then_insert() -> None:
+        # A read transaction (no lock at BEGIN) that then writes.
+        with connect(app.engine, readonly=True) as conn:
+            conn.execute(select(LinkRow.app_user_id)).all()
+            conn.execute(insert(LinkRow).values(account="", app_user_id="u", customer_id="c"))
+
     return {
         "Mirror(app.engine).link_customer": lambda: Mirror(app.engine).link_customer("u", "c"),
         "app.engine.begin() + insert": engine_begin,
         "app.once()": lambda: app.once("key"),
+        "a read transaction that writes": deferred_then_insert,
     }
 
 
 @pytest.mark.parametrize(
-    "way", ["Mirror(app.engine).link_customer", "app.engine.begin() + insert", "app.once()"]
+    "way",
+    [
+        "Mirror(app.engine).link_customer",
+        "app.engine.begin() + insert",
+        "app.once()",
+        "a read transaction that writes",
+    ],
 )
 def test_second_write_transaction_fails_fast_on_sqlite(sqlite_url: str, way: str) -> None:
     settings = Settings(
