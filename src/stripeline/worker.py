@@ -685,15 +685,12 @@ class Worker:
 
         def call() -> None:
             try:
-                # SQLite: a write on another connection fails at once (not
-                # after the busy timeout): the event's connection has the lock.
-                with handler_transaction(conn):
-                    for handler in handlers:
-                        result = handler(event)
-                        if result is not None and asyncio.iscoroutine(result):
-                            thread.run_async(
-                                cast(Awaitable[None], result), deadline=deadline, timeout=timeout
-                            )
+                for handler in handlers:
+                    result = handler(event)
+                    if result is not None and asyncio.iscoroutine(result):
+                        thread.run_async(
+                            cast(Awaitable[None], result), deadline=deadline, timeout=timeout
+                        )
             except HandlerTimeout:
                 raise
             except Exception as exc:
@@ -701,7 +698,10 @@ class Worker:
                     raise HandlerTimeout(f"{_timeout_message(timeout)}: {exc}") from exc
                 raise
 
-        future = thread.submit(call)
+        # The handlers run in a copy of this context, marked: on SQLite a write
+        # on another connection fails at once (the event's connection has the lock).
+        with handler_transaction(conn):
+            future = thread.submit(call)
         wait = timeout + HANDLER_GRACE_SECONDS
         done: Any = ()
         if postgres and self._unstarted is not None and wait > RELEASE_AFTER_SECONDS:

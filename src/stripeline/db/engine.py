@@ -172,7 +172,9 @@ def _takes_write_lock(statement: str) -> bool:
 
 @contextmanager
 def handler_transaction(conn: Connection) -> Iterator[None]:
-    """Run the code inside as handlers of the event processed on ``conn``.
+    """Mark the code inside, and what runs in a context copied inside (the
+    worker's handler thread takes one per event), as handlers of the event
+    processed on ``conn``.
 
     On SQLite, one connection writes at a time and ``conn`` holds the lock
     until the event commits: a write begun meanwhile on another connection to
