@@ -25,6 +25,7 @@ PUBLIC: dict[str, set[str]] = {
         "EnvelopeError",
         "Mirror",
         "ReceivedEvent",
+        "SecondWriteTransaction",
         "Settings",
         "SignatureError",
         "StripeAPIError",

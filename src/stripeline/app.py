@@ -9,6 +9,7 @@
     @app.on("invoice.paid")
     def grant_access(event: stripeline.ReceivedEvent) -> None:
         event.session.execute(...)          # commits with the event's processed mark
+        event.mirror.link_customer(user_id, event.object["customer"])  # so does this
         if event.once(f"receipt:{event.object['id']}"):
             send_receipt(event.object)      # outside effect: at least once, see docs
 
@@ -32,6 +33,7 @@ from stripeline.db.models import OnceKey
 from stripeline.inbox import utcnow
 from stripeline.metrics import Metrics
 from stripeline.mirror.fetch import Fetcher
+from stripeline.mirror.reader import Mirror
 from stripeline.settings import Settings, load_settings
 
 Handler = Callable[["ReceivedEvent"], Awaitable[None] | None]
@@ -94,6 +96,20 @@ class ReceivedEvent:
     def connection(self) -> Connection:
         """The SQLAlchemy connection of the event's transaction (Core access)."""
         return self._connection
+
+    @property
+    def mirror(self) -> Mirror:
+        """The mirror in the event's transaction, reading the event's account.
+
+        Reads see what the event has written so far (the object it is about
+        included); ``link_customer`` and ``unlink_customer`` commit together
+        with the event's ``processed`` mark, or not at all. Use it, not
+        ``Mirror(app.engine)``, in a handler: on SQLite a write on another
+        connection would wait for the event's own lock (it raises
+        ``SecondWriteTransaction`` instead). ``event.mirror.for_account(None)``
+        reads the platform's objects.
+        """
+        return Mirror(self._connection, account=self.account)
 
     def once(self, key: str) -> bool:
         """True the first time ``key`` is seen, False ever after.

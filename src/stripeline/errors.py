@@ -10,6 +10,10 @@ catch ``StripelineError`` and know it came from us::
     ├── CustomerLinkConflict   the app user is already linked to another Stripe customer
     │                          (``stripeline.mirror``)
     ├── DatabaseUnavailable    the database did not answer; try again later
+    ├── SecondWriteTransaction a handler began a write on another connection to the
+    │                          SQLite database its event is processed in (would wait
+    │                          for its own event's lock); use ``event.mirror`` /
+    │                          ``event.session`` / ``event.connection``
     └── StripeAPIError         a read or call to the Stripe API failed (request_id,
         │                      http_status, code, retryable); ``stripeline.gateway``
         │                      turns every ``stripe`` SDK error into one of these
@@ -70,6 +74,14 @@ class EnvelopeError(StripelineError):
 
 class DatabaseUnavailable(StripelineError):
     """The database is unavailable; try again later."""
+
+
+class SecondWriteTransaction(StripelineError):
+    """A handler began a write transaction on another connection to the SQLite
+    database its event is processed in: SQLite has one writer, the event's own
+    transaction holds it, so that write would wait for its own event and fail.
+    Write through the event's transaction instead: ``event.mirror``,
+    ``event.session``, ``event.connection``, ``event.once()``."""
 
 
 class StripeAPIError(StripelineError):

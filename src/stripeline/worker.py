@@ -43,7 +43,7 @@ from sqlalchemy.exc import DBAPIError
 from stripeline import inbox
 from stripeline.app import Handler, ReceivedEvent, Stripeline
 from stripeline.core.backoff import exponential
-from stripeline.db.engine import connect, is_postgres
+from stripeline.db.engine import connect, handler_transaction, is_postgres
 from stripeline.inbox import NOTIFY_CHANNEL
 from stripeline.log import get_logger
 from stripeline.mirror import refetch
@@ -698,7 +698,10 @@ class Worker:
                     raise HandlerTimeout(f"{_timeout_message(timeout)}: {exc}") from exc
                 raise
 
-        future = thread.submit(call)
+        # The handlers run in a copy of this context, marked: on SQLite a write
+        # on another connection fails at once (the event's connection has the lock).
+        with handler_transaction(conn):
+            future = thread.submit(call)
         wait = timeout + HANDLER_GRACE_SECONDS
         done: Any = ()
         if postgres and self._unstarted is not None and wait > RELEASE_AFTER_SECONDS:

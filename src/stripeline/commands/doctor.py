@@ -26,7 +26,13 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from stripeline import inbox
 from stripeline.commands._common import console, short_error
-from stripeline.db.engine import current_revision, head_revision, null_pool_engine
+from stripeline.db.engine import (
+    VERSION_TABLE,
+    current_revision,
+    head_revision,
+    legacy_revision,
+    null_pool_engine,
+)
 from stripeline.errors import ConfigError
 from stripeline.settings import Settings, load_settings
 
@@ -252,8 +258,16 @@ def check_migrations(engine: Engine | None) -> Check:
     head = head_revision()
     try:
         current = current_revision(engine)
+        legacy = legacy_revision(engine) if current is None else None
     except SQLAlchemyError as exc:
         return Check(name, False, short_error(exc))
+    if legacy is not None:
+        return Check(
+            name,
+            False,
+            f"at {legacy} in alembic_version (the old layout), newest is {head}: "
+            f"run `stripeline migrate` (it moves the revision to {VERSION_TABLE})",
+        )
     if current != head:
         return Check(
             name, False, f"at {current or 'none'}, newest is {head}: run `stripeline migrate`"

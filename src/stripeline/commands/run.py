@@ -25,10 +25,13 @@ def migrate() -> None:
     """Create or upgrade the database schema."""
     from stripeline.db import make_engine
     from stripeline.db import migrate as run_migrations
+    from stripeline.db.engine import VERSION_TABLE, move_version_table
 
     settings = load_settings_or_exit()
     engine = make_engine(settings.database_url)
     try:
+        if move_version_table(engine):
+            click.echo(f"moved stripeline's revision from alembic_version to {VERSION_TABLE}")
         run_migrations(engine)
     except SQLAlchemyError as exc:
         fail(f"migration failed: {short_error(exc)}")

@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import (
+    Column,
+    Connection,
+    Engine,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    create_engine,
+    event,
+    func,
+    inspect,
+    select,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.pool import NullPool
+
+from stripeline.errors import SecondWriteTransaction
 
 #: How long SQLite waits for the write lock before giving up (and we answer 503).
 SQLITE_BUSY_TIMEOUT_MS = 5_000
@@ -128,6 +145,58 @@ def _sqlite_pool(url: str) -> Any:
     return QueuePool
 
 
+#: While handlers run: the SQLite file and the DBAPI connection of their event.
+_handler_event: ContextVar[tuple[str, Any] | None] = ContextVar(
+    "stripeline_handler_event", default=None
+)
+#: Statements that take SQLite's write lock (``BEGIN IMMEDIATE`` included).
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")
+
+
+def _sqlite_file(engine: Engine) -> str | None:
+    """The SQLite database file of ``engine`` (None: in memory, one connection)."""
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return os.path.realpath(database)
+
+
+def _takes_write_lock(statement: str) -> bool:
+    words = statement.lstrip().upper().split(None, 2)
+    if not words:
+        return False
+    if words[0] == "BEGIN":
+        return len(words) > 1 and words[1] in ("IMMEDIATE", "EXCLUSIVE")
+    return words[0] in _WRITES
+
+
+@contextmanager
+def handler_transaction(conn: Connection) -> Iterator[None]:
+    """Mark the code inside, and what runs in a context copied inside (the
+    worker's handler thread takes one per event), as handlers of the event
+    processed on ``conn``.
+
+    On SQLite, one connection writes at a time and ``conn`` holds the lock
+    until the event commits: a write begun meanwhile on another connection to
+    the same file (``Mirror(app.engine).link_customer``, ``app.once``,
+    ``app.engine.begin()``) would wait for its own event, out of the busy
+    timeout, and fail. Inside this block it fails at once instead, with
+    ``SecondWriteTransaction``; reads on other connections go on (WAL).
+    The mark is a context variable: it follows into the handler's async tasks
+    and ``asyncio.to_thread``. PostgreSQL: nothing to refuse (a second
+    transaction does not wait for the event's, unless it touches its rows).
+    """
+    database = _sqlite_file(conn.engine) if conn.dialect.name == "sqlite" else None
+    if database is None:
+        yield
+        return
+    token = _handler_event.set((database, conn.connection.dbapi_connection))
+    try:
+        yield
+    finally:
+        _handler_event.reset(token)
+
+
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -144,6 +213,23 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
         conn.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")
+
+    database = _sqlite_file(engine)
+    if database is None:
+        return
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _refuse_second_writer(conn: Connection, cursor: Any, statement: str, *_args: Any) -> None:
+        held = _handler_event.get()
+        if held is None or held[0] != database or cursor.connection is held[1]:
+            return
+        if _takes_write_lock(statement):
+            raise SecondWriteTransaction(
+                "a handler began a write on another connection to the SQLite database its "
+                "event holds the write lock of: it would wait for its own event and fail. "
+                "Write through the event's transaction: event.mirror, event.session, "
+                "event.connection, event.once() (see docs/handlers.md)"
+            )
 
 
 @contextmanager
@@ -169,10 +255,13 @@ def connect(engine: Engine, *, readonly: bool = False) -> Iterator[Connection]:
         conn.close()
 
 
-def read(engine: Engine, fn: Callable[[Connection], T]) -> T:
+def read(engine: Engine | Connection, fn: Callable[[Connection], T]) -> T:
     """Run the read-only ``fn`` on a connection; once more on a new one if the
     pooled connection had died (the server restarted since it was last used:
-    see ``_ping_idle_connections``). Reads are safe to repeat."""
+    see ``_ping_idle_connections``). Reads are safe to repeat. Given a
+    connection (an event's), ``fn`` runs on it, in its transaction."""
+    if isinstance(engine, Connection):
+        return fn(engine)
     try:
         with connect(engine, readonly=True) as conn:
             return fn(conn)
@@ -181,6 +270,16 @@ def read(engine: Engine, fn: Callable[[Connection], T]) -> T:
             raise
     with connect(engine, readonly=True) as conn:
         return fn(conn)
+
+
+#: stripeline's Alembic version table. Its own, not Alembic's default
+#: ``alembic_version``: a database shared with an application that uses
+#: Alembic too keeps the two histories apart.
+VERSION_TABLE = "stripeline_alembic_version"
+#: Where stripeline kept its revision before: Alembic's default table.
+LEGACY_VERSION_TABLE = "alembic_version"
+#: A table every stripeline schema has (the legacy table is ours only with it).
+_INBOX_TABLE = "stripeline_events"
 
 
 def alembic_config(engine: Engine | None = None) -> Config:
@@ -192,7 +291,9 @@ def alembic_config(engine: Engine | None = None) -> Config:
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema up to ``revision`` (Alembic ``upgrade``)."""
+    """Bring the schema up to ``revision`` (Alembic ``upgrade``), first moving
+    stripeline's revision out of ``alembic_version`` (``move_version_table``)."""
+    move_version_table(engine)
     command.upgrade(alembic_config(engine), revision)
 
 
@@ -200,9 +301,66 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
+def _own_revisions() -> set[str]:
+    return {
+        script.revision for script in ScriptDirectory.from_config(alembic_config()).walk_revisions()
+    }
+
+
 def current_revision(engine: Engine) -> str | None:
+    """stripeline's revision (in ``VERSION_TABLE``), None before any migration."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return MigrationContext.configure(
+            conn, opts={"version_table": VERSION_TABLE}
+        ).get_current_revision()
+
+
+def _version_table(name: str) -> Table:
+    """An Alembic version table, as Alembic creates it."""
+    return Table(
+        name,
+        MetaData(),
+        Column("version_num", String(32), nullable=False),
+        PrimaryKeyConstraint("version_num", name=f"{name}_pkc"),
+    )
+
+
+def _legacy_revisions(conn: Connection) -> list[str]:
+    tables = inspect(conn)
+    if not tables.has_table(LEGACY_VERSION_TABLE) or not tables.has_table(_INBOX_TABLE):
+        return []
+    legacy = _version_table(LEGACY_VERSION_TABLE)
+    rows = conn.execute(select(legacy.c.version_num)).scalars()
+    ours = _own_revisions()
+    return [row for row in rows if row in ours]
+
+
+def legacy_revision(engine: Engine) -> str | None:
+    """stripeline's revision still in ``alembic_version`` (the layout before
+    ``VERSION_TABLE``), which ``stripeline migrate`` moves; else None."""
+    with engine.connect() as conn:
+        found = _legacy_revisions(conn)
+    return found[0] if found else None
+
+
+def move_version_table(engine: Engine) -> bool:
+    """Move stripeline's revision from ``alembic_version`` to ``VERSION_TABLE``
+    (one transaction): copied when ``VERSION_TABLE`` does not exist yet, then
+    removed from ``alembic_version``, which is dropped if left empty (an
+    application's own rows stay). True if anything moved."""
+    with engine.begin() as conn:
+        found = _legacy_revisions(conn)
+        if not found:
+            return False
+        if not inspect(conn).has_table(VERSION_TABLE):
+            version = _version_table(VERSION_TABLE)
+            version.create(conn)
+            conn.execute(version.insert(), [{"version_num": row} for row in found])
+        legacy = _version_table(LEGACY_VERSION_TABLE)
+        conn.execute(legacy.delete().where(legacy.c.version_num.in_(found)))
+        if conn.execute(select(func.count()).select_from(legacy)).scalar_one() == 0:
+            legacy.drop(conn)
+    return True
 
 
 def migrations_current(engine: Engine) -> bool:

@@ -16,8 +16,9 @@ psycopg) and its pool with the worker, and no second driver (aiosqlite,
 asyncpg) is needed. Lists leave deleted objects out and are newest first;
 lookups by id return deleted objects too (their ``deleted`` is True). Every
 read goes through ``db.engine.read``: repeated once on a new connection when
-the pooled one had died. The records are in ``records``, the links that
-write in ``links``.
+the pooled one had died. ``Mirror(connection)`` (a handler's ``event.mirror``)
+runs every call, twins included, on that connection, in its transaction. The
+records are in ``records``, the links that write in ``links``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
-from sqlalchemy import ColumnElement, Engine, Table, select
+from sqlalchemy import ColumnElement, Connection, Engine, Table, select
 
 from stripeline.db.engine import read
 from stripeline.mirror import links as _links
@@ -84,6 +85,10 @@ def _async_twin(
 
     @functools.wraps(method)
     async def twin(self: S, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        if getattr(self, "connection", None) is not None:
+            # Bound to an event's connection: one connection, one caller at a
+            # time, so the call runs here (a query of well under a millisecond).
+            return method(self, *args, **kwargs)
         return await asyncio.to_thread(method, self, *args, **kwargs)
 
     twin.__name__ = f"{method.__name__}_async"
@@ -97,22 +102,33 @@ class Mirror:
 
     ``account`` is the connected account whose objects are read (None: the
     platform's own). Reads never call Stripe and never take the write lock.
+    Built on an engine, every call is its own short transaction; built on a
+    connection (``event.mirror`` in a handler), calls run in that
+    connection's transaction: reads see its writes, links commit with it.
     """
 
-    def __init__(self, engine: Engine, *, account: str | None = None) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine | Connection, *, account: str | None = None) -> None:
+        #: Where reads and links run: the engine (each call its own short
+        #: transaction) or a connection (``event.mirror``: the event's own).
+        self._bind = engine
+        self.engine = engine.engine if isinstance(engine, Connection) else engine
         self.account = account or ""
 
+    @property
+    def connection(self) -> Connection | None:
+        """The connection this mirror is bound to (``event.mirror``), else None."""
+        return self._bind if isinstance(self._bind, Connection) else None
+
     def for_account(self, account: str | None) -> Mirror:
-        """The same mirror, reading ``account``'s objects."""
-        return Mirror(self.engine, account=account)
+        """The same mirror (same engine or connection), reading ``account``'s objects."""
+        return Mirror(self._bind, account=account)
 
     # -- generic ------------------------------------------------------------------
 
     def _one(self, object_type: str, record: type[R], object_id: str) -> R | None:
         table = table_for(object_type).table
         query = select(table).where(table.c.account == self.account, table.c.id == object_id)
-        row = read(self.engine, lambda conn: conn.execute(query).first())
+        row = read(self._bind, lambda conn: conn.execute(query).first())
         return None if row is None else cast(R, record.from_row(row))
 
     def _many(
@@ -129,13 +145,13 @@ class Mirror:
         if not include_deleted:
             query = query.where(table.c.deleted.is_(False))
         query = query.order_by(table.c[order].desc(), table.c.id.desc()).limit(limit)
-        rows = read(self.engine, lambda conn: conn.execute(query).all())
+        rows = read(self._bind, lambda conn: conn.execute(query).all())
         return [cast(R, record.from_row(row)) for row in rows]
 
     def get(self, object_id: str, object_type: str | None = None) -> dict[str, Any] | None:
         """Any mirrored object as Stripe's JSON (typed table or not), or None."""
         return read(
-            self.engine,
+            self._bind,
             lambda conn: get_object(conn, object_id, account=self.account, object_type=object_type),
         )
 
@@ -150,7 +166,7 @@ class Mirror:
         if not include_deleted:
             query = query.where(table.c.deleted.is_(False))
         query = query.order_by(table.c.marker.desc(), table.c.id.desc()).limit(limit)
-        rows = read(self.engine, lambda conn: conn.execute(query).all())
+        rows = read(self._bind, lambda conn: conn.execute(query).all())
         return [dict(row.data) for row in rows]
 
     # -- customers ------------------------------------------------------------------
@@ -323,7 +339,7 @@ class Mirror:
             .where(invoice_lines.c.account == self.account, invoice_lines.c.invoice == invoice_id)
             .order_by(invoice_lines.c.position, invoice_lines.c.id)
         )
-        rows = read(self.engine, lambda conn: conn.execute(query).all())
+        rows = read(self._bind, lambda conn: conn.execute(query).all())
         return [InvoiceLine.from_row(row) for row in rows]
 
     # -- disputes and checkout --------------------------------------------------------
@@ -359,7 +375,7 @@ class Mirror:
             .order_by(table.c.due_by, table.c.id)
             .limit(limit)
         )
-        rows = read(self.engine, lambda conn: conn.execute(query).all())
+        rows = read(self._bind, lambda conn: conn.execute(query).all())
         return [cast(Dispute, Dispute.from_row(row)) for row in rows]
 
     def checkout_session(self, session_id: str) -> CheckoutSession | None:
@@ -387,10 +403,10 @@ class Mirror:
         Raises:
             CustomerLinkConflict: the user is already linked to another customer.
         """
-        return _links.link_customer(self.engine, self.account, app_user_id, customer_id)
+        return _links.link_customer(self._bind, self.account, app_user_id, customer_id)
 
     def customer_link(self, app_user_id: str) -> CustomerLink | None:
-        return _links.customer_link(self.engine, self.account, app_user_id)
+        return _links.customer_link(self._bind, self.account, app_user_id)
 
     def customer_for_user(self, app_user_id: str) -> Customer | None:
         """The mirrored customer linked to ``app_user_id`` (None when not linked
@@ -400,11 +416,11 @@ class Mirror:
 
     def users_for_customer(self, customer_id: str) -> list[str]:
         """The application users linked to ``customer_id``."""
-        return _links.users_for_customer(self.engine, self.account, customer_id)
+        return _links.users_for_customer(self._bind, self.account, customer_id)
 
     def unlink_customer(self, app_user_id: str) -> bool:
         """Forget the user's link; True if there was one."""
-        return _links.unlink_customer(self.engine, self.account, app_user_id)
+        return _links.unlink_customer(self._bind, self.account, app_user_id)
 
     # -- helpers ----------------------------------------------------------------------
 

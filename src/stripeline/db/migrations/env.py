@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
 from sqlalchemy import Engine
 
-from stripeline.db.engine import make_engine
+from stripeline.db.engine import VERSION_TABLE, make_engine
 from stripeline.db.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+
+
+def _include_name(name: str | None, type_: str, _parents: Any) -> bool:
+    """Only stripeline's tables: an application's own tables in a shared
+    database are not ours to compare (``alembic check``) or drop."""
+    return type_ != "table" or (name or "").startswith("stripeline_")
 
 
 def _run() -> None:
@@ -25,6 +33,9 @@ def _run() -> None:
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            # Its own version table: an application's Alembic keeps alembic_version.
+            version_table=VERSION_TABLE,
+            include_name=_include_name,
         )
         with context.begin_transaction():
             context.run_migrations()
