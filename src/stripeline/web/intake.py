@@ -285,7 +285,9 @@ def readiness(app: Stripeline) -> tuple[bool, dict[str, Any]]:
         return False, checks
     current = current_revision(app.engine)
     checks["migrations"] = (
-        "ok" if current == _head() else f"not current (at {current}, need {_head()})"
+        "ok"
+        if current == _head()
+        else f"not current (at {current}, need {_head()}): run stripeline migrate"
     )
     try:
         with app.engine.connect() as conn, conn.begin() as transaction:
