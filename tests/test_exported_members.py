@@ -103,6 +103,8 @@ PUBLIC: dict[str, set[str]] = {
     "stripeline.testing": {
         "DEFAULT_WEBHOOK_PATH",
         "Delivery",
+        "EventFailed",
+        "FailedEvent",
         "Order",
         "SandboxControlError",
         "StoredEvent",
