@@ -111,6 +111,8 @@ PUBLIC: dict[str, set[str]] = {
         "StripelineEnv",
         "advance_clock",
         "deliver",
+        "drain",
+        "failures",
         "make_event",
         "object_shape",
         "resource_for",

@@ -5,11 +5,20 @@ unless the test says it expects failures."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
-from stripeline.app import ReceivedEvent
-from stripeline.testing import EventFailed, StripelineEnv, make_event
+from stripeline.app import ReceivedEvent, Stripeline
+from stripeline.db import migrate
+from stripeline.testing import (
+    EventFailed,
+    StripelineEnv,
+    deliver,
+    drain,
+    failures,
+    make_event,
+)
 
 
 class Boom(RuntimeError):
@@ -142,3 +151,46 @@ def test_a_failing_re_fetch_fails_settle(stripeline_env: StripelineEnv) -> None:
     (failure,) = caught.value.failures
     assert (failure.id, failure.type, failure.status) == (customer_id, "refetch", "failing")
     assert f"re-fetch of {customer_id} failing" in str(caught.value)
+
+
+def test_drain_without_the_sandbox(tmp_path: Path) -> None:
+    """The documented example: the route and the worker in the test's thread."""
+    app = Stripeline(
+        database_url=f"sqlite:///{tmp_path / 't.db'}",
+        stripe_webhook_secret="whsec_test_0123456789abcdef",
+    )
+    migrate(app.engine)
+    seen: list[int] = []
+
+    @app.on("invoice.paid")
+    def fulfil(event: ReceivedEvent) -> None:
+        if event.object["amount_paid"] < 0:
+            raise Boom("refused")
+        seen.append(event.object["amount_paid"])
+
+    try:
+        (result,) = deliver(app, [make_event("invoice.paid", {"amount_paid": 500})])
+        assert result.status == 200 and seen == []
+        assert drain(app) == 1 and seen == [500]
+        bad = make_event("invoice.paid", {"amount_paid": -1})
+        deliver(app, [bad])
+        with pytest.raises(EventFailed) as caught:
+            drain(app)
+        assert [(f.id, f.status) for f in caught.value.failures] == [(bad["id"], "failed")]
+        assert [f.id for f in failures(app)] == [bad["id"]]
+        assert drain(app, allow_failures=True) == 0
+    finally:
+        app.dispose()
+
+
+def test_hold_then_flush_every_time(stripeline_env: StripelineEnv) -> None:
+    """Hold deliveries, make a call, flush at once: the call's event is always
+    released (the sandbox queues it before it answers), 100 times out of 100."""
+    sandbox, key = stripeline_env.sandbox, stripeline_env.key
+    sandbox.set_delivery(hold=True, key=key)
+    for n in range(100):
+        customer = stripeline_env.client.v1.customers.create({"name": f"held {n}"})
+        assert sandbox.flush_deliveries(key=key) == 1, n
+        assert stripeline_env.settle() == 1, n
+        mirrored = stripeline_env.mirror(customer.id)
+        assert mirrored is not None and mirrored["name"] == f"held {n}"

@@ -5,7 +5,8 @@
 * ``stripeline.testing.delivery``: ``deliver`` signed events to a webhook route.
 * ``stripeline.testing.env``: ``StripelineEnv`` (a sandbox account, an SDK
   client and a served app), ``advance_clock`` and ``EventFailed`` (what
-  ``settle()`` raises when a handler failed); needs the sandbox
+  ``settle()`` raises when a handler failed), ``drain`` and ``failures``
+  (processing in this thread, without the sandbox); needs the sandbox
   (``pip install 'stripeline[sandbox]'``) only when one is made.
 * ``stripeline.testing.plugin``: the pytest plugin (entry point ``pytest11``),
   the only module here that imports pytest.
@@ -23,6 +24,8 @@ from stripeline.testing.env import (
     StoredEvent,
     StripelineEnv,
     advance_clock,
+    drain,
+    failures,
 )
 from stripeline.testing.events import make_event, object_shape, resource_for, sign_event
 
@@ -37,6 +40,8 @@ __all__ = [
     "StripelineEnv",
     "advance_clock",
     "deliver",
+    "drain",
+    "failures",
     "make_event",
     "object_shape",
     "resource_for",

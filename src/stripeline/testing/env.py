@@ -33,6 +33,8 @@ __all__ = [
     "StoredEvent",
     "StripelineEnv",
     "advance_clock",
+    "drain",
+    "failures",
 ]
 
 DEFAULT_SETTLE_TIMEOUT = 10.0
@@ -295,57 +297,8 @@ class StripelineEnv:
             return int(conn.execute(select(func.count()).select_from(Attempt)).scalar_one())
 
     def failures(self) -> list[FailedEvent]:
-        """Events ``failed`` or ``dead`` in the app's inbox, and re-fetches that
-        fail or were given up, oldest first (what ``settle()`` raises for)."""
-        from sqlalchemy import select
-
-        from stripeline.db.engine import connect
-        from stripeline.db.models import Event
-        from stripeline.mirror.refetch import refetches
-
-        found: list[FailedEvent] = []
-        with connect(self.app.engine, readonly=True) as conn:
-            rows = conn.execute(
-                select(
-                    Event.id,
-                    Event.type,
-                    Event.status,
-                    Event.attempts,
-                    Event.last_error,
-                    Event.last_traceback,
-                )
-                .where(Event.status.in_(("failed", "dead")))
-                .order_by(Event.created, Event.received_at)
-            ).all()
-            reads = conn.execute(
-                select(
-                    refetches.c.id,
-                    refetches.c.attempts,
-                    refetches.c.last_error,
-                    refetches.c.gave_up_at,
-                )
-                .where(_failing(refetches))
-                .order_by(refetches.c.first_requested_at)
-            ).all()
-        for row in rows:
-            handler = _handler_in(row.last_traceback, self.app.handlers_for(row.type))
-            found.append(
-                FailedEvent(
-                    row.id,
-                    row.type,
-                    row.status,
-                    row.attempts,
-                    handler,
-                    row.last_error,
-                    row.last_traceback,
-                )
-            )
-        for read in reads:
-            status = "given up" if read.gave_up_at is not None else "failing"
-            found.append(
-                FailedEvent(read.id, "refetch", status, read.attempts, None, read.last_error, None)
-            )
-        return found
+        """What ``settle()`` raises for (see ``failures``)."""
+        return failures(self.app)
 
     def _next_refetch(self) -> float | None:
         """Seconds until the next re-fetch that is not failing is due (None: none)."""
@@ -459,6 +412,81 @@ class StripelineEnv:
             with error:
                 body = _answer(error.read())
             raise SandboxControlError(method, path, int(error.code), body) from None
+
+
+def failures(app: Stripeline) -> list[FailedEvent]:
+    """Events ``failed`` or ``dead`` in ``app``'s inbox, and re-fetches that
+    fail or were given up, oldest first (what ``settle()`` and ``drain``
+    raise ``EventFailed`` for)."""
+    from sqlalchemy import select
+
+    from stripeline.db.engine import connect
+    from stripeline.db.models import Event
+    from stripeline.mirror.refetch import refetches
+
+    found: list[FailedEvent] = []
+    with connect(app.engine, readonly=True) as conn:
+        rows = conn.execute(
+            select(
+                Event.id,
+                Event.type,
+                Event.status,
+                Event.attempts,
+                Event.last_error,
+                Event.last_traceback,
+            )
+            .where(Event.status.in_(("failed", "dead")))
+            .order_by(Event.created, Event.received_at)
+        ).all()
+        reads = conn.execute(
+            select(
+                refetches.c.id,
+                refetches.c.attempts,
+                refetches.c.last_error,
+                refetches.c.gave_up_at,
+            )
+            .where(_failing(refetches))
+            .order_by(refetches.c.first_requested_at)
+        ).all()
+    for row in rows:
+        handler = _handler_in(row.last_traceback, app.handlers_for(row.type))
+        found.append(
+            FailedEvent(
+                row.id,
+                row.type,
+                row.status,
+                row.attempts,
+                handler,
+                row.last_error,
+                row.last_traceback,
+            )
+        )
+    for read in reads:
+        status = "given up" if read.gave_up_at is not None else "failing"
+        found.append(
+            FailedEvent(read.id, "refetch", status, read.attempts, None, read.last_error, None)
+        )
+    return found
+
+
+def drain(app: Stripeline, *, timeout: float = 30.0, allow_failures: bool = False) -> int:
+    """Process ``app``'s inbox in this thread, without the sandbox or a server:
+    the worker's ``drain`` (events due, then the re-fetches due, until nothing
+    is due); return how many events and re-fetches it processed.
+
+    Raises:
+        EventFailed: an event is ``failed`` or ``dead``, or a re-fetch fails
+            (not with ``allow_failures=True``).
+        TimeoutError: work was still due after ``timeout`` s.
+    """
+    from stripeline.worker import Worker
+
+    done = Worker(app, listen=False).drain(timeout=timeout)
+    if not allow_failures:
+        found = failures(app)
+        if found:
+            raise EventFailed(found)
+    return done
 
 
 def advance_clock(
