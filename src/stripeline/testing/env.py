@@ -79,7 +79,7 @@ class FailedEvent:
 
 
 class EventFailed(AssertionError):
-    """``settle()`` found events that failed (or died) or re-fetches that fail:
+    """``settle()`` or ``drain`` found events that failed (or died) or re-fetches that fail:
     ``failures`` lists them, the message names each event's id, type and
     handler with the traceback of its last attempt. ``settle(allow_failures=True)``
     is for tests that expect failures."""
@@ -88,8 +88,8 @@ class EventFailed(AssertionError):
         self.failures = list(failures)
         text = "\n\n".join(f.describe() for f in self.failures)
         super().__init__(
-            f"{len(self.failures)} failure(s) while settling "
-            f"(settle(allow_failures=True) if the test expects them):\n{text}"
+            f"{len(self.failures)} failure(s) while processing "
+            f"(pass allow_failures=True if the test expects them):\n{text}"
         )
 
 
