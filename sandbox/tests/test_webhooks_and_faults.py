@@ -74,6 +74,21 @@ def test_held_deliveries_flush_out_of_order(
     ]
 
 
+def test_a_calls_events_are_queued_before_it_is_answered(
+    sandbox: Sandbox, key: str, client: stripe.StripeClient, receiver: Receiver
+) -> None:
+    """Hold, call, flush at once (no sleep): the call's event is always among
+    those flushed, because the sandbox queues it before it answers."""
+    sandbox.set_delivery(hold=True, key=key)
+    ids = []
+    for n in range(100):
+        customer = client.v1.customers.create({"name": f"c{n}"})
+        assert sandbox.flush_deliveries(key=key) == 1, n
+        ids.append(customer.id)
+    events = receiver.wait_for(lambda es: len(es) >= 100)
+    assert [e["data"]["object"]["id"] for e in events if e["type"] == "customer.created"] == ids
+
+
 def test_delayed_delivery(
     sandbox: Sandbox, key: str, client: stripe.StripeClient, receiver: Receiver
 ) -> None:

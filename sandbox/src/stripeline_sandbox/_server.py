@@ -5,8 +5,9 @@ serialised anyway, so a thread per keep-alive connection is simplest and
 fast (no event loop to start, ~0.1 ms per call), and it lets faults drop a
 connection or hold an answer exactly. Every request goes: authenticate →
 route → rate limit → fault (before commit) → idempotency → handler under the
-account lock → save for idempotency → fault (after commit) → answer →
-deliver the events it emitted.
+account lock → save for idempotency → fault (after commit) → queue the events it emitted
+for delivery (held, or handed to the delivery thread) → answer: once a
+client has the answer, ``flush_deliveries`` or ``wait_idle`` sees its events.
 """
 
 from __future__ import annotations
@@ -226,9 +227,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.world.deliverer.enqueue(account, request.events)
             self._fail(fault, request_id)
             return
-        self._send(status, body, {"Request-Id": request_id, **extra, **headers})
+        # Queued (held, or handed to the delivery thread) before the answer:
+        # once a client has the answer, the call's events are on their way.
         if request.events:
             self.server.world.deliverer.enqueue(account, request.events)
+        self._send(status, body, {"Request-Id": request_id, **extra, **headers})
 
     def _execute(
         self, handler: Any, request: Request

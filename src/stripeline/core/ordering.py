@@ -17,6 +17,15 @@ the order known:
 ``rank = kind * 10 + status rank``. Two different states with the same marker
 and rank cannot be ordered from what they carry: the mirror then asks Stripe
 (re-fetch) instead of guessing, so the newer state is never dropped.
+
+A re-fetch knows one more thing: the state the mirror held when the read
+started (its ``over``). Stripe had emitted that state's event before it was
+received, so the read, which started later, shows it or something newer: a
+read wins over the state it started after, whatever their markers, and is
+stamped past it (``fetch_marker``). Its marker follows the clock the events
+come from, not only ours: after a clock was advanced (the sandbox's, or a
+Stripe test clock, whose events carry the clock's time) a read stamped with
+the wall clock alone would lose for good against the events it settles.
 """
 
 from __future__ import annotations
@@ -98,16 +107,38 @@ class Decision(Enum):
 
 @dataclass(frozen=True, slots=True)
 class Seen:
-    """What ordering needs of a state: its marker, rank, origin and data."""
+    """What ordering needs of a state: its marker, rank, origin and data.
+
+    ``over``: for a re-fetched state, the (marker, rank) the mirror held for
+    the object when the read started (None: nothing was held, or not a read).
+    """
 
     marker: int
     rank: int
     fetched: bool
     data: dict[str, Any] | None = None
+    over: tuple[int, int] | None = None
+
+
+def fetch_marker(fetched_at: int, over: tuple[int, int] | None) -> int:
+    """The marker of a state read at ``fetched_at`` (our clock) while the
+    mirror held ``over``: past the held state's second, so the read wins
+    against it (and against anything older) even when the events' clock runs
+    ahead of ours, and never behind our clock."""
+    if over is None:
+        return fetched_at
+    return max(fetched_at, over[0] + 1)
+
+
+def _read_after(held: Seen, incoming: Seen) -> bool:
+    """``incoming`` was read after ``held`` was written: it shows it or newer."""
+    return incoming.over is not None and (held.marker, held.rank) == incoming.over
 
 
 def needs_data(held: Seen, incoming: Seen) -> bool:
     """Whether ``decide`` must compare the two states' data."""
+    if _read_after(held, incoming):
+        return False
     if (
         held.fetched != incoming.fetched
         and abs(held.marker - incoming.marker) <= FETCH_SLACK_SECONDS
@@ -119,11 +150,12 @@ def needs_data(held: Seen, incoming: Seen) -> bool:
 def decide(held: Seen | None, incoming: Seen) -> Decision:
     """Order the incoming state against the held one (see the module doc).
 
-    Markers and ranks decide; where they cannot (equal, or an event and a
-    read too close in time to trust two clocks), equal data is ``SAME`` and
-    different data a ``TIE``.
+    A read wins over the state held when it started. Otherwise markers and
+    ranks decide; where they cannot (equal, or an event and a read too close
+    in time to trust two clocks), equal data is ``SAME`` and different data a
+    ``TIE``.
     """
-    if held is None:
+    if held is None or _read_after(held, incoming):
         return Decision.APPLY
     if needs_data(held, incoming):
         return Decision.SAME if held.data == incoming.data else Decision.TIE

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, and_, or_, select
 
-from stripeline.core.ordering import Decision, Seen, decide, needs_data, rank
+from stripeline.core.ordering import Decision, Seen, decide, fetch_marker, needs_data, rank
 from stripeline.db.engine import insert_for
 from stripeline.mirror.tables import MirrorTable, all_tables, table_for
 
@@ -38,6 +38,8 @@ class State:
     rank: int
     event_id: str | None
     deleted: bool
+    #: A read's (marker, rank) of the state held when it started (``Seen.over``).
+    over: tuple[int, int] | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -84,8 +86,13 @@ def state_from_fetch(
     account: str | None,
     livemode: bool,
     fetched_at: int,
+    over: tuple[int, int] | None = None,
 ) -> State:
-    """A state read from the API at ``fetched_at``; ``obj=None`` means gone (404)."""
+    """A state read from the API at ``fetched_at``; ``obj=None`` means gone (404).
+
+    ``over``: the (marker, rank) held for the object when the read started
+    (``held_marker``); the read wins over it and is stamped past it.
+    """
     data = obj if obj is not None else {"id": object_id, "object": object_type, "deleted": True}
     state_rank = rank(None, data)
     return State(
@@ -94,10 +101,11 @@ def state_from_fetch(
         object_type=object_type,
         livemode=livemode,
         data=data,
-        marker=fetched_at,
+        marker=fetch_marker(fetched_at, over),
         rank=state_rank,
         event_id=None,
         deleted=state_rank >= 20,
+        over=over,
     )
 
 
@@ -164,7 +172,7 @@ def _held_data(conn: Connection, table: Table, key: tuple[str, str]) -> dict[str
 
 
 def _seen(state: State) -> Seen:
-    return Seen(state.marker, state.rank, state.event_id is None, state.data)
+    return Seen(state.marker, state.rank, state.event_id is None, state.data, state.over)
 
 
 def _newest(states: Sequence[State], result: ApplyResult) -> dict[tuple[str, str], State]:
@@ -258,6 +266,19 @@ def _count(result: ApplyResult, decision: Decision, state: State) -> None:
         result.ties.append(state)
     else:  # APPLY again: the guard refused a state the rules call newer
         result.ties.append(state)
+
+
+def held_marker(
+    conn: Connection, object_type: str, account: str | None, object_id: str
+) -> tuple[int, int] | None:
+    """The (marker, rank) the mirror holds for one object, or None."""
+    table = table_for(object_type).table
+    row = conn.execute(
+        select(table.c.marker, table.c.marker_rank).where(
+            table.c.account == (account or ""), table.c.id == object_id
+        )
+    ).first()
+    return None if row is None else (int(row[0]), int(row[1]))
 
 
 def get_object(

@@ -28,7 +28,7 @@ from stripeline.db.engine import connect, insert_for
 from stripeline.db.models import Refetch
 from stripeline.errors import StripeAPIError
 from stripeline.log import get_logger
-from stripeline.mirror._store import apply_states, state_from_fetch
+from stripeline.mirror._store import apply_states, held_marker, state_from_fetch
 
 if TYPE_CHECKING:
     from stripeline.mirror.fetch import Fetcher
@@ -236,6 +236,11 @@ def process_due(
     with connect(engine) as conn:
         claimed = claim(conn, worker=worker, limit=limit, lease_seconds=lease_seconds, now=now())
     for item in claimed:
+        # What the mirror holds before the read starts: the read shows that
+        # state or a newer one, and its marker is set past it (see
+        # core.ordering), on the clock the object's events come from.
+        with connect(engine, readonly=True) as conn:
+            over = held_marker(conn, item.object_type, item.account, item.id)
         started = now()
         try:
             if not fetcher.can_fetch(item.object_type):
@@ -270,6 +275,7 @@ def process_due(
             account=item.account,
             livemode=item.livemode,
             fetched_at=fetched.fetched_at,
+            over=over,
         )
         with connect(engine) as conn:
             applied_at = now()

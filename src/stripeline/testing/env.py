@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -14,6 +15,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from stripeline.testing.delivery import DEFAULT_WEBHOOK_PATH, Delivery, Order, _answer, deliver
@@ -25,10 +27,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_SETTLE_TIMEOUT",
+    "EventFailed",
+    "FailedEvent",
     "SandboxControlError",
     "StoredEvent",
     "StripelineEnv",
     "advance_clock",
+    "drain",
+    "failures",
 ]
 
 DEFAULT_SETTLE_TIMEOUT = 10.0
@@ -44,6 +50,75 @@ class StoredEvent:
     attempts: int
     deliveries: int
     data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FailedEvent:
+    """An event whose processing failed (``failed``: a retry is scheduled;
+    ``dead``: no more retries), or a re-fetch of an object that fails
+    (``type`` is ``refetch``, ``id`` the object's id)."""
+
+    id: str
+    type: str
+    status: str
+    attempts: int
+    handler: str | None
+    error: str | None
+    traceback: str | None
+
+    def describe(self) -> str:
+        if self.type == "refetch":
+            head = f"re-fetch of {self.id} {self.status}: {self.error}"
+        else:
+            where = f"handler {self.handler}" if self.handler else "no handler (mirror or worker)"
+            head = (
+                f"event {self.id} ({self.type}) {self.status} after {self.attempts} "
+                f"attempt(s), in {where}: {self.error}"
+            )
+        return head + (f"\n{self.traceback.rstrip()}" if self.traceback else "")
+
+
+class EventFailed(AssertionError):
+    """``settle()`` or ``drain`` found events that failed (or died) or re-fetches that fail:
+    ``failures`` lists them, the message names each event's id, type and
+    handler with the traceback of its last attempt. ``settle(allow_failures=True)``
+    is for tests that expect failures."""
+
+    def __init__(self, failures: Sequence[FailedEvent]) -> None:
+        self.failures = list(failures)
+        text = "\n\n".join(f.describe() for f in self.failures)
+        super().__init__(
+            f"{len(self.failures)} failure(s) while processing "
+            f"(pass allow_failures=True if the test expects them):\n{text}"
+        )
+
+
+_FRAME = re.compile(r'^\s*File "(?P<file>[^"]+)", line \d+, in (?P<name>\S+)\s*$', re.MULTILINE)
+
+
+def _failing(refetches: Any) -> Any:
+    """Re-fetch rows whose last read failed (retry scheduled) or was given up."""
+    from sqlalchemy import and_, or_
+
+    return or_(
+        refetches.c.gave_up_at.is_not(None),
+        and_(refetches.c.last_error.is_not(None), refetches.c.attempts > 0),
+    )
+
+
+def _handler_in(traceback: str | None, handlers: Sequence[Any]) -> str | None:
+    """The registered handler whose frame is innermost in ``traceback``."""
+    if not traceback:
+        return None
+    frames = [(m["file"], m["name"]) for m in _FRAME.finditer(traceback)]
+    for file, name in reversed(frames):
+        for handler in handlers:
+            code = getattr(handler, "__code__", None)
+            if code is not None and (code.co_filename, code.co_name) == (file, name):
+                module = getattr(handler, "__module__", None)
+                qualname = getattr(handler, "__qualname__", name)
+                return f"{module}.{qualname}" if module else qualname
+    return None
 
 
 class _ServedApp:
@@ -126,6 +201,8 @@ class StripelineEnv:
         self.webhook_url = self._served.url + DEFAULT_WEBHOOK_PATH
         #: Events from before the endpoint existed are not expected to arrive.
         self._ignored = set(self._sandbox_event_ids())
+        #: Failed events and objects a ``settle(allow_failures=True)`` accepted.
+        self._accepted: set[str] = set()
         self.endpoint_id = sandbox.listen(self.webhook_url, webhook_events, key=key)
 
     @property
@@ -171,24 +248,72 @@ class StripelineEnv:
                 raise TimeoutError(f"{len(missing)} event(s) not received in {timeout} s: {types}")
             time.sleep(0.005)
 
-    def settle(self, timeout: float = DEFAULT_SETTLE_TIMEOUT) -> int:
-        """Wait for the account's webhooks, then process the inbox until nothing is
-        due (handlers that call Stripe make more events: those are waited for
-        too); return how many events were processed.
+    def settle(
+        self, timeout: float = DEFAULT_SETTLE_TIMEOUT, *, allow_failures: bool = False
+    ) -> int:
+        """Wait for the account's webhooks, then process the inbox and the
+        mirror's re-fetches until nothing is left to do (handlers that call
+        Stripe make more events: those are waited for too; a re-fetch not yet
+        due is waited for), so the mirror is current; return how many events
+        were processed (attempts: an event tried twice counts twice).
 
         Raises:
+            EventFailed: an event failed (a retry is pending) or is dead, or a
+                re-fetch fails; not with ``allow_failures=True`` (those
+                failures are then accepted: later calls do not raise for them).
             TimeoutError: webhooks did not arrive or processing did not finish.
         """
         from stripeline.worker import Worker
 
         deadline = time.monotonic() + timeout
-        total = 0
+        attempts_before = self._attempts()
         while True:
             self.wait_for_webhooks(max(0.1, deadline - time.monotonic()))
-            done = Worker(self.app).drain(timeout=max(0.1, deadline - time.monotonic()))
-            total += done
-            if done == 0:
-                return total
+            if Worker(self.app).drain(timeout=max(0.1, deadline - time.monotonic())):
+                continue
+            failures = [f for f in self.failures() if f.id not in self._accepted]
+            if failures:
+                if not allow_failures:
+                    raise EventFailed(failures)
+                self._accepted.update(f.id for f in failures)
+            wait = self._next_refetch()
+            if wait is None:
+                return self._attempts() - attempts_before
+            left = deadline - time.monotonic()
+            if wait > left:
+                raise TimeoutError(
+                    f"the mirror's re-fetches were not done in {timeout} s "
+                    "(STRIPELINE_MIRROR_COALESCE_SECONDS longer than the timeout?)"
+                )
+            time.sleep(max(0.005, wait))
+
+    def _attempts(self) -> int:
+        from sqlalchemy import func, select
+
+        from stripeline.db.engine import connect
+        from stripeline.db.models import Attempt
+
+        with connect(self.app.engine, readonly=True) as conn:
+            return int(conn.execute(select(func.count()).select_from(Attempt)).scalar_one())
+
+    def failures(self) -> list[FailedEvent]:
+        """What ``settle()`` raises for (see ``failures``)."""
+        return failures(self.app)
+
+    def _next_refetch(self) -> float | None:
+        """Seconds until the next re-fetch that is not failing is due (None: none)."""
+        from sqlalchemy import func, select
+
+        from stripeline.db.engine import connect
+        from stripeline.mirror.refetch import refetches
+
+        with connect(self.app.engine, readonly=True) as conn:
+            due: datetime | None = conn.execute(
+                select(func.min(refetches.c.due_at)).where(~_failing(refetches))
+            ).scalar_one_or_none()
+        if due is None:
+            return None
+        return max(0.0, (due - datetime.now(UTC)).total_seconds())
 
     def advance_clock(
         self,
@@ -197,9 +322,17 @@ class StripelineEnv:
         to: int | None = None,
         test_clock: str | None = None,
         timeout: float = DEFAULT_SETTLE_TIMEOUT,
+        allow_failures: bool = False,
     ) -> int:
         """See ``advance_clock``."""
-        return advance_clock(self, seconds, to=to, test_clock=test_clock, timeout=timeout)
+        return advance_clock(
+            self,
+            seconds,
+            to=to,
+            test_clock=test_clock,
+            timeout=timeout,
+            allow_failures=allow_failures,
+        )
 
     # -- sending events ourselves --------------------------------------------
 
@@ -281,6 +414,81 @@ class StripelineEnv:
             raise SandboxControlError(method, path, int(error.code), body) from None
 
 
+def failures(app: Stripeline) -> list[FailedEvent]:
+    """Events ``failed`` or ``dead`` in ``app``'s inbox, and re-fetches that
+    fail or were given up, oldest first (what ``settle()`` and ``drain``
+    raise ``EventFailed`` for)."""
+    from sqlalchemy import select
+
+    from stripeline.db.engine import connect
+    from stripeline.db.models import Event
+    from stripeline.mirror.refetch import refetches
+
+    found: list[FailedEvent] = []
+    with connect(app.engine, readonly=True) as conn:
+        rows = conn.execute(
+            select(
+                Event.id,
+                Event.type,
+                Event.status,
+                Event.attempts,
+                Event.last_error,
+                Event.last_traceback,
+            )
+            .where(Event.status.in_(("failed", "dead")))
+            .order_by(Event.created, Event.received_at)
+        ).all()
+        reads = conn.execute(
+            select(
+                refetches.c.id,
+                refetches.c.attempts,
+                refetches.c.last_error,
+                refetches.c.gave_up_at,
+            )
+            .where(_failing(refetches))
+            .order_by(refetches.c.first_requested_at)
+        ).all()
+    for row in rows:
+        handler = _handler_in(row.last_traceback, app.handlers_for(row.type))
+        found.append(
+            FailedEvent(
+                row.id,
+                row.type,
+                row.status,
+                row.attempts,
+                handler,
+                row.last_error,
+                row.last_traceback,
+            )
+        )
+    for read in reads:
+        status = "given up" if read.gave_up_at is not None else "failing"
+        found.append(
+            FailedEvent(read.id, "refetch", status, read.attempts, None, read.last_error, None)
+        )
+    return found
+
+
+def drain(app: Stripeline, *, timeout: float = 30.0, allow_failures: bool = False) -> int:
+    """Process ``app``'s inbox in this thread, without the sandbox or a server:
+    the worker's ``drain`` (events due, then the re-fetches due, until nothing
+    is due); return how many events and re-fetches it processed.
+
+    Raises:
+        EventFailed: an event is ``failed`` or ``dead``, or a re-fetch fails
+            (not with ``allow_failures=True``).
+        TimeoutError: work was still due after ``timeout`` s.
+    """
+    from stripeline.worker import Worker
+
+    done = Worker(app, listen=False).drain(timeout=timeout)
+    if not allow_failures:
+        found = failures(app)
+        if found:
+            raise EventFailed(found)
+    return done
+
+
 def advance_clock(
     env: StripelineEnv,
     seconds: float = 0,
@@ -288,9 +496,10 @@ def advance_clock(
     to: int | None = None,
     test_clock: str | None = None,
     timeout: float = DEFAULT_SETTLE_TIMEOUT,
+    allow_failures: bool = False,
 ) -> int:
     """Move time forward and return once the resulting webhooks are delivered
-    and processed; return the new time.
+    and processed (``settle``, with ``allow_failures``); return the new time.
 
     Without ``test_clock`` the sandbox's own clock moves (by ``seconds``, or
     ``to`` a Unix time). With ``test_clock`` that test clock is advanced
@@ -299,6 +508,7 @@ def advance_clock(
 
     Raises:
         ValueError: time would go backwards.
+        EventFailed: see ``StripelineEnv.settle``.
         TimeoutError: the clock or the webhooks did not settle in ``timeout`` s.
     """
     if test_clock is None:
@@ -320,5 +530,5 @@ def advance_clock(
                 raise TimeoutError(f"test clock {test_clock} not ready after {timeout} s")
             time.sleep(0.01)
         new_time = target
-    env.settle(timeout)
+    env.settle(timeout, allow_failures=allow_failures)
     return new_time

@@ -10,9 +10,11 @@ Fixtures:
 * ``stripe_key``: a fresh ``sk_test_…`` key, i.e. an empty account, per test.
 * ``stripe_client``: a ``stripe.StripeClient`` for that key, pointed at the sandbox.
 * ``stripeline_app``: a ``Stripeline`` app on a fresh, migrated SQLite file,
-  configured with the sandbox's key and webhook secret, carrying the handlers
-  of ``stripeline_base_app`` (the ini option ``stripeline_app = "pkg.mod:app"``,
-  or override that fixture).
+  configured with the sandbox's key and webhook secret (re-fetches not
+  coalesced), carrying the handlers of ``stripeline_base_app`` (the ini option
+  ``stripeline_app = "pkg.mod:app"``, or override that fixture), which is
+  pointed at the same database for the test; the application's own tables
+  from ``stripeline_schema`` (ini ``stripeline_schema``) are created in it.
 * ``stripeline_env``: that app served on 127.0.0.1 and registered as the
   account's webhook endpoint, with ``settle()``, ``advance_clock()``,
   ``deliver()``, ``events()`` and ``mirror()``.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +35,8 @@ from stripeline.testing.env import StripelineEnv
 from stripeline.testing.events import make_event
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from stripeline.app import Stripeline
     from stripeline.gateway import StripeClient
     from stripeline_sandbox import Sandbox
@@ -51,15 +56,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "module:attribute of the Stripeline app whose handlers stripeline_app carries",
         default="",
     )
+    parser.addini(
+        "stripeline_schema",
+        "module:attribute of the application's tables for the test database: a "
+        "SQLAlchemy MetaData, a declarative base (its .metadata) or a callable(engine)",
+        default="",
+    )
+
+
+def _resolve(option: str, reference: str) -> Any:
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise pytest.UsageError(f"{option} must be 'module:attribute', not {reference!r}")
+    found: Any = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        found = getattr(found, part)
+    return found
 
 
 def _load_app(reference: str) -> Stripeline:
     from stripeline.app import Stripeline
 
-    module_name, _, attribute = reference.partition(":")
-    if not module_name or not attribute:
-        raise pytest.UsageError(f"stripeline_app must be 'module:attribute', not {reference!r}")
-    found = getattr(importlib.import_module(module_name), attribute)
+    found = _resolve("stripeline_app", reference)
     if not isinstance(found, Stripeline):
         raise pytest.UsageError(f"{reference} is a {type(found).__name__}, not a Stripeline app")
     return found
@@ -105,6 +123,57 @@ def stripeline_base_app(pytestconfig: pytest.Config) -> Stripeline | None:
     return _load_app(reference) if reference else None
 
 
+@pytest.fixture
+def stripeline_schema(pytestconfig: pytest.Config) -> Any:
+    """The application's own tables, created in each test database by
+    ``stripeline_app``: ini ``stripeline_schema``, or override this to return
+    a ``MetaData``, a declarative base or a ``callable(engine)`` (``None``: none)."""
+    reference = str(pytestconfig.getini("stripeline_schema") or "")
+    return _resolve("stripeline_schema", reference) if reference else None
+
+
+def _create_schema(engine: Engine, schema: Any) -> None:
+    """Create ``schema`` (see ``stripeline_schema``) in the database of ``engine``.
+
+    Raises:
+        TypeError: ``schema`` is none of a MetaData, a declarative base or a callable.
+    """
+    from sqlalchemy import MetaData
+
+    if schema is None:
+        return
+    metadata = schema if isinstance(schema, MetaData) else getattr(schema, "metadata", None)
+    if isinstance(metadata, MetaData):
+        metadata.create_all(engine)
+    elif callable(schema):
+        schema(engine)
+    else:
+        raise TypeError(
+            f"stripeline_schema is a {type(schema).__name__}: expected a SQLAlchemy "
+            "MetaData, a declarative base or a callable taking the engine"
+        )
+
+
+@contextmanager
+def _pointed_at(base: Stripeline, app: Stripeline) -> Iterator[None]:
+    """``base`` (the user's app object) uses ``app``'s settings and database
+    meanwhile: a handler that calls ``base.once(…)`` or opens ``base.engine``
+    writes to the test database, never to the file or server ``base`` is set up for."""
+    names = ("_settings", "_engine", "_fetcher", "_limiter", "_secrets")
+    saved = {name: base.__dict__[name] for name in names}
+    metrics = base.__dict__.pop("metrics", None)
+    base.__dict__.update(
+        _settings=app.settings, _engine=app.engine, _fetcher=None, _limiter=None, _secrets={}
+    )
+    try:
+        yield
+    finally:
+        base.__dict__.pop("metrics", None)
+        base.__dict__.update(saved)
+        if metrics is not None:
+            base.__dict__["metrics"] = metrics
+
+
 @pytest.fixture(scope="session")
 def _stripeline_template_database(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from stripeline.db import make_engine, migrate
@@ -121,10 +190,12 @@ def stripeline_app(
     stripe_sandbox: Sandbox,
     stripe_key: str,
     stripeline_base_app: Stripeline | None,
+    stripeline_schema: Any,
     _stripeline_template_database: Path,
     tmp_path: Path,
 ) -> Iterator[Stripeline]:
-    """A ``Stripeline`` app on a fresh migrated SQLite file, set up for the sandbox."""
+    """A ``Stripeline`` app on a fresh migrated SQLite file, set up for the sandbox,
+    with the application's tables (``stripeline_schema``)."""
     from pydantic import SecretStr
 
     from stripeline.app import Stripeline
@@ -137,11 +208,17 @@ def stripeline_app(
         stripe_webhook_secret=SecretStr(stripe_sandbox.webhook_secret),
         stripe_api_base=stripe_sandbox.url,
         database_url=f"sqlite:///{path}",
+        # Nothing to save by coalescing in a test: a tie is read at once.
+        mirror_coalesce_seconds=0,
     )
     app = Stripeline(settings)
-    if stripeline_base_app is not None:
+    _create_schema(app.engine, stripeline_schema)
+    if stripeline_base_app is None:
+        yield app
+    else:
         app.include(stripeline_base_app)
-    yield app
+        with _pointed_at(stripeline_base_app, app):
+            yield app
     app.dispose()
 
 
