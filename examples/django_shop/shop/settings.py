@@ -51,7 +51,7 @@ TEMPLATES = [
 def _database() -> dict[str, object]:
     """SQLite next to manage.py, or PostgreSQL when SHOP_DATABASE_URL says so."""
     url = os.environ.get("SHOP_DATABASE_URL", "")
-    if url.startswith(("postgresql://", "postgres://")):
+    if url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
         parts = urlsplit(url)
         return {
             "ENGINE": "django.db.backends.postgresql",
