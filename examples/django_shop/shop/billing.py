@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from django.db import transaction
+
 import stripeline
 from shop.models import Access
 
@@ -25,14 +27,15 @@ def record_access(event: stripeline.ReceivedEvent) -> None:
     """
     subscription = event.object
     status = "canceled" if event.type.endswith(".deleted") else subscription["status"]
-    Access.objects.update_or_create(
-        customer=subscription["customer"],
-        defaults={
-            "subscription": subscription["id"],
-            "status": status,
-            "active": status in ACTIVE,
-            "event_id": event.id,
-        },
-    )
+    with transaction.atomic():  # a SAVEPOINT inside the event's transaction
+        Access.objects.update_or_create(
+            customer=subscription["customer"],
+            defaults={
+                "subscription": subscription["id"],
+                "status": status,
+                "active": status in ACTIVE,
+                "event_id": event.id,
+            },
+        )
     if (subscription.get("metadata") or {}).get("fail_after_write") == "yes":
         raise RuntimeError("the handler failed after its write (the example's test asks it to)")

@@ -90,6 +90,18 @@ class ShopTests(TransactionTestCase):
         self.assertFalse(Access.objects.filter(customer="cus_shop_fail").exists())
         self.assertFalse(Subscription.objects.filter(id=event["data"]["object"]["id"]).exists())
 
+    async def test_a_webhook_through_djangos_asgi_handler(self) -> None:
+        event = subscription_event("cus_shop_asgi")
+        body, headers = sign_event(event, SECRET)
+        answer = await self.async_client.post(
+            WEBHOOK,
+            body,
+            content_type="application/json",
+            headers={"Stripe-Signature": headers["Stripe-Signature"]},
+        )
+        self.assertEqual(answer.status_code, 200, answer.content)
+        self.assertTrue(await Event.objects.filter(id=event["id"], status="pending").aexists())
+
     def test_refusals(self) -> None:
         event = subscription_event("cus_shop_bad")
         self.assertEqual(self.post(event, secret="whsec_not_the_right_one_01").status_code, 400)

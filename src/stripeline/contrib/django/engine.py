@@ -46,8 +46,11 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.pool import NullPool
 
 from stripeline.db.engine import make_engine, normalize_url
+from stripeline.log import get_logger
 
 __all__ = ["DjangoConnection", "bound_connection", "django_engine"]
+
+log = get_logger("stripeline.django")
 
 #: The attribute set on a Django connection while SQLAlchemy holds it.
 _LENT = "_stripeline_lent"
@@ -163,6 +166,16 @@ class DjangoConnection:
             return
         if self._lent:
             setattr(wrapper, _LENT, False)
+            if wrapper.run_on_commit:
+                # transaction.on_commit() in a handler's atomic(): SQLAlchemy,
+                # not Django, committed; Django never runs them. Said, dropped.
+                log.warning(
+                    "django_on_commit_dropped",
+                    action="django_on_commit_dropped",
+                    callbacks=len(wrapper.run_on_commit),
+                    hint="transaction.on_commit() does not run in handlers: use event.once()",
+                )
+                wrapper.run_on_commit = []
             wrapper.set_autocommit(True)
         else:
             wrapper.close()
@@ -177,7 +190,8 @@ def _borrow(alias: str) -> DjangoConnection:
         own.ensure_connection()
         own.set_autocommit(False)
         return DjangoConnection(own, lent=False)
-    wrapper.close_if_unusable_or_obsolete()  # a broken one, or past CONN_MAX_AGE
+    if wrapper.connection is not None and wrapper.errors_occurred and not wrapper.is_usable():
+        wrapper.close()  # broken (not CONN_MAX_AGE: the worker would reconnect each time)
     wrapper.ensure_connection()
     wrapper.set_autocommit(False)
     setattr(wrapper, _LENT, True)
