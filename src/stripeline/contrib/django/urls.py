@@ -6,6 +6,8 @@ from django.urls import path
 
 from stripeline.contrib.django import views
 
+__all__ = ["app_name", "urlpatterns"]
+
 app_name = "stripeline"
 
 urlpatterns = [
