@@ -6,7 +6,8 @@ prove (examples/django_shop/shop/tests.py): ``migrate`` puts stripeline's
 tables in the test database; the webhook view stores a signed event and
 refuses bad ones (under WSGI and Django's ASGI handler); the worker runs the handler on Django's connection, so its
 ORM write commits with the event's processed mark, or (the handler raises
-after writing) neither does and the event is retried; readiness; the admin
+after writing) neither does and the event is retried; a handler given up
+past its timeout commits nothing and cannot write afterwards; readiness; the admin
 pages and the retry action; ``manage.py stripeline events list``.
 """
 
@@ -42,7 +43,7 @@ def run_shop_tests(database_url: str) -> subprocess.CompletedProcess[str]:
 
 def check(result: subprocess.CompletedProcess[str]) -> None:
     assert result.returncode == 0, result.stderr[-6000:]
-    assert "Ran 8 tests" in result.stderr
+    assert "Ran 9 tests" in result.stderr
     assert "\nOK" in result.stderr
     assert "test_a_handler_that_raises_after_its_orm_write_leaves_no_row_and_is_retried" in (
         result.stderr

@@ -9,14 +9,17 @@ stripeline's rows stay, so each test looks at its own events.)
 from __future__ import annotations
 
 import io
+import threading
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.core.management import call_command
+from django.db import Error as DatabaseError
 from django.db import connection
 from django.test import TransactionTestCase, override_settings
 
 from shop.models import Access
+from stripeline import ReceivedEvent, Stripeline
 from stripeline.contrib.django import conf, get_app
 from stripeline.contrib.django.models import Event, Subscription
 from stripeline.testing import make_event, sign_event
@@ -25,6 +28,25 @@ from stripeline.worker import Worker
 SECRET = "whsec_shop_tests_0123456789"
 STRIPELINE = {"app": "shop.billing:app", "stripe_webhook_secret": SECRET}
 WEBHOOK = "/stripe/webhooks/stripe"
+
+
+#: An application whose handler writes, then hangs past the handler timeout.
+hanging_app = Stripeline()
+hung: dict[str, Any] = {}
+let_go = threading.Event()
+finished = threading.Event()
+
+
+@hanging_app.on("customer.subscription.created")
+def write_then_hang(event: ReceivedEvent) -> None:
+    customer = event.object["customer"]
+    Access.objects.create(customer=customer, subscription="sub", status="x", event_id=event.id)
+    let_go.wait(20)  # the worker gives up on it meanwhile
+    try:
+        Access.objects.create(customer=f"{customer}-late", subscription="sub", status="x")
+    except Exception as exc:
+        hung["late_write"] = exc
+    finished.set()
 
 
 def subscription_event(customer: str, **fields: Any) -> dict[str, Any]:
@@ -101,6 +123,28 @@ class ShopTests(TransactionTestCase):
         )
         self.assertEqual(answer.status_code, 200, answer.content)
         self.assertTrue(await Event.objects.filter(id=event["id"], status="pending").aexists())
+
+    @override_settings(
+        STRIPELINE={**STRIPELINE, "app": "shop.tests:hanging_app", "handler_timeout": 0.5}
+    )
+    def test_a_handler_given_up_past_its_timeout_commits_nothing_and_cannot_write_later(
+        self,
+    ) -> None:
+        conf.reset()
+        event = subscription_event("cus_shop_hang")
+        self.assertEqual(self.post(event).status_code, 200)
+
+        self.process()  # returns once the worker gave the handler up
+
+        stored = Event.objects.get(id=event["id"])
+        self.assertEqual(stored.status, "failed")
+        self.assertIn("HandlerTimeout", stored.last_error or "")
+        self.assertFalse(Access.objects.filter(customer="cus_shop_hang").exists())
+        let_go.set()
+        self.assertTrue(finished.wait(20))
+        # Its connection was closed under it: the late write failed, not committed alone.
+        self.assertIsInstance(hung.get("late_write"), DatabaseError)
+        self.assertFalse(Access.objects.filter(customer="cus_shop_hang-late").exists())
 
     def test_refusals(self) -> None:
         event = subscription_event("cus_shop_bad")
