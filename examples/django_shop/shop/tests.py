@@ -15,7 +15,7 @@ from typing import Any
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.db import Error as DatabaseError
-from django.db import connection
+from django.db import NotSupportedError, connection
 from django.test import TransactionTestCase, override_settings
 
 from shop.models import Access
@@ -179,6 +179,9 @@ class ShopTests(TransactionTestCase):
             self.assertEqual(answer.status_code, 200, page)
         detail = self.client.get(f"/admin/stripeline/event/{event['id']}/change/")
         self.assertContains(detail, event["id"])
+        self.assertNotContains(detail, 'name="_save"')  # viewed, never saved from here
+        with self.assertRaises(NotSupportedError):
+            Event.objects.get(id=event["id"]).save()
         self.assertEqual(self.client.get("/admin/stripeline/event/add/").status_code, 403)
         answer = self.client.post(
             "/admin/stripeline/event/",

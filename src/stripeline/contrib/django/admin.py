@@ -51,11 +51,8 @@ class EventAdmin(ReadOnlyAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # The list page offers its actions to those who may change events;
-        # the form stays read-only (every field is listed read-only).
-        return bool(request.user.has_perm("stripeline.change_event"))
-
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        return [f.name for f in Event._meta.fields if f.name != "payload"]
+        # an event's own page is read-only for everyone.
+        return obj is None and bool(request.user.has_perm("stripeline.change_event"))
 
     @admin.action(description="Retry the selected failed or dead events", permissions=["change"])
     def retry(self, request: HttpRequest, queryset: QuerySet[Event]) -> None:

@@ -150,4 +150,6 @@ def reset() -> None:
     """Forget the application (tests that change settings; closes its engine)."""
     with _lock:
         if _app:
-            _app.pop().dispose()
+            app = _app.pop()
+            app.dispose()
+            app.__dict__.pop("metrics", None)  # made on the engine just disposed

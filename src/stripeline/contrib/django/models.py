@@ -15,12 +15,28 @@ apart).
 
 from __future__ import annotations
 
-from django.db import models
+from typing import Any
+
+from django.db import NotSupportedError, models
 
 __all__ = ["Customer", "Dispute", "Event", "Invoice", "PaymentIntent", "Subscription"]
 
 
-class Event(models.Model):
+class _ReadOnly(models.Model):
+    """A row of stripeline's: Django reads it, never writes it (a stale
+    ``save()`` would overwrite what the worker wrote)."""
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        raise NotSupportedError(f"{type(self).__name__} rows are written by stripeline only")
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotSupportedError(f"{type(self).__name__} rows are written by stripeline only")
+
+
+class Event(_ReadOnly):
     """The inbox: every verified event, whole, with its processing state."""
 
     id = models.CharField(primary_key=True, max_length=255)
@@ -48,7 +64,7 @@ class Event(models.Model):
         return f"{self.id} {self.type}"
 
 
-class _Mirrored(models.Model):
+class _Mirrored(_ReadOnly):
     """The columns every mirror table has."""
 
     id = models.CharField(primary_key=True, max_length=255)

@@ -26,20 +26,25 @@ from django.views.decorators.http import require_GET, require_POST
 
 from stripeline.app import Stripeline
 from stripeline.contrib.django.conf import get_app
+from stripeline.settings import Settings
 from stripeline.web.intake import WebhookAnswer, WebhookIntake, readiness
 
 __all__ = ["healthz", "readyz", "webhook"]
 
 _lock = threading.Lock()
-_intakes: dict[int, WebhookIntake] = {}
+_intake_of: list[tuple[Stripeline, Settings, WebhookIntake]] = []
 
 
 def _intake(app: Stripeline) -> WebhookIntake:
-    intake = _intakes.get(id(app))
-    if intake is None:
-        with _lock:
-            intake = _intakes.setdefault(id(app), WebhookIntake(app))
-    return intake
+    """One ``WebhookIntake`` for the application and its settings of the
+    moment (``conf.reset()`` gives the application new settings)."""
+    known = _intake_of[0] if _intake_of else None
+    if known is not None and known[0] is app and known[1] is app.settings:
+        return known[2]
+    with _lock:
+        intake = WebhookIntake(app)
+        _intake_of[:] = [(app, app.settings, intake)]
+        return intake
 
 
 def _response(answer: WebhookAnswer) -> HttpResponse:
