@@ -11,6 +11,7 @@ internal, or a module that was moved without the docs following, fails here.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import re
 import types
@@ -33,6 +34,16 @@ def _public_in(module: types.ModuleType, name: str) -> bool:
     return name in getattr(module, "__all__", ())
 
 
+def _groups_packages(module: types.ModuleType) -> bool:
+    """A package whose ``__init__`` is a docstring alone (``stripeline.contrib``)
+    only groups public packages: a name may go through it."""
+    path = getattr(module, "__file__", None)
+    if not path or not hasattr(module, "__path__"):
+        return False
+    body = ast.parse(Path(path).read_text(encoding="utf-8")).body
+    return len(body) == 1 and isinstance(body[0], ast.Expr)
+
+
 def resolve(dotted: str) -> str | None:
     """None when ``dotted`` names a public module or a public member; else why not.
 
@@ -53,7 +64,7 @@ def resolve(dotted: str) -> str | None:
                 return f"has no attribute {part!r}"
             value = getattr(value, part)
             continue
-        if not hasattr(value, "__all__"):
+        if not hasattr(value, "__all__") and not _groups_packages(value):
             return f"{value.__name__} is not a public module (no __all__)"
         if hasattr(value, part) and not isinstance(getattr(value, part), types.ModuleType):
             if not _public_in(value, part):
@@ -101,6 +112,8 @@ def test_the_checker_catches_what_it_should() -> None:
     assert resolve("stripeline.mirror._store") == "has a private component"
     assert resolve("stripeline.mirror.mapping") is not None  # an internal module
     assert resolve("stripeline.settings.load_settings") is not None  # not a public module
+    assert resolve("stripeline.contrib.django.get_app") is None  # through a grouping package
+    assert resolve("stripeline.contrib.django.apps") is not None  # an internal module
     assert names_in("from stripeline.db import (make_engine, migrate)\n") >= {
         "stripeline.db.make_engine",
         "stripeline.db.migrate",

@@ -42,6 +42,7 @@ PUBLIC: dict[str, set[str]] = {
         "__version__",
         "load_settings",
     },
+    "stripeline.contrib.django": {"get_app"},
     "stripeline.core": {"Envelope", "parse_envelope", "sign", "verify"},
     "stripeline.db": {
         "Base",

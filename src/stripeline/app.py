@@ -19,6 +19,7 @@ Run it with ``stripeline serve --app myproject.billing:app``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
@@ -157,6 +158,11 @@ class Stripeline:
         self._handlers: dict[str, list[Handler]] = {}
         self._extra_secrets: dict[str, list[str]] = {"account": [], "connect": []}
         self._secrets: dict[str, list[str]] = {}
+        #: Called with each event whose handlers run, in their thread: the
+        #: handlers run inside the context manager it returns. Integrations
+        #: bind their framework's per-thread state there (the Django app binds
+        #: the event's connection, so that the ORM writes in its transaction).
+        self.handler_scope: Callable[[ReceivedEvent], AbstractContextManager[object]] | None = None
 
     # -- configuration -----------------------------------------------------
 

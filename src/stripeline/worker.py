@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_for_future
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -683,14 +684,17 @@ class Worker:
         if thread is None:
             thread = self._handler_thread = _HandlerThread()
 
+        scope = self.app.handler_scope
+
         def call() -> None:
             try:
-                for handler in handlers:
-                    result = handler(event)
-                    if result is not None and asyncio.iscoroutine(result):
-                        thread.run_async(
-                            cast(Awaitable[None], result), deadline=deadline, timeout=timeout
-                        )
+                with scope(event) if scope is not None else nullcontext():
+                    for handler in handlers:
+                        result = handler(event)
+                        if result is not None and asyncio.iscoroutine(result):
+                            thread.run_async(
+                                cast(Awaitable[None], result), deadline=deadline, timeout=timeout
+                            )
             except HandlerTimeout:
                 raise
             except Exception as exc:
