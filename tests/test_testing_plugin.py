@@ -277,7 +277,7 @@ def test_plugin_in_a_user_suite(pytester: pytest.Pytester) -> None:
         filterwarnings = error
         """
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", timeout=60)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", timeout=240)
     result.assert_outcomes(passed=4)
 
 
@@ -322,7 +322,7 @@ def test_the_plugin_says_how_to_install_the_sandbox(pytester: pytest.Pytester) -
             assert stripe_event("customer.created")["type"] == "customer.created"
         """
     )
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", timeout=60)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", timeout=240)
     result.assert_outcomes(passed=1, errors=1)
     output = result.stdout.str()
     assert "stripe_sandbox needs the offline Stripe sandbox" in output
