@@ -340,7 +340,7 @@ class Worker:
         self._bodies = {}
         leased_at = self._clock()
         deadlocks = 0
-        while position < len(claimed):
+        while position < self._end(claimed):
             start = position
             try:
                 if self._clock() - leased_at > self.lease_seconds / 3:
@@ -378,9 +378,7 @@ class Worker:
                     continue
                 self._abandon(claimed[start:], exc)
                 raise
-            position = reached
-            if self._rest_released():  # the rest went to other workers
-                break
+            position = reached  # the events past ``_end`` went to other workers
         return len(claimed) + self.refetch_once()
 
     def _give_up(self, given_up: _GivenUp, rest: list[inbox.ClaimedEvent]) -> None:
@@ -531,11 +529,11 @@ class Worker:
         postgres = conn.dialect.name == "postgresql"
         fresh = True  # nothing taken yet in this transaction
         self._ran_in_group = []
-        while position < len(claimed):
+        while position < self._end(claimed):
             # Events no handler wants are applied to the mirror in bulk;
             # the others one by one, each in its own SAVEPOINT.
             end = position
-            while end < len(claimed) and end - position < BULK_SIZE:
+            while end < self._end(claimed) and end - position < BULK_SIZE:
                 if not self._bulk_ok(claimed[end]):
                     break
                 end += 1
@@ -561,10 +559,7 @@ class Worker:
                 if row is not None:
                     attempt_rows.append(row)
                 position += 1
-            if (
-                self._released_from is not None
-                or self._clock() - started > self.max_transaction_seconds
-            ):
+            if self._clock() - started > self.max_transaction_seconds:
                 break
         inbox.record_attempt(conn, attempt_rows)
         return position
@@ -825,10 +820,12 @@ class Worker:
             raise _GivenUp(event.id, event.attempt, timeout)
         future.result()  # the handler's own exception, if any
 
-    def _rest_released(self) -> bool:
-        """Whether the batch's events not yet started were released (a
-        method: ``_process_group`` changes it under ``run_once``)."""
-        return self._released_from is not None
+    def _end(self, claimed: list[inbox.ClaimedEvent]) -> int:
+        """Where the batch's events still this worker's end: at those not yet
+        started that a slow handler released (``_process_group`` changes it
+        under ``run_once``; a group a deadlock rolled back after the release
+        still runs again up to there)."""
+        return len(claimed) if self._released_from is None else self._released_from
 
     def _release_unstarted(self) -> None:
         """A handler is slow (PostgreSQL): give the events of the batch not yet
