@@ -124,6 +124,8 @@ def assert_exactly_once(engine: Engine, total: int, logs: Sequence[Mapping[str, 
         or "deadlock" in str(entry.get("error", "")).lower()
     ]
     assert failures == []
+    # Not even a deadlock retried: none happens.
+    assert [e for e in logs if e.get("event") == "deadlock_retried"] == []
 
 
 @pytest.mark.parametrize(
