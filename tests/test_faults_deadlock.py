@@ -2,10 +2,12 @@
 other's events into failures (PostgreSQL).
 
 Every multi-row write of the mirror and the inbox takes its row locks in one
-global order, and a deadlock that still happens (events processed one by one,
-each in its own SAVEPOINT, in opposite orders) rolls back its group, which
-runs again whole without counting an attempt: every event is processed
-exactly once, on its first attempt, and no error is logged.
+global order, and events processed one by one (each in its own SAVEPOINT, in
+opposite orders) take their objects' advisory locks without ever waiting out
+of order (``Worker._process_group``): every event is processed exactly once,
+on its first attempt, and no error is logged. Across tables, and against the
+ingest writer: ``test_faults_deadlock_crossing.py``; a deadlock the worker
+cannot prevent: ``test_faults_deadlock_rerun.py``.
 """
 
 from __future__ import annotations
@@ -122,6 +124,8 @@ def assert_exactly_once(engine: Engine, total: int, logs: Sequence[Mapping[str, 
         or "deadlock" in str(entry.get("error", "")).lower()
     ]
     assert failures == []
+    # Not even a deadlock retried: none happens.
+    assert [e for e in logs if e.get("event") == "deadlock_retried"] == []
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import json
 import os
 import queue
@@ -38,7 +39,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import DBAPIError
 
 from stripeline import inbox
@@ -48,6 +49,7 @@ from stripeline.db.engine import connect, handler_transaction, is_postgres
 from stripeline.inbox import NOTIFY_CHANNEL
 from stripeline.log import get_logger
 from stripeline.mirror import refetch
+from stripeline.mirror._store import lock_objects, object_keys
 from stripeline.mirror.policy import EventObject, apply_events
 
 log = get_logger("stripeline.worker")
@@ -224,6 +226,10 @@ class Worker:
         self._unstarted: tuple[list[inbox.ClaimedEvent], int] | None = None
         self._released_from: int | None = None
         self._listener: threading.Thread | None = None
+        #: Payloads parsed to find the objects an event touches (PostgreSQL),
+        #: and the events of the current group whose handlers started.
+        self._bodies: dict[str, Any] = {}
+        self._ran_in_group: list[inbox.ClaimedEvent] = []
         self._clock = clock
         self._now = now
 
@@ -332,9 +338,10 @@ class Worker:
             )
         position = 0
         self._released_from = None
+        self._bodies = {}
         leased_at = self._clock()
         deadlocks = 0
-        while position < len(claimed):
+        while position < self._end(claimed):
             start = position
             try:
                 if self._clock() - leased_at > self.lease_seconds / 3:
@@ -366,13 +373,13 @@ class Worker:
                         events=len(claimed) - start,
                         retry=deadlocks,
                     )
+                    if self._ran_in_group:
+                        self._count_rerun(claimed, exc)
                     self._stop.wait(random.uniform(0.0, 0.02 * deadlocks))  # noqa: S311 (jitter)
                     continue
                 self._abandon(claimed[start:], exc)
                 raise
-            position = reached
-            if self._rest_released():  # the rest went to other workers
-                break
+            position = reached  # the events past ``_end`` went to other workers
         return len(claimed) + self.refetch_once()
 
     def _give_up(self, given_up: _GivenUp, rest: list[inbox.ClaimedEvent]) -> None:
@@ -428,6 +435,51 @@ class Worker:
         except DBAPIError as exc:  # their lease runs out instead
             log.warning("release_failed", action="release_failed", error=_first_line(exc))
 
+    def _count_rerun(self, claimed: list[inbox.ClaimedEvent], exc: DBAPIError) -> None:
+        """A deadlock rolled back a group after handlers ran (their SQL, and
+        their ``once()`` keys, with it): the group runs again, and those
+        handlers with it. Count that run as an attempt of its own (the
+        attempt log says ``deadlock``; the next run's ``event.attempt`` is one
+        more), so that an outside effect it repeats is never silent."""
+        ran = {e.id: e for e in self._ran_in_group}
+        self._ran_in_group = []
+        error = "rolled back by a deadlock; the handlers run again: " + _first_line(exc)
+        now = self._now()
+        try:
+            with connect(self.app.engine) as conn:
+                counted = set(
+                    conn.execute(
+                        inbox.events.update()
+                        .where(
+                            inbox.events.c.id.in_(sorted(ran)),
+                            inbox.events.c.lease_owner == self.id,
+                            inbox.events.c.status == "processing",
+                        )
+                        .values(attempts=inbox.events.c.attempts + 1)
+                        .returning(inbox.events.c.id)
+                    ).scalars()
+                )
+                inbox.record_attempt(
+                    conn,
+                    [
+                        self._attempt_row(ran[event_id], now, 0.0, "deadlock", error)
+                        for event_id in sorted(counted)
+                    ],
+                )
+        except DBAPIError as again:  # the run goes uncounted: said in the log
+            log.warning("rerun_not_counted", action="rerun_not_counted", error=_first_line(again))
+            counted = set()
+        for index, event in enumerate(claimed):
+            if event.id in counted:
+                claimed[index] = dataclasses.replace(event, attempts=event.attempts + 1)
+        log.warning(
+            "handlers_rerun_after_deadlock",
+            action="handlers_rerun_after_deadlock",
+            worker=self.id,
+            events=len(ran),
+            event_ids=sorted(ran)[:20],
+        )
+
     def _abandon(self, rest: list[inbox.ClaimedEvent], exc: DBAPIError) -> None:
         """The transaction of ``rest``'s group could not commit: mark those
         events failed (their attempt was counted at the claim), dead at the
@@ -459,23 +511,42 @@ class Worker:
         self, conn: Connection, claimed: list[inbox.ClaimedEvent], position: int
     ) -> int:
         """Process events from ``position`` for at most ``max_transaction_seconds``;
-        return the position reached."""
+        return the position reached.
+
+        PostgreSQL: before an event (or a bulk run) is processed, the group
+        takes the advisory locks of the mirror objects it touches
+        (``mirror._store.lock_objects``) and the lock of its inbox row. The
+        group's first event waits for them, in ascending order, holding
+        nothing else; a later one takes them only if they are free at once,
+        else the group ends there (commits) and the event opens the next
+        one. A group never waits holding a lock out of that order, so two
+        workers (or a worker and the re-fetch loop, or the ingest writer
+        counting a duplicate delivery) cannot deadlock on what they share,
+        whatever the order of their events.
+        """
         started = self._clock()
         attempt_rows: list[dict[str, Any]] = []
         timeout_set = False
-        while position < len(claimed):
+        postgres = conn.dialect.name == "postgresql"
+        fresh = True  # nothing taken yet in this transaction
+        self._ran_in_group = []
+        while position < self._end(claimed):
             # Events no handler wants are applied to the mirror in bulk;
             # the others one by one, each in its own SAVEPOINT.
-            run: list[inbox.ClaimedEvent] = []
-            while position < len(claimed) and len(run) < BULK_SIZE:
-                if not self._bulk_ok(claimed[position]):
+            end = position
+            while end < self._end(claimed) and end - position < BULK_SIZE:
+                if not self._bulk_ok(claimed[end]):
                     break
-                run.append(claimed[position])
-                position += 1
-            if run:
+                end += 1
+            run = claimed[position:end] or claimed[position : position + 1]
+            if postgres and not self._take_locks(conn, run, wait=fresh):
+                break  # held elsewhere: commit first, then wait for them
+            fresh = False
+            if end > position:
                 attempt_rows.extend(self._process_bulk(conn, run))
+                position = end
             else:
-                if not timeout_set and conn.dialect.name == "postgresql":
+                if not timeout_set and postgres:
                     # Handlers' SQL (and the rest of this transaction's) runs
                     # under the handler timeout. Set outside the event's
                     # SAVEPOINT, so that rolling one back keeps it.
@@ -489,13 +560,42 @@ class Worker:
                 if row is not None:
                     attempt_rows.append(row)
                 position += 1
-            if (
-                self._released_from is not None
-                or self._clock() - started > self.max_transaction_seconds
-            ):
+            if self._clock() - started > self.max_transaction_seconds:
                 break
         inbox.record_attempt(conn, attempt_rows)
         return position
+
+    def _take_locks(self, conn: Connection, run: list[inbox.ClaimedEvent], *, wait: bool) -> bool:
+        """PostgreSQL: lock what ``run``'s events touch in the mirror, then
+        their inbox rows (in id order, as the ingest writer does); with
+        ``wait=False`` only if all is free at once (see ``_process_group``)."""
+        keys: set[int] = set()
+        for claimed in run:
+            body = self._bodies.get(claimed.id)
+            if body is None:
+                body = self._bodies[claimed.id] = json.loads(claimed.payload)
+            data = body.get("data") if isinstance(body, dict) else None
+            keys |= object_keys(
+                claimed.account, data.get("object") if isinstance(data, dict) else None
+            )
+        if not lock_objects(conn, keys, wait=wait):
+            return False
+        if wait and len(run) == 1:
+            return True  # ``finish`` locks its one row
+        ids = sorted(e.id for e in run)
+        rows = (
+            select(inbox.events.c.id)
+            .where(inbox.events.c.id.in_(ids))
+            .order_by(inbox.events.c.id)
+            .with_for_update(key_share=True, skip_locked=not wait)
+        )
+        return len(conn.execute(rows).all()) == len(ids) or wait
+
+    def _body(self, claimed: inbox.ClaimedEvent) -> Any:
+        """The event's parsed payload (parsed once when its locks were taken;
+        handed over, so that a group run again parses afresh)."""
+        body = self._bodies.pop(claimed.id, None)
+        return json.loads(claimed.payload) if body is None else body
 
     def _bulk_ok(self, claimed: inbox.ClaimedEvent) -> bool:
         return claimed.attempts <= self.app.settings.max_attempts and not self.app.handlers_for(
@@ -521,7 +621,7 @@ class Worker:
                         claimed.type,
                         claimed.created,
                         claimed.account,
-                        json.loads(claimed.payload),
+                        self._body(claimed),
                     )
                     for claimed in run
                     if claimed.id in owned
@@ -603,7 +703,7 @@ class Worker:
                             "lease_lost", action="lease_lost", event_id=claimed.id, worker=self.id
                         )
                         return None
-                    body = json.loads(claimed.payload)
+                    body = self._body(claimed)
                     event = ReceivedEvent(
                         id=claimed.id,
                         type=claimed.type,
@@ -663,6 +763,11 @@ class Worker:
         )
         handlers = self.app.handlers_for(event.type)
         if handlers:
+            self._ran_in_group.append(
+                inbox.ClaimedEvent(
+                    event.id, event.type, b"", event.attempt, event.created, event.account
+                )
+            )
             self._run_handlers(conn, event, handlers)
 
     def _run_handlers(
@@ -722,10 +827,12 @@ class Worker:
             raise _GivenUp(event.id, event.attempt, timeout)
         future.result()  # the handler's own exception, if any
 
-    def _rest_released(self) -> bool:
-        """Whether the batch's events not yet started were released (a
-        method: ``_process_group`` changes it under ``run_once``)."""
-        return self._released_from is not None
+    def _end(self, claimed: list[inbox.ClaimedEvent]) -> int:
+        """Where the batch's events still this worker's end: at those not yet
+        started that a slow handler released (``_process_group`` changes it
+        under ``run_once``; a group a deadlock rolled back after the release
+        still runs again up to there)."""
+        return len(claimed) if self._released_from is None else self._released_from
 
     def _release_unstarted(self) -> None:
         """A handler is slow (PostgreSQL): give the events of the batch not yet

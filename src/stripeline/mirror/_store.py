@@ -9,16 +9,25 @@ transaction takes its row locks in one global order, so two workers writing
 the same objects cannot deadlock on them. States that cannot be
 ordered (same marker and rank, different data) are returned as ties for the
 caller to settle by re-fetching.
+
+Row order alone is not enough when one transaction writes objects in several
+calls (the worker applies events one by one, each in its own SAVEPOINT): on
+PostgreSQL every writer of the mirror first takes a transaction-scoped
+advisory lock per object it will touch (``lock_objects``), in ascending key
+order, and touches only objects it holds the lock of. ``apply_states`` takes
+those its states need, unless the transaction holds them already (the worker
+takes its events' ones before it applies them). SQLite has one writer: no lock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, or_, select
+from sqlalchemy import Connection, Table, and_, or_, select, text
 
 from stripeline.core.ordering import Decision, Seen, decide, fetch_marker, needs_data, rank
 from stripeline.db.engine import insert_for
@@ -117,6 +126,77 @@ class ApplyResult:
     ties: list[State] = field(default_factory=list)
 
 
+#: The first key of the advisory locks on mirror objects (PostgreSQL's
+#: two-integer key space, apart from the one-bigint space the catch-up lock
+#: uses); the second key is ``object_key``.
+LOCK_NAMESPACE = 0x53544C4D
+_HELD = "stripeline_mirror_locks"
+# unnest yields the keys in the array's order: the locks are taken in it.
+_LOCK = text(
+    "SELECT count(pg_advisory_xact_lock(CAST(:ns AS integer), k))"
+    " FROM unnest(CAST(:keys AS integer[])) AS k"
+)
+_TRY_LOCK = text(
+    "SELECT k FROM unnest(CAST(:keys AS integer[])) AS k"
+    " WHERE NOT pg_try_advisory_xact_lock(CAST(:ns AS integer), k)"
+)
+
+
+def object_key(account: str | None, object_id: str) -> int:
+    """The advisory lock key of one mirror object (a 32-bit hash of its
+    account and id: the primary key of its mirror row and re-fetch row).
+    Two objects sharing a key are merely serialised."""
+    digest = hashlib.blake2b(
+        f"{account or ''}\x00{object_id}".encode(), digest_size=4, person=b"stripeline"
+    ).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+def object_keys(account: str | None, obj: object) -> set[int]:
+    """The keys of what writing ``obj`` touches: the object itself and, for a
+    subscription, the items it lists (their rows are written with it; an
+    invoice's lines are keyed by the invoice, under its lock)."""
+    if not mirrorable(obj) or not isinstance(obj, dict):
+        return set()
+    keys = {object_key(account, obj["id"])}
+    if obj["object"] == "subscription":
+        items = obj.get("items")
+        listed = items.get("data") if isinstance(items, dict) else None
+        if isinstance(listed, list):
+            keys.update(
+                object_key(account, item["id"])
+                for item in listed
+                if isinstance(item, dict) and isinstance(item.get("id"), str)
+            )
+    return keys
+
+
+def lock_objects(conn: Connection, keys: Iterable[int], *, wait: bool = True) -> bool:
+    """PostgreSQL: take this transaction's advisory lock on each of ``keys``
+    it does not hold yet, in ascending order, waiting for them (``wait``), or
+    only those free at once (``wait=False``, which never waits: False when one
+    is held by another transaction). A transaction that waits must hold no
+    other lock that a holder of these could be waiting for: take them first.
+    The locks last until the transaction ends. SQLite: nothing, True."""
+    if conn.dialect.name != "postgresql":
+        return True
+    transaction = conn.get_transaction()
+    mark = conn.info.get(_HELD)
+    if mark is None or mark[0] is not transaction:
+        mark = conn.info[_HELD] = (transaction, set())
+    held: set[int] = mark[1]
+    wanted = sorted(set(keys) - held)
+    if not wanted:
+        return True
+    if wait:
+        conn.execute(_LOCK, {"ns": LOCK_NAMESPACE, "keys": wanted})
+        held.update(wanted)
+        return True
+    refused = set(conn.execute(_TRY_LOCK, {"ns": LOCK_NAMESPACE, "keys": wanted}).scalars())
+    held.update(k for k in wanted if k not in refused)
+    return not refused
+
+
 _UPSERTS: dict[tuple[str, str], Any] = {}
 _COMMON = ("livemode", "data", "marker", "marker_rank", "event_id", "deleted", "updated_at")
 
@@ -189,7 +269,14 @@ def _newest(states: Sequence[State], result: ApplyResult) -> dict[tuple[str, str
 
 
 def apply_states(conn: Connection, states: Sequence[State], *, now: datetime) -> ApplyResult:
-    """Write each state unless the mirror holds a newer one; report ties."""
+    """Write each state unless the mirror holds a newer one; report ties.
+
+    On PostgreSQL the objects' advisory locks are taken first (``lock_objects``),
+    unless the transaction holds them already."""
+    keys: set[int] = set()
+    for state in states:
+        keys |= object_keys(state.account, state.data) | {object_key(state.account, state.id)}
+    lock_objects(conn, keys)
     result = ApplyResult()
     by_table: dict[str, tuple[MirrorTable, list[State]]] = {}
     for state in _newest(states, result).values():
