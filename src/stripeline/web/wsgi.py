@@ -163,8 +163,10 @@ class WorkerThread:
         self._pid, self._worker, self._thread = None, None, None
 
 
-def _forget_after_fork(worker: WorkerThread) -> None:
-    ref = weakref.ref(worker)
+def _forget_after_fork(owner: WorkerThread | StripelineWSGI) -> None:
+    """Call ``owner._forked()`` in every forked child (a lock held by another
+    thread at the fork would never be released there)."""
+    ref = weakref.ref(owner)
 
     def forked() -> None:
         alive = ref()
@@ -184,7 +186,7 @@ class _Disconnected(Exception):
 
 def _declared_length(environ: Environ) -> int | None:
     declared = str(environ.get("CONTENT_LENGTH") or "").strip()
-    return int(declared) if declared.isdigit() else None
+    return int(declared) if declared.isascii() and declared.isdigit() else None
 
 
 def _read_body(environ: Environ, limit: int) -> bytes:
@@ -271,6 +273,7 @@ class StripelineWSGI:
         self._created_in = os.getpid()
         self._serving_in: int | None = None
         self._lock = threading.Lock()
+        _forget_after_fork(self)
 
     # -- the process that serves ----------------------------------------------
 
@@ -294,6 +297,9 @@ class StripelineWSGI:
     def stop(self, timeout: float | None = None) -> bool:
         """Stop this process's worker thread, if any; True once it has ended."""
         return True if self.worker is None else self.worker.stop(timeout)
+
+    def _forked(self) -> None:
+        self._lock = threading.Lock()
 
     def _wake(self) -> None:
         if self.worker is not None:
