@@ -120,7 +120,7 @@ def test_the_shop_under_gunicorn_takes_a_subscription_through_webhooks(
             except OSError:
                 return False
 
-        eventually(healthy, "gunicorn answers", timeout=60)
+        eventually(healthy, "gunicorn answers", timeout=120)
         assert http("GET", f"{base}/stripe/readyz")[0] == 200
         before = set(stripe_sandbox.event_ids(key=stripe_key))  # never delivered: no endpoint
         stripe_sandbox.listen(f"{base}/stripe/webhooks/stripe", ["*"], key=stripe_key)
