@@ -33,8 +33,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, request
-from werkzeug.wrappers import Response as WerkzeugResponse
+try:
+    from flask import Blueprint, Flask, Response, current_app, request
+    from werkzeug.wrappers import Response as WerkzeugResponse
+except ImportError as missing:  # pragma: no cover - the dev extra installs Flask
+    raise ImportError(
+        "stripeline.contrib.flask needs Flask: pip install 'stripeline[flask]'"
+    ) from missing
 
 from stripeline.app import Stripeline
 from stripeline.mirror.reader import Mirror
