@@ -114,6 +114,7 @@ def test_the_checker_catches_what_it_should() -> None:
     assert resolve("stripeline.settings.load_settings") is not None  # not a public module
     assert resolve("stripeline.contrib.django.get_app") is None  # through a grouping package
     assert resolve("stripeline.contrib.django.apps") is not None  # an internal module
+    assert resolve("stripeline.contrib.flask.StripelineFlask") is None
     assert names_in("from stripeline.db import (make_engine, migrate)\n") >= {
         "stripeline.db.make_engine",
         "stripeline.db.migrate",

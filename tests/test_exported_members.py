@@ -122,6 +122,26 @@ PUBLIC: dict[str, set[str]] = {
     },
 }
 
+#: Public modules of packages that keep no ``__all__`` of their own (``contrib``
+#: is a namespace of integrations) or that are imported on their own (their
+#: dependencies are optional): the module's ``__all__``, pinned the same way.
+PUBLIC_MODULES: dict[str, set[str]] = {
+    "stripeline.web.wsgi": {
+        "DEFAULT_STOP_TIMEOUT",
+        "StripelineWSGI",
+        "WorkerThread",
+        "make_wsgi_app",
+    },
+    "stripeline.contrib.flask": {
+        "EXTENSION_KEY",
+        "StripelineFlask",
+        "StripelineState",
+        "get_mirror",
+        "get_state",
+        "get_stripeline",
+    },
+}
+
 #: Names a module gets from ``from __future__ import annotations`` and typing.
 _NOT_MEMBERS = {"annotations", "TYPE_CHECKING"}
 
@@ -153,6 +173,26 @@ def test_no_public_member_is_left_out_of_all(name: str) -> None:
         and not isinstance(getattr(package, member), types.ModuleType)
     }
     assert public == set(package.__all__) - {"__version__"}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC_MODULES))
+def test_public_modules_pin_their_own_definitions(name: str) -> None:
+    """A module's ``__all__`` is pinned, and names every public class, function
+    or constant defined in it (its imports are not its members)."""
+    module = importlib.import_module(name)
+    exported = list(module.__all__)
+    assert set(exported) == PUBLIC_MODULES[name]
+    assert exported in (sorted(exported), sorted(exported, key=_ruff_order))
+    for member in exported:
+        assert getattr(module, member) is not None, member
+    own = {
+        member
+        for member, value in vars(module).items()
+        if not member.startswith("_")
+        and getattr(value, "__module__", None) == name
+        and isinstance(value, type | types.FunctionType)
+    }
+    assert own <= set(exported)
 
 
 def test_every_error_derives_from_the_root() -> None:
