@@ -21,8 +21,8 @@ run: $(STAMP)
 	$(BIN)/stripeline serve --host 127.0.0.1 --port 8000
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests sandbox $(wildcard bench) $(wildcard proof)
-	$(BIN)/ruff format --check src tests sandbox $(wildcard bench) $(wildcard proof)
+	$(BIN)/ruff check src tests sandbox examples $(wildcard bench) $(wildcard proof)
+	$(BIN)/ruff format --check src tests sandbox examples $(wildcard bench) $(wildcard proof)
 
 # Two runs: both test folders are a package named `tests`, so the sandbox's
 # (with its own config in sandbox/pyproject.toml) is checked from its folder.

@@ -33,6 +33,15 @@ def _public_in(module: types.ModuleType, name: str) -> bool:
     return name in getattr(module, "__all__", ())
 
 
+def _only_modules(package: types.ModuleType) -> bool:
+    """A package that defines nothing but holds modules (``stripeline.contrib``):
+    a folder on the way to a public module, not an API of its own."""
+    return hasattr(package, "__path__") and not any(
+        not name.startswith("_") and not isinstance(value, types.ModuleType)
+        for name, value in vars(package).items()
+    )
+
+
 def resolve(dotted: str) -> str | None:
     """None when ``dotted`` names a public module or a public member; else why not.
 
@@ -53,7 +62,7 @@ def resolve(dotted: str) -> str | None:
                 return f"has no attribute {part!r}"
             value = getattr(value, part)
             continue
-        if not hasattr(value, "__all__"):
+        if not hasattr(value, "__all__") and not _only_modules(value):
             return f"{value.__name__} is not a public module (no __all__)"
         if hasattr(value, part) and not isinstance(getattr(value, part), types.ModuleType):
             if not _public_in(value, part):
@@ -101,6 +110,7 @@ def test_the_checker_catches_what_it_should() -> None:
     assert resolve("stripeline.mirror._store") == "has a private component"
     assert resolve("stripeline.mirror.mapping") is not None  # an internal module
     assert resolve("stripeline.settings.load_settings") is not None  # not a public module
+    assert resolve("stripeline.contrib.fastapi.mirror_dependency") is None  # through a folder
     assert names_in("from stripeline.db import (make_engine, migrate)\n") >= {
         "stripeline.db.make_engine",
         "stripeline.db.migrate",

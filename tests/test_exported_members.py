@@ -51,6 +51,7 @@ PUBLIC: dict[str, set[str]] = {
         "migrations_current",
     },
     "stripeline.web": {"create_app"},
+    "stripeline.contrib.fastapi": {"dependency", "mirror_dependency"},
     "stripeline.gateway": {
         "API_VERSION",
         "SDK_VERSION",

@@ -4,6 +4,14 @@
 The webhook route, in order: bound the body, verify the signature on the raw
 bytes, parse the envelope, store the event (group commit), answer. Nothing is
 processed in the request: the worker does that.
+
+The writer (and the worker, and catch-up) run between the app's lifespan
+startup and shutdown. A framework that mounts the app (FastAPI, Starlette)
+does not run a mounted app's lifespan: ``mountable(app)`` (``app.asgi()``) is
+the app to mount and ``running(app)`` (``app.lifespan``) the lifespan to give
+the outer app. Until a lifespan has started it, the webhook route answers 503
+at once, naming that fix, and ``/readyz`` is not ready: never a request that
+waits for a writer nobody started.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import lru_cache
 from typing import Any
 
@@ -99,6 +107,92 @@ def _start_catch_up(app: Stripeline, stop: threading.Event) -> threading.Thread 
     return thread
 
 
+#: What the webhook route and ``/readyz`` say while no lifespan has started the app.
+NOT_STARTED = (
+    "stripeline is not started: its lifespan has not run, so nothing would store this "
+    "event. A mounted app's lifespan is not run by FastAPI or Starlette: mount "
+    "stripeline_app.asgi() and pass FastAPI(lifespan=stripeline_app.lifespan) "
+    "(or enter stripeline_app.lifespan(app) inside your own lifespan); "
+    "see docs/integrations/fastapi.md"
+)
+
+
+class _Runtime:
+    """What runs between lifespan startup and shutdown: the writer, and the
+    worker and catch-up threads when asked for. Started by the first lifespan
+    that enters, stopped by the last one that leaves (the app's own and an
+    outer app's ``running()`` may both run it)."""
+
+    def __init__(
+        self,
+        app: Stripeline,
+        *,
+        run_worker: bool,
+        worker_options: dict[str, Any] | None,
+        catch_up: bool,
+    ) -> None:
+        self.app = app
+        self.run_worker = run_worker
+        self.worker_options = worker_options or {}
+        self.catch_up = catch_up
+        self.worker: Worker | None = None
+        self.writer = IngestWriter(
+            app.engine, threads=2 if is_postgres(app.engine) else 1, on_commit=self.wake_worker
+        )
+        self.users = 0
+        self.warned = False
+        self._worker_thread: threading.Thread | None = None
+        self._stop_catch_up = threading.Event()
+        self._catch_up_thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.users > 0
+
+    def wake_worker(self) -> None:
+        worker = self.worker
+        if worker is not None:
+            worker.wake()
+
+    def start(self) -> None:
+        self.users += 1
+        if self.users > 1:
+            return
+        self.writer.start()
+        if self.run_worker:
+            self.worker = Worker(self.app, **self.worker_options)
+            self._worker_thread = threading.Thread(
+                target=self.worker.run, name="stripeline-worker", daemon=True
+            )
+            self._worker_thread.start()
+        self._stop_catch_up = threading.Event()
+        if self.catch_up:
+            self._catch_up_thread = _start_catch_up(self.app, self._stop_catch_up)
+
+    def stop(self) -> None:
+        self.users -= 1
+        if self.users > 0:
+            return
+        self._stop_catch_up.set()
+        if self._catch_up_thread is not None:
+            self._catch_up_thread.join(10)
+            self._catch_up_thread = None
+        self.writer.stop()
+        if self.worker is not None and self._worker_thread is not None:
+            self.worker.stop()
+            self._worker_thread.join(30)
+        self.worker = None
+        self._worker_thread = None
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        self.start()
+        try:
+            yield
+        finally:
+            self.stop()
+
+
 def create_app(
     app: Stripeline,
     *,
@@ -114,19 +208,27 @@ def create_app(
     Events API every ``catch_up_interval`` seconds and inserts what the
     webhooks missed; it never stops the app from starting or serving when
     Stripe is unreachable.
+
+    The app's lifespan starts all of that. To mount stripeline inside
+    another ASGI app, use ``mountable`` and ``running`` (``app.asgi()`` and
+    ``app.lifespan``): a mounted app's lifespan does not run.
     """
     settings = app.settings
     metrics = app.metrics
-    state: dict[str, Any] = {}
+    runtime = _Runtime(app, run_worker=run_worker, worker_options=worker_options, catch_up=catch_up)
+    writer = runtime.writer
 
-    def wake_worker() -> None:
-        worker = state.get("worker")
-        if worker is not None:
-            worker.wake()
-
-    writer = IngestWriter(
-        app.engine, threads=2 if is_postgres(app.engine) else 1, on_commit=wake_worker
-    )
+    def not_started(endpoint: str) -> Response:
+        """Refuse at once what no writer would store (no lifespan ran)."""
+        metrics.webhooks.labels(endpoint, "not_started").inc()
+        if not runtime.warned:
+            runtime.warned = True
+            log.error("stripeline_not_started", action="webhook_rejected", message=NOT_STARTED)
+        return JSONResponse(
+            {"error": "not_started", "message": NOT_STARTED},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
 
     def bad_request(
         endpoint: str,
@@ -157,6 +259,8 @@ def create_app(
 
     async def receive(request: Request, endpoint: str) -> Response:
         started = time.perf_counter()
+        if not runtime.running:
+            return not_started(endpoint)
         secrets = app.webhook_secrets(endpoint)
         if endpoint == "connect" and not secrets:
             return JSONResponse(
@@ -251,7 +355,7 @@ def create_app(
         return JSONResponse({"status": "ok"})
 
     def check_ready() -> dict[str, Any]:
-        checks: dict[str, Any] = {}
+        checks: dict[str, Any] = {"started": "ok" if runtime.running else NOT_STARTED}
         try:
             with connect(app.engine, readonly=True) as conn:
                 conn.execute(text("SELECT 1"))
@@ -278,7 +382,7 @@ def create_app(
 
     async def readyz(request: Request) -> Response:
         checks = await run_in_threadpool(check_ready)
-        ready = all(v == "ok" for v in checks.values()) and len(checks) == 3
+        ready = all(v == "ok" for v in checks.values()) and len(checks) == 4
         return JSONResponse(
             {"status": "ready" if ready else "not_ready", "checks": checks},
             status_code=200 if ready else 503,
@@ -290,27 +394,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        writer.start()
-        thread: threading.Thread | None = None
-        if run_worker:
-            worker = Worker(app, **(worker_options or {}))
-            state["worker"] = worker
-            thread = threading.Thread(target=worker.run, name="stripeline-worker", daemon=True)
-            thread.start()
-        stop_catch_up = threading.Event()
-        catch_up_thread = _start_catch_up(app, stop_catch_up) if catch_up else None
-        try:
+        async with runtime.lifespan():
             yield
-        finally:
-            stop_catch_up.set()
-            if catch_up_thread is not None:
-                catch_up_thread.join(10)
-            writer.stop()
-            if thread is not None:
-                state["worker"].stop()
-                thread.join(30)
 
-    return Starlette(
+    asgi = Starlette(
         routes=[
             Route("/webhooks/stripe", webhook, methods=["POST"]),
             Route("/webhooks/stripe/connect", webhook_connect, methods=["POST"]),
@@ -320,3 +407,35 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+    asgi.state.stripeline_runtime = runtime
+    return asgi
+
+
+def mountable(app: Stripeline, built: Starlette | None, *, run_worker: bool) -> Starlette:
+    """The ASGI app to mount for ``app``: ``built`` (the one made before) or a
+    new one. ``Stripeline.asgi`` keeps it, so that the app mounted and the one
+    ``running`` starts are one; asking again with another ``run_worker`` is
+    an error rather than a second writer."""
+    if built is None:
+        return create_app(app, run_worker=run_worker)
+    if _runtime_of(built).run_worker != run_worker:
+        raise ValueError(
+            f"this app's asgi() was already made with run_worker={not run_worker}: "
+            "one Stripeline app has one ASGI app; ask for it the same way everywhere"
+        )
+    return built
+
+
+def running(asgi: Starlette) -> AbstractAsyncContextManager[None]:
+    """Start what ``asgi`` (made by ``create_app``) needs — the writer, and the
+    worker when it has one — for an ``async with`` block: what an outer app's
+    lifespan enters (``Stripeline.lifespan``). Entering it while the app's own
+    lifespan runs (or twice) starts nothing more; the last to leave stops it."""
+    return _runtime_of(asgi).lifespan()
+
+
+def _runtime_of(asgi: Starlette) -> _Runtime:
+    runtime = getattr(asgi.state, "stripeline_runtime", None)
+    if not isinstance(runtime, _Runtime):
+        raise TypeError(f"{asgi!r} was not made by stripeline.web.create_app")
+    return runtime

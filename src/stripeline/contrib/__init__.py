@@ -1,0 +1,1 @@
+"""Integrations with web frameworks: FastAPI, Flask, Django."""
