@@ -8,7 +8,7 @@ processed in the request: the worker does that.
 The writer (and the worker, and catch-up) run between the app's lifespan
 startup and shutdown. A framework that mounts the app (FastAPI, Starlette)
 does not run a mounted app's lifespan: ``mountable(app)`` (``app.asgi()``) is
-the app to mount and ``running(app)`` (``app.lifespan``) the lifespan to give
+the app to mount and ``running(asgi)`` (``app.lifespan``) the lifespan to give
 the outer app. Until a lifespan has started it, the webhook route answers 503
 at once, naming that fix, and ``/readyz`` is not ready: never a request that
 waits for a writer nobody started.
@@ -136,18 +136,14 @@ class _Runtime:
         self.worker_options = worker_options or {}
         self.catch_up = catch_up
         self.worker: Worker | None = None
-        self.writer = IngestWriter(
-            app.engine, threads=2 if is_postgres(app.engine) else 1, on_commit=self.wake_worker
-        )
+        #: The group-commit writer while running (a new one each start: its
+        #: threads start once); None while stopped.
+        self.writer: IngestWriter | None = None
         self.users = 0
         self.warned = False
         self._worker_thread: threading.Thread | None = None
         self._stop_catch_up = threading.Event()
         self._catch_up_thread: threading.Thread | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.users > 0
 
     def wake_worker(self) -> None:
         worker = self.worker
@@ -158,6 +154,10 @@ class _Runtime:
         self.users += 1
         if self.users > 1:
             return
+        engine = self.app.engine
+        self.writer = IngestWriter(
+            engine, threads=2 if is_postgres(engine) else 1, on_commit=self.wake_worker
+        )
         self.writer.start()
         if self.run_worker:
             self.worker = Worker(self.app, **self.worker_options)
@@ -177,7 +177,9 @@ class _Runtime:
         if self._catch_up_thread is not None:
             self._catch_up_thread.join(10)
             self._catch_up_thread = None
-        self.writer.stop()
+        if self.writer is not None:
+            self.writer.stop()
+            self.writer = None
         if self.worker is not None and self._worker_thread is not None:
             self.worker.stop()
             self._worker_thread.join(30)
@@ -216,7 +218,6 @@ def create_app(
     settings = app.settings
     metrics = app.metrics
     runtime = _Runtime(app, run_worker=run_worker, worker_options=worker_options, catch_up=catch_up)
-    writer = runtime.writer
 
     def not_started(endpoint: str) -> Response:
         """Refuse at once what no writer would store (no lifespan ran)."""
@@ -259,7 +260,8 @@ def create_app(
 
     async def receive(request: Request, endpoint: str) -> Response:
         started = time.perf_counter()
-        if not runtime.running:
+        writer = runtime.writer
+        if writer is None:
             return not_started(endpoint)
         secrets = app.webhook_secrets(endpoint)
         if endpoint == "connect" and not secrets:
@@ -355,7 +357,7 @@ def create_app(
         return JSONResponse({"status": "ok"})
 
     def check_ready() -> dict[str, Any]:
-        checks: dict[str, Any] = {"started": "ok" if runtime.running else NOT_STARTED}
+        checks: dict[str, Any] = {"started": "ok" if runtime.writer is not None else NOT_STARTED}
         try:
             with connect(app.engine, readonly=True) as conn:
                 conn.execute(text("SELECT 1"))
