@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -240,3 +241,13 @@ def test_processing_needs_no_request(billing: Stripeline) -> None:
         wait_for(lambda: set(stored(billing).values()) == {"processed"})
     with Session(billing.engine) as session:
         assert session.scalar(select(func.count()).select_from(Event)) == 5
+
+
+def test_the_guide_quotes_the_example_as_it_is() -> None:
+    """docs/integrations/fastapi.md shows the example's own lines: each block
+    headed by a path is a contiguous excerpt of that file."""
+    guide = (ROOT / "docs" / "integrations" / "fastapi.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n# (examples/\S+)\n(.*?)```", guide, re.DOTALL)
+    assert len(blocks) >= 4
+    for path, excerpt in blocks:
+        assert excerpt in (ROOT / path).read_text(encoding="utf-8"), path
