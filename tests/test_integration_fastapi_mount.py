@@ -9,7 +9,7 @@ import asyncio
 import re
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -251,3 +251,45 @@ def test_the_guide_quotes_the_example_as_it_is() -> None:
     assert len(blocks) >= 4
     for path, excerpt in blocks:
         assert excerpt in (ROOT / path).read_text(encoding="utf-8"), path
+
+
+def test_a_request_whose_lifespan_ends_while_its_body_arrives_is_refused_not_held(
+    billing: Stripeline,
+) -> None:
+    """The writer stops (shutdown) after the route looked but before it stores:
+    the request is answered 503 at once, not left waiting on a stopped writer."""
+    asyncio.run(lifespan_ends_mid_request(billing))
+    assert stored(billing) == {}
+
+
+async def lifespan_ends_mid_request(billing: Stripeline) -> None:
+    payload = encode(event())
+    headers = [(k.lower().encode(), v.encode()) for k, v in signed(payload).items()]
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/webhooks/stripe",
+        "raw_path": b"/webhooks/stripe",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [*headers, (b"content-length", str(len(payload)).encode())],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 80),
+    }
+    lifespan = billing.lifespan(None)
+    await lifespan.__aenter__()
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await lifespan.__aexit__(None, None, None)  # shutdown, while the body arrives
+        return {"type": "http.request", "body": payload, "more_body": False}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(billing.asgi()(scope, receive, send), 5)
+    assert sent[0]["status"] == 503
+    assert b"not_started" in sent[1]["body"]

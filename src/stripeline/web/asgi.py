@@ -145,6 +145,10 @@ class _Runtime:
         self._stop_catch_up = threading.Event()
         self._catch_up_thread: threading.Thread | None = None
 
+    def current_writer(self) -> IngestWriter | None:
+        """The writer now, None while stopped (read afresh at each call)."""
+        return self.writer
+
     def wake_worker(self) -> None:
         worker = self.worker
         if worker is not None:
@@ -177,9 +181,9 @@ class _Runtime:
         if self._catch_up_thread is not None:
             self._catch_up_thread.join(10)
             self._catch_up_thread = None
-        if self.writer is not None:
-            self.writer.stop()
-            self.writer = None
+        writer, self.writer = self.writer, None  # from now on the route refuses at once
+        if writer is not None:
+            writer.stop()
         if self.worker is not None and self._worker_thread is not None:
             self.worker.stop()
             self._worker_thread.join(30)
@@ -260,8 +264,7 @@ def create_app(
 
     async def receive(request: Request, endpoint: str) -> Response:
         started = time.perf_counter()
-        writer = runtime.writer
-        if writer is None:
+        if runtime.current_writer() is None:  # before reading a body nothing would store
             return not_started(endpoint)
         secrets = app.webhook_secrets(endpoint)
         if endpoint == "connect" and not secrets:
@@ -320,6 +323,9 @@ def create_app(
             status=status,
             signed_at=signed_at,
         )
+        writer = runtime.current_writer()  # again: the lifespan may have ended meanwhile
+        if writer is None:
+            return not_started(endpoint)
         try:
             new = await writer.submit(item)
         except EnvelopeError as exc:  # a value the database refused (the group was not harmed)
