@@ -4,7 +4,8 @@ process, driven over real HTTP against the sandbox.
 
 With its lifespan: a subscription and a payment go through, their webhooks
 are stored and processed, the handler's own row is committed and access is
-read from the mirror; SIGTERM stops the server within its grace time. With
+read from the mirror, and what the webhooks missed the catch-up loop finds;
+SIGTERM stops the server within its grace time. With
 the lifespan deliberately off (``--lifespan off``, as a mounted app's
 lifespan is by default): the webhook route answers 503 at once naming the
 fix, nothing is stored, and SIGTERM still stops the server at once.
@@ -29,6 +30,8 @@ from sqlalchemy.orm import Session
 from shop.billing import PaidOrder
 from stripeline.db.engine import make_engine
 from stripeline.db.models import Event
+from stripeline.gateway import StripeClient
+from stripeline.mirror import Mirror
 from stripeline_sandbox import Sandbox
 from tests.factories import encode, event, signed
 
@@ -123,6 +126,7 @@ def environment(
         STRIPELINE_STRIPE_API_BASE=stripe_sandbox.url,
         STRIPELINE_DATABASE_URL=database_url,
         STRIPELINE_WORKER_POLL_SECONDS="0.1",
+        STRIPELINE_CATCH_UP_INTERVAL="1",
         PYTHONPATH=os.pathsep.join([str(EXAMPLE), str(ROOT / "src")]),
     )
     migrate = subprocess.run(
@@ -168,6 +172,16 @@ def inbox(database_url: str) -> dict[str, tuple[str, str]]:
         engine.dispose()
 
 
+def sources(database_url: str) -> dict[str, str]:
+    """Event type -> how it came in (``webhook``, ``catch-up``)."""
+    engine = make_engine(database_url)
+    try:
+        with Session(engine) as session:
+            return {e.type: e.source for e in session.scalars(select(Event))}
+    finally:
+        engine.dispose()
+
+
 def paid_orders(database_url: str) -> dict[str, int]:
     engine = make_engine(database_url)
     try:
@@ -179,9 +193,21 @@ def paid_orders(database_url: str) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_the_example_served_by_uvicorn_takes_a_subscription_and_a_payment(
-    shop: Shop, stripe_sandbox: Sandbox, stripe_key: str, database_url: str
+    shop: Shop,
+    stripe_sandbox: Sandbox,
+    stripe_key: str,
+    stripe_client: StripeClient,
+    database_url: str,
 ) -> None:
     assert shop.http.get("/stripe/readyz").json()["status"] == "ready"
+    # Before the endpoint exists: no webhook for it; the catch-up loop finds it.
+    missed = stripe_client.v1.customers.create({"email": "early@example.com"})
+    wait_for(lambda: sources(database_url).get("customer.created") == "catch-up")
+    engine = make_engine(database_url)
+    try:
+        wait_for(lambda: Mirror(engine).customer(missed.id) is not None)  # and processed
+    finally:
+        engine.dispose()
     stripe_sandbox.listen(f"{shop.base}/stripe/webhooks/stripe", key=stripe_key)
     assert shop.http.get("/access/ada").json() == {"access": False}
 

@@ -284,7 +284,8 @@ class Stripeline:
         return self._asgi_app
 
     def lifespan(self, app: object = None) -> AbstractAsyncContextManager[None]:
-        """The lifespan that starts and stops ``asgi()``'s writer and worker:
+        """The lifespan that starts and stops ``asgi()``'s writer, worker and
+        catch-up (with a Stripe key, as under ``stripeline serve``):
         ``FastAPI(lifespan=stripeline_app.lifespan)``, or ``async with
         stripeline_app.lifespan(app):`` inside your own lifespan. ``app`` (the
         outer app, passed by the framework) is not used."""

@@ -425,7 +425,9 @@ def mountable(app: Stripeline, built: Starlette | None, *, run_worker: bool) -> 
     ``running`` starts are one; asking again with another ``run_worker`` is
     an error rather than a second writer."""
     if built is None:
-        return create_app(app, run_worker=run_worker)
+        # Catch-up too, as under ``serve``: with a Stripe key, what the
+        # webhooks missed is listed every STRIPELINE_CATCH_UP_INTERVAL seconds.
+        return create_app(app, run_worker=run_worker, catch_up=True)
     if _runtime_of(built).run_worker != run_worker:
         raise ValueError(
             f"this app's asgi() was already made with run_worker={not run_worker}: "
@@ -436,7 +438,7 @@ def mountable(app: Stripeline, built: Starlette | None, *, run_worker: bool) -> 
 
 def running(asgi: Starlette) -> AbstractAsyncContextManager[None]:
     """Start what ``asgi`` (made by ``create_app``) needs — the writer, and the
-    worker when it has one — for an ``async with`` block: what an outer app's
+    worker and catch-up when it has them — for an ``async with`` block: what an outer app's
     lifespan enters (``Stripeline.lifespan``). Entering it while the app's own
     lifespan runs (or twice) starts nothing more; the last to leave stops it."""
     return _runtime_of(asgi).lifespan()
