@@ -115,6 +115,7 @@ def test_the_checker_catches_what_it_should() -> None:
     assert resolve("stripeline.contrib.django.get_app") is None  # through a grouping package
     assert resolve("stripeline.contrib.django.apps") is not None  # an internal module
     assert resolve("stripeline.contrib.flask.StripelineFlask") is None
+    assert resolve("stripeline.contrib.fastapi.mirror_dependency") is None  # through a folder
     assert names_in("from stripeline.db import (make_engine, migrate)\n") >= {
         "stripeline.db.make_engine",
         "stripeline.db.migrate",

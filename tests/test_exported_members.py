@@ -53,6 +53,7 @@ PUBLIC: dict[str, set[str]] = {
         "migrations_current",
     },
     "stripeline.web": {"WebhookAnswer", "WebhookIntake", "create_app", "readiness"},
+    "stripeline.contrib.fastapi": {"dependency", "mirror_dependency"},
     "stripeline.gateway": {
         "API_VERSION",
         "SDK_VERSION",

@@ -19,11 +19,11 @@ Run it with ``stripeline serve --app myproject.billing:app``.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.orm import Session
@@ -36,6 +36,9 @@ from stripeline.metrics import Metrics
 from stripeline.mirror.fetch import Fetcher
 from stripeline.mirror.reader import Mirror
 from stripeline.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 Handler = Callable[["ReceivedEvent"], Awaitable[None] | None]
 H = TypeVar("H", bound=Handler)
@@ -163,6 +166,7 @@ class Stripeline:
         #: bind their framework's per-thread state there (the Django app binds
         #: the event's connection, so that the ORM writes in its transaction).
         self.handler_scope: Callable[[ReceivedEvent], AbstractContextManager[object]] | None = None
+        self._asgi_app: Starlette | None = None
 
     # -- configuration -----------------------------------------------------
 
@@ -280,3 +284,32 @@ class Stripeline:
         """Take ``key`` in its own committed transaction: True the first time."""
         with connect(self.engine) as conn:
             return take_once(conn, key, event_id=None, now=utcnow())
+
+    # -- inside another ASGI app (FastAPI, Starlette) ------------------------
+
+    def asgi(self, *, run_worker: bool = True) -> Starlette:
+        """The ASGI app to mount: ``/webhooks/stripe``, ``/webhooks/stripe/connect``,
+        ``/healthz``, ``/readyz``, ``/metrics``. The same object on every call.
+
+        A mounted app's lifespan does not run: give the outer app
+        ``lifespan=app.lifespan`` (see docs/integrations/fastapi.md). Until
+        then the webhook route answers 503 at once, saying so. With
+        ``run_worker=False`` no worker runs here (run ``stripeline worker``).
+
+        Raises:
+            ValueError: asked before with the other ``run_worker``.
+        """
+        from stripeline.web.asgi import mountable
+
+        self._asgi_app = mountable(self, self._asgi_app, run_worker=run_worker)
+        return self._asgi_app
+
+    def lifespan(self, app: object = None) -> AbstractAsyncContextManager[None]:
+        """The lifespan that starts and stops ``asgi()``'s writer, worker and
+        catch-up (with a Stripe key, as under ``stripeline serve``):
+        ``FastAPI(lifespan=stripeline_app.lifespan)``, or ``async with
+        stripeline_app.lifespan(app):`` inside your own lifespan. ``app`` (the
+        outer app, passed by the framework) is not used."""
+        from stripeline.web.asgi import running
+
+        return running(self._asgi_app if self._asgi_app is not None else self.asgi())

@@ -4,6 +4,14 @@
 The webhook route, in order: bound the body, verify the signature on the raw
 bytes, parse the envelope, store the event (group commit), answer. Nothing is
 processed in the request: the worker does that.
+
+The writer (and the worker, and catch-up) run between the app's lifespan
+startup and shutdown. A framework that mounts the app (FastAPI, Starlette)
+does not run a mounted app's lifespan: ``mountable(app)`` (``app.asgi()``) is
+the app to mount and ``running(asgi)`` (``app.lifespan``) the lifespan to give
+the outer app. Until a lifespan has started it, the webhook route answers 503
+at once, naming that fix, and ``/readyz`` is not ready: never a request that
+waits for a writer nobody started.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -25,9 +33,12 @@ from starlette.routing import Route
 from stripeline.app import Stripeline
 from stripeline.db.engine import is_postgres
 from stripeline.errors import DatabaseUnavailable, EnvelopeError
+from stripeline.log import get_logger
 from stripeline.web.intake import WebhookAnswer, WebhookIntake, readiness
 from stripeline.web.writer import IngestWriter
 from stripeline.worker import Worker
+
+log = get_logger("stripeline.web")
 
 
 class _TooLarge(Exception):
@@ -84,6 +95,98 @@ def _start_catch_up(app: Stripeline, stop: threading.Event) -> threading.Thread 
     return thread
 
 
+#: What the webhook route and ``/readyz`` say while no lifespan has started the app.
+NOT_STARTED = (
+    "stripeline is not started: its lifespan has not run, so nothing would store this "
+    "event. A mounted app's lifespan is not run by FastAPI or Starlette: mount "
+    "stripeline_app.asgi() and pass FastAPI(lifespan=stripeline_app.lifespan) "
+    "(or enter stripeline_app.lifespan(app) inside your own lifespan); "
+    "see docs/integrations/fastapi.md"
+)
+
+
+class _Runtime:
+    """What runs between lifespan startup and shutdown: the writer, and the
+    worker and catch-up threads when asked for. Started by the first lifespan
+    that enters, stopped by the last one that leaves (the app's own and an
+    outer app's ``running()`` may both run it)."""
+
+    def __init__(
+        self,
+        app: Stripeline,
+        *,
+        run_worker: bool,
+        worker_options: dict[str, Any] | None,
+        catch_up: bool,
+    ) -> None:
+        self.app = app
+        self.run_worker = run_worker
+        self.worker_options = worker_options or {}
+        self.catch_up = catch_up
+        self.worker: Worker | None = None
+        #: The group-commit writer while running (a new one each start: its
+        #: threads start once); None while stopped.
+        self.writer: IngestWriter | None = None
+        self.users = 0
+        self.warned = False
+        self._worker_thread: threading.Thread | None = None
+        self._stop_catch_up = threading.Event()
+        self._catch_up_thread: threading.Thread | None = None
+
+    def current_writer(self) -> IngestWriter | None:
+        """The writer now, None while stopped (read afresh at each call)."""
+        return self.writer
+
+    def wake_worker(self) -> None:
+        worker = self.worker
+        if worker is not None:
+            worker.wake()
+
+    def start(self) -> None:
+        self.users += 1
+        if self.users > 1:
+            return
+        engine = self.app.engine
+        self.writer = IngestWriter(
+            engine, threads=2 if is_postgres(engine) else 1, on_commit=self.wake_worker
+        )
+        self.writer.start()
+        if self.run_worker:
+            self.worker = Worker(self.app, **self.worker_options)
+            self._worker_thread = threading.Thread(
+                target=self.worker.run, name="stripeline-worker", daemon=True
+            )
+            self._worker_thread.start()
+        self._stop_catch_up = threading.Event()
+        if self.catch_up:
+            self._catch_up_thread = _start_catch_up(self.app, self._stop_catch_up)
+
+    def stop(self) -> None:
+        self.users -= 1
+        if self.users > 0:
+            return
+        self._stop_catch_up.set()
+        if self._catch_up_thread is not None:
+            self._catch_up_thread.join(10)
+            self._catch_up_thread = None
+        writer, self.writer = self.writer, None  # from now on the route refuses at once
+        if writer is not None:
+            writer.stop()
+        if self.worker is not None and self._worker_thread is not None:
+            self.worker.stop()
+            self._worker_thread.join(30)
+        self.worker = None
+        self._worker_thread = None
+
+    @asynccontextmanager
+    async def lifespan(self) -> AsyncIterator[None]:
+        self.start()
+        try:
+            yield
+        finally:
+            self.stop()
+
+
 def create_app(
     app: Stripeline,
     *,
@@ -99,19 +202,26 @@ def create_app(
     Events API every ``catch_up_interval`` seconds and inserts what the
     webhooks missed; it never stops the app from starting or serving when
     Stripe is unreachable.
+
+    The app's lifespan starts all of that. To mount stripeline inside
+    another ASGI app, use ``mountable`` and ``running`` (``app.asgi()`` and
+    ``app.lifespan``): a mounted app's lifespan does not run.
     """
     settings = app.settings
     metrics = app.metrics
-    state: dict[str, Any] = {}
+    runtime = _Runtime(app, run_worker=run_worker, worker_options=worker_options, catch_up=catch_up)
 
-    def wake_worker() -> None:
-        worker = state.get("worker")
-        if worker is not None:
-            worker.wake()
-
-    writer = IngestWriter(
-        app.engine, threads=2 if is_postgres(app.engine) else 1, on_commit=wake_worker
-    )
+    def not_started(endpoint: str) -> Response:
+        """Refuse at once what no writer would store (no lifespan ran)."""
+        metrics.webhooks.labels(endpoint, "not_started").inc()
+        if not runtime.warned:
+            runtime.warned = True
+            log.error("stripeline_not_started", action="webhook_rejected", message=NOT_STARTED)
+        return JSONResponse(
+            {"error": "not_started", "message": NOT_STARTED},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
 
     intake = WebhookIntake(app)
 
@@ -120,6 +230,8 @@ def create_app(
 
     async def receive(request: Request, endpoint: str) -> Response:
         started = time.perf_counter()
+        if runtime.current_writer() is None:  # before reading a body nothing would store
+            return not_started(endpoint)
         client = request.client.host if request.client else None
         refused = intake.not_configured(endpoint)
         if refused is not None:
@@ -139,6 +251,9 @@ def create_app(
         )
         if isinstance(accepted, WebhookAnswer):
             return answer(accepted)
+        writer = runtime.current_writer()  # again: the lifespan may have ended meanwhile
+        if writer is None:
+            return not_started(endpoint)
         try:
             new = await writer.submit(accepted)
         except EnvelopeError as exc:  # a value the database refused (the group was not harmed)
@@ -160,6 +275,9 @@ def create_app(
 
     async def readyz(request: Request) -> Response:
         ready, checks = await run_in_threadpool(readiness, app)
+        started = "ok" if runtime.writer is not None else NOT_STARTED
+        checks = {"started": started, **checks}
+        ready = ready and runtime.writer is not None
         return JSONResponse(
             {"status": "ready" if ready else "not_ready", "checks": checks},
             status_code=200 if ready else 503,
@@ -171,27 +289,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        writer.start()
-        thread: threading.Thread | None = None
-        if run_worker:
-            worker = Worker(app, **(worker_options or {}))
-            state["worker"] = worker
-            thread = threading.Thread(target=worker.run, name="stripeline-worker", daemon=True)
-            thread.start()
-        stop_catch_up = threading.Event()
-        catch_up_thread = _start_catch_up(app, stop_catch_up) if catch_up else None
-        try:
+        async with runtime.lifespan():
             yield
-        finally:
-            stop_catch_up.set()
-            if catch_up_thread is not None:
-                catch_up_thread.join(10)
-            writer.stop()
-            if thread is not None:
-                state["worker"].stop()
-                thread.join(30)
 
-    return Starlette(
+    asgi = Starlette(
         routes=[
             Route("/webhooks/stripe", webhook, methods=["POST"]),
             Route("/webhooks/stripe/connect", webhook_connect, methods=["POST"]),
@@ -201,3 +302,37 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+    asgi.state.stripeline_runtime = runtime
+    return asgi
+
+
+def mountable(app: Stripeline, built: Starlette | None, *, run_worker: bool) -> Starlette:
+    """The ASGI app to mount for ``app``: ``built`` (the one made before) or a
+    new one. ``Stripeline.asgi`` keeps it, so that the app mounted and the one
+    ``running`` starts are one; asking again with another ``run_worker`` is
+    an error rather than a second writer."""
+    if built is None:
+        # Catch-up too, as under ``serve``: with a Stripe key, what the
+        # webhooks missed is listed every STRIPELINE_CATCH_UP_INTERVAL seconds.
+        return create_app(app, run_worker=run_worker, catch_up=True)
+    if _runtime_of(built).run_worker != run_worker:
+        raise ValueError(
+            f"this app's asgi() was already made with run_worker={not run_worker}: "
+            "one Stripeline app has one ASGI app; ask for it the same way everywhere"
+        )
+    return built
+
+
+def running(asgi: Starlette) -> AbstractAsyncContextManager[None]:
+    """Start what ``asgi`` (made by ``create_app``) needs — the writer, and the
+    worker and catch-up when it has them — for an ``async with`` block: what an outer app's
+    lifespan enters (``Stripeline.lifespan``). Entering it while the app's own
+    lifespan runs (or twice) starts nothing more; the last to leave stops it."""
+    return _runtime_of(asgi).lifespan()
+
+
+def _runtime_of(asgi: Starlette) -> _Runtime:
+    runtime = getattr(asgi.state, "stripeline_runtime", None)
+    if not isinstance(runtime, _Runtime):
+        raise TypeError(f"{asgi!r} was not made by stripeline.web.create_app")
+    return runtime

@@ -1,0 +1,1 @@
+"""A small shop on FastAPI that takes payments and subscriptions through stripeline."""
