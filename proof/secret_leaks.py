@@ -162,7 +162,8 @@ def event(event_id: str, customer: str, proof: str, n: int) -> bytes:
             }
         },
     }
-    return common._bench.encode(body)
+    encoded: bytes = common._bench.encode(body)
+    return encoded
 
 
 def traffic(
@@ -532,7 +533,7 @@ def long_needles(secret: Secret) -> set[str]:
 
 def other_suites_logs(work: Path) -> list[tuple[Path, str]]:
     """The files the other suites of this run left in their work directories."""
-    found = []
+    found: list[tuple[Path, str]] = []
     parent = work.parent
     if not parent.name.startswith("stripeline-proof-"):
         return found

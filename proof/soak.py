@@ -91,7 +91,9 @@ class Events:
 
     def request(self, port: int) -> bytes:
         self.n += 1
-        body = common._bench.encode(common._bench.make_event(self.n, run=self.run, objects=OBJECTS))
+        body: bytes = common._bench.encode(
+            common._bench.make_event(self.n, run=self.run, objects=OBJECTS)
+        )
         head = (
             f"POST /webhooks/stripe HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
             "Content-Type: application/json\r\n"
