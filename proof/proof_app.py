@@ -26,3 +26,29 @@ def record(event: stripeline.ReceivedEvent) -> None:
     if event.once(f"proof:{event.id}"):
         with open(os.environ["PROOF_EFFECTS_FILE"], "a") as fh:
             fh.write(event.id + "\n")
+
+
+# -- the secrets suite --------------------------------------------------------
+#: The application the secrets suite serves: its handler fails when the
+#: customer's metadata says ``proof: fail``, and calls the API (through the
+#: official SDK, with the configured key) when it says ``proof: api``; the
+#: call fails (an unknown customer, or an error the sandbox is told to answer).
+secrets_app = stripeline.Stripeline()
+
+
+@secrets_app.on("*")
+def troublesome(event: stripeline.ReceivedEvent) -> None:
+    proof = (event.object.get("metadata") or {}).get("proof")
+    if proof == "fail":
+        raise RuntimeError(f"the handler failed on purpose for {event.id}")
+    if proof == "api":
+        import stripe
+
+        settings = secrets_app.settings
+        key = settings.stripe_secret_key
+        if key is None or settings.stripe_api_base is None:
+            raise RuntimeError("no key or API base configured")
+        client = stripe.StripeClient(
+            key.get_secret_value(), base_addresses={"api": settings.stripe_api_base}
+        )
+        client.v1.customers.retrieve(event.object["id"] + "_gone")
