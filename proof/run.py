@@ -28,15 +28,17 @@ from pathlib import Path
 import _common as common
 import duplicates
 import fuzz
+import kill
+import outage
 
 SUITES: dict[str, Callable[[bool, Path], common.SuiteResult]] = {
     "fuzz": fuzz.run,
     "duplicates": duplicates.run,
+    "kill": kill.run,
+    "outage": outage.run,
 }
 #: Suites of issue 8 that later work adds here.
 TO_COME = [
-    "kill -9 (web and workers killed at random moments under load)",
-    "database outage (PostgreSQL stopped mid-load; SQLite read-only and disk full)",
     "soak (30 minutes at half capacity: memory, file descriptors, p99, backlog)",
     "secrets (no key or webhook secret in any log, error body, /metrics or CLI output)",
 ]
