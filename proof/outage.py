@@ -251,6 +251,7 @@ class DiskFull:
 class Timeline:
     fault_start: float = 0.0  # the fault is being applied
     fault_on: float = 0.0  # applied: the database is away
+    undo_start: float = 0.0  # being removed (a server starting, a file deleted)
     fault_off: float = 0.0  # removed: the database is back
     readyz_during: str = ""
 
@@ -323,6 +324,7 @@ def scenario(
             except Exception as exc:
                 fault_error.append(f"{type(exc).__name__}: {exc}")
             finally:
+                timeline.undo_start = time.monotonic()
                 undo()
                 timeline.fault_off = time.monotonic()
 
@@ -380,8 +382,9 @@ def scenario(
         ),
         (
             f"{label}: the fault",
-            f"applied {timeline.fault_on - timeline.fault_start:.1f} s after it began, "
-            f"held {timeline.fault_off - timeline.fault_on:.1f} s; answers meanwhile "
+            f"applied in {timeline.fault_on - timeline.fault_start:.1f} s, held "
+            f"{timeline.undo_start - timeline.fault_on:.1f} s, undone in "
+            f"{timeline.fault_off - timeline.undo_start:.1f} s; answers meanwhile "
             f"{during_answers}; /readyz meanwhile {timeline.readyz_during}"
             + (f"; error: {fault_error[0]}" if fault_error else ""),
         ),
