@@ -73,7 +73,7 @@ class Cast:
         self.web = common.spawn(args, self.env, self.work / "serve.log")
         self.all_pids.append(self.web.pid)
         try:
-            common.wait_ready(self.port, self.web, timeout=60.0)
+            common.wait_ready(self.port, self.web, timeout=180.0)
         except RuntimeError as exc:
             self.restart_failures.append(f"serve: {exc}")
             return
@@ -301,8 +301,8 @@ def run_backend(
         (
             f"{label}: unguarded outside effect",
             f"{len(unguarded):,} for {len(acked):,} events: {u_events} events had it more "
-            f"than once ({u_extra} extra runs, {u_explained} by a process killed before its "
-            f"commit, {u_unexplained} otherwise), as at-least-once allows",
+            f"than once ({u_extra} extra runs, {u_explained} by a process the suite "
+            f"killed, {u_unexplained} otherwise), as at-least-once allows",
         ),
         (
             f"{label}: logged",
