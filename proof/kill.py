@@ -369,6 +369,8 @@ def run(short: bool, work: Path) -> common.SuiteResult:
     ]
     for n, backend in enumerate(backends):
         f, c = run_backend(backend, events, work, short, seed=7 + n)
+        for name, value in f:  # a long run shows each backend as it ends
+            print(f"  {name}: {value}", flush=True)
         figures += f
         criteria += c
     if "postgresql" not in backends:

@@ -464,6 +464,8 @@ def run(short: bool, work: Path) -> common.SuiteResult:
             notes.append(f"{name}: skipped, {skip}.")
             print(f"  skipped: {name}: {skip}", flush=True)
             return
+        for figure, value in f:  # a long run shows each scenario as it ends
+            print(f"  {figure}: {value}", flush=True)
         figures.extend(f)
         criteria.extend(c)
 
