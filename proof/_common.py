@@ -431,22 +431,6 @@ class Load:
         return sum(1 for a in self.answers if a.status >= 500 and not a.retry_after)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, every: float = 0.5) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` seconds have passed."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                return True
-        except Exception:  # noqa: S110 - the database may still be away: poll on
-            pass
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(every)
-
-
 @dataclass
 class Ledger:
     """What a served ``proof_app`` left behind, counted per event: the
@@ -509,3 +493,30 @@ def read_lines(path: Path) -> list[list[str]]:
         return [line.split() for line in path.read_text().splitlines() if line.strip()]
     except FileNotFoundError:
         return []
+
+
+def wait_processed(url: str, count: int, *, stall: float = 120.0, cap: float = 1800.0) -> bool:
+    """Wait until ``count`` events are processed: True then; False when no
+    event was processed for ``stall`` seconds (a worker stuck, or never back)
+    or ``cap`` seconds have passed. A slow machine only makes it wait longer."""
+    import time
+
+    started = last_move = time.monotonic()
+    done = -1
+    while True:
+        try:
+            now_done = int(
+                query(url, "SELECT count(*) FROM stripeline_events WHERE status = 'processed'")[0][
+                    0
+                ]
+            )
+        except Exception:  # the database may still be away: poll on
+            now_done = done
+        now = time.monotonic()
+        if now_done >= count:
+            return True
+        if now_done != done:
+            done, last_move = now_done, now
+        if now - last_move > stall or now - started > cap:
+            return False
+        time.sleep(0.5)

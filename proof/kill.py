@@ -225,15 +225,7 @@ def run_backend(
             if cast.web is None or cast.web.poll() is not None:
                 cast.start_web()
             drain_started = time.monotonic()
-            drained = common.wait_until(
-                lambda: (
-                    common.query(
-                        url, "SELECT count(*) FROM stripeline_events WHERE status = 'processed'"
-                    )[0][0]
-                    >= len(load.acked)
-                ),
-                timeout=LEASE_SECONDS + 300,
-            )
+            drained = common.wait_processed(url, len(load.acked))
             drain_seconds = time.monotonic() - drain_started
         finally:
             killer.done.set()

@@ -333,15 +333,7 @@ def scenario(
         breaker.start()
         load.join()
         breaker.join()
-        drained = common.wait_until(
-            lambda: (
-                common.query(
-                    url, "SELECT count(*) FROM stripeline_events WHERE status = 'processed'"
-                )[0][0]
-                >= len(events)
-            ),
-            timeout=LEASE_SECONDS + 300,
-        )
+        drained = common.wait_processed(url, len(events))
         drain_seconds = time.monotonic() - timeline.fault_off
         alive = [p.poll() is None for p in procs]
         readyz_after = readyz(port)
