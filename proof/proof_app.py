@@ -5,6 +5,12 @@ connection (a database effect: committed with the event, or not at all), and
 appends the event id to the file named by ``PROOF_EFFECTS_FILE`` once per
 event, guarded by ``once()`` (an outside effect). The suite creates the table
 before it starts the server and counts both afterwards.
+
+For the kill -9 and outage suites, two more outside effects when their
+files are named: ``PROOF_UNGUARDED_FILE`` gets a line per run, unguarded (at
+least once: every run the process did not die before shows), and
+``PROOF_ONCE_PIDS_FILE`` the ``once()``-guarded line with the process's id,
+so that a repeated effect can be traced to a process killed before its commit.
 """
 
 from __future__ import annotations
@@ -23,9 +29,23 @@ def record(event: stripeline.ReceivedEvent) -> None:
     event.connection.execute(
         text("INSERT INTO proof_effects (event_id) VALUES (:id)"), {"id": event.id}
     )
+    if unguarded := os.environ.get("PROOF_UNGUARDED_FILE"):
+        _append(unguarded, f"{event.id} {os.getpid()}\n")
     if event.once(f"proof:{event.id}"):
         with open(os.environ["PROOF_EFFECTS_FILE"], "a") as fh:
             fh.write(event.id + "\n")
+        if pids := os.environ.get("PROOF_ONCE_PIDS_FILE"):
+            _append(pids, f"{event.id} {os.getpid()}\n")
+
+
+def _append(path: str, line: str) -> None:
+    """One ``write`` of the whole line to a file opened for appending: lines
+    of several processes never interleave."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
 
 
 # -- the secrets suite --------------------------------------------------------
