@@ -40,5 +40,16 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     )
 
 
+def configure_logging_if_unset(fmt: str = "auto", level: str = "info") -> bool:
+    """Embedded in another server (mounted in FastAPI, a WSGI app, Django):
+    configure stripeline's logging as its settings say, unless the
+    application configured structlog itself, whose configuration then wins.
+    True when it was configured here."""
+    if structlog.is_configured():
+        return False
+    configure_logging(fmt, level)
+    return True
+
+
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)

@@ -33,7 +33,7 @@ from starlette.routing import Route
 from stripeline.app import Stripeline
 from stripeline.db.engine import is_postgres
 from stripeline.errors import DatabaseUnavailable, EnvelopeError
-from stripeline.log import get_logger
+from stripeline.log import configure_logging_if_unset, get_logger
 from stripeline.web.intake import WebhookAnswer, WebhookIntake, readiness
 from stripeline.web.writer import IngestWriter
 from stripeline.worker import Worker
@@ -146,6 +146,8 @@ class _Runtime:
         self.users += 1
         if self.users > 1:
             return
+        settings = self.app.settings
+        configure_logging_if_unset(settings.log_format, settings.log_level)
         engine = self.app.engine
         self.writer = IngestWriter(
             engine, threads=2 if is_postgres(engine) else 1, on_commit=self.wake_worker

@@ -45,7 +45,7 @@ from typing import Any
 from prometheus_client import make_wsgi_app as _prometheus_wsgi_app
 
 from stripeline.app import Stripeline
-from stripeline.log import get_logger
+from stripeline.log import configure_logging_if_unset, get_logger
 from stripeline.web.intake import ENDPOINTS, WebhookAnswer, WebhookIntake, readiness
 from stripeline.worker import Worker
 
@@ -290,6 +290,8 @@ class StripelineWSGI:
                 return
             if pid != self._created_in:
                 self.app.engine.dispose(close=False)
+            settings = self.app.settings
+            configure_logging_if_unset(settings.log_format, settings.log_level)
             if self.worker is not None:
                 self.worker.start()
             self._serving_in = pid

@@ -23,6 +23,7 @@ from sqlalchemy.engine import URL
 
 from stripeline.app import ReceivedEvent, Stripeline
 from stripeline.errors import ConfigError
+from stripeline.log import configure_logging_if_unset
 from stripeline.settings import Settings, load_settings
 
 __all__ = ["database_alias", "database_url", "get_app", "reset", "stripeline_settings"]
@@ -142,6 +143,7 @@ def get_app() -> Stripeline:
             return bound_connection(event.connection.connection.dbapi_connection, alias)
 
         app.handler_scope = scope
+        configure_logging_if_unset(app.settings.log_format, app.settings.log_level)
         _app.append(app)
         return app
 
