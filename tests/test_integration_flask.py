@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -35,8 +34,19 @@ from stripeline.gateway import StripeClient
 from stripeline_sandbox import Sandbox
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-WORKER_LINE = re.compile(r"(worker_started|worker_stopped).*?worker=[^\s:]+:(\d+):")
+
+
+def worker_pids(output: str, action: str) -> list[str]:
+    """The pids of the worker threads' ``action`` lines (JSON logs: the
+    extension logs in STRIPELINE_LOG_FORMAT; worker ids are host:pid:random)."""
+    pids = []
+    for line in output.splitlines():
+        if line.startswith("{"):
+            logged = json.loads(line)
+            if logged.get("action") == action:
+                pids.append(str(logged["worker"]).rsplit(":", 2)[1])
+    return pids
+
 
 pytestmark = pytest.mark.slow
 
@@ -171,9 +181,9 @@ def test_the_shop_under_gunicorn_takes_a_subscription_through_webhooks(
                 server.kill()
                 server.wait(10)
         engine.dispose()
-    output = ANSI.sub("", log_path.read_text())
-    started = [pid for what, pid in WORKER_LINE.findall(output) if what == "worker_started"]
-    stopped = [pid for what, pid in WORKER_LINE.findall(output) if what == "worker_stopped"]
+    output = log_path.read_text()
+    started = worker_pids(output, "worker_started")
+    stopped = worker_pids(output, "worker_stopped")
     assert started, output
     assert str(server.pid) not in started  # never in the master: --preload forks after import
     assert sorted(stopped) == sorted(started), output  # each stopped at its process's exit

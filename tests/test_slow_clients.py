@@ -228,7 +228,7 @@ def test_slow_clients_past_the_cap_do_not_keep_signed_events_out(tmp_path: Path)
             pumping.join()
             slow.pump(HEADER_TIMEOUT + 1)
             # Not held until slow clients are cut (HEADER_TIMEOUT); a loaded machine allows some jitter.
-            assert statistics.median(latencies) < 0.5, latencies
+            assert statistics.median(latencies) < HEADER_TIMEOUT / 3, latencies
             assert max(latencies) < HEADER_TIMEOUT - 1, latencies
 
             # Every slow connection was answered and closed, none later than the timeout allows.
