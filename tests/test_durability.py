@@ -129,6 +129,7 @@ def test_worker_killed_mid_batch_loses_nothing(database_url: str) -> None:
     assert after["effects"] == after["distinct"] == len(ids)
 
 
+@pytest.mark.flaky(reruns=2)  # times whole processes: a shared machine can starve one run
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_four_workers_drain_20000_events_exactly_once(postgres_url: str) -> None:
