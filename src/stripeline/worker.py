@@ -40,7 +40,7 @@ from typing import Any, cast
 
 import structlog
 from sqlalchemy import Connection, select, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from stripeline import inbox
 from stripeline.app import Handler, ReceivedEvent, Stripeline
@@ -261,13 +261,15 @@ class Worker:
                 try:
                     done = self.run_once()
                     failures = 0
-                except DBAPIError as exc:
+                except SQLAlchemyError as exc:  # a connection lost mid-transaction included
                     failures += 1
                     delay = exponential(failures, initial=1.0, maximum=30.0)
                     log.warning(
                         "worker_database_error",
                         action="worker_database_error",
-                        error=str(exc.orig or exc).splitlines()[0][:300],
+                        error=(
+                            str(getattr(exc, "orig", None) or exc) or type(exc).__name__
+                        ).splitlines()[0][:300],
                         retry_in=delay,
                     )
                     self._stop.wait(delay)
