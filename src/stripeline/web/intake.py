@@ -23,6 +23,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import text
@@ -262,13 +263,10 @@ class WebhookIntake:
         return self.stored(endpoint, accepted, new, started=started)
 
 
-_HEAD: list[str | None] = []
-
-
+@lru_cache(maxsize=1)
 def _head() -> str | None:
-    if not _HEAD:
-        _HEAD.append(head_revision())
-    return _HEAD[0]
+    """The newest migration (read from the scripts once per process)."""
+    return head_revision()
 
 
 def readiness(app: Stripeline) -> tuple[bool, dict[str, Any]]:
