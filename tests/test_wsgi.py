@@ -350,10 +350,11 @@ def test_an_unknown_endpoint_name_is_a_programming_error(
 ) -> None:
     """``webhook(environ, endpoint)`` is public (a framework view calls it);
     a name that is not an endpoint is refused before anything is read."""
-    environ = {"wsgi.input": io.BytesIO(b"{}"), "CONTENT_LENGTH": "2"}
+    body = io.BytesIO(b"{}")
+    environ = {"wsgi.input": body, "CONTENT_LENGTH": "2"}
     with pytest.raises(ValueError, match="unknown webhook endpoint 'platform'"):
         wsgi.webhook(environ, "platform")
-    assert environ["wsgi.input"].tell() == 0
+    assert body.tell() == 0
 
 
 def test_the_worker_thread_starts_on_the_first_request_and_is_woken_by_each_commit(

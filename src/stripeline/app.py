@@ -40,6 +40,8 @@ from stripeline.settings import Settings, load_settings
 if TYPE_CHECKING:
     from starlette.applications import Starlette
 
+    from stripeline.flows.calls import Calls
+
 Handler = Callable[["ReceivedEvent"], Awaitable[None] | None]
 H = TypeVar("H", bound=Handler)
 
@@ -211,6 +213,18 @@ class Stripeline:
         if self._limiter is None:
             self._limiter = TokenBucket(self.settings.reads_per_second, burst=1)
         return self._limiter
+
+    @property
+    def mirror(self) -> Mirror:
+        """The mirror, read on the app's engine (platform account)."""
+        return Mirror(self.engine)
+
+    @cached_property
+    def calls(self) -> Calls:
+        """The ledger every write to Stripe goes through (``stripeline.flows.calls``)."""
+        from stripeline.flows.calls import Calls
+
+        return Calls(self)
 
     @cached_property
     def metrics(self) -> Metrics:

@@ -9,6 +9,10 @@ catch ``StripelineError`` and know it came from us::
     ├── EnvelopeError          verified JSON that is not a Stripe event envelope
     ├── CustomerLinkConflict   the app user is already linked to another Stripe customer
     │                          (``stripeline.mirror``)
+    ├── CallConflict           a flow's call (``payment_intent:create`` for ``order_42``) was
+    │                          made before with other parameters; nothing was sent
+    ├── ModeMismatch           a test-mode object used by a live deployment, or the reverse;
+    │                          nothing was sent
     ├── DatabaseUnavailable    the database did not answer; try again later
     ├── SecondWriteTransaction a handler began a write on another connection to the
     │                          SQLite database its event is processed in (would wait
@@ -70,6 +74,19 @@ class EnvelopeError(StripelineError):
         #: ``invalid_json`` or ``not_an_event``.
         self.reason = reason
         super().__init__(message or reason.replace("_", " "))
+
+
+class CallConflict(StripelineError):
+    """This call was already made with other parameters."""
+
+    def __init__(self, message: str | None = None, *, key: str = "") -> None:
+        #: The call's ``<action>:<reference>``.
+        self.key = key
+        super().__init__(message)
+
+
+class ModeMismatch(StripelineError):
+    """The object belongs to the other mode (test or live) than this deployment."""
 
 
 class DatabaseUnavailable(StripelineError):

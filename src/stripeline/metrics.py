@@ -110,5 +110,18 @@ class Metrics:
             ["type"],
             registry=self.registry,
         )
+        self.stripe_calls = Counter(
+            "stripeline_stripe_calls",
+            "Writes to the Stripe API by the flows, by action and outcome "
+            "(done, refused, retryable, key_refused).",
+            ["action", "outcome"],
+            registry=self.registry,
+        )
+        self.stripe_call_seconds = Histogram(
+            "stripeline_stripe_call_seconds",
+            "Time of each write to the Stripe API (the SDK's retries included).",
+            ["action"],
+            registry=self.registry,
+        )
         if engine is not None:
             self.registry.register(_QueueCollector(engine))

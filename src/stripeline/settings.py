@@ -137,6 +137,12 @@ class Settings(BaseSettings):
         default=None, description="Point the SDK somewhere else than api.stripe.com (the sandbox)."
     )
     mode: Mode | None = Field(default=None, description="Expected mode; must agree with the key.")
+    max_network_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Retries the SDK makes of a write (network error, 409, 429, 5xx), same key.",
+    )
     database_url: str = DEFAULT_DATABASE_URL
     webhook_tolerance: int = Field(default=DEFAULT_TOLERANCE, ge=1, le=3600)
     body_limit: int = Field(default=DEFAULT_BODY_LIMIT, ge=1024, le=64 * 1024 * 1024)

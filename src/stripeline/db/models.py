@@ -517,3 +517,72 @@ class CustomerLink(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_stripeline_customer_links_customer", "account", "customer_id"),)
+
+
+# -- the flows ---------------------------------------------------------------------
+
+
+class Call(Base):
+    """An outgoing write to Stripe, recorded *before* it is sent
+    (``stripeline.flows.calls``): the business action and its reference
+    (``payment_intent:create`` for ``order_42``), a hash of its parameters, the
+    idempotency key Stripe is sent, and, once answered, the object it made.
+
+    A retry after a crash finds the row and sends the same key (inside
+    Stripe's 24-hour window), or past it looks the object up instead of making
+    a second one. A different hash for the same key is refused."""
+
+    __tablename__ = "stripeline_calls"
+
+    #: "" for the platform account, else the connected account id.
+    account: Mapped[str] = mapped_column(String(255), primary_key=True)
+    #: ``<action>:<reference>``, e.g. ``customer:create:user_7``.
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    livemode: Mapped[bool] = mapped_column(Boolean)
+    #: SHA-256 (hex) of the call's parameters in canonical JSON.
+    params_hash: Mapped[str] = mapped_column(String(64))
+    #: The ``Idempotency-Key`` header the call is sent with.
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    #: Bumped when a call older than Stripe's idempotency window is sent
+    #: again (with a new key) after the object was looked for and not found.
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    #: ``pending`` (recorded, not known to be answered), ``done``, ``failed``
+    #: (Stripe refused it for good; the same call is answered the same way).
+    status: Mapped[str] = mapped_column(String(16))
+    object_type: Mapped[str | None] = mapped_column(String(64))
+    object_id: Mapped[str | None] = mapped_column(String(255))
+    #: The object as Stripe returned it (``done``).
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    #: The error's type and code (``failed``, or the last retryable error).
+    error_type: Mapped[str | None] = mapped_column(String(64))
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: When this generation's key was first sent (Stripe's window starts there).
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_stripeline_calls_object", "account", "object_id"),)
+
+
+class Erasure(Base):
+    """That a person's data was erased (``customers.forget``): what was done
+    at Stripe and how much was scrubbed here. Holds no personal data but the
+    application's own user id and the Stripe customer id."""
+
+    __tablename__ = "stripeline_erasures"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    account: Mapped[str] = mapped_column(String(255))
+    app_user_id: Mapped[str | None] = mapped_column(String(255))
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    #: ``deleted`` | ``anonymised`` | ``not_found`` | ``not_called`` (no key).
+    stripe_action: Mapped[str] = mapped_column(String(32))
+    #: Why Stripe's customer was anonymised rather than deleted, if it was.
+    reason: Mapped[str | None] = mapped_column(Text)
+    mirror_rows: Mapped[int] = mapped_column(Integer, default=0)
+    event_payloads: Mapped[int] = mapped_column(Integer, default=0)
+    erased_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_stripeline_erasures_customer", "account", "customer_id"),)
