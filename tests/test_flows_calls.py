@@ -224,3 +224,47 @@ def test_a_key_too_long_is_refused() -> None:
         app.calls.run("customer:create", "x" * 300, {}, lambda client, key: None)
     with pytest.raises(ValueError, match="an action and a reference"):
         app.calls.run("customer:create", "", {}, lambda client, key: None)
+
+
+def test_calls_on_one_lock_are_admitted_one_at_a_time(
+    app: Stripeline, stripe_client: stripe.StripeClient
+) -> None:
+    """20 threads each ask for one of at most 5 seats: ``admit`` counts the
+    calls recorded before it under the lock, so exactly 5 are made."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import Connection, func, select
+
+    from stripeline.flows.calls import calls
+
+    class Full(Exception):
+        pass
+
+    def admit(conn: Connection) -> None:
+        taken = conn.execute(
+            select(func.count())
+            .select_from(calls)
+            .where(calls.c.key.like("customer:create:seat-%"), calls.c.status != "failed")
+        ).scalar_one()
+        if taken >= 5:
+            raise Full
+
+    def take(n: int) -> str:
+        params = {"metadata": {"seat": str(n)}}
+        try:
+            made = app.calls.run(
+                "customer:create",
+                f"seat-{n}",
+                params,
+                lambda client, key: client.v1.customers.create(params, {"idempotency_key": key}),  # type: ignore[arg-type]
+                admit=admit,
+                lock="seats",
+            )
+        except Full:
+            return "full"
+        return str(made["id"])
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(take, range(20)))
+    assert answers.count("full") == 15
+    assert sorted(customers(stripe_client)) == sorted(a for a in answers if a != "full")

@@ -71,7 +71,14 @@ from stripeline.errors import (
     StripeServerError,
 )
 from stripeline.inbox import utcnow
-from stripeline.mirror._store import apply_states, held_marker, mirrorable, state_from_fetch
+from stripeline.mirror._store import (
+    apply_states,
+    held_marker,
+    lock_objects,
+    mirrorable,
+    object_key,
+    state_from_fetch,
+)
 
 if TYPE_CHECKING:
     from stripe import StripeClient
@@ -106,6 +113,7 @@ _ERRORS: dict[str, type[StripeAPIError]] = {
 
 Send = Callable[["StripeClient", str], Any]
 Find = Callable[["StripeClient"], Any]
+Admit = Callable[[Connection], None]
 
 
 @dataclass(frozen=True)
@@ -260,6 +268,8 @@ class Calls:
         *,
         find: Find | None = None,
         account: str | None = None,
+        admit: Admit | None = None,
+        lock: str | None = None,
     ) -> dict[str, Any]:
         """Make the call ``<action>:<reference>`` with ``params`` exactly once;
         return the object Stripe answered with (as a dict).
@@ -267,6 +277,13 @@ class Calls:
         ``send(client, idempotency_key)`` makes the SDK call; ``find(client)``
         returns the object if it exists already (or None), used for a call
         first sent longer ago than Stripe keeps idempotency keys.
+
+        ``admit(conn)`` runs once, when the call is first recorded, in the
+        transaction that records it, and may refuse it by raising (nothing is
+        then recorded or sent): a refund checks there what is left to refund,
+        counting the refund calls recorded before it. Calls that name the same
+        ``lock`` are admitted one at a time, across processes (PostgreSQL: an
+        advisory lock; SQLite: the one write lock).
 
         Raises:
             CallConflict: the same call was made before with other parameters.
@@ -276,7 +293,7 @@ class Calls:
         key = _key(action, reference)
         account_key = account or ""
         digest = params_hash(params)
-        row = self._take(account_key, key, digest)
+        row = self._take(account_key, key, digest, admit=admit, lock=lock)
         if row.params_hash != digest:
             raise CallConflict(
                 f"{key} was already called with other parameters; a changed call needs "
@@ -308,15 +325,27 @@ class Calls:
         *,
         find: Find | None = None,
         account: str | None = None,
+        admit: Admit | None = None,
+        lock: str | None = None,
     ) -> dict[str, Any]:
         """``run`` in a worker thread (the SDK and the database calls block)."""
         return await asyncio.to_thread(
-            self.run, action, reference, params, send, find=find, account=account
+            self.run,
+            action,
+            reference,
+            params,
+            send,
+            find=find,
+            account=account,
+            admit=admit,
+            lock=lock,
         )
 
     # -- the ledger -----------------------------------------------------------
 
-    def _take(self, account: str, key: str, digest: str) -> CallRecord:
+    def _take(
+        self, account: str, key: str, digest: str, *, admit: Admit | None, lock: str | None
+    ) -> CallRecord:
         now = utcnow()
         insert = insert_for(self._app.engine)
         statement = (
@@ -335,11 +364,18 @@ class Calls:
             )
             .on_conflict_do_nothing(index_elements=[calls.c.account, calls.c.key])
         )
+        this = select(calls).where(calls.c.account == account, calls.c.key == key)
         with connect(self._app.engine) as conn:
-            conn.execute(statement)
-            row = conn.execute(
-                select(calls).where(calls.c.account == account, calls.c.key == key)
-            ).one()
+            row = conn.execute(this).first()
+            if row is None:
+                if lock is not None:
+                    lock_objects(conn, [object_key(account, f"call-lock:{lock}")])
+                    row = conn.execute(this).first()
+                if row is None:
+                    if admit is not None:
+                        admit(conn)
+                    conn.execute(statement)
+                    row = conn.execute(this).one()
         return _record(row)
 
     def _update(self, account: str, key: str, **values: Any) -> None:
