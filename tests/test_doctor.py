@@ -7,10 +7,15 @@ from pathlib import Path
 import pytest
 import stripe
 from click.testing import CliRunner, Result
+from pydantic import SecretStr
 from sqlalchemy import text
 
+from stripeline.app import Stripeline
 from stripeline.cli import main
 from stripeline.db import make_engine
+from stripeline.errors import StripeAuthenticationError
+from stripeline.settings import Settings
+from stripeline_sandbox import Sandbox
 
 KEY = "sk_test_51DoctorKeyQWERTYzxcvb"
 LIVE_KEY = "sk_live_51DoctorLiveKeyASDFGH"
@@ -36,6 +41,7 @@ def lines(result: Result) -> dict[str, str]:
                 "settings",
                 "database",
                 "migrations",
+                "Stripe writes",
                 "API version",
             ):
                 if parts[1].startswith(name + " "):
@@ -61,15 +67,16 @@ def test_everything_passes(database_url: str, monkeypatch: pytest.MonkeyPatch) -
 
     assert result.exit_code == 0, result.output
     found = lines(result)
-    assert len(found) == 8
+    assert len(found) == 9
     assert all(line.startswith("pass") for line in found.values()), result.output
+    assert "none made yet" in found["Stripe writes"]
     assert "sk_test_… secret key, test mode" in found["secret key"]
     assert "agrees with the key" in found["mode"]
     assert "2 secrets" in found["webhook secrets"]
     assert "reachable" in found["database"]
     assert "current" in found["migrations"]
     assert stripe.api_version in found["API version"]
-    assert "all 8 checks passed" in result.stdout
+    assert "all 9 checks passed" in result.stdout
     assert_no_secret(result)
 
 
@@ -102,7 +109,7 @@ def test_mode_disagreement_and_bad_secret_fail_without_showing_them(
     assert found["settings"].startswith("FAIL")
     # The database checks still ran.
     assert found["database"].startswith("pass") and found["migrations"].startswith("pass")
-    assert "3 of 8 checks failed" in result.stdout
+    assert "3 of 9 checks failed" in result.stdout
     assert_no_secret(result)
 
 
@@ -160,3 +167,51 @@ def test_unreachable_postgres_fails_without_its_password(monkeypatch: pytest.Mon
     assert found["database"].startswith("FAIL") and "unreachable" in found["database"]
     assert found["migrations"].startswith("FAIL")
     assert "hunter2" not in result.output
+
+
+def test_a_write_refused_for_the_key_fails_until_one_is_answered(
+    stripe_sandbox: Sandbox, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flows' configuration alarm: a key Stripe refuses (401) shows in doctor."""
+    refused = Stripeline(
+        Settings(
+            stripe_secret_key=SecretStr("rk_test_restricted_doctor"),
+            stripe_api_base=stripe_sandbox.url,
+            database_url=database_url,
+            max_network_retries=0,
+        )
+    )
+    params = {"email": "doctor@example.com"}
+
+    def create(app: Stripeline, reference: str) -> None:
+        app.calls.run(
+            "customer:create",
+            reference,
+            params,
+            lambda client, key: client.v1.customers.create(params, {"idempotency_key": key}),  # type: ignore[arg-type]
+        )
+
+    try:
+        with pytest.raises(StripeAuthenticationError):
+            create(refused, "doctor")
+    finally:
+        refused.dispose()
+    monkeypatch.setenv("STRIPELINE_DATABASE_URL", database_url)
+    result = doctor()
+    assert result.exit_code == 1
+    line = lines(result)["Stripe writes"]
+    assert line.startswith("FAIL") and "customer:create:doctor" in line
+    assert "refused for the key" in line and "restricted_doctor" not in result.output
+
+    working = Stripeline(
+        Settings(
+            stripe_secret_key=SecretStr(stripe_sandbox.new_key()),
+            stripe_api_base=stripe_sandbox.url,
+            database_url=database_url,
+        )
+    )
+    try:
+        create(working, "doctor-2")
+    finally:
+        working.dispose()
+    assert lines(doctor())["Stripe writes"].startswith("pass")

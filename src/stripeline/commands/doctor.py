@@ -28,6 +28,7 @@ from stripeline import inbox
 from stripeline.commands._common import console, short_error
 from stripeline.db.engine import (
     VERSION_TABLE,
+    connect,
     current_revision,
     head_revision,
     legacy_revision,
@@ -275,6 +276,43 @@ def check_migrations(engine: Engine | None) -> Check:
     return Check(name, True, f"current ({head})")
 
 
+#: Error types of a call Stripe refused for the key itself (401, 403).
+KEY_REFUSED = ("StripeAuthenticationError", "StripePermissionError")
+
+
+def check_stripe_writes(engine: Engine | None) -> Check:
+    """The flows' writes (``stripeline_calls``): fails while the newest call
+    that Stripe answered at all was refused for the key (401 or 403), which a
+    key rotated away or a restricted key without write access gives."""
+    name = "Stripe writes"
+    if engine is None:
+        return Check(name, False, "not checked: the database is unreachable")
+    from stripeline.flows.calls import calls
+
+    try:
+        with connect(engine, readonly=True) as conn:
+            row = conn.execute(
+                select(calls.c.key, calls.c.error_type, calls.c.error_message, calls.c.updated_at)
+                .where(calls.c.attempts > 0)
+                .where(calls.c.status.in_(("done", "failed")) | calls.c.error_type.in_(KEY_REFUSED))
+                .order_by(calls.c.updated_at.desc())
+                .limit(1)
+            ).first()
+    except SQLAlchemyError as exc:
+        return Check(name, False, short_error(exc))
+    if row is None:
+        return Check(name, True, "none made yet")
+    if row.error_type in KEY_REFUSED:
+        return Check(
+            name,
+            False,
+            f"the last write ({row.key}, {row.updated_at:%Y-%m-%d %H:%M} UTC) was refused "
+            f"for the key: {row.error_message}; check STRIPE_SECRET_KEY (a restricted key "
+            "needs write access to the resources the flows write)",
+        )
+    return Check(name, True, f"the last write ({row.key}) was answered")
+
+
 def check_api_version() -> Check:
     from stripeline.gateway import API_VERSION, SDK_VERSION
 
@@ -298,6 +336,7 @@ def run_checks() -> list[Check]:
     else:
         database, engine = check_database(url)
     stored: StoredModes | None = None
+    writes: Check | None = None
     try:
         migrations = check_migrations(engine)
         if engine is not None and migrations.ok:
@@ -305,6 +344,7 @@ def run_checks() -> list[Check]:
                 stored = stored_modes(engine)
             except SQLAlchemyError:
                 stored = None  # the migrations check passed: a passing blip, not a mode
+            writes = check_stripe_writes(engine)
     finally:
         if engine is not None:
             engine.dispose()
@@ -315,7 +355,10 @@ def run_checks() -> list[Check]:
         check_settings,
     ]
     checks.extend(check(env) for check in simple)
-    checks += [database, migrations, check_api_version()]
+    checks += [database, migrations]
+    if writes is not None:
+        checks.append(writes)
+    checks.append(check_api_version())
     return checks
 
 
