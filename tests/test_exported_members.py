@@ -20,10 +20,12 @@ import stripeline
 
 PUBLIC: dict[str, set[str]] = {
     "stripeline": {
+        "CallConflict",
         "ConfigError",
         "DatabaseUnavailable",
         "EnvelopeError",
         "Mirror",
+        "ModeMismatch",
         "ReceivedEvent",
         "SecondWriteTransaction",
         "Settings",

@@ -74,6 +74,17 @@ def test_handlers_write_the_applications_tables_in_the_test_database(
     with connect(stripeline_env.app.engine, readonly=True) as conn:
         keys = conn.scalars(text("SELECT key FROM stripeline_once")).all()
     assert "welcome-mail" in keys
+    # The flows' writes, from the module-level app, reach the test's sandbox
+    # account and are recorded in the test database.
+    params = {"email": "flow@example.com"}
+    made = billing.calls.run(
+        "customer:create",
+        "flow",
+        params,
+        lambda client, key: client.v1.customers.create(params, {"idempotency_key": key}),  # type: ignore[arg-type]
+    )
+    assert stripeline_env.client.v1.customers.retrieve(made["id"]).email == "flow@example.com"
+    assert stripeline_env.app.calls.record("customer:create", "flow") is not None
     assert not (in_tmp_cwd / "stripeline.db").exists()
 
 

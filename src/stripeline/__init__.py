@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING
 
 from stripeline._lazy import lazy_names as _lazy_names
 from stripeline.errors import (
+    CallConflict,
     ConfigError,
     DatabaseUnavailable,
     EnvelopeError,
+    ModeMismatch,
     SecondWriteTransaction,
     SignatureError,
     StripeAPIError,
@@ -44,10 +46,12 @@ _LAZY = {
 }
 
 __all__ = [
+    "CallConflict",
     "ConfigError",
     "DatabaseUnavailable",
     "EnvelopeError",
     "Mirror",
+    "ModeMismatch",
     "ReceivedEvent",
     "SecondWriteTransaction",
     "Settings",

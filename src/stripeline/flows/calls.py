@@ -81,9 +81,17 @@ from stripeline.mirror._store import (
 )
 
 if TYPE_CHECKING:
-    from stripe import StripeClient
-
     from stripeline.app import Stripeline
+    from stripeline.gateway import StripeClient
+
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "WINDOW",
+    "CallRecord",
+    "Calls",
+    "idempotency_key",
+    "params_hash",
+]
 
 log = structlog.get_logger("stripeline.calls")
 

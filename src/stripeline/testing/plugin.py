@@ -154,6 +154,19 @@ def _create_schema(engine: Engine, schema: Any) -> None:
         )
 
 
+#: The app's cached properties built from its settings and engine.
+_BUILT = (
+    "metrics",
+    "calls",
+    "customers",
+    "payments",
+    "disputes",
+    "subscriptions",
+    "entitlements",
+    "checkout",
+)
+
+
 @contextmanager
 def _pointed_at(base: Stripeline, app: Stripeline) -> Iterator[None]:
     """``base`` (the user's app object) uses ``app``'s settings and database
@@ -161,17 +174,19 @@ def _pointed_at(base: Stripeline, app: Stripeline) -> Iterator[None]:
     writes to the test database, never to the file or server ``base`` is set up for."""
     names = ("_settings", "_engine", "_fetcher", "_limiter", "_secrets")
     saved = {name: base.__dict__[name] for name in names}
-    metrics = base.__dict__.pop("metrics", None)
+    # What the app builds once from its settings (cached properties: metrics,
+    # the calls ledger and its client, the flows) is built afresh meanwhile.
+    cached = {name: base.__dict__.pop(name) for name in _BUILT if name in base.__dict__}
     base.__dict__.update(
         _settings=app.settings, _engine=app.engine, _fetcher=None, _limiter=None, _secrets={}
     )
     try:
         yield
     finally:
-        base.__dict__.pop("metrics", None)
+        for name in _BUILT:
+            base.__dict__.pop(name, None)
         base.__dict__.update(saved)
-        if metrics is not None:
-            base.__dict__["metrics"] = metrics
+        base.__dict__.update(cached)
 
 
 @pytest.fixture(scope="session")
