@@ -3,7 +3,11 @@ the same answers as the ASGI route, each decided once in ``web.intake``."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -110,3 +114,47 @@ def test_readiness_of_a_migrated_database(app: Stripeline) -> None:
     assert checks == {"database": "ok", "migrations": "ok", "writes": "ok"}
     with connect(app.engine, readonly=True) as conn:
         assert conn.scalar(select(func.count()).select_from(Event)) == 0
+
+
+@pytest.fixture
+def small_volume(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs (needs root and ``mount``; skipped without them)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small filesystem needs root")
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(volume)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"tmpfs cannot be mounted here: {mounted.stderr.decode().strip()}")
+    try:
+        yield volume
+    finally:
+        subprocess.run(["umount", "-l", str(volume)], check=False)
+
+
+def test_a_sqlite_database_on_a_full_volume_is_not_ready(
+    small_volume: Path, sqlite_template: Path
+) -> None:
+    """The write probe rolls back before SQLite needs a page, so a full disk
+    passed it while every commit failed; the volume's free space is read."""
+    shutil.copyfile(sqlite_template, small_volume / "stripeline.db")
+    url = f"sqlite:///{small_volume}/stripeline.db"
+    app = Stripeline(Settings(stripe_webhook_secret=SecretStr(SECRET), database_url=url))
+    filler = small_volume / "filler"
+    try:
+        assert readiness(app) == (True, {"database": "ok", "migrations": "ok", "writes": "ok"})
+        free = shutil.disk_usage(small_volume).free
+        with filler.open("wb") as f:
+            f.write(b"\0" * (free - 1024 * 1024))
+        ready, checks = readiness(app)
+        assert not ready
+        assert checks["writes"].startswith("refused: the database's volume has ")
+        assert "less than the 8192 KiB needed" in checks["writes"]
+        filler.unlink()
+        assert readiness(app)[0]
+    finally:
+        app.dispose()

@@ -153,7 +153,7 @@ _handler_event: ContextVar[tuple[str, Any] | None] = ContextVar(
 _WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE", "CREATE", "DROP", "ALTER")
 
 
-def _sqlite_file(engine: Engine) -> str | None:
+def sqlite_file(engine: Engine) -> str | None:
     """The SQLite database file of ``engine`` (None: in memory, one connection)."""
     database = engine.url.database
     if not database or database == ":memory:" or database.startswith("file:"):
@@ -186,7 +186,7 @@ def handler_transaction(conn: Connection) -> Iterator[None]:
     and ``asyncio.to_thread``. PostgreSQL: nothing to refuse (a second
     transaction does not wait for the event's, unless it touches its rows).
     """
-    database = _sqlite_file(conn.engine) if conn.dialect.name == "sqlite" else None
+    database = sqlite_file(conn.engine) if conn.dialect.name == "sqlite" else None
     if database is None:
         yield
         return
@@ -214,7 +214,7 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
         conn.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")
 
-    database = _sqlite_file(engine)
+    database = sqlite_file(engine)
     if database is None:
         return
 

@@ -20,6 +20,8 @@ whichever way it came in:
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +35,7 @@ from stripeline import inbox
 from stripeline.app import Stripeline
 from stripeline.core.envelope import parse_envelope
 from stripeline.core.signature import verify
-from stripeline.db.engine import connect, current_revision, head_revision
+from stripeline.db.engine import connect, current_revision, head_revision, sqlite_file
 from stripeline.errors import DatabaseUnavailable, EnvelopeError, SignatureError
 from stripeline.log import get_logger
 from stripeline.web.writer import _refused, log_ingest_failure
@@ -291,10 +293,37 @@ def readiness(app: Stripeline) -> tuple[bool, dict[str, Any]]:
         with app.engine.connect() as conn, conn.begin() as transaction:
             inbox.probe_write(conn)
             transaction.rollback()
-        checks["writes"] = "ok"
+        checks["writes"] = _disk_room(app) or "ok"
     except SQLAlchemyError as exc:
         orig = getattr(exc, "orig", None) or exc
         reason = str(orig).strip().splitlines()[0][:200] if str(orig).strip() else ""
         checks["writes"] = f"refused: {type(orig).__name__}: {reason}".rstrip(": ")
     ready = all(v == "ok" for v in checks.values()) and len(checks) == 3
     return ready, checks
+
+
+#: Free bytes a SQLite database's volume needs, at the least, to be ready.
+MIN_FREE_BYTES = 8 * 1024 * 1024
+
+
+def _disk_room(app: Stripeline) -> str | None:
+    """SQLite: why the database's volume is too full to take writes, or None.
+
+    The write probe rolls back before SQLite needs a new page, so on a full
+    disk it passes while every commit fails: the free space is read instead.
+    At least ``MIN_FREE_BYTES``, and room for four bodies of the largest
+    size accepted (``STRIPELINE_BODY_LIMIT``) and their WAL frames."""
+    path = sqlite_file(app.engine)
+    if path is None:
+        return None
+    try:
+        free = shutil.disk_usage(os.path.dirname(path)).free
+    except OSError as exc:
+        return f"refused: the database's volume cannot be read: {exc.strerror or exc}"
+    need = max(MIN_FREE_BYTES, 4 * app.settings.body_limit)
+    if free >= need:
+        return None
+    return (
+        f"refused: the database's volume has {free // 1024} KiB free, "
+        f"less than the {need // 1024} KiB needed to take writes"
+    )
