@@ -32,12 +32,24 @@ from stripeline.errors import (
 
 if TYPE_CHECKING:
     from stripeline.app import ReceivedEvent, Stripeline
+    from stripeline.declines import (
+        DeclineAdvice,
+        NextAction,
+        advise,
+        advise_error,
+        register_messages,
+    )
     from stripeline.mirror import Mirror
     from stripeline.settings import Settings, load_settings
 
 __version__ = "0.1.0.dev0"
 
 _LAZY = {
+    "DeclineAdvice": "stripeline.declines",
+    "NextAction": "stripeline.declines",
+    "advise": "stripeline.declines",
+    "advise_error": "stripeline.declines",
+    "register_messages": "stripeline.declines",
     "Mirror": "stripeline.mirror",
     "ReceivedEvent": "stripeline.app",
     "Stripeline": "stripeline.app",
@@ -49,9 +61,11 @@ __all__ = [
     "CallConflict",
     "ConfigError",
     "DatabaseUnavailable",
+    "DeclineAdvice",
     "EnvelopeError",
     "Mirror",
     "ModeMismatch",
+    "NextAction",
     "ReceivedEvent",
     "SecondWriteTransaction",
     "Settings",
@@ -68,7 +82,10 @@ __all__ = [
     "Stripeline",
     "StripelineError",
     "__version__",
+    "advise",
+    "advise_error",
     "load_settings",
+    "register_messages",
 ]
 
 

@@ -89,8 +89,11 @@ __all__ = [
     "WINDOW",
     "CallRecord",
     "Calls",
+    "as_dict",
     "idempotency_key",
     "params_hash",
+    "recorded_error",
+    "write_to_mirror",
 ]
 
 log = structlog.get_logger("stripeline.calls")
