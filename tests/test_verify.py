@@ -187,3 +187,44 @@ def test_verify_cli_exit_codes_json_and_same_second_repair(
     clean = runner.invoke(main, ["verify", "customer", "subscription"])
     assert clean.exit_code == 0, clean.output
     assert "agrees with Stripe" in clean.stdout
+
+
+def test_a_canceled_subscription_is_mirrored_ended_not_deleted(
+    stripe_client: stripe.StripeClient, reader: Reader, engine: Engine
+) -> None:
+    """``customer.subscription.deleted`` carries a canceled subscription that
+    Stripe still lists (``status=all``): mirrored from its events, it is kept
+    as canceled, not marked deleted, and verify finds nothing missing."""
+    from stripeline.mirror import Mirror
+    from stripeline.mirror._store import state_from_event
+
+    ids = world(stripe_client)
+    canceled = stripe_client.v1.subscriptions.cancel(ids["subscription"])
+    assert canceled.status == "canceled"
+    assert backfill(engine, reader, ["customer", "product", "price"]).complete
+    ended = state_from_event(
+        canceled.to_dict(for_json=True),
+        account=None,
+        livemode=False,
+        created=int(time.time()),
+        event_type="customer.subscription.deleted",
+        event_id="evt_canceled",
+    )
+    assert not ended.deleted and ended.rank >= 20  # final, yet not deleted
+    with connect(engine) as conn:
+        apply_states(conn, [ended], now=datetime.now(UTC))
+
+    held = Mirror(engine).subscription(ids["subscription"])
+    assert held is not None and (held.status, held.deleted) == ("canceled", False)
+    report = check_drift(engine, reader, ["subscription"])
+    assert not [d for d in report.drift if d.kind == "missing"], report.to_json()
+    # A deleted customer is still deleted.
+    gone = state_from_event(
+        {"id": ids["customer"], "object": "customer"},
+        account=None,
+        livemode=False,
+        created=int(time.time()),
+        event_type="customer.deleted",
+        event_id="evt_gone",
+    )
+    assert gone.deleted

@@ -168,7 +168,7 @@ def as_dict(obj: Any) -> dict[str, Any]:
         return {}
     to_dict = getattr(obj, "to_dict", None)
     if callable(to_dict):
-        return cast(dict[str, Any], to_dict())
+        return cast(dict[str, Any], to_dict(for_json=True))
     return dict(obj)
 
 
