@@ -217,3 +217,26 @@ def test_the_cap_stays_below_the_open_file_limit() -> None:
         assert [e["action"] for e in logs] == ["max_connections_lowered"]
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_counts_not_logged_yet_are_logged_at_shutdown() -> None:
+    """The counts are logged at most every ``log_interval``: what came in since
+    the last line waits on a timer, which never runs once the server's event
+    loop stops; ``serve`` flushes them on its way out."""
+    guard = ConnectionGuard(max_connections=CAP, header_timeout=HEADER_TIMEOUT, log_interval=60)
+    loop = asyncio.new_event_loop()
+    try:
+        with capture_logs() as logs:
+            guard.note("refused", loop)  # logged at once: the first line
+            guard.note("refused", loop)
+            guard.note("evicted", loop)  # these two wait for the next line
+            assert len([e for e in logs if e.get("action") == "connections_limited"]) == 1
+            guard.flush()
+            guard.flush()  # nothing more to say: no empty line
+        limited = [e for e in logs if e.get("action") == "connections_limited"]
+        assert [(e["refused_over_limit"], e["closed_to_make_room"]) for e in limited] == [
+            (1, 0),
+            (1, 1),
+        ]
+    finally:
+        loop.close()

@@ -160,6 +160,7 @@ def serve(
             timeout_keep_alive=settings.keep_alive_timeout,
         )
     finally:
+        guard.flush()
         if sandbox is not None:
             sandbox.close()
         app.dispose()

@@ -158,6 +158,13 @@ class ConnectionGuard:
         elif self._flush is None:
             self._flush = loop.call_later(self._last_log + self.log_interval - now, self._log)
 
+    def flush(self) -> None:
+        """Log the counts not logged yet (at shutdown: a pending timer would
+        never run once the event loop stops)."""
+        if self._flush is not None:
+            self._flush.cancel()
+        self._log()
+
     def _log(self) -> None:
         self._flush = None
         if not self._counts:
