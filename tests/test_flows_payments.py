@@ -3,6 +3,11 @@ against the sandbox, webhooks into a served app, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,6 +19,7 @@ from stripeline.app import Stripeline
 from stripeline.declines import advise
 from stripeline.errors import (
     CallConflict,
+    ModeMismatch,
     NotRefundable,
     PaymentNotFound,
     StripeConnectionError,
@@ -24,6 +30,8 @@ from stripeline.flows.payments import (
     Declined,
     Fulfilment,
     Payments,
+    Processing,
+    Refunded,
     RequiresAction,
     RequiresCapture,
     RequiresPaymentMethod,
@@ -321,3 +329,130 @@ def test_cancel_releases_an_authorisation_and_nothing_is_refundable(
         payments.capture("order_c")
     with pytest.raises(PaymentNotFound, match="order_nope"):
         payments.cancel("order_nope")
+
+
+def test_a_bank_debit_is_processing_and_fulfils_when_it_settles(env: StripelineEnv) -> None:
+    payments = Payments(env.app)
+    fulfilments = fulfilled_by(payments)
+    outcome = payments.start(
+        "order_b",
+        7000,
+        "usd",
+        payment_method="pm_usBankAccount_success",
+        payment_method_types=["us_bank_account"],
+    )
+    assert isinstance(outcome, Processing)
+    env.settle()
+    assert fulfilments == [] and isinstance(payments.status("order_b"), Processing)
+    env.control("POST", f"/_sandbox/payment_intents/{outcome.payment_intent_id}/settle")
+    env.settle()
+    assert [(f.order_id, f.amount) for f in fulfilments] == [("order_b", 7000)]
+    assert isinstance(payments.status("order_b"), Succeeded)
+
+
+def test_a_paid_order_started_again_with_another_card_charges_nothing(
+    app: Stripeline, stripe_client: stripe.StripeClient
+) -> None:
+    payments = Payments(app)
+    paid = payments.start("order_p", 900, "usd", payment_method="pm_card_visa")
+    again = payments.start("order_p", 900, "usd", payment_method="pm_card_mastercard")
+    assert isinstance(again, Succeeded) and again.payment_intent_id == paid.payment_intent_id
+    assert len(charges(stripe_client)) == 1
+
+
+def test_the_async_twins(app: Stripeline, stripe_client: stripe.StripeClient) -> None:
+    payments = Payments(app)
+
+    async def flow() -> tuple[object, ...]:
+        held = await payments.start_async(
+            "order_a", 2500, "usd", capture="manual", payment_method="pm_card_visa"
+        )
+        captured = await payments.capture_async("order_a", 2000)
+        refunded = await payments.refund_async("order_a", 500, reference="r1")
+        status = await payments.status_async("order_a")
+        other = await payments.start_async("order_a2", 1000, "usd")
+        confirmed = await payments.confirm_async("order_a2", payment_method="pm_card_visa")
+        await payments.start_async("order_a3", 1000, "usd")
+        canceled = await payments.cancel_async("order_a3")
+        return held, captured, refunded, status, other, confirmed, canceled
+
+    held, captured, refunded, status, other, confirmed, canceled = asyncio.run(flow())
+    assert isinstance(held, RequiresCapture) and isinstance(captured, Succeeded)
+    assert isinstance(refunded, Refunded) and refunded.amount == 500
+    assert isinstance(status, Succeeded) and status.amount_received == 2000
+    assert isinstance(other, RequiresPaymentMethod) and isinstance(confirmed, Succeeded)
+    assert isinstance(canceled, Canceled)
+
+
+def test_a_live_app_given_a_test_payment_is_refused_before_any_call(
+    app: Stripeline, stripe_sandbox: Sandbox, stripe_key: str, database_url: str
+) -> None:
+    paid = Payments(app).start("order_l", 1000, "usd", payment_method="pm_card_visa")
+    live = Stripeline(
+        Settings(
+            stripe_secret_key=SecretStr("sk_live_0123456789abcdef"),
+            stripe_webhook_secret=SecretStr("whsec_live_0001"),
+            database_url=database_url,
+        )
+    )
+    before = stripe_sandbox.request_counts(stripe_key)
+    try:
+        with pytest.raises(ModeMismatch, match=f"{paid.payment_intent_id} is a test-mode object"):
+            Payments(live).refund(paid.payment_intent_id)
+        with pytest.raises(ModeMismatch):
+            Payments(live).status(paid.payment_intent_id)
+    finally:
+        live.dispose()
+    assert stripe_sandbox.request_counts(stripe_key) == before
+
+
+REFUNDER = """
+import json, sys, time
+from concurrent.futures import ThreadPoolExecutor
+from pydantic import SecretStr
+from stripeline.app import Stripeline
+from stripeline.errors import NotRefundable
+from stripeline.flows.payments import Payments
+from stripeline.settings import Settings
+
+key, base, url, start_at = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+app = Stripeline(Settings(stripe_secret_key=SecretStr(key), stripe_api_base=base,
+                          database_url=url, max_network_retries=0))
+payments = Payments(app)
+
+def refund(_):
+    try:
+        return payments.refund("order_2p", 10).amount
+    except NotRefundable as exc:
+        return -exc.refundable - 1
+
+time.sleep(max(0.0, start_at - time.time()))
+with ThreadPoolExecutor(max_workers=10) as pool:
+    print(json.dumps(list(pool.map(refund, range(10)))))
+app.dispose()
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_refunds_from_two_processes_never_exceed_what_was_received(
+    stripe_sandbox: Sandbox, stripe_key: str, stripe_client: stripe.StripeClient, postgres_url: str
+) -> None:
+    app = Stripeline(settings_for(stripe_sandbox, stripe_key, postgres_url))
+    try:
+        Payments(app).start("order_2p", 100, "usd", payment_method="pm_card_visa")
+    finally:
+        app.dispose()
+    start_at = str(time.time() + 3)
+    args = [sys.executable, "-c", REFUNDER, stripe_key, stripe_sandbox.url, postgres_url, start_at]
+    processes = [subprocess.Popen(args, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    answers: list[int] = []
+    for process in processes:
+        out, _ = process.communicate(timeout=60)
+        assert process.returncode == 0
+        answers.extend(json.loads(out))
+    made = [a for a in answers if a > 0]
+    assert sum(made) == 100 and len(made) == 10
+    assert sorted(a for a in answers if a < 0) == [-1] * 10  # refused: 0 refundable
+    refunds = list(stripe_client.v1.refunds.list({"limit": 100}).auto_paging_iter())
+    assert sum(r.amount for r in refunds) == 100

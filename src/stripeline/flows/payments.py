@@ -77,6 +77,8 @@ FULFILLING_EVENTS = (
 )
 
 _AWAITING = ("requires_payment_method", "requires_confirmation")
+#: Past confirmation: a payment method given again confirms nothing.
+_SETTLED = ("succeeded", "processing", "requires_capture", "canceled")
 
 Capture = Literal["automatic", "manual"]
 
@@ -359,8 +361,9 @@ class Payments:
             return None
 
         created = self._app.calls.run(CREATE, order_id, params, send, find=find)
-        if payment_method is None:
-            return self._current(created, order_id)
+        current = self._current(created, order_id)
+        if payment_method is None or current.status in _SETTLED:
+            return current  # paid, on its way, authorised or canceled: nothing to confirm
         return self._confirm(
             created,
             order_id,
