@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import stripe
@@ -40,6 +42,8 @@ from stripeline.flows.payments import (
 from stripeline.settings import Settings
 from stripeline.testing import StripelineEnv, make_event
 from stripeline_sandbox import Sandbox
+
+pytest_plugins = ["pytester"]
 
 
 def settings_for(sandbox: Sandbox, key: str, database_url: str) -> Settings:
@@ -456,3 +460,30 @@ def test_refunds_from_two_processes_never_exceed_what_was_received(
     assert sorted(a for a in answers if a < 0) == [-1] * 10  # refused: 0 refundable
     refunds = list(stripe_client.v1.refunds.list({"limit": 100}).auto_paging_iter())
     assert sum(r.amount for r in refunds) == 100
+
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "payments.md"
+
+
+def doc_block(name: str) -> str:
+    """The python block of docs/payments.md whose first line is ``# <name>``."""
+    match = re.search(rf"```python\n(# {re.escape(name)}\n.*?)```", DOC.read_text(), re.DOTALL)
+    assert match, f"docs/payments.md has no block {name}"
+    return match.group(1)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not hasattr(Stripeline, "payments"), reason="app.payments is not wired into Stripeline yet"
+)
+def test_the_documented_shop_runs(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(shop=doc_block("shop.py"), test_shop=doc_block("test_shop.py"))
+    pytester.makeini(
+        """
+        [pytest]
+        stripeline_app = shop:app
+        filterwarnings = error
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", timeout=240)
+    result.assert_outcomes(passed=1)

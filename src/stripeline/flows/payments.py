@@ -58,6 +58,26 @@ if TYPE_CHECKING:
     from stripeline.app import ReceivedEvent, Stripeline
     from stripeline.gateway import StripeClient
 
+__all__ = [
+    "FULFILLING_EVENTS",
+    "ORDER_KEY",
+    "REFUND_KEY",
+    "Canceled",
+    "Declined",
+    "Fulfilment",
+    "PaymentOutcome",
+    "Payments",
+    "Processing",
+    "Refunded",
+    "RequiresAction",
+    "RequiresCapture",
+    "RequiresConfirmation",
+    "RequiresPaymentMethod",
+    "Succeeded",
+    "fulfilment_of",
+    "outcome_of",
+]
+
 #: The metadata key every PaymentIntent made here carries: the order's id.
 ORDER_KEY = "stripeline_order_id"
 #: The metadata key every refund made here carries: its call in the ledger.
