@@ -149,6 +149,23 @@ def test_a_changed_amount_for_the_same_order_is_a_conflict(
     assert isinstance(paid, Succeeded) and paid.order_id == "order_7"
 
 
+def test_concurrent_starts_of_one_order_make_one_payment(
+    app: Stripeline, stripe_client: stripe.StripeClient
+) -> None:
+    payments = Payments(app)
+
+    def start(_: int) -> str:
+        outcome = payments.start("order_cc", 1000, "usd", payment_method="pm_card_visa")
+        assert isinstance(outcome, Succeeded)
+        return outcome.payment_intent_id
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        made = set(pool.map(start, range(8)))
+    assert len(made) == 1
+    assert [p.id for p in payment_intents(stripe_client)] == list(made)
+    assert len(charges(stripe_client)) == 1
+
+
 DECLINES = [
     ("pm_card_visa_chargeDeclined", "card_declined", "generic_decline"),
     ("pm_card_chargeDeclinedInsufficientFunds", "card_declined", "insufficient_funds"),

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast
 
 from sqlalchemy import Connection, select
 
+from stripeline.db.engine import connect
 from stripeline.declines import NextAction, advise
 from stripeline.errors import (
     CallConflict,
@@ -52,7 +53,8 @@ from stripeline.errors import (
     PaymentNotFound,
     StripeCardError,
 )
-from stripeline.flows.calls import as_dict, calls
+from stripeline.flows.calls import as_dict, calls, write_to_mirror
+from stripeline.inbox import utcnow
 
 if TYPE_CHECKING:
     from stripeline.app import ReceivedEvent, Stripeline
@@ -735,10 +737,24 @@ class Payments:
             raise
 
     def _current(self, answer: Mapping[str, Any], order_id: str) -> PaymentOutcome:
-        """The outcome of the newest state there is: the mirror's (which the
-        ledger's answers and later webhooks keep current), else the answer."""
-        held = self._app.mirror.get(str(answer["id"]), "payment_intent")
-        return outcome_of(held if held is not None else answer, order_id)
+        """The outcome of the newest state there is.
+
+        The mirror's, when it agrees with the ledger's answer. When they differ
+        (a webhook moved the PaymentIntent on since the answer; or the answer
+        is an idempotent replay of an older state, written over a newer one by
+        a concurrent call), the PaymentIntent is read from Stripe and the
+        mirror set right.
+        """
+        pi_id = str(answer["id"])
+        held = self._app.mirror.get(pi_id, "payment_intent")
+        if held is not None and held.get("status") == answer.get("status"):
+            return outcome_of(held, order_id)
+        fresh = self._retrieve(pi_id)
+        with connect(self._app.engine) as conn:
+            write_to_mirror(
+                conn, fresh, account="", livemode=self._app.calls.livemode, now=utcnow()
+            )
+        return outcome_of(fresh, order_id)
 
     # -- fulfilment ---------------------------------------------------------------
 
