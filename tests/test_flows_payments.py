@@ -250,7 +250,15 @@ def test_three_d_secure_failed_then_retried_with_the_same_card(env: StripelineEn
 
 
 def test_a_paid_checkout_session_fulfils_its_order_once(env: StripelineEnv) -> None:
-    fulfilments = fulfilled_by(Payments(env.app))
+    payments = Payments(env.app)
+    fulfilments = fulfilled_by(payments)
+    awaited: list[str] = []
+
+    @payments.fulfil
+    async def notify(fulfilment: Fulfilment) -> None:  # hooks may be coroutines
+        await asyncio.sleep(0)
+        awaited.append(fulfilment.order_id)
+
     session = {
         "object": "checkout.session",
         "client_reference_id": "order_co",
@@ -270,6 +278,7 @@ def test_a_paid_checkout_session_fulfils_its_order_once(env: StripelineEnv) -> N
     env.deliver([unpaid, paid, other], order="reversed", copies=3)
     env.settle()
     assert [(f.order_id, f.amount) for f in fulfilments] == [("order_co", 3000)]
+    assert awaited == ["order_co"]
 
 
 def test_twenty_concurrent_refunds_of_ten_against_a_hundred_refund_exactly_a_hundred(
