@@ -13,6 +13,9 @@ catch ``StripelineError`` and know it came from us::
     │                          made before with other parameters; nothing was sent
     ├── ModeMismatch           a test-mode object used by a live deployment, or the reverse;
     │                          nothing was sent
+    ├── PaymentNotFound        no payment is known for this order (``app.payments``)
+    ├── NotRefundable          a refund for more than is left to refund (``refundable``);
+    │                          nothing was sent
     ├── DatabaseUnavailable    the database did not answer; try again later
     ├── SecondWriteTransaction a handler began a write on another connection to the
     │                          SQLite database its event is processed in (would wait
@@ -174,3 +177,24 @@ class StripeCardError(StripeAPIError):
 
 class StripeServerError(StripeAPIError):
     """Stripe failed to answer the request."""
+
+
+class PaymentNotFound(StripelineError):
+    """No payment is known for this order (``stripeline.flows.payments``)."""
+
+
+class NotRefundable(StripelineError):
+    """The refund asks for more than is left to refund; nothing was sent to Stripe."""
+
+    def __init__(
+        self, message: str | None = None, *, refundable: int = 0, requested: int | None = None
+    ) -> None:
+        #: What is left to refund (smallest currency unit), counting the
+        #: refunds recorded and not refused, answered or not.
+        self.refundable = refundable
+        #: What this refund asked for (None when it asked for all that was left).
+        self.requested = requested
+        super().__init__(message)
+
+    def __repr__(self) -> str:
+        return f"NotRefundable(refundable={self.refundable!r}, requested={self.requested!r})"
