@@ -268,3 +268,40 @@ def test_calls_on_one_lock_are_admitted_one_at_a_time(
         answers = list(pool.map(take, range(20)))
     assert answers.count("full") == 15
     assert sorted(customers(stripe_client)) == sorted(a for a in answers if a != "full")
+
+
+def test_a_replayed_answer_never_overwrites_a_newer_state(
+    app: Stripeline, stripe_sandbox: Sandbox, stripe_key: str, stripe_client: stripe.StripeClient
+) -> None:
+    """The answer lost, the object changed since (a webhook brought the newer
+    state): the retry's answer is Stripe's replay of the first one, the state
+    of that time, and must not roll the mirror back."""
+    import time as clock
+    from datetime import UTC, datetime
+
+    from stripeline.mirror._store import apply_states, state_from_event
+
+    stripe_sandbox.inject_fault("disconnect", path="/v1/customers", method="POST", key=stripe_key)
+    with pytest.raises(StripeConnectionError):
+        create_customer(app, "u8")
+    (made,) = customers(stripe_client)
+    newer = stripe_client.v1.customers.update(made, {"email": "newer@example.com"})
+    with connect(app.engine) as conn:
+        apply_states(
+            conn,
+            [
+                state_from_event(
+                    newer.to_dict(for_json=True),
+                    account=None,
+                    livemode=False,
+                    created=int(clock.time()) + 1,
+                    event_type="customer.updated",
+                    event_id="evt_newer",
+                )
+            ],
+            now=datetime.now(UTC),
+        )
+    replayed = create_customer(app, "u8")
+    assert replayed["id"] == made and replayed["email"] == "u8@example.com"  # the first answer
+    held = app.mirror.customer(made)
+    assert held is not None and held.email == "newer@example.com"

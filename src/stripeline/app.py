@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from stripeline.flows.calls import Calls
+    from stripeline.flows.payments import FulfilHook, Payments
 
 Handler = Callable[["ReceivedEvent"], Awaitable[None] | None]
 H = TypeVar("H", bound=Handler)
@@ -225,6 +226,20 @@ class Stripeline:
         from stripeline.flows.calls import Calls
 
         return Calls(self)
+
+    @cached_property
+    def payments(self) -> Payments:
+        """Payments for orders through their whole lifecycle: ``start``,
+        ``confirm``, ``capture``, ``cancel``, ``refund``, ``status``
+        (``stripeline.flows.payments``, docs/payments.md)."""
+        from stripeline.flows.payments import Payments
+
+        return Payments(self)
+
+    def fulfil(self, hook: FulfilHook) -> FulfilHook:
+        """``@app.fulfil``: run ``hook`` once per paid order, from the inbox
+        (``Payments.fulfil``, docs/payments.md)."""
+        return self.payments.fulfil(hook)
 
     @cached_property
     def metrics(self) -> Metrics:

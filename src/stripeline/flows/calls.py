@@ -323,9 +323,12 @@ class Calls:
             if found:
                 return self._done(account_key, key, as_dict(found))
             idem = self._next_generation(row)
-        self._mark_sent(account_key, key)
+        first_sent = self._mark_sent(account_key, key)
         answer = self._send(account_key, key, lambda client: send(client, idem))
-        return self._done(account_key, key, as_dict(answer))
+        # An idempotent replay is the state of the first answer, not today's:
+        # it goes to the mirror stamped with the time it was first sent.
+        replayed = _header(answer, "idempotent-replayed") == "true"
+        return self._done(account_key, key, as_dict(answer), as_of=first_sent if replayed else None)
 
     async def run_async(
         self,
@@ -397,7 +400,8 @@ class Calls:
                 .values(updated_at=utcnow(), **values)
             )
 
-    def _mark_sent(self, account: str, key: str) -> None:
+    def _mark_sent(self, account: str, key: str) -> datetime:
+        """Count an attempt; return when this generation's key was first sent."""
         now = utcnow()
         with connect(self._app.engine) as conn:
             conn.execute(
@@ -410,6 +414,10 @@ class Calls:
                 .where(calls.c.account == account, calls.c.key == key, calls.c.sent_at.is_(None))
                 .values(sent_at=now)
             )
+            first = conn.execute(
+                select(calls.c.sent_at).where(calls.c.account == account, calls.c.key == key)
+            ).scalar_one()
+        return cast(datetime, first)
 
     def _next_generation(self, row: CallRecord) -> str:
         generation = row.generation + 1
@@ -484,8 +492,11 @@ class Calls:
                 request_id=exc.request_id,
             )
 
-    def _done(self, account: str, key: str, data: dict[str, Any]) -> dict[str, Any]:
-        """Record the answer and write it to the mirror, in one transaction."""
+    def _done(
+        self, account: str, key: str, data: dict[str, Any], *, as_of: datetime | None = None
+    ) -> dict[str, Any]:
+        """Record the answer and write it to the mirror, in one transaction
+        (``as_of``: the time the state is from, for a replayed answer)."""
         now = utcnow()
         object_id = data.get("id") if isinstance(data.get("id"), str) else None
         object_type = data.get("object") if isinstance(data.get("object"), str) else None
@@ -505,27 +516,48 @@ class Calls:
                 )
             )
             if object_id and object_type and mirrorable(data):
-                write_to_mirror(conn, data, account=account, livemode=self.livemode, now=now)
+                write_to_mirror(
+                    conn, data, account=account, livemode=self.livemode, now=now, as_of=as_of
+                )
         self._app.metrics.stripe_calls.labels(action=_action(key), outcome="done").inc()
         return data
 
 
 def write_to_mirror(
-    conn: Connection, data: dict[str, Any], *, account: str, livemode: bool, now: datetime
+    conn: Connection,
+    data: dict[str, Any],
+    *,
+    account: str,
+    livemode: bool,
+    now: datetime,
+    as_of: datetime | None = None,
 ) -> None:
     """Apply an object the API just returned to the mirror, stamped past what
-    the mirror holds (the answer is the newest state there is)."""
-    over = held_marker(conn, data["object"], account, data["id"])
+    the mirror holds (the answer is the newest state there is).
+
+    ``as_of``: the answer is an idempotent replay, the state of the time the
+    call was first sent: it is stamped with that time and, like an event,
+    never overwrites a newer state (a concurrent call's, or a webhook's)."""
+    over = None if as_of is not None else held_marker(conn, data["object"], account, data["id"])
     state = state_from_fetch(
         data,
         object_type=data["object"],
         object_id=data["id"],
         account=account,
         livemode=bool(data.get("livemode", livemode)),
-        fetched_at=int(time.time()),
+        fetched_at=int(as_of.timestamp()) if as_of is not None else int(time.time()),
         over=over,
     )
     apply_states(conn, [state], now=now)
+
+
+def _header(obj: Any, name: str) -> str | None:
+    """A header of the HTTP answer an SDK object came from, lower-cased name."""
+    headers = getattr(getattr(obj, "last_response", None), "headers", None) or {}
+    for key, value in headers.items():
+        if str(key).lower() == name:
+            return str(value).lower()
+    return None
 
 
 def _key(action: str, reference: str) -> str:
