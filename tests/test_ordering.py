@@ -80,6 +80,9 @@ def test_decide() -> None:
     assert decide(seen(1, 10), seen(1, 11, v=1)) is Decision.APPLY
     assert decide(seen(1), seen(1)) is Decision.SAME
     assert decide(seen(1), seen(1, v=1)) is Decision.TIE
+    # A deletion comes after any other state, even one stamped later with equal data.
+    assert decide(seen(2, 10, fetched=True), seen(1, 20)) is Decision.APPLY
+    assert decide(seen(2, 20), seen(1, 20)) is Decision.KEEP
 
 
 def test_an_event_and_a_read_close_in_time_are_a_tie_unless_equal() -> None:
