@@ -349,6 +349,12 @@ def test_another_users_payment_method_is_refused_before_any_call(
     with pytest.raises(NotYourPaymentMethod):
         customers.detach_payment_method("alice", bobs)
     assert stripe_sandbox.request_counts(stripe_key) == before
+    # Detached by its owner, then asked for by another user: still not theirs.
+    customers.detach_payment_method("bob", bobs)
+    writes_before = writes(stripe_sandbox, stripe_key)
+    with pytest.raises(NotYourPaymentMethod):
+        customers.detach_payment_method("alice", bobs)
+    assert writes(stripe_sandbox, stripe_key) == writes_before
     # Unknown to the mirror: Stripe is asked (a read), nothing is written.
     writes_before = writes(stripe_sandbox, stripe_key)
     with pytest.raises(NotYourPaymentMethod):

@@ -63,7 +63,7 @@ from stripeline.errors import (
     NotYourPaymentMethod,
     StripeCardError,
 )
-from stripeline.flows.calls import as_dict
+from stripeline.flows.calls import as_dict, params_hash
 from stripeline.inbox import utcnow
 from stripeline.mirror._store import apply_states, held_marker, state_from_fetch
 from stripeline.mirror.links import CustomerLinkConflict, links
@@ -506,13 +506,15 @@ class Customers:
         """
         self._app.calls.check_mode(payment_method, account=account)
         customer = self._customer_of(user_id, account)
+        params = {"customer": customer.id}
         record = self._app.calls.record("payment_method:detach", payment_method, account=account)
-        if record is None or record.status != "done":
+        if record is None or record.params_hash != params_hash(params):
             self._owned(customer.id, payment_method, account)
+        # Else this customer detached it before: the recorded call answers.
         self._app.calls.run(
             "payment_method:detach",
             payment_method,
-            {"customer": customer.id},
+            params,
             lambda client, key: client.v1.payment_methods.detach(
                 payment_method, {}, _options(account, key)
             ),
