@@ -437,3 +437,20 @@ def test_the_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         monkeypatch.setattr(Stripeline, "customers", property(Customers), raising=False)
     exec(compile(example, "docs/customers.md", "exec"), {})  # noqa: S102 - our own docs
     assert (tmp_path / "customers-example.db").exists()
+
+
+def test_a_customer_deleted_before_the_mirror_heard_of_it(
+    app: Stripeline, customers: Customers, stripe_client: stripe.StripeClient
+) -> None:
+    """No webhook: Stripe's 404 on a write tells, the mirror learns it, and
+    ``ensure`` makes the user's new customer."""
+    first = customers.ensure("u14", email="u14@example.com")
+    stripe_client.v1.customers.delete(first.id)
+    with pytest.raises(CustomerNotFound, match="was deleted") as info:
+        customers.update("u14", name="Gone")
+    assert info.value.customer_id == first.id
+    held = app.mirror.customer(first.id)
+    assert held is not None and held.deleted
+    replaced = customers.ensure("u14")
+    assert replaced.id != first.id
+    assert [c.id for c in live_customers(stripe_client)] == [replaced.id]

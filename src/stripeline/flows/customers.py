@@ -31,7 +31,9 @@ of Stripe is in the mirror when a method returns.
 A customer deleted at Stripe (in the Dashboard, or by ``forget``) is not the
 user's any more: ``ensure`` makes a new one (``customer:create``
 ``<user>:after:<deleted customer>``, again exactly one) and moves the link to
-it; the other methods raise ``CustomerNotFound``.
+it; the other methods raise ``CustomerNotFound`` (also when Stripe answers
+a write with "no such customer" before the webhook came: the mirror then
+learns it at once).
 
 Payment methods: ``setup_card`` makes a SetupIntent (3-D Secure included),
 ``payment_methods`` lists the customer's from the mirror (``refresh=True``
@@ -47,7 +49,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, cast
 
@@ -62,6 +65,7 @@ from stripeline.errors import (
     CustomerNotFound,
     NotYourPaymentMethod,
     StripeCardError,
+    StripeInvalidRequestError,
 )
 from stripeline.flows.calls import as_dict, params_hash
 from stripeline.inbox import utcnow
@@ -359,15 +363,35 @@ class Customers:
     def _update_call(
         self, customer_id: str, reference: str, params: dict[str, Any], account: str | None
     ) -> dict[str, Any]:
-        return self._app.calls.run(
-            "customer:update",
-            reference,
-            params,
-            lambda client, key: client.v1.customers.update(
-                customer_id, cast(Any, params), _options(account, key)
-            ),
-            account=account,
-        )
+        with self._gone(customer_id, account):
+            return self._app.calls.run(
+                "customer:update",
+                reference,
+                params,
+                lambda client, key: client.v1.customers.update(
+                    customer_id, cast(Any, params), _options(account, key)
+                ),
+                account=account,
+            )
+
+    @contextmanager
+    def _gone(self, customer_id: str, account: str | None) -> Iterator[None]:
+        """Turn Stripe's "no such customer" into ``CustomerNotFound``: the
+        customer was deleted and the mirror had not heard of it yet (it has now)."""
+        try:
+            yield
+        except StripeInvalidRequestError as exc:
+            if exc.code != "resource_missing":
+                raise
+            self._refresh("customer", customer_id, account)
+            held = self._mirror(account).customer(customer_id)
+            if held is None or not held.deleted:
+                raise
+            raise CustomerNotFound(
+                f"this user's Stripe customer {customer_id} was deleted; customers.ensure "
+                "makes a new one",
+                customer_id=customer_id,
+            ) from exc
 
     # -- payment methods ------------------------------------------------------------
 
@@ -410,15 +434,16 @@ class Customers:
             if return_url is not None:
                 params["return_url"] = return_url
         try:
-            data = self._app.calls.run(
-                "setup_intent:create",
-                f"{customer.id}:{reference or uuid.uuid4().hex}",
-                params,
-                lambda client, key: client.v1.setup_intents.create(
-                    cast(Any, params), _options(account, key)
-                ),
-                account=account,
-            )
+            with self._gone(customer.id, account):
+                data = self._app.calls.run(
+                    "setup_intent:create",
+                    f"{customer.id}:{reference or uuid.uuid4().hex}",
+                    params,
+                    lambda client, key: client.v1.setup_intents.create(
+                        cast(Any, params), _options(account, key)
+                    ),
+                    account=account,
+                )
         except StripeCardError as exc:
             return CardSetup(
                 status="requires_payment_method",
