@@ -387,6 +387,15 @@ def test_the_async_twins(customers: Customers, stripe_client: stripe.StripeClien
         made = await customers.ensure_async("u11", email="u11@example.com")
         same = await customers.ensure_async("u11")
         changed = await customers.update_async("u11", name="Async")
+        setup = await customers.setup_card_async("u11", payment_method="pm_card_visa")
+        assert setup.succeeded and setup.payment_method
+        with_default = await customers.set_default_payment_method_async("u11", setup.payment_method)
+        assert with_default.default_payment_method == setup.payment_method
+        assert [pm.id for pm in await customers.payment_methods_async("u11")] == [
+            setup.payment_method
+        ]
+        detached = await customers.detach_payment_method_async("u11", setup.payment_method)
+        assert detached.customer is None
         return made.id, same.id, changed.name
 
     made, same, name = asyncio.run(flow())
