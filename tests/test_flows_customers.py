@@ -189,6 +189,24 @@ def test_a_customer_carrying_the_user_id_is_adopted_not_duplicated(
     assert app.calls.record("customer:create", "u2") is None
 
 
+def test_of_several_customers_carrying_the_user_id_one_is_adopted_and_the_others_named(
+    customers: Customers, stripe_client: stripe.StripeClient
+) -> None:
+    from structlog.testing import capture_logs
+
+    made = [
+        stripe_client.v1.customers.create({"metadata": {USER_KEY: "twice"}}).id for _ in range(2)
+    ]
+    with capture_logs() as logs:
+        adopted = customers.ensure("twice")
+    assert adopted.id in made
+    (warning,) = [line for line in logs if line.get("action") == "customer_duplicates"]
+    assert warning["adopted"] == adopted.id and warning["others"] == [
+        other for other in made if other != adopted.id
+    ]
+    assert customers.ensure("twice").id == adopted.id
+
+
 def test_a_second_ensure_with_other_details_after_a_crash_before_linking_is_the_same_customer(
     app: Stripeline, customers: Customers, stripe_client: stripe.StripeClient
 ) -> None:
