@@ -80,6 +80,9 @@ def test_decide() -> None:
     assert decide(seen(1, 10), seen(1, 11, v=1)) is Decision.APPLY
     assert decide(seen(1), seen(1)) is Decision.SAME
     assert decide(seen(1), seen(1, v=1)) is Decision.TIE
+    # A deletion comes after any other state, even one stamped later with equal data.
+    assert decide(seen(2, 10, fetched=True), seen(1, 20)) is Decision.APPLY
+    assert decide(seen(2, 20), seen(1, 20)) is Decision.KEEP
 
 
 def test_an_event_and_a_read_close_in_time_are_a_tie_unless_equal() -> None:
@@ -109,3 +112,14 @@ def test_token_bucket_allows_rate_per_second() -> None:
     assert all(s == pytest.approx(0.1) for s in slept)
     with pytest.raises(ValueError):
         TokenBucket(0)
+
+
+def test_a_canceled_subscription_is_a_change_not_a_deletion() -> None:
+    """``customer.subscription.deleted`` ends the subscription (Stripe still
+    lists it, canceled): it ranks as a change to the final status, after any
+    other state of its second, and is not a deletion."""
+    canceled = {"object": "subscription", "status": "canceled"}
+    assert kind_of("customer.subscription.deleted") == 1
+    assert rank("customer.subscription.deleted", canceled) == 12
+    assert rank("customer.subscription.updated", {**canceled, "status": "active"}) == 11
+    assert kind_of("customer.deleted") == 2

@@ -13,10 +13,12 @@ from stripeline._lazy import lazy_names as _lazy_names
 from stripeline.errors import (
     CallConflict,
     ConfigError,
+    CustomerNotFound,
     DatabaseUnavailable,
     EnvelopeError,
     ModeMismatch,
     NotRefundable,
+    NotYourPaymentMethod,
     PaymentNotFound,
     SecondWriteTransaction,
     SignatureError,
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
         advise_error,
         register_messages,
     )
+    from stripeline.flows.customers import CardSetup
     from stripeline.flows.payments import (
         Canceled,
         Declined,
@@ -61,6 +64,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0.dev0"
 
 _LAZY = {
+    "CardSetup": "stripeline.flows.customers",
     "Canceled": "stripeline.flows.payments",
     "Declined": "stripeline.flows.payments",
     "Fulfilment": "stripeline.flows.payments",
@@ -88,7 +92,9 @@ _LAZY = {
 __all__ = [
     "CallConflict",
     "Canceled",
+    "CardSetup",
     "ConfigError",
+    "CustomerNotFound",
     "DatabaseUnavailable",
     "DeclineAdvice",
     "Declined",
@@ -98,6 +104,7 @@ __all__ = [
     "ModeMismatch",
     "NextAction",
     "NotRefundable",
+    "NotYourPaymentMethod",
     "PaymentNotFound",
     "PaymentOutcome",
     "Payments",

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from stripeline.flows.calls import Calls
+    from stripeline.flows.customers import Customers
     from stripeline.flows.payments import FulfilHook, Payments
 
 Handler = Callable[["ReceivedEvent"], Awaitable[None] | None]
@@ -226,6 +227,15 @@ class Stripeline:
         from stripeline.flows.calls import Calls
 
         return Calls(self)
+
+    @cached_property
+    def customers(self) -> Customers:
+        """Application users' Stripe customers and their cards: ``ensure``,
+        ``update``, ``setup_card``, payment methods; ``forget`` and ``export``
+        (``stripeline.flows.customers``, docs/customers.md)."""
+        from stripeline.flows.customers import Customers
+
+        return Customers(self)
 
     @cached_property
     def payments(self) -> Payments:

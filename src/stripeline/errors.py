@@ -17,6 +17,10 @@ catch ``StripelineError`` and know it came from us::
     ├── NotRefundable          a refund for more than is left to refund (``refundable``);
     │                          nothing was sent
     ├── DatabaseUnavailable    the database did not answer; try again later
+    ├── CustomerNotFound       the application user has no (live) Stripe customer: call
+    │                          ``customers.ensure`` first; nothing was sent
+    ├── NotYourPaymentMethod   a payment method that is not attached to this user's customer;
+    │                          nothing was sent
     ├── SecondWriteTransaction a handler began a write on another connection to the
     │                          SQLite database its event is processed in (would wait
     │                          for its own event's lock); use ``event.mirror`` /
@@ -198,3 +202,23 @@ class NotRefundable(StripelineError):
 
     def __repr__(self) -> str:
         return f"NotRefundable(refundable={self.refundable!r}, requested={self.requested!r})"
+
+
+class CustomerNotFound(StripelineError):
+    """The application user has no Stripe customer (or it was deleted): call
+    ``customers.ensure`` first. Nothing was sent to Stripe."""
+
+    def __init__(self, message: str | None = None, *, customer_id: str | None = None) -> None:
+        #: The deleted customer the user was linked to; None when never linked.
+        self.customer_id = customer_id
+        super().__init__(message)
+
+
+class NotYourPaymentMethod(StripelineError):
+    """The payment method is not attached to this user's customer. Nothing was
+    sent to Stripe."""
+
+    def __init__(self, message: str | None = None, *, payment_method: str = "") -> None:
+        #: The payment method id that was refused.
+        self.payment_method = payment_method
+        super().__init__(message)

@@ -65,9 +65,16 @@ STATUS_RANKS: dict[str, dict[str, int]] = {
 _SUBSCRIPTION_MIDDLE = ("trialing", "active", "past_due", "unpaid", "paused")
 
 
+#: ``*.deleted`` events that end an object without deleting it:
+#: ``customer.subscription.deleted`` carries a ``canceled`` subscription, which
+#: Stripe still returns and lists. Its state is a change (``canceled`` ranks
+#: after every other status of the second), not a deletion.
+ENDED_NOT_DELETED = frozenset({"customer.subscription.deleted"})
+
+
 def kind_of(event_type: str | None) -> int:
     """The kind rank of an event type (None: a re-fetched state)."""
-    if event_type is None:
+    if event_type is None or event_type in ENDED_NOT_DELETED:
         return KIND_CHANGED
     if event_type.endswith(".deleted"):
         return KIND_DELETED
@@ -150,12 +157,18 @@ def needs_data(held: Seen, incoming: Seen) -> bool:
 def decide(held: Seen | None, incoming: Seen) -> Decision:
     """Order the incoming state against the held one (see the module doc).
 
-    A read wins over the state held when it started. Otherwise markers and
+    A read wins over the state held when it started, and a deletion over
+    any state that is not one. Otherwise markers and
     ranks decide; where they cannot (equal, or an event and a read too close
     in time to trust two clocks), equal data is ``SAME`` and different data a
     ``TIE``.
     """
     if held is None or _read_after(held, incoming):
+        return Decision.APPLY
+    if incoming.rank // 10 == KIND_DELETED and held.rank // 10 != KIND_DELETED:
+        # Deleted is for good (ids are never reused): a deletion comes after
+        # any state that is not one, even a read stamped past it whose data
+        # equals the deleted object's last state (``customer.deleted`` carries it).
         return Decision.APPLY
     if needs_data(held, incoming):
         return Decision.SAME if held.data == incoming.data else Decision.TIE

@@ -83,19 +83,8 @@ def state_from_event(
         marker=created,
         rank=state_rank,
         event_id=event_id,
-        deleted=state_rank >= 20 and not _ended_not_deleted(obj),
+        deleted=state_rank >= 20,
     )
-
-
-#: Object types whose ``*.deleted`` event ends the object without deleting it:
-#: ``customer.subscription.deleted`` carries a ``canceled`` subscription, which
-#: Stripe still returns and lists (``status=all``). Its state is final (ranked
-#: after every other) but the row is not marked deleted.
-ENDED_NOT_DELETED = frozenset({"subscription"})
-
-
-def _ended_not_deleted(obj: dict[str, Any]) -> bool:
-    return obj.get("object") in ENDED_NOT_DELETED and obj.get("deleted") is not True
 
 
 def state_from_fetch(
