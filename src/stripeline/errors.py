@@ -18,6 +18,9 @@ catch ``StripelineError`` and know it came from us::
     │                          SQLite database its event is processed in (would wait
     │                          for its own event's lock); use ``event.mirror`` /
     │                          ``event.session`` / ``event.connection``
+    ├── DisputeNotFound        the dispute is not in the mirror (``stripeline.flows.disputes``)
+    ├── DisputeNotOpen         the dispute takes no more evidence; nothing was sent
+    ├── DisputeDeadlinePassed  the dispute's evidence was due before now; nothing was sent
     └── StripeAPIError         a read or call to the Stripe API failed (request_id,
         │                      http_status, code, retryable); ``stripeline.gateway``
         │                      turns every ``stripe`` SDK error into one of these
@@ -35,6 +38,7 @@ The class docstring is the default message.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 
@@ -174,3 +178,43 @@ class StripeCardError(StripeAPIError):
 
 class StripeServerError(StripeAPIError):
     """Stripe failed to answer the request."""
+
+
+class DisputeNotFound(StripelineError):
+    """The dispute is not in the mirror."""
+
+    def __init__(self, message: str | None = None, *, dispute_id: str | None = None) -> None:
+        self.dispute_id = dispute_id
+        super().__init__(message)
+
+
+class DisputeNotOpen(StripelineError):
+    """The dispute takes no more evidence (submitted or closed); nothing was sent."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        dispute_id: str | None = None,
+        status: str | None = None,
+    ) -> None:
+        self.dispute_id = dispute_id
+        #: The dispute's status (``under_review``, ``won``, ``lost``, …).
+        self.status = status
+        super().__init__(message)
+
+
+class DisputeDeadlinePassed(StripelineError):
+    """The dispute's evidence was due before now; nothing was sent."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        dispute_id: str | None = None,
+        due_by: datetime | None = None,
+    ) -> None:
+        self.dispute_id = dispute_id
+        #: ``evidence_details.due_by`` (None: no response was ever allowed).
+        self.due_by = due_by
+        super().__init__(message)

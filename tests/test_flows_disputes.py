@@ -1,0 +1,316 @@
+"""Disputes (``stripeline.flows.disputes``) end to end: the sandbox opens a
+dispute on the dispute test card, its signed webhooks reach a served app on
+SQLite and PostgreSQL, and the deadlines follow the sandbox's clock."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import stripe
+from pydantic import SecretStr
+from structlog.testing import capture_logs
+
+from stripeline.app import Stripeline
+from stripeline.errors import DisputeDeadlinePassed, DisputeNotOpen
+from stripeline.flows.disputes import DisputeCase, Disputes, DueAlarm
+from stripeline.settings import Settings
+from stripeline.testing import StripelineEnv
+from stripeline.worker import Worker
+from stripeline_sandbox import Sandbox
+
+DAY = timedelta(days=1)
+
+
+def make_app(sandbox: Sandbox, key: str, database_url: str) -> Stripeline:
+    return Stripeline(
+        Settings(
+            stripe_secret_key=SecretStr(key),
+            stripe_webhook_secret=SecretStr(sandbox.webhook_secret),
+            stripe_api_base=sandbox.url,
+            database_url=database_url,
+            mirror_coalesce_seconds=0,
+            max_network_retries=0,
+        )
+    )
+
+
+@pytest.fixture
+def app(stripe_sandbox: Sandbox, stripe_key: str, database_url: str) -> Iterator[Stripeline]:
+    app = make_app(stripe_sandbox, stripe_key, database_url)
+    yield app
+    app.dispose()
+
+
+@pytest.fixture
+def clock(stripe_sandbox: Sandbox) -> Callable[[], datetime]:
+    """The sandbox's time, as the disputes see it."""
+    return lambda: datetime.fromtimestamp(stripe_sandbox.clock.now(), UTC)
+
+
+@pytest.fixture
+def disputes(app: Stripeline, clock: Callable[[], datetime]) -> Disputes:
+    return Disputes(app, clock=clock)
+
+
+@pytest.fixture
+def env(
+    stripe_sandbox: Sandbox,
+    stripe_key: str,
+    stripe_client: stripe.StripeClient,
+    app: Stripeline,
+    disputes: Disputes,  # its handlers registered before any event
+) -> Iterator[StripelineEnv]:
+    env = StripelineEnv(stripe_sandbox, stripe_key, stripe_client, app)
+    yield env
+    env.close()
+
+
+def open_dispute(env: StripelineEnv, order: str = "order_1", amount: int = 8000) -> str:
+    client = env.client
+    customer = client.v1.customers.create({"email": "ada@example.com", "name": "Ada Lovelace"})
+    intent = client.v1.payment_intents.create(
+        {
+            "amount": amount,
+            "currency": "usd",
+            "customer": customer.id,
+            "payment_method": "pm_card_createDispute",
+            "confirm": True,
+            "description": "The Analytical Engine, vol. 1",
+            "metadata": {"stripeline_order_id": order},
+        }
+    )
+    assert intent.status == "succeeded"
+    env.advance_clock(1)
+    (dispute_id,) = [
+        e.data["data"]["object"]["id"]
+        for e in env.events("charge.dispute.created")
+        if e.data["data"]["object"]["payment_intent"] == intent.id
+    ]
+    return str(dispute_id)
+
+
+def test_a_dispute_is_recorded_with_its_links_and_listed_by_deadline(
+    env: StripelineEnv, disputes: Disputes, clock: Callable[[], datetime]
+) -> None:
+    dispute_id = open_dispute(env)
+    case = disputes.case(dispute_id)
+    assert case is not None
+    intent = env.client.v1.payment_intents.retrieve(str(case.payment_intent))
+    assert (case.status, case.is_open, case.outcome) == ("needs_response", True, None)
+    assert case.charge == intent.latest_charge and case.customer == intent.customer
+    assert case.order_id == "order_1"
+    assert (case.amount, case.currency, case.reason) == (8000, "usd", "fraudulent")
+    # The chargeback withdrew the amount and the 15.00 fee.
+    assert (case.funds.withdrawn, case.funds.withdrawn_fee, case.funds.net) == (8000, 1500, -9500)
+    assert case.due_by is not None and 7 * DAY < case.due_by - clock() <= 8 * DAY
+    assert [c.id for c in disputes.due(within=8 * DAY)] == [dispute_id]
+    assert disputes.due(within=7 * DAY) == []
+    assert [c.id for c in disputes.cases(status="needs_response")] == [dispute_id]
+
+
+def test_the_alarms_fire_once_each_as_the_clock_advances(
+    env: StripelineEnv,
+    disputes: Disputes,
+    clock: Callable[[], datetime],
+    stripe_sandbox: Sandbox,
+    stripe_key: str,
+    database_url: str,
+) -> None:
+    dispute_id = open_dispute(env)
+    case = disputes.case(dispute_id)
+    assert case is not None and case.due_by is not None
+    # Three workers, each with its own application object and connections.
+    apps = [make_app(stripe_sandbox, stripe_key, database_url) for _ in range(3)]
+    fired: list[tuple[int, str, float]] = []
+    for n, other in enumerate(apps):
+        Disputes(other).on_due(lambda alarm, n=n: fired.append((n, alarm.case.id, alarm.lead_days)))
+
+    def check_everywhere() -> None:
+        now = clock()
+        threads = [
+            threading.Thread(target=Disputes(other).check_deadlines, kwargs={"now": now})
+            for other in apps
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    try:
+        check_everywhere()
+        assert fired == []
+        with capture_logs() as logs:
+            for days in (7, 3, 1):
+                env.advance_clock(to=int((case.due_by - days * DAY).timestamp()) + 1)
+                check_everywhere()
+                check_everywhere()
+        assert sorted(lead for _, _, lead in fired) == [1, 3, 7]
+        assert {d for _, d, _ in fired} == {dispute_id}
+        lines = [line for line in logs if line.get("action") == "dispute_due"]
+        assert sorted(line["lead_days"] for line in lines) == [1, 3, 7]
+        assert all(line["dispute"] == dispute_id and not line["late"] for line in lines)
+        assert [key for key, _ in disputes.alarms(dispute_id)] == [
+            f"dispute-due:{dispute_id}:168h",
+            f"dispute-due:{dispute_id}:72h",
+            f"dispute-due:{dispute_id}:24h",
+        ]
+        # Past the deadline nothing more fires.
+        env.advance_clock(to=int(case.due_by.timestamp()) + 60)
+        check_everywhere()
+        assert len(fired) == 3
+    finally:
+        for other in apps:
+            other.dispose()
+
+
+def test_an_alarm_missed_while_no_worker_ran_fires_once_when_one_starts(
+    env: StripelineEnv, app: Stripeline, disputes: Disputes, clock: Callable[[], datetime]
+) -> None:
+    dispute_id = open_dispute(env)
+    case = disputes.case(dispute_id)
+    assert case is not None and case.due_by is not None
+    alarms: list[DueAlarm] = []
+    disputes.on_due(alarms.append)
+    # Nothing ran while both the 7-day and the 3-day marks passed.
+    env.advance_clock(to=int((case.due_by - 2 * DAY).timestamp()))
+
+    def run_worker() -> None:
+        worker = Worker(app, listen=False, poll_seconds=0.05, deadline_now=clock)
+        thread = threading.Thread(target=worker.run)
+        thread.start()
+        try:
+            deadline = datetime.now(UTC) + timedelta(seconds=5)
+            while not alarms and datetime.now(UTC) < deadline:
+                threading.Event().wait(0.02)
+        finally:
+            worker.stop()
+            thread.join(10)
+
+    with capture_logs() as logs:
+        run_worker()
+        run_worker()  # started again: nothing more
+    assert len(alarms) == 1
+    (alarm,) = alarms
+    assert (alarm.case.id, alarm.lead_days, alarm.passed) == (dispute_id, 3, (7 * DAY,))
+    assert alarm.late
+    (line,) = [line for line in logs if line.get("action") == "dispute_due"]
+    assert line["late"] and line["passed_unfired"] == [168]
+
+
+def test_evidence_after_the_deadline_is_refused_without_a_call(
+    env: StripelineEnv, disputes: Disputes, stripe_sandbox: Sandbox, stripe_key: str
+) -> None:
+    dispute_id = open_dispute(env)
+    case = disputes.case(dispute_id)
+    assert case is not None and case.due_by is not None
+    env.advance_clock(to=int(case.due_by.timestamp()) + 1)
+    before = stripe_sandbox.request_counts(stripe_key)
+    with pytest.raises(DisputeDeadlinePassed, match="too late") as refused:
+        disputes.submit(dispute_id, {"product_description": "A book"})
+    assert refused.value.dispute_id == dispute_id and refused.value.due_by == case.due_by
+    assert stripe_sandbox.request_counts(stripe_key) == before
+    assert env.client.v1.disputes.retrieve(dispute_id).evidence_details.submission_count == 0
+
+
+@pytest.mark.parametrize("outcome", ["won", "lost"])
+def test_evidence_is_submitted_once_and_the_outcome_kept(
+    env: StripelineEnv,
+    disputes: Disputes,
+    stripe_sandbox: Sandbox,
+    stripe_key: str,
+    outcome: str,
+) -> None:
+    closed: list[DisputeCase] = []
+    disputes.on_closed(closed.append)
+    dispute_id = open_dispute(env, order="order_9")
+    evidence = disputes.build_evidence(dispute_id, shipping_tracking_number="1Z999")
+    assert evidence["customer_name"] == "Ada Lovelace"
+    assert evidence["customer_email_address"] == "ada@example.com"
+    assert evidence["product_description"] == "The Analytical Engine, vol. 1"
+    assert evidence["shipping_tracking_number"] == "1Z999"
+    assert "Order order_9." in evidence["uncategorized_text"]
+
+    submitted = disputes.submit(dispute_id, evidence)
+    assert submitted.status == "under_review" and submitted.submission_count == 1
+    counts = stripe_sandbox.request_counts(stripe_key)
+    again = disputes.submit(dispute_id, evidence)  # answered from the ledger
+    assert again.status == "under_review"
+    assert stripe_sandbox.request_counts(stripe_key) == counts
+    env.settle()
+    with pytest.raises(DisputeNotOpen, match="under_review"):
+        disputes.submit(dispute_id, {"uncategorized_text": "more"})
+
+    env.control("POST", f"/_sandbox/disputes/{dispute_id}/close", outcome=outcome)
+    env.settle()
+    case = disputes.case(dispute_id)
+    assert case is not None and case.outcome == outcome and not case.is_open
+    assert case.evidence["shipping_tracking_number"] == "1Z999"
+    reinstated = 8000 if outcome == "won" else 0
+    assert (case.funds.withdrawn, case.funds.withdrawn_fee) == (8000, 1500)
+    assert case.funds.reinstated == reinstated
+    assert case.funds.net == reinstated - 9500
+    # The hook ran once, with the outcome and the funds.
+    assert [(c.id, c.outcome, c.funds.net) for c in closed] == [
+        (dispute_id, outcome, reinstated - 9500)
+    ]
+    env.deliver([env.events("charge.dispute.closed")[0].data])  # a duplicate delivery
+    env.settle()
+    assert len(closed) == 1
+
+
+def test_a_dispute_not_worth_fighting_is_accepted_once(
+    env: StripelineEnv, disputes: Disputes, stripe_sandbox: Sandbox, stripe_key: str
+) -> None:
+    closed: list[DisputeCase] = []
+    disputes.on_closed(closed.append)
+    dispute_id = open_dispute(env)
+    accepted = disputes.accept(dispute_id)
+    assert accepted.outcome == "lost"
+    counts = stripe_sandbox.request_counts(stripe_key)
+    assert disputes.accept(dispute_id).outcome == "lost"
+    assert stripe_sandbox.request_counts(stripe_key) == counts
+    env.settle()
+    assert [c.outcome for c in closed] == ["lost"]
+    with pytest.raises(DisputeNotOpen):
+        disputes.submit(dispute_id, {"product_description": "x"})
+
+
+def test_hooks_and_lead_times_are_shared_by_every_disputes_of_an_app(app: Stripeline) -> None:
+    first, second = Disputes(app), Disputes(app)
+    second.lead_times = [2, timedelta(hours=12)]
+    assert first.lead_times == (2 * DAY, timedelta(hours=12))
+    seen: list[Any] = []
+    first.on_due(seen.append)
+    assert second._shared.on_due == [seen.append]
+    with pytest.raises(ValueError, match="positive"):
+        first.lead_times = [0]
+
+
+def test_the_gauge_counts_open_disputes_due_within_24_and_72_hours(
+    env: StripelineEnv, app: Stripeline
+) -> None:
+    from stripeline.testing import make_event
+
+    now = datetime.now(UTC)
+
+    def dispute(hours: float, status: str = "needs_response") -> dict[str, Any]:
+        due_by = int((now + timedelta(hours=hours)).timestamp())
+        return make_event(
+            "charge.dispute.created",
+            {"status": status, "evidence_details": {"due_by": due_by, "has_evidence": False}},
+        )
+
+    env.deliver(
+        [dispute(10), dispute(50), dispute(100), dispute(10, "under_review"), dispute(-5)],
+        copies=1,
+    )
+    env.settle()
+
+    def gauge(within: str) -> float | None:
+        return app.metrics.registry.get_sample_value("stripeline_disputes_due", {"within": within})
+
+    assert (gauge("24h"), gauge("72h")) == (1.0, 2.0)
