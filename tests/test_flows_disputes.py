@@ -314,3 +314,81 @@ def test_the_gauge_counts_open_disputes_due_within_24_and_72_hours(
         return app.metrics.registry.get_sample_value("stripeline_disputes_due", {"within": within})
 
     assert (gauge("24h"), gauge("72h")) == (1.0, 2.0)
+
+
+# -- the command ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(
+    monkeypatch: pytest.MonkeyPatch,
+    stripe_sandbox: Sandbox,
+    stripe_key: str,
+    database_url: str,
+    env: StripelineEnv,
+) -> StripelineEnv:
+    monkeypatch.setenv("STRIPELINE_DATABASE_URL", database_url)
+    monkeypatch.setenv("STRIPE_SECRET_KEY", stripe_key)
+    monkeypatch.setenv("STRIPELINE_STRIPE_API_BASE", stripe_sandbox.url)
+    monkeypatch.setenv("STRIPELINE_MAX_NETWORK_RETRIES", "0")
+    return env
+
+
+def cli(*args: str) -> Any:
+    from click.testing import CliRunner
+
+    from stripeline.cli import main
+
+    return CliRunner().invoke(main, list(args))
+
+
+def test_the_command_lists_shows_and_submits(
+    cli_env: StripelineEnv, disputes: Disputes, clock: Callable[[], datetime], tmp_path: Any
+) -> None:
+    import json
+
+    from stripeline.commands.disputes import parse_duration, relative
+
+    dispute_id = open_dispute(cli_env, order="order_7")
+    # The command's "now" is the machine's: the sandbox's clock may be ahead of it.
+    ahead = clock() - datetime.now(UTC)
+    within = f"{int((ahead + 8 * DAY) / timedelta(hours=1)) + 1}h"
+    listed = cli("disputes", "due", "--within", within, "--json")
+    assert listed.exit_code == 0, listed.output
+    (row,) = json.loads(listed.output)
+    assert (row["id"], row["order_id"], row["status"]) == (dispute_id, "order_7", "needs_response")
+    assert row["funds"] == {
+        "withdrawn": 8000,
+        "withdrawn_fee": 1500,
+        "reinstated": 0,
+        "reinstated_fee": 0,
+        "net": -9500,
+    }
+    table = cli("disputes", "due", "--within", within)
+    assert table.exit_code == 0 and dispute_id in table.output and "80.00 USD" in table.output
+    assert "in 7 days" in table.output or ahead > DAY
+    assert "no open dispute" in cli("disputes", "due", "--within", "1h").output
+
+    shown = cli("disputes", "show", dispute_id)
+    assert shown.exit_code == 0, shown.output
+    assert "order_7" in shown.output and "fraudulent" in shown.output
+    assert "withdrawn 80.00 USD + fee 15.00 USD" in shown.output
+    assert cli("disputes", "show", "du_nope").exit_code == 1
+
+    evidence = tmp_path / "evidence.json"
+    evidence.write_text(json.dumps({"product_description": "A book", "customer_name": "Ada"}))
+    submitted = cli("disputes", "submit", dispute_id, "--evidence", str(evidence))
+    assert submitted.exit_code == 0, submitted.output
+    assert "evidence submitted" in submitted.output and "under_review" in submitted.output
+    assert cli_env.client.v1.disputes.retrieve(dispute_id).status == "under_review"
+    cli_env.settle()
+    again = cli("disputes", "submit", dispute_id, "--evidence", str(evidence))
+    assert again.exit_code == 0, again.output  # the same call: answered from the ledger
+    evidence.write_text(json.dumps({"product_description": "Another"}))
+    refused = cli("disputes", "submit", dispute_id, "--evidence", str(evidence))
+    assert refused.exit_code == 1 and "under_review" in refused.output
+
+    assert parse_duration("72h") == 3 * DAY and parse_duration("2w") == 14 * DAY
+    now = datetime.now(UTC)
+    assert relative(now + 2 * DAY + timedelta(hours=1), now) == "in 2 days"
+    assert relative(now - timedelta(hours=3), now) == "3 hours ago"
