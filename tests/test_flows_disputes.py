@@ -227,7 +227,12 @@ def test_evidence_is_submitted_once_and_the_outcome_kept(
     closed: list[DisputeCase] = []
     disputes.on_closed(closed.append)
     dispute_id = open_dispute(env, order="order_9")
-    evidence = disputes.build_evidence(dispute_id, shipping_tracking_number="1Z999")
+    receipt = disputes.upload_evidence_file(b"%PDF-1.4 receipt of order_9", "receipt.pdf")
+    assert disputes.upload_evidence_file(b"%PDF-1.4 receipt of order_9", "receipt.pdf") == receipt
+    evidence = disputes.build_evidence(
+        dispute_id, shipping_tracking_number="1Z999", receipt=receipt
+    )
+    assert evidence["receipt"] == receipt
     assert evidence["customer_name"] == "Ada Lovelace"
     assert evidence["customer_email_address"] == "ada@example.com"
     assert evidence["product_description"] == "The Analytical Engine, vol. 1"
@@ -249,6 +254,8 @@ def test_evidence_is_submitted_once_and_the_outcome_kept(
     case = disputes.case(dispute_id)
     assert case is not None and case.outcome == outcome and not case.is_open
     assert case.evidence["shipping_tracking_number"] == "1Z999"
+    assert case.evidence["receipt"] == receipt
+    assert [f.id for f in env.client.v1.files.list().data] == [receipt]  # uploaded once
     reinstated = 8000 if outcome == "won" else 0
     assert (case.funds.withdrawn, case.funds.withdrawn_fee) == (8000, 1500)
     assert case.funds.reinstated == reinstated
@@ -257,7 +264,8 @@ def test_evidence_is_submitted_once_and_the_outcome_kept(
     assert [(c.id, c.outcome, c.funds.net) for c in closed] == [
         (dispute_id, outcome, reinstated - 9500)
     ]
-    env.deliver([env.events("charge.dispute.closed")[0].data])  # a duplicate delivery
+    # Another event about the same closing (a new id: not the inbox's duplicate).
+    env.deliver([{**env.events("charge.dispute.closed")[0].data, "id": "evt_closed_again"}])
     env.settle()
     assert len(closed) == 1
 
@@ -392,3 +400,29 @@ def test_the_command_lists_shows_and_submits(
     now = datetime.now(UTC)
     assert relative(now + 2 * DAY + timedelta(hours=1), now) == "in 2 days"
     assert relative(now - timedelta(hours=3), now) == "3 hours ago"
+
+
+def test_an_early_fraud_warning_is_followed_and_linked_to_the_dispute(
+    env: StripelineEnv, disputes: Disputes
+) -> None:
+    warned: list[dict[str, Any]] = []
+    disputes.on_early_fraud_warning(warned.append)
+    dispute_id = open_dispute(env)
+    case = disputes.case(dispute_id)
+    assert case is not None and case.early_fraud_warnings == ()
+    with capture_logs() as logs:
+        warning = env.control(
+            "POST",
+            f"/_sandbox/charges/{case.charge}/early_fraud_warning",
+            fraud_type="made_with_stolen_card",
+        )
+        env.settle()
+    case = disputes.case(dispute_id)
+    assert case is not None and case.early_fraud_warnings == (warning["id"],)
+    assert [w["id"] for w in warned] == [warning["id"]]
+    (line,) = [line for line in logs if line.get("action") == "early_fraud_warning"]
+    assert (line["charge"], line["fraud_type"]) == (case.charge, "made_with_stolen_card")
+    first = env.events("radar.early_fraud_warning.created")[0].data
+    env.deliver([{**first, "id": "evt_warned_again", "type": "radar.early_fraud_warning.updated"}])
+    env.settle()
+    assert len(warned) == 1

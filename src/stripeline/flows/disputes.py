@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -721,9 +722,10 @@ class Disputes:
         params = {"purpose": "dispute_evidence", "filename": filename, "sha256": digest}
 
         def send(client: Any, key: str) -> Any:
+            body = io.BytesIO(content)
+            body.name = filename  # the SDK sends it as the part's filename
             return client.v1.files.create(
-                {"purpose": "dispute_evidence", "file": (filename, content)},
-                {"idempotency_key": key},
+                {"purpose": "dispute_evidence", "file": body}, {"idempotency_key": key}
             )
 
         made = self._app.calls.run(
