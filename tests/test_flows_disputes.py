@@ -426,3 +426,15 @@ def test_an_early_fraud_warning_is_followed_and_linked_to_the_dispute(
     env.deliver([{**first, "id": "evt_warned_again", "type": "radar.early_fraud_warning.updated"}])
     env.settle()
     assert len(warned) == 1
+
+
+def test_the_docs_example_runs(stripeline_env: StripelineEnv) -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "disputes.md").read_text("utf-8")
+    match = re.search(r"```python\n(# example: disputes\n.*?)```", text, re.DOTALL)
+    assert match is not None
+    namespace: dict[str, Any] = {}
+    exec(compile(match[1], "docs/disputes.md", "exec"), namespace)  # noqa: S102 - our own docs
+    namespace["test_a_dispute_from_notice_to_outcome"](stripeline_env)

@@ -74,8 +74,10 @@ __all__ = [
     "DEADLINE_CHECK_SECONDS",
     "DEFAULT_LEAD_DAYS",
     "EVIDENCE_FIELDS",
+    "FILE_FIELDS",
     "OPEN_STATUSES",
     "ORDER_METADATA_KEY",
+    "REVIEW_STATUSES",
     "DisputeCase",
     "Disputes",
     "DueAlarm",
@@ -241,7 +243,7 @@ def _lead_key(dispute_id: str, lead: timedelta) -> str:
     return f"dispute-due:{dispute_id}:{int(hours) if hours == int(hours) else hours}h"
 
 
-def funds_of(dispute: Mapping[str, Any]) -> Funds:
+def _funds_of(dispute: Mapping[str, Any]) -> Funds:
     """The funds withdrawn and reinstated, from the dispute's balance transactions."""
     withdrawn = withdrawn_fee = reinstated = reinstated_fee = 0
     for txn in dispute.get("balance_transactions") or ():
@@ -271,7 +273,7 @@ def _metadata(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return meta if isinstance(meta, Mapping) else {}
 
 
-def case_from(conn: Connection, data: Mapping[str, Any], *, account: str = "") -> DisputeCase:
+def _case_from(conn: Connection, data: Mapping[str, Any], *, account: str = "") -> DisputeCase:
     """The ``DisputeCase`` of dispute ``data``, its links read on ``conn``."""
     data = dict(data)
     columns = dispute_columns(data)
@@ -317,7 +319,7 @@ def case_from(conn: Connection, data: Mapping[str, Any], *, account: str = "") -
         customer=customer,
         order_id=order,
         early_fraud_warnings=warnings,
-        funds=funds_of(data),
+        funds=_funds_of(data),
         created=columns["created"],
         data=data,
     )
@@ -392,7 +394,7 @@ class Disputes:
 
         def fetch(conn: Connection) -> DisputeCase | None:
             data = get_object(conn, dispute_id, account=account, object_type="dispute")
-            return None if data is None else case_from(conn, data, account=account or "")
+            return None if data is None else _case_from(conn, data, account=account or "")
 
         return read(self.engine, fetch)
 
@@ -424,7 +426,7 @@ class Disputes:
         return self._cases([d.data for d in mirrored], account or "")
 
     def _cases(self, datas: list[dict[str, Any]], account: str) -> list[DisputeCase]:
-        return read(self.engine, lambda conn: [case_from(conn, d, account=account) for d in datas])
+        return read(self.engine, lambda conn: [_case_from(conn, d, account=account) for d in datas])
 
     def alarms(self, dispute_id: str) -> list[tuple[str, datetime]]:
         """The deadline alarms taken for ``dispute_id`` (key, when), oldest first."""
@@ -494,7 +496,7 @@ class Disputes:
                 for lead in longer
                 if take_once(conn, _lead_key(dispute_id, lead), event_id=None, now=now)
             )
-            case = case_from(conn, data, account=account)
+            case = _case_from(conn, data, account=account)
             alarm = DueAlarm(case=case, lead=nearest, now=now, passed=skipped)
             due_by = case.due_by or now  # the query selected a due_by
             log.warning(
@@ -643,7 +645,7 @@ class Disputes:
         return case
 
     def _case_of(self, data: Mapping[str, Any], account: str | None) -> DisputeCase:
-        return read(self.engine, lambda conn: case_from(conn, data, account=account or ""))
+        return read(self.engine, lambda conn: _case_from(conn, data, account=account or ""))
 
     # -- evidence ----------------------------------------------------------------
 
@@ -701,7 +703,7 @@ class Disputes:
                 else "No refund was made on this charge."
             )
         if notes:
-            draft["uncategorized_text"] = " ".join(notes)
+            draft["uncategorized_text"] = "\n".join(notes)
         draft.update({k: v for k, v in extra.items() if v is not None})
         return draft
 
@@ -863,7 +865,7 @@ def _on_dispute_event(shared: _Shared) -> Callable[[ReceivedEvent], None]:
             > len(obj.get("balance_transactions") or ())
         ):
             newest = held
-        case = case_from(event.connection, newest, account=event.account or "")
+        case = _case_from(event.connection, newest, account=event.account or "")
         log.info(
             "dispute_closed",
             action="dispute_closed",
