@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from stripeline.app import Stripeline
 from stripeline.errors import DisputeDeadlinePassed, DisputeNotOpen
-from stripeline.flows.disputes import DisputeCase, Disputes, DueAlarm
+from stripeline.flows.disputes import DisputeCase, Disputes, DueAlarm, Funds
 from stripeline.settings import Settings
 from stripeline.testing import StripelineEnv
 from stripeline.worker import Worker
@@ -178,27 +178,96 @@ def test_an_alarm_missed_while_no_worker_ran_fires_once_when_one_starts(
     # Nothing ran while both the 7-day and the 3-day marks passed.
     env.advance_clock(to=int((case.due_by - 2 * DAY).timestamp()))
 
-    def run_worker() -> None:
-        worker = Worker(app, listen=False, poll_seconds=0.05, deadline_now=clock)
+    def wait_for(count: int) -> None:
+        deadline = datetime.now(UTC) + timedelta(seconds=5)
+        while len(alarms) < count and datetime.now(UTC) < deadline:
+            threading.Event().wait(0.02)
+
+    def start_worker() -> tuple[Worker, threading.Thread]:
+        worker = Worker(
+            app, listen=False, poll_seconds=0.05, deadline_check_seconds=0.1, deadline_now=clock
+        )
         thread = threading.Thread(target=worker.run)
         thread.start()
+        return worker, thread
+
+    with capture_logs() as logs:
+        worker, thread = start_worker()
         try:
-            deadline = datetime.now(UTC) + timedelta(seconds=5)
-            while not alarms and datetime.now(UTC) < deadline:
-                threading.Event().wait(0.02)
+            wait_for(1)
+            threading.Event().wait(0.3)  # a few more checks: nothing more
+            assert len(alarms) == 1
+            # Still running: the 1-day mark is seen by a later check.
+            stripe_sandbox_advance(env, case.due_by - DAY)
+            wait_for(2)
         finally:
             worker.stop()
             thread.join(10)
+        worker, thread = start_worker()  # started again: nothing more
+        threading.Event().wait(0.3)
+        worker.stop()
+        thread.join(10)
+    assert [(a.case.id, a.lead_days) for a in alarms] == [(dispute_id, 3), (dispute_id, 1)]
+    assert alarms[0].passed == (7 * DAY,) and alarms[0].late
+    assert alarms[1].passed == () and not alarms[1].late
+    first, second = [line for line in logs if line.get("action") == "dispute_due"]
+    assert first["late"] and first["passed_unfired"] == [168]
+    assert second["lead_days"] == 1 and second["passed_unfired"] is None
 
+
+def stripe_sandbox_advance(env: StripelineEnv, to: datetime) -> None:
+    now = env.sandbox.clock.now()
+    env.sandbox.advance_clock(max(0, int(to.timestamp()) + 1 - now))
+
+
+def test_a_hook_that_fails_fires_again_at_the_next_check(
+    env: StripelineEnv, disputes: Disputes, clock: Callable[[], datetime]
+) -> None:
+    dispute_id = open_dispute(env)
+    case = disputes.case(dispute_id)
+    assert case is not None and case.due_by is not None
+    calls: list[float] = []
+
+    def flaky(alarm: DueAlarm) -> None:
+        calls.append(alarm.lead_days)
+        if len(calls) == 1:
+            raise RuntimeError("the pager is down")
+
+    disputes.on_due(flaky)
+    env.advance_clock(to=int((case.due_by - 7 * DAY).timestamp()) + 1)
     with capture_logs() as logs:
-        run_worker()
-        run_worker()  # started again: nothing more
-    assert len(alarms) == 1
-    (alarm,) = alarms
-    assert (alarm.case.id, alarm.lead_days, alarm.passed) == (dispute_id, 3, (7 * DAY,))
-    assert alarm.late
-    (line,) = [line for line in logs if line.get("action") == "dispute_due"]
-    assert line["late"] and line["passed_unfired"] == [168]
+        assert disputes.check_deadlines() == []
+    assert [line["action"] for line in logs] == ["dispute_due", "dispute_due_hook_failed"]
+    assert disputes.alarms(dispute_id) == []  # rolled back
+    assert [a.lead_days for a in disputes.check_deadlines()] == [7]
+    assert disputes.check_deadlines() == []
+    assert calls == [7, 7]
+
+
+def test_an_inquiry_closes_as_warning_closed_without_moving_funds(
+    env: StripelineEnv, disputes: Disputes
+) -> None:
+    closed: list[DisputeCase] = []
+    disputes.on_closed(closed.append)
+    intent = env.client.v1.payment_intents.create(
+        {
+            "amount": 3000,
+            "currency": "usd",
+            "payment_method": "pm_card_createDisputeInquiry",
+            "confirm": True,
+        }
+    )
+    env.advance_clock(1)
+    (case,) = disputes.due(within=8 * DAY)
+    assert (case.payment_intent, case.status, case.funds) == (
+        intent.id,
+        "warning_needs_response",
+        Funds(),
+    )
+    disputes.submit(case.id, {"product_description": "A pen"})
+    env.control("POST", f"/_sandbox/disputes/{case.id}/close", outcome="won")
+    env.settle()
+    assert [(c.id, c.outcome, c.funds.net) for c in closed] == [(case.id, "warning_closed", 0)]
 
 
 def test_evidence_after_the_deadline_is_refused_without_a_call(

@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import structlog
 from sqlalchemy import Connection, Engine, Table, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from stripeline.app import ReceivedEvent, once_keys, take_once
 from stripeline.db import models
@@ -471,6 +472,8 @@ class Disputes:
                 continue
             try:
                 alarm = self._fire(row.account, dict(row.data), passed, now)
+            except SQLAlchemyError:
+                raise  # the database, not the hook: the worker waits it out
             except Exception as exc:
                 log.error(
                     "dispute_due_hook_failed",
