@@ -295,6 +295,14 @@ def test_evidence_is_submitted_once_and_the_outcome_kept(
 ) -> None:
     closed: list[DisputeCase] = []
     disputes.on_closed(closed.append)
+
+    @disputes.evidence_provider
+    def from_the_shop(case: DisputeCase) -> dict[str, Any]:
+        return {
+            "refund_policy_disclosure": f"Shown at checkout of {case.order_id}.",
+            "shipping_tracking_number": "overridden by the argument",
+        }
+
     dispute_id = open_dispute(env, order="order_9")
     receipt = disputes.upload_evidence_file(b"%PDF-1.4 receipt of order_9", "receipt.pdf")
     assert disputes.upload_evidence_file(b"%PDF-1.4 receipt of order_9", "receipt.pdf") == receipt
@@ -302,6 +310,9 @@ def test_evidence_is_submitted_once_and_the_outcome_kept(
         dispute_id, shipping_tracking_number="1Z999", receipt=receipt
     )
     assert evidence["receipt"] == receipt
+    assert evidence["refund_policy_disclosure"] == "Shown at checkout of order_9."
+    with pytest.raises(ValueError, match="unknown evidence field"):
+        disputes.build_evidence(dispute_id, favourite_colour="blue")
     assert evidence["customer_name"] == "Ada Lovelace"
     assert evidence["customer_email_address"] == "ada@example.com"
     assert evidence["product_description"] == "The Analytical Engine, vol. 1"

@@ -223,6 +223,7 @@ class _Shared:
         self.on_due: list[Callable[[DueAlarm], Any]] = []
         self.on_closed: list[Callable[[DisputeCase], Any]] = []
         self.on_early_fraud_warning: list[Callable[[dict[str, Any]], Any]] = []
+        self.evidence_providers: list[Callable[[DisputeCase], Mapping[str, Any] | None]] = []
         self.lead_times: tuple[timedelta, ...] = tuple(timedelta(days=d) for d in DEFAULT_LEAD_DAYS)
         self.registered = False
 
@@ -378,6 +379,14 @@ class Disputes:
         """Register ``fn(warning: dict)``, called once per early fraud warning
         (the ``radar.early_fraud_warning`` object, in its event's handler)."""
         self._shared.on_early_fraud_warning.append(fn)
+        return fn
+
+    def evidence_provider(self, fn: F) -> F:
+        """Register ``fn(case: DisputeCase) -> dict`` giving the evidence only the
+        application knows (its refund policy, the customer's messages, the
+        shipping carrier…), by Stripe's field names; ``build_evidence`` lays
+        it over its draft (arguments win over it)."""
+        self._shared.evidence_providers.append(fn)
         return fn
 
     # -- reading ---------------------------------------------------------------
@@ -657,13 +666,14 @@ class Disputes:
     ) -> dict[str, Any]:
         """A draft of evidence from local data: the customer's name and email,
         the billing and shipping addresses, the receipt URL, the order's
-        description, the refunds made; ``extra`` fields (what only the
-        application knows: ``refund_policy_disclosure``, ``shipping_tracking_number``,
-        uploaded file ids…) are added over it. Nothing is sent.
+        description, the refunds made; then what the ``evidence_provider``
+        hooks give, then ``extra`` (what only the application knows:
+        ``refund_policy_disclosure``, ``shipping_tracking_number``, uploaded
+        file ids…). Nothing is sent.
 
         Raises:
             DisputeNotFound: the mirror does not hold the dispute.
-            ValueError: an ``extra`` field Stripe does not know.
+            ValueError: an ``extra`` or provided field Stripe does not know.
         """
         unknown = sorted(set(extra) - set(EVIDENCE_FIELDS))
         if unknown:
@@ -707,6 +717,15 @@ class Disputes:
             )
         if notes:
             draft["uncategorized_text"] = "\n".join(notes)
+        for provider in list(self._shared.evidence_providers):
+            given = dict(provider(case) or {})
+            unknown = sorted(set(given) - set(EVIDENCE_FIELDS))
+            if unknown:
+                raise ValueError(
+                    f"evidence provider {getattr(provider, '__qualname__', provider)!r} gave "
+                    f"unknown evidence field(s): {', '.join(unknown)}"
+                )
+            draft.update({k: v for k, v in given.items() if v is not None})
         draft.update({k: v for k, v in extra.items() if v is not None})
         return draft
 
