@@ -14,7 +14,7 @@ import stripe
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from stripeline.app import Stripeline
+from stripeline.app import Stripeline, take_once
 from stripeline.errors import DisputeDeadlinePassed, DisputeNotOpen
 from stripeline.flows.disputes import DisputeCase, Disputes, DueAlarm, Funds
 from stripeline.settings import Settings
@@ -230,6 +230,9 @@ def test_a_hook_that_fails_fires_again_at_the_next_check(
 
     def flaky(alarm: DueAlarm) -> None:
         calls.append(alarm.lead_days)
+        assert alarm.connection is not None
+        # Written in the alarm's transaction: kept only if the alarm is.
+        take_once(alarm.connection, f"paged:{len(calls)}", event_id=None, now=alarm.now)
         if len(calls) == 1:
             raise RuntimeError("the pager is down")
 
@@ -242,6 +245,8 @@ def test_a_hook_that_fails_fires_again_at_the_next_check(
     assert [a.lead_days for a in disputes.check_deadlines()] == [7]
     assert disputes.check_deadlines() == []
     assert calls == [7, 7]
+    app = disputes._app
+    assert (app.once("paged:1"), app.once("paged:2")) == (True, False)
 
 
 def test_an_inquiry_closes_as_warning_closed_without_moving_funds(

@@ -199,6 +199,10 @@ class DueAlarm:
     now: datetime
     #: Longer lead times that passed without firing (nothing checked then).
     passed: tuple[timedelta, ...] = ()
+    #: The transaction the alarm is recorded in: what a hook writes through
+    #: it commits with the alarm, or not at all (on SQLite, a write on another
+    #: connection would wait for this one's lock).
+    connection: Connection | None = field(default=None, repr=False, compare=False)
 
     @property
     def lead_days(self) -> float:
@@ -509,7 +513,7 @@ class Disputes:
                 if take_once(conn, _lead_key(dispute_id, lead), event_id=None, now=now)
             )
             case = _case_from(conn, data, account=account)
-            alarm = DueAlarm(case=case, lead=nearest, now=now, passed=skipped)
+            alarm = DueAlarm(case=case, lead=nearest, now=now, passed=skipped, connection=conn)
             due_by = case.due_by or now  # the query selected a due_by
             log.warning(
                 "dispute_due",
