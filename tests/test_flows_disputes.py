@@ -111,6 +111,18 @@ def test_a_dispute_is_recorded_with_its_links_and_listed_by_deadline(
     assert disputes.due(within=7 * DAY) == []
     assert [c.id for c in disputes.cases(status="needs_response")] == [dispute_id]
 
+    async def twins() -> tuple[Any, ...]:
+        return (
+            await disputes.case_async(dispute_id),
+            await disputes.due_async(8 * DAY),
+            await disputes.cases_async(status="won"),
+            await disputes.check_deadlines_async(),
+        )
+
+    import asyncio
+
+    assert asyncio.run(twins()) == (case, [case], [], [])
+
 
 def test_the_alarms_fire_once_each_as_the_clock_advances(
     env: StripelineEnv,
