@@ -535,3 +535,48 @@ def test_the_docs_example_runs(stripeline_env: StripelineEnv) -> None:
     namespace: dict[str, Any] = {}
     exec(compile(match[1], "docs/disputes.md", "exec"), namespace)  # noqa: S102 - our own docs
     namespace["test_a_dispute_from_notice_to_outcome"](stripeline_env)
+
+
+def test_three_running_workers_fire_each_alarm_once(
+    env: StripelineEnv,
+    disputes: Disputes,
+    clock: Callable[[], datetime],
+    stripe_sandbox: Sandbox,
+    stripe_key: str,
+    database_url: str,
+) -> None:
+    dispute_id = open_dispute(env)
+    case = disputes.case(dispute_id)
+    assert case is not None and case.due_by is not None
+    fired: list[tuple[int, float]] = []
+    lock = threading.Lock()
+    apps = [make_app(stripe_sandbox, stripe_key, database_url) for _ in range(3)]
+    workers = []
+    for n, other in enumerate(apps):
+
+        def record(alarm: DueAlarm, n: int = n) -> None:
+            with lock:
+                fired.append((n, alarm.lead_days))
+
+        Disputes(other).on_due(record)
+        worker = Worker(
+            other, listen=False, poll_seconds=0.05, deadline_check_seconds=0.02, deadline_now=clock
+        )
+        workers.append((worker, threading.Thread(target=worker.run)))
+    for _, thread in workers:
+        thread.start()
+    try:
+        for count, days in enumerate((7, 3, 1), start=1):
+            stripe_sandbox_advance(env, case.due_by - days * DAY)
+            deadline = datetime.now(UTC) + timedelta(seconds=5)
+            while len(fired) < count and datetime.now(UTC) < deadline:
+                threading.Event().wait(0.02)
+            threading.Event().wait(0.2)  # every worker checked again meanwhile
+    finally:
+        for worker, _ in workers:
+            worker.stop()
+        for _, thread in workers:
+            thread.join(10)
+        for other in apps:
+            other.dispose()
+    assert sorted(lead for _, lead in fired) == [1, 3, 7]
