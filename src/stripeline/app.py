@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
     from stripeline.flows.calls import Calls
     from stripeline.flows.customers import Customers
+    from stripeline.flows.disputes import Disputes
     from stripeline.flows.payments import FulfilHook, Payments
 
 Handler = Callable[["ReceivedEvent"], Awaitable[None] | None]
@@ -236,6 +237,14 @@ class Stripeline:
         from stripeline.flows.customers import Customers
 
         return Customers(self)
+
+    @cached_property
+    def disputes(self) -> Disputes:
+        """Disputes from first notice to outcome: deadlines and their alarms,
+        evidence, submit, accept (``stripeline.flows.disputes``, docs/disputes.md)."""
+        from stripeline.flows.disputes import Disputes
+
+        return Disputes(self)
 
     @cached_property
     def payments(self) -> Payments:

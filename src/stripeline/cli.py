@@ -19,6 +19,7 @@ def run(argv: list[str] | None = None) -> Any:  # pragma: no cover - thin wrappe
 
 # -- commands defined in their own modules ------------------------------------
 # (each registers one click command; keep this list sorted)
+from stripeline.commands.disputes import disputes as _disputes  # noqa: E402
 from stripeline.commands.doctor import doctor as _doctor  # noqa: E402
 from stripeline.commands.events import events as _events  # noqa: E402
 from stripeline.commands.mirror import mirror as _mirror  # noqa: E402
@@ -38,3 +39,4 @@ main.add_command(_sandbox)
 main.add_command(_sync)
 main.add_command(_verify)
 main.add_command(_mirror)
+main.add_command(_disputes)

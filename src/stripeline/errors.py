@@ -9,22 +9,27 @@ catch ``StripelineError`` and know it came from us::
     ├── EnvelopeError          verified JSON that is not a Stripe event envelope
     ├── CustomerLinkConflict   the app user is already linked to another Stripe customer
     │                          (``stripeline.mirror``)
-    ├── CallConflict           a flow's call (``payment_intent:create`` for ``order_42``) was
-    │                          made before with other parameters; nothing was sent
-    ├── ModeMismatch           a test-mode object used by a live deployment, or the reverse;
-    │                          nothing was sent
-    ├── PaymentNotFound        no payment is known for this order (``app.payments``)
-    ├── NotRefundable          a refund for more than is left to refund (``refundable``);
-    │                          nothing was sent
     ├── DatabaseUnavailable    the database did not answer; try again later
-    ├── CustomerNotFound       the application user has no (live) Stripe customer: call
-    │                          ``customers.ensure`` first; nothing was sent
-    ├── NotYourPaymentMethod   a payment method that is not attached to this user's customer;
-    │                          nothing was sent
     ├── SecondWriteTransaction a handler began a write on another connection to the
     │                          SQLite database its event is processed in (would wait
     │                          for its own event's lock); use ``event.mirror`` /
     │                          ``event.session`` / ``event.connection``
+    │   the flows (``app.calls``, ``app.customers``, ``app.payments``, ``app.disputes``);
+    │   "nothing was sent": refused before any request to Stripe
+    ├── CallConflict           a flow's call (``payment_intent:create`` for ``order_42``) was
+    │                          made before with other parameters; nothing was sent
+    ├── ModeMismatch           a test-mode object used by a live deployment, or the reverse;
+    │                          nothing was sent
+    ├── CustomerNotFound       the application user has no (live) Stripe customer: call
+    │                          ``customers.ensure`` first; nothing was sent
+    ├── NotYourPaymentMethod   a payment method that is not attached to this user's customer;
+    │                          nothing was sent
+    ├── PaymentNotFound        no payment is known for this order (``app.payments``)
+    ├── NotRefundable          a refund for more than is left to refund (``refundable``);
+    │                          nothing was sent
+    ├── DisputeNotFound        the dispute is not in the mirror (``stripeline.flows.disputes``)
+    ├── DisputeNotOpen         the dispute takes no more evidence; nothing was sent
+    ├── DisputeDeadlinePassed  the dispute's evidence was due before now; nothing was sent
     └── StripeAPIError         a read or call to the Stripe API failed (request_id,
         │                      http_status, code, retryable); ``stripeline.gateway``
         │                      turns every ``stripe`` SDK error into one of these
@@ -42,6 +47,7 @@ The class docstring is the default message.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 
@@ -221,4 +227,43 @@ class NotYourPaymentMethod(StripelineError):
     def __init__(self, message: str | None = None, *, payment_method: str = "") -> None:
         #: The payment method id that was refused.
         self.payment_method = payment_method
+
+
+class DisputeNotFound(StripelineError):
+    """The dispute is not in the mirror."""
+
+    def __init__(self, message: str | None = None, *, dispute_id: str | None = None) -> None:
+        self.dispute_id = dispute_id
+        super().__init__(message)
+
+
+class DisputeNotOpen(StripelineError):
+    """The dispute takes no more evidence (submitted or closed); nothing was sent."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        dispute_id: str | None = None,
+        status: str | None = None,
+    ) -> None:
+        self.dispute_id = dispute_id
+        #: The dispute's status (``under_review``, ``won``, ``lost``, …).
+        self.status = status
+        super().__init__(message)
+
+
+class DisputeDeadlinePassed(StripelineError):
+    """The dispute's evidence was due before now; nothing was sent."""
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        dispute_id: str | None = None,
+        due_by: datetime | None = None,
+    ) -> None:
+        self.dispute_id = dispute_id
+        #: ``evidence_details.due_by`` (None: no response was ever allowed).
+        self.due_by = due_by
         super().__init__(message)

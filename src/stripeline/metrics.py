@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy import func, select
 
 from stripeline import inbox
 from stripeline.db.engine import connect
+from stripeline.db.models import Dispute
 from stripeline.sync.cursors import catch_up_gap
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from sqlalchemy import Connection, Engine
 
 #: Outcomes of a webhook request, the label of ``stripeline_webhooks_total``.
 OUTCOMES = (
@@ -30,6 +32,11 @@ OUTCOMES = (
     "disconnected",
     "unavailable",
 )
+
+#: Dispute statuses that still take evidence, and the windows of
+#: ``stripeline_disputes_due`` (label ``within``: hours).
+_OPEN_DISPUTES = ("needs_response", "warning_needs_response")
+_DUE_WINDOWS = {"24h": 24 * 3600, "72h": 72 * 3600}
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -54,11 +61,21 @@ class _QueueCollector(Collector):
             "Seconds since the moment up to which catch-up has seen every event "
             "(alarm near Stripe's 30-day event retention).",
         )
+        due_gauge = GaugeMetricFamily(
+            "stripeline_disputes_due",
+            "Open disputes whose evidence is due within the window (label within: 24h, 72h).",
+            labels=["within"],
+        )
         try:
             with connect(self._engine, readonly=True) as conn:
                 counts = inbox.queue_depth(conn)
                 first = inbox.oldest_pending(conn)
-                gap = catch_up_gap(conn, datetime.now(UTC))
+                now = datetime.now(UTC)
+                gap = catch_up_gap(conn, now)
+                due = {
+                    name: _disputes_due(conn, now, seconds)
+                    for name, seconds in _DUE_WINDOWS.items()
+                }
         except Exception:
             up.add_metric([], 0)
             yield up
@@ -70,9 +87,28 @@ class _QueueCollector(Collector):
         yield depth
         yield oldest
         yield up
+        for name, count in due.items():
+            due_gauge.add_metric([name], count)
+        yield due_gauge
         if gap is not None:
             gap_gauge.add_metric([], gap)
             yield gap_gauge
+
+
+def _disputes_due(conn: Connection, now: datetime, seconds: int) -> int:
+    """Open disputes (every account) due after ``now`` and within ``seconds``."""
+    table = Dispute.__table__
+    query = (
+        select(func.count())
+        .select_from(table)
+        .where(
+            table.c.deleted.is_(False),
+            table.c.status.in_(_OPEN_DISPUTES),
+            table.c.due_by > now,
+            table.c.due_by <= now + timedelta(seconds=seconds),
+        )
+    )
+    return int(conn.execute(query).scalar_one())
 
 
 class Metrics:

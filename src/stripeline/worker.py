@@ -69,6 +69,8 @@ HANDLER_GRACE_SECONDS = 0.5
 #: PostgreSQL: seconds a handler runs before the rest of its batch, not yet
 #: started, is released to the other workers rather than held behind it.
 RELEASE_AFTER_SECONDS = 1.0
+#: Seconds between two checks of the dispute deadlines (``flows.disputes``).
+DEADLINE_CHECK_SECONDS = 60.0
 
 
 class HandlerTimeout(Exception):
@@ -202,10 +204,17 @@ class Worker:
         listen: bool = True,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = inbox.utcnow,
+        deadline_check_seconds: float = DEADLINE_CHECK_SECONDS,
+        deadline_now: Callable[[], datetime] | None = None,
     ) -> None:
         """``clock`` (seconds, for leases and transaction lengths) and ``now``
         (the wall clock written to the inbox) are injectable, as in
-        ``core.ratelimit.TokenBucket``: tests drive them instead of sleeping."""
+        ``core.ratelimit.TokenBucket``: tests drive them instead of sleeping.
+
+        ``run()`` checks the dispute deadlines (``Disputes.check_deadlines``)
+        when it starts and every ``deadline_check_seconds`` (0: never), with
+        ``deadline_now`` as the time (``now`` unless given: a test passes the
+        sandbox's clock)."""
         settings = app.settings
         self.app = app
         self.id = worker_id or new_worker_id()
@@ -232,6 +241,8 @@ class Worker:
         self._ran_in_group: list[inbox.ClaimedEvent] = []
         self._clock = clock
         self._now = now
+        self.deadline_check_seconds = deadline_check_seconds
+        self._deadline_now = deadline_now or now
 
     # -- control -----------------------------------------------------------
 
@@ -256,9 +267,13 @@ class Worker:
             )
             self._listener.start()
         failures = 0
+        next_check = self._clock() if self.deadline_check_seconds > 0 else None
         try:
             while not self._stop.is_set():
                 try:
+                    if next_check is not None and self._clock() >= next_check:
+                        self.check_deadlines()
+                        next_check = self._clock() + self.deadline_check_seconds
                     done = self.run_once()
                     failures = 0
                 except SQLAlchemyError as exc:  # a connection lost mid-transaction included
@@ -275,11 +290,21 @@ class Worker:
                     self._stop.wait(delay)
                     continue
                 if done == 0:
-                    self._wake.wait(self._idle_wait())
+                    wait = self._idle_wait()
+                    if next_check is not None:
+                        wait = max(0.01, min(wait, next_check - self._clock()))
+                    self._wake.wait(wait)
                     self._wake.clear()
         finally:
             self.close()
             log.info("worker_stopped", action="worker_stopped", worker=self.id)
+
+    def check_deadlines(self) -> int:
+        """Fire the dispute deadline alarms now due (once each, whatever the
+        number of workers); return how many fired. ``run()`` calls it."""
+        from stripeline.flows.disputes import Disputes
+
+        return len(Disputes(self.app, clock=self._deadline_now).check_deadlines())
 
     def close(self) -> None:
         """Release what the worker holds (the handler thread and its event loop)."""

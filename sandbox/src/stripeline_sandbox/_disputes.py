@@ -6,11 +6,18 @@ the amount plus the 1500¢ fee (``charge.dispute.funds_withdrawn``); an inquiry
 evidence moves it ``under_review``; ``uncategorized_text`` ``winning_evidence``
 or ``losing_evidence`` closes it at once, as in Stripe's test mode, and
 ``POST /_sandbox/disputes/{id}/close`` with ``outcome=won|lost`` closes it on demand.
+
+Evidence is refused once ``evidence_details.due_by`` has passed (sandbox
+time), and a file field must name a ``File`` uploaded with
+``purpose=dispute_evidence`` (``_files``). ``POST
+/_sandbox/charges/{id}/early_fraud_warning`` raises an early fraud warning on a
+charge, as the card network would (``radar.early_fraud_warning.created``).
 """
 
 from __future__ import annotations
 
 from stripeline_sandbox._errors import invalid
+from stripeline_sandbox._files import evidence_file
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
@@ -30,6 +37,16 @@ EVIDENCE_FIELDS = (
     "uncategorized_file", "uncategorized_text",
 )  # fmt: skip
 _OPEN = {"needs_response", "warning_needs_response"}
+#: Evidence fields that take a File id.
+FILE_FIELDS = (
+    "cancellation_policy", "customer_communication", "customer_signature",
+    "duplicate_charge_documentation", "receipt", "refund_policy", "service_documentation",
+    "shipping_documentation", "uncategorized_file",
+)  # fmt: skip
+FRAUD_TYPES = (
+    "card_never_received", "fraudulent_card_application", "made_with_counterfeit_card",
+    "made_with_lost_card", "made_with_stolen_card", "misc", "unauthorized_use_of_card",
+)  # fmt: skip
 
 
 def _balance_transaction(call: Call, dispute: Obj, amount: int, fee: int, kind: str) -> Obj:
@@ -144,6 +161,14 @@ def update_dispute(request: Request) -> Obj:
             f"This dispute has status {dispute['status']}; evidence can no longer be changed."
         )
     params = request.params
+    due_by = int(dispute["evidence_details"]["due_by"] or 0)
+    if not due_by or request.now() > due_by:
+        dispute["evidence_details"]["past_due"] = bool(due_by)
+        raise invalid(
+            "The deadline to respond to this dispute has passed; evidence can no longer be "
+            "submitted.",
+            param="evidence",
+        )
     before = copy(dispute)
     evidence = params.get("evidence")
     if evidence is not None:
@@ -154,6 +179,9 @@ def update_dispute(request: Request) -> Obj:
                 raise invalid(
                     f"Received unknown parameter: evidence[{name}]", param=f"evidence[{name}]"
                 )
+            if name in FILE_FIELDS and value:
+                evidence_file(request, name, str(value))
+        for name, value in evidence.items():
             dispute["evidence"][name] = optional_str(value)
         dispute["evidence_details"]["has_evidence"] = any(
             dispute["evidence"][name] for name in EVIDENCE_FIELDS
@@ -207,6 +235,42 @@ def list_disputes(request: Request) -> Obj:
     )
 
 
+def raise_early_fraud_warning(request: Request) -> Obj:
+    """The network warns of fraud on a charge (``fraud_type``, ``unauthorized_use_of_card``
+    by default): a ``radar.early_fraud_warning`` and its ``.created`` event."""
+    charge = request.get("charge", request.path_params["id"])
+    fraud_type = str(request.params.get("fraud_type") or "unauthorized_use_of_card")
+    if fraud_type not in FRAUD_TYPES:
+        raise invalid(f"fraud_type must be one of {', '.join(FRAUD_TYPES)}", param="fraud_type")
+    warning: Obj = {
+        "id": new_id("issfr"),
+        "object": "radar.early_fraud_warning",
+        "actionable": not charge.get("disputed") and not charge.get("refunded"),
+        "charge": charge["id"],
+        "created": request.now(),
+        "fraud_type": fraud_type,
+        "livemode": False,
+        "payment_intent": charge.get("payment_intent"),
+    }
+    request.account.add(warning)
+    request.emit("radar.early_fraud_warning.created", warning)
+    return warning
+
+
+def retrieve_early_fraud_warning(request: Request) -> Obj:
+    return request.get("radar.early_fraud_warning", request.path_params["id"])
+
+
+def list_early_fraud_warnings(request: Request) -> Obj:
+    charge = request.params.get("charge")
+    return list_object(
+        request,
+        request.account.all("radar.early_fraud_warning"),
+        "/v1/radar/early_fraud_warnings",
+        lambda w: charge in (None, w["charge"]),
+    )
+
+
 #: This module's endpoints; ``_app.build_router`` puts every module's table together.
 ROUTES: tuple[Endpoint, ...] = (
     Endpoint("POST", "/v1/disputes/{id}", update_dispute),
@@ -214,4 +278,12 @@ ROUTES: tuple[Endpoint, ...] = (
     Endpoint("POST", "/_sandbox/disputes/{id}/close", decide_dispute, control=True),
     Endpoint("GET", "/v1/disputes/{id}", retrieve_dispute),
     Endpoint("GET", "/v1/disputes", list_disputes),
+    Endpoint(
+        "POST",
+        "/_sandbox/charges/{id}/early_fraud_warning",
+        raise_early_fraud_warning,
+        control=True,
+    ),
+    Endpoint("GET", "/v1/radar/early_fraud_warnings/{id}", retrieve_early_fraud_warning),
+    Endpoint("GET", "/v1/radar/early_fraud_warnings", list_early_fraud_warnings),
 )

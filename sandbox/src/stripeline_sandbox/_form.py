@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import re
+from email.parser import BytesParser
+from email.policy import HTTP
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 _KEY = re.compile(r"([^\[\]]+)|\[([^\[\]]*)\]")
 
@@ -55,3 +58,36 @@ def decode(body: str) -> dict[str, Any]:
                 node = child
     result: dict[str, Any] = _listify(root)
     return result
+
+
+def multipart(content_type: str, body: bytes) -> dict[str, Any]:
+    """Decode a ``multipart/form-data`` body (the SDK's file uploads).
+
+    Text parts become values under their (form-encoded) names; a part with a
+    filename becomes ``{"filename", "content_type", "size", "data"}`` with the
+    content base64 in ``data``.
+    """
+    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1")
+    message = BytesParser(policy=HTTP).parsebytes(head + body)
+    fields: list[tuple[str, str]] = []
+    files: dict[str, Any] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str):
+            continue
+        content = part.get_payload(decode=True) or b""
+        if not isinstance(content, bytes):  # pragma: no cover - decode=True gives bytes
+            content = str(content).encode()
+        filename = part.get_filename()
+        if filename is None:
+            fields.append((name, content.decode("utf-8")))
+        else:
+            files[name] = {
+                "filename": filename,
+                "content_type": part.get_content_type(),
+                "size": len(content),
+                "data": base64.b64encode(content).decode("ascii"),
+            }
+    decoded = decode(urlencode(fields))
+    decoded.update(files)
+    return decoded

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from stripeline_sandbox._errors import StripeError
 from stripeline_sandbox._faults import Fault, over_rate_limit, rate_limited, take_fault
-from stripeline_sandbox._form import decode
+from stripeline_sandbox._form import decode, multipart
 from stripeline_sandbox._ids import new_request_id
 from stripeline_sandbox._objects import copy, expand
 from stripeline_sandbox._payment_intents import settle_due
@@ -178,7 +178,10 @@ class _Handler(BaseHTTPRequestHandler):
         extra: dict[str, str] = {}
         try:
             params = decode(url.query)
-            if raw:
+            content_type = self.headers.get("Content-Type") or ""
+            if raw and content_type.startswith("multipart/form-data"):
+                params.update(multipart(content_type, raw))
+            elif raw:
                 params.update(decode(raw.decode("utf-8")))
             key = _authenticate(self.headers.get("Authorization"))
             account = self.server.world.account(key)
