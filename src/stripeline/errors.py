@@ -14,6 +14,7 @@ catch ``StripelineError`` and know it came from us::
     ├── ModeMismatch           a test-mode object used by a live deployment, or the reverse;
     │                          nothing was sent
     ├── DatabaseUnavailable    the database did not answer; try again later
+    ├── ErasureRefused         ``forget``: the customer also serves other users; nothing done
     ├── SecondWriteTransaction a handler began a write on another connection to the
     │                          SQLite database its event is processed in (would wait
     │                          for its own event's lock); use ``event.mirror`` /
@@ -174,3 +175,8 @@ class StripeCardError(StripeAPIError):
 
 class StripeServerError(StripeAPIError):
     """Stripe failed to answer the request."""
+
+
+class ErasureRefused(StripelineError):
+    """The erasure was refused before anything was done (the Stripe customer
+    also serves other users of the application)."""
