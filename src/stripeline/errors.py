@@ -5,6 +5,7 @@ catch ``StripelineError`` and know it came from us::
 
     StripelineError
     ├── ConfigError            settings that cannot work; the message says what to fix
+    │   └── RetentionTooShort  an inbox retention under 7 days (``stripeline.retention``)
     ├── SignatureError         a webhook whose Stripe-Signature does not verify
     ├── EnvelopeError          verified JSON that is not a Stripe event envelope
     ├── CustomerLinkConflict   the app user is already linked to another Stripe customer
@@ -180,3 +181,8 @@ class StripeServerError(StripeAPIError):
 class ErasureRefused(StripelineError):
     """The erasure was refused before anything was done (the Stripe customer
     also serves other users of the application)."""
+
+
+class RetentionTooShort(ConfigError):
+    """Events must be kept at least 7 days (Stripe redelivers for 3 days and
+    deduplication needs the rows)."""
