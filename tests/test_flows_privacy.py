@@ -299,6 +299,69 @@ def test_open_invoices_make_it_anonymised_not_deleted_and_a_later_forget_deletes
     assert rows == ["deleted"]  # one erasure of the customer, completed
 
 
+def test_an_open_dispute_makes_it_anonymised(env: StripelineEnv) -> None:
+    app = env.app
+    customer = make_customer(env, "user_10")
+    intent = env.client.v1.payment_intents.create(
+        {
+            "amount": 4000,
+            "currency": "eur",
+            "customer": customer,
+            "payment_method": "pm_card_createDispute",
+            "confirm": True,
+            "receipt_email": EMAIL,
+        }
+    )
+    env.settle()
+    (dispute,) = app.mirror.disputes()
+    assert dispute.charge == intent.latest_charge and dispute.status not in ("won", "lost")
+    report = forget(app, "user_10")
+    assert report.stripe_action == "anonymised"
+    assert report.reason is not None and dispute.id in report.reason
+    assert "not closed" in report.reason
+    assert not deleted_at_stripe(env, customer)
+    env.settle()
+    assert found_in_database(app, EMAIL, NAME) == []
+    kept = app.mirror.dispute(dispute.id)
+    assert kept is not None and kept.amount == 4000
+
+
+def test_a_re_fetch_after_the_erasure_is_scrubbed_and_handlers_see_no_personal_data(
+    env: StripelineEnv,
+) -> None:
+    """Stripe keeps a deleted customer's charges whole: a charge read again
+    from the API after the erasure (the ``refetch`` policy) carries the email."""
+    app = env.app
+    seen: list[Any] = []
+
+    @app.on("charge.updated")
+    def record(event: Any) -> None:
+        seen.append(event.data["data"]["object"]["billing_details"]["email"])
+
+    customer = make_customer(env, "user_11")
+    intent = pay(env, customer, 1500)
+    env.settle()
+    forget(app, "user_11")
+    env.settle()
+    charge = env.client.v1.charges.retrieve(str(intent.latest_charge)).to_dict()
+    assert charge["billing_details"]["email"] == EMAIL  # still there at Stripe
+    refetching = Stripeline(
+        app.settings.model_copy(update={"mirror_policies": {"charge": "refetch"}})
+    )
+    refetching.include(app)
+    try:
+        env.app = refetching
+        env.deliver([make_event("charge.updated", charge, created=int(time.time()) + 5)], copies=1)
+        env.settle()
+    finally:
+        env.app = app
+        refetching.dispose()
+    assert seen == [None]
+    assert found_in_database(app, EMAIL, NAME) == []
+    mirrored = app.mirror.charge(charge["id"])
+    assert mirrored is not None and mirrored.amount == 1500
+
+
 def test_forget_twice_and_after_a_crash_half_way(
     env: StripelineEnv, stripe_sandbox: Sandbox, stripe_key: str
 ) -> None:
