@@ -23,6 +23,7 @@ from stripeline.app import Stripeline
 from stripeline.db import connect, models
 from stripeline.errors import ErasureRefused, ModeMismatch, StripeConnectionError
 from stripeline.flows.privacy import export, export_async, forget, forget_async, forget_customer
+from stripeline.mirror.erasure import scrub
 from stripeline.settings import Settings
 from stripeline.testing import StripelineEnv, make_event
 from stripeline_sandbox import Sandbox
@@ -462,3 +463,37 @@ def _docs_example() -> str:
     doc = (Path(__file__).resolve().parent.parent / "docs" / "privacy.md").read_text()
     start = doc.index("```python\n") + len("```python\n")
     return doc[start : doc.index("```", start)]
+
+
+def test_scrub_blanks_personal_keys_at_any_depth_and_keeps_ids_and_amounts() -> None:
+    invoice = {
+        "id": "in_ada4242",
+        "object": "invoice",
+        "customer": "cus_ada",
+        "amount_due": 700,
+        "currency": "eur",
+        "customer_email": EMAIL,
+        "customer_name": NAME,
+        "customer_address": {"line1": STREET, "city": "London", "country": "GB"},
+        "customer_tax_ids": [{"type": "eu_vat", "value": "GB123456789"}],
+        "footer": f"Thank you, {NAME}!",
+        "metadata": {"note": f"call {PHONE}", "order": "42"},
+        "lines": {"data": [{"id": "il_1", "amount": 700, "description": f"Gift for {NAME}"}]},
+    }
+    clean = scrub(invoice)
+    assert clean["customer_email"] is None and clean["customer_name"] is None
+    assert clean["customer_address"] == {"line1": None, "city": None, "country": None}
+    assert clean["customer_tax_ids"] == []
+    assert clean["footer"] == "Thank you, !"
+    assert clean["lines"]["data"][0] == {"id": "il_1", "amount": 700, "description": "Gift for "}
+    assert (clean["id"], clean["customer"], clean["amount_due"], clean["currency"]) == (
+        "in_ada4242",
+        "cus_ada",
+        700,
+        "eur",
+    )
+    # Values given from elsewhere (the person's other objects) are cut too.
+    assert scrub(invoice, [PHONE])["metadata"] == {"note": "call ", "order": "42"}
+    tax_id = scrub({"id": "txi_1", "object": "tax_id", "value": "GB123456789", "type": "eu_vat"})
+    assert tax_id == {"id": "txi_1", "object": "tax_id", "value": None, "type": "eu_vat"}
+    assert scrub(invoice) == scrub(scrub(invoice))  # scrubbing again changes nothing
