@@ -222,6 +222,27 @@ def test_a_late_webhook_about_an_erased_customer_does_not_bring_the_data_back(
     assert mirrored.data["billing_details"]["name"] is None
 
 
+def test_an_unprocessed_event_about_an_object_the_mirror_never_held_is_scrubbed(
+    env: StripelineEnv,
+) -> None:
+    app = env.app
+    customer = make_customer(env, "user_12")
+    env.settle()
+    # Of the other mode: stored, never processed, never mirrored.
+    other_mode = make_event(
+        "charge.updated",
+        {"customer": customer, "billing_details": {"email": EMAIL, "name": NAME}},
+        livemode=True,
+    )
+    env.deliver([other_mode], copies=1)
+    (stored,) = env.events("charge.updated")
+    assert stored.status == "ignored" and app.mirror.get(other_mode["data"]["object"]["id"]) is None
+    assert "stripeline_events.payload" in found_in_database(app, EMAIL)
+    forget(app, "user_12")
+    env.settle()
+    assert found_in_database(app, EMAIL, NAME) == []
+
+
 def test_export_returns_the_persons_data_and_after_forget_what_is_left(
     env: StripelineEnv,
 ) -> None:

@@ -44,7 +44,13 @@ from stripeline.db.engine import connect, read
 from stripeline.errors import ErasureRefused, StripeInvalidRequestError
 from stripeline.inbox import utcnow
 from stripeline.mirror._store import lock_objects, object_key
-from stripeline.mirror.erasure import pattern_for, personal_values, scrub, scrub_text
+from stripeline.mirror.erasure import (
+    direct_owner,
+    pattern_for,
+    personal_values,
+    scrub,
+    scrub_text,
+)
 from stripeline.mirror.links import links, users_for_customer
 from stripeline.mirror.tables import TYPED, table_for
 
@@ -501,23 +507,28 @@ def _held(conn: Connection, account: str, customer_id: str) -> _Held:
     return held
 
 
-def _event_rows(conn: Connection, account: str, ids: Iterable[str]) -> list[Any]:
-    """The inbox's events about the objects ``ids``."""
+def _event_rows(conn: Connection, account: str, customer_id: str, ids: Iterable[str]) -> list[Any]:
+    """The inbox's events about the objects ``ids``, and those not processed
+    (pending, failed, dead, of the other mode: few) whose object names the
+    customer though the mirror does not hold it."""
     wanted = sorted(set(ids))
     account_is = events.c.account.is_(None) if not account else events.c.account == account
-    found: list[Any] = []
+    columns = (events.c.id, events.c.payload, events.c.last_error, events.c.last_traceback)
+    found: dict[str, Any] = {}
     for start in range(0, len(wanted), 500):
-        found.extend(
-            conn.execute(
-                select(
-                    events.c.id,
-                    events.c.payload,
-                    events.c.last_error,
-                    events.c.last_traceback,
-                ).where(account_is, events.c.object_id.in_(wanted[start : start + 500]))
-            ).all()
-        )
-    return found
+        for row in conn.execute(
+            select(*columns).where(account_is, events.c.object_id.in_(wanted[start : start + 500]))
+        ):
+            found[row.id] = row
+    for row in conn.execute(select(*columns).where(account_is, events.c.status != "processed")):
+        if row.id in found:
+            continue
+        body = _body(row.payload)
+        data = body.get("data") if isinstance(body, dict) else None
+        obj = data.get("object") if isinstance(data, dict) else None
+        if isinstance(obj, dict) and direct_owner(obj) == customer_id:
+            found[row.id] = row
+    return list(found.values())
 
 
 def _body(payload: bytes) -> Any:
@@ -542,7 +553,7 @@ def _scrub(app: Stripeline, account: str, customer_id: str) -> tuple[int, int]:
         lock_objects(conn, [object_key(account, i) for i in ids])
         held = _held(conn, account, customer_id)
         ids = held.ids() | {customer_id}
-        found = _event_rows(conn, account, ids)
+        found = _event_rows(conn, account, customer_id, ids)
         bodies = {row.id: _body(row.payload) for row in found}
         values = personal_values(*held.objects(), *(b for b in bodies.values() if b is not None))
         mirror_rows = _scrub_mirror(conn, held, values)
