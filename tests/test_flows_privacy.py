@@ -469,6 +469,9 @@ def test_a_live_customer_id_is_refused_before_any_call(env: StripelineEnv) -> No
     with pytest.raises(ModeMismatch):
         forget(app, "user_8")
     assert not deleted_at_stripe(env, customer)
+    with connect(app.engine, readonly=True) as conn:
+        assert conn.execute(select(models.Erasure.id)).first() is None  # nothing recorded
+    assert app.mirror.customer_link("user_8") is not None
 
 
 def test_docs_example_runs(env: StripelineEnv, tmp_path: Path) -> None:

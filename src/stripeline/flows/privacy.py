@@ -139,7 +139,7 @@ class ErasureReport:
     #: Raw event payloads in the inbox that held personal data, scrubbed.
     event_payloads: int
     erased_at: datetime
-    #: True when an earlier ``forget`` had already erased this customer.
+    #: True when an earlier ``forget`` had already begun erasing this customer.
     repeated: bool = False
 
 
@@ -250,6 +250,9 @@ def _erased_before(app: Stripeline, account: str, user_id: str) -> str | None:
 def _erase(
     app: Stripeline, account: str, user_id: str | None, customer_id: str | None
 ) -> ErasureReport:
+    if customer_id is not None and app.settings.stripe_secret_key is not None:
+        # Before anything is recorded: a customer of the other mode is not ours to erase.
+        app.calls.check_mode(customer_id, account=account or None)
     row, repeated = _begin(app, account, user_id, customer_id)
     action: str = row.stripe_action
     reason: str | None = row.reason
@@ -346,7 +349,6 @@ def _at_stripe(app: Stripeline, account: str, customer_id: str) -> tuple[str, st
     """Delete the customer at Stripe, or anonymise it; (action, reason)."""
     if app.settings.stripe_secret_key is None:
         return "not_called", "no Stripe key is configured: nothing was sent to Stripe"
-    app.calls.check_mode(customer_id, account=account or None)
     reason = read(app.engine, lambda conn: _blockers(conn, account, customer_id))
     try:
         if reason is not None:
