@@ -243,6 +243,32 @@ def test_an_unprocessed_event_about_an_object_the_mirror_never_held_is_scrubbed(
     assert found_in_database(app, EMAIL, NAME) == []
 
 
+def test_errors_that_quote_the_person_are_scrubbed_from_events_and_attempts(
+    env: StripelineEnv,
+) -> None:
+    app = env.app
+
+    @app.on("customer.created")
+    def refuse(event: Any) -> None:
+        raise LookupError(f"no account for {event.data['data']['object']['email']}")
+
+    make_customer(env, "user_13")
+    env.settle(allow_failures=True)
+    before = found_in_database(app, EMAIL)
+    for place in (
+        "stripeline_events.last_error",
+        "stripeline_events.last_traceback",
+        "stripeline_attempts.error",
+        "stripeline_attempts.traceback",
+    ):
+        assert place in before
+    forget(app, "user_13")
+    env.settle(allow_failures=True)  # customer.deleted, scrubbed as it is processed
+    assert found_in_database(app, EMAIL, NAME) == []
+    (failed,) = env.events("customer.created")
+    assert failed.status == "failed"  # still retried, without the email
+
+
 def test_export_returns_the_persons_data_and_after_forget_what_is_left(
     env: StripelineEnv,
 ) -> None:
