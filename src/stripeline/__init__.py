@@ -19,10 +19,12 @@ from stripeline.errors import (
     DisputeNotFound,
     DisputeNotOpen,
     EnvelopeError,
+    ErasureRefused,
     ModeMismatch,
     NotRefundable,
     NotYourPaymentMethod,
     PaymentNotFound,
+    RetentionTooShort,
     SecondWriteTransaction,
     SignatureError,
     StripeAPIError,
@@ -61,12 +63,14 @@ if TYPE_CHECKING:
         RequiresPaymentMethod,
         Succeeded,
     )
+    from stripeline.flows.privacy import ErasureReport
     from stripeline.mirror import Mirror
     from stripeline.settings import Settings, load_settings
 
 __version__ = "0.1.0.dev0"
 
 _LAZY = {
+    "ErasureReport": "stripeline.flows.privacy",
     "CardSetup": "stripeline.flows.customers",
     "Canceled": "stripeline.flows.payments",
     "Declined": "stripeline.flows.payments",
@@ -105,6 +109,8 @@ __all__ = [
     "DisputeNotFound",
     "DisputeNotOpen",
     "EnvelopeError",
+    "ErasureRefused",
+    "ErasureReport",
     "Fulfilment",
     "Mirror",
     "ModeMismatch",
@@ -121,6 +127,7 @@ __all__ = [
     "RequiresCapture",
     "RequiresConfirmation",
     "RequiresPaymentMethod",
+    "RetentionTooShort",
     "SecondWriteTransaction",
     "Settings",
     "SignatureError",

@@ -5,6 +5,7 @@ catch ``StripelineError`` and know it came from us::
 
     StripelineError
     ├── ConfigError            settings that cannot work; the message says what to fix
+    │   └── RetentionTooShort  an inbox retention under 7 days (``stripeline.retention``)
     ├── SignatureError         a webhook whose Stripe-Signature does not verify
     ├── EnvelopeError          verified JSON that is not a Stripe event envelope
     ├── CustomerLinkConflict   the app user is already linked to another Stripe customer
@@ -30,6 +31,8 @@ catch ``StripelineError`` and know it came from us::
     ├── DisputeNotFound        the dispute is not in the mirror (``stripeline.flows.disputes``)
     ├── DisputeNotOpen         the dispute takes no more evidence; nothing was sent
     ├── DisputeDeadlinePassed  the dispute's evidence was due before now; nothing was sent
+    ├── ErasureRefused         ``customers.forget``: the customer also serves other users;
+    │                          nothing was done (``forget_customer`` erases it for all)
     └── StripeAPIError         a read or call to the Stripe API failed (request_id,
         │                      http_status, code, retryable); ``stripeline.gateway``
         │                      turns every ``stripe`` SDK error into one of these
@@ -267,3 +270,13 @@ class DisputeDeadlinePassed(StripelineError):
         #: ``evidence_details.due_by`` (None: no response was ever allowed).
         self.due_by = due_by
         super().__init__(message)
+
+
+class ErasureRefused(StripelineError):
+    """The erasure was refused before anything was done (the Stripe customer
+    also serves other users of the application)."""
+
+
+class RetentionTooShort(ConfigError):
+    """Events must be kept at least 7 days (Stripe redelivers for 3 days and
+    deduplication needs the rows)."""

@@ -209,6 +209,12 @@ class Settings(BaseSettings):
     )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    inbox_retention_days: int | None = Field(
+        default=None,
+        ge=7,
+        le=36500,
+        description="serve prunes processed events older than this many days; unset: kept.",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 import click
 from rich.table import Table
 
-from stripeline import inbox, ops
+from stripeline import inbox, ops, retention
 from stripeline.commands._common import (
     console,
     database,
@@ -18,6 +19,7 @@ from stripeline.commands._common import (
     load_settings_or_exit,
 )
 from stripeline.db import connect
+from stripeline.errors import RetentionTooShort
 from stripeline.mirror import refetch
 
 #: Statuses ``events retry`` acts on.
@@ -242,3 +244,41 @@ def refetches(gave_up: bool, limit: int, as_json: bool) -> None:
             (row.last_error or "").splitlines()[0] if row.last_error else "",
         )
     out.print(table)
+
+
+@events.command()
+@click.option(
+    "--older-than",
+    "older_than",
+    metavar="AGE",
+    help="Remove events last delivered longer ago than this: 90d, 2w, 240h (at least 7 days). "
+    "Default: STRIPELINE_INBOX_RETENTION_DAYS.",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be removed; remove nothing.")
+def prune(older_than: str | None, dry_run: bool) -> None:
+    """Remove processed (and ignored) events past the retention, with their
+    deliveries and attempts; pending, failed and dead events are never removed."""
+    settings = load_settings_or_exit()
+    if older_than is not None:
+        try:
+            age = retention.parse_age(older_than)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    elif settings.inbox_retention_days is not None:
+        age = timedelta(days=settings.inbox_retention_days)
+    else:
+        raise click.UsageError(
+            "give --older-than (e.g. 90d) or set STRIPELINE_INBOX_RETENTION_DAYS"
+        )
+    try:
+        retention.check_age(age)
+    except RetentionTooShort as exc:
+        fail(f"--older-than {older_than or age.days}: {exc.message}", 2)
+    with database(settings) as engine:
+        result = retention.prune(engine, age, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    click.echo(
+        f"{verb} {result.events} event{'s' if result.events != 1 else ''} last delivered before "
+        f"{result.before.isoformat(timespec='seconds')} ({result.deliveries} deliveries, "
+        f"{result.attempts} attempts)"
+    )

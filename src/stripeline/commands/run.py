@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import threading
 from typing import Any, NoReturn
 
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
+from stripeline import retention
 from stripeline.app import Stripeline
 from stripeline.commands._common import (
     fail,
@@ -149,6 +151,9 @@ def serve(
         f"headers {settings.header_timeout:g} s, body {settings.body_timeout:g} s, "
         f"keep-alive {settings.keep_alive_timeout} s"
     )
+    stop_pruning = threading.Event()
+    if retention.start_pruning(app.engine, settings, stop_pruning) is not None:
+        click.echo(f"  inbox:    processed events kept {settings.inbox_retention_days} days")
     try:
         uvicorn.run(
             asgi,
@@ -161,6 +166,7 @@ def serve(
         )
     finally:
         guard.flush()
+        stop_pruning.set()
         if sandbox is not None:
             sandbox.close()
         app.dispose()

@@ -577,7 +577,8 @@ class Erasure(Base):
     account: Mapped[str] = mapped_column(String(255))
     app_user_id: Mapped[str | None] = mapped_column(String(255))
     customer_id: Mapped[str | None] = mapped_column(String(255))
-    #: ``deleted`` | ``anonymised`` | ``not_found`` | ``not_called`` (no key).
+    #: ``deleted`` | ``anonymised`` | ``not_found`` | ``not_called`` (no key);
+    #: ``pending`` while the erasure runs (or after a crash: ``forget`` again).
     stripe_action: Mapped[str] = mapped_column(String(32))
     #: Why Stripe's customer was anonymised rather than deleted, if it was.
     reason: Mapped[str | None] = mapped_column(Text)

@@ -75,6 +75,7 @@ from stripeline.mirror.records import Customer, PaymentMethod
 
 if TYPE_CHECKING:
     from stripeline.app import Stripeline
+    from stripeline.flows.privacy import ErasureReport
     from stripeline.mirror.reader import Mirror
 
 __all__ = ["MAX_USER_ID_LENGTH", "UNSET", "USER_KEY", "CardSetup", "Customers", "SetupStatus"]
@@ -568,6 +569,50 @@ class Customers:
             "nothing was sent to Stripe",
             payment_method=payment_method,
         )
+
+    # -- forgetting and exporting a person (stripeline.flows.privacy) ---------------
+
+    def forget(self, user_id: str, *, account: str | None = None) -> ErasureReport:
+        """Erase ``user_id``'s personal data, at Stripe and here
+        (``stripeline.flows.privacy.forget``, docs/privacy.md).
+
+        Raises:
+            ErasureRefused: the user's customer also serves other users
+                (``forget_customer`` erases it for all of them); nothing was done.
+            StripeAPIError: Stripe refused the deletion or the anonymisation
+                (safe to call again).
+        """
+        from stripeline.flows import privacy
+
+        return privacy.forget(self._app, user_id, account=account)
+
+    def forget_customer(self, customer_id: str, *, account: str | None = None) -> ErasureReport:
+        """``forget`` by Stripe customer id, for every user it serves
+        (``stripeline.flows.privacy.forget_customer``). Raises what ``forget`` raises."""
+        from stripeline.flows import privacy
+
+        return privacy.forget_customer(self._app, customer_id, account=account)
+
+    def export(self, user_id: str, *, account: str | None = None) -> dict[str, Any]:
+        """Everything held about ``user_id``, as plain JSON types
+        (``stripeline.flows.privacy.export``, docs/privacy.md)."""
+        from stripeline.flows import privacy
+
+        return privacy.export(self._app, user_id, account=account)
+
+    async def forget_async(self, user_id: str, *, account: str | None = None) -> ErasureReport:
+        """``forget`` in a worker thread (same Raises)."""
+        return await asyncio.to_thread(self.forget, user_id, account=account)
+
+    async def forget_customer_async(
+        self, customer_id: str, *, account: str | None = None
+    ) -> ErasureReport:
+        """``forget_customer`` in a worker thread (same Raises)."""
+        return await asyncio.to_thread(self.forget_customer, customer_id, account=account)
+
+    async def export_async(self, user_id: str, *, account: str | None = None) -> dict[str, Any]:
+        """``export`` in a worker thread."""
+        return await asyncio.to_thread(self.export, user_id, account=account)
 
     # -- reading ------------------------------------------------------------------------
 

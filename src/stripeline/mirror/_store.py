@@ -31,6 +31,7 @@ from sqlalchemy import Connection, Table, and_, or_, select, text
 
 from stripeline.core.ordering import Decision, Seen, decide, fetch_marker, needs_data, rank
 from stripeline.db.engine import insert_for
+from stripeline.mirror.erasure import guard_states
 from stripeline.mirror.tables import MirrorTable, all_tables, table_for
 
 
@@ -272,11 +273,13 @@ def apply_states(conn: Connection, states: Sequence[State], *, now: datetime) ->
     """Write each state unless the mirror holds a newer one; report ties.
 
     On PostgreSQL the objects' advisory locks are taken first (``lock_objects``),
-    unless the transaction holds them already."""
+    unless the transaction holds them already. States of an erased customer's
+    objects are scrubbed of personal data (``erasure.guard_states``)."""
     keys: set[int] = set()
     for state in states:
         keys |= object_keys(state.account, state.data) | {object_key(state.account, state.id)}
     lock_objects(conn, keys)
+    states = guard_states(conn, states)
     result = ApplyResult()
     by_table: dict[str, tuple[MirrorTable, list[State]]] = {}
     for state in _newest(states, result).values():

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
 
-from stripeline.mirror import refetch
+from stripeline.mirror import erasure, refetch
 from stripeline.mirror._store import State, apply_states, mirrorable, state_from_event
 
 
@@ -37,7 +37,9 @@ def apply_events(
     window: float = refetch.DEFAULT_WINDOW_SECONDS,
 ) -> None:
     """Apply events' objects to the mirror by each type's policy; queue
-    re-fetches for the ``refetch`` policy and for states that tie."""
+    re-fetches for the ``refetch`` policy and for states that tie. Events
+    about an erased customer's objects are scrubbed first (``erasure``)."""
+    erasure.guard_events(conn, events)
     states: list[State] = []
     wanted: list[refetch.Wanted] = []
     for event in events:
