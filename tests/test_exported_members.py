@@ -54,6 +54,7 @@ PUBLIC: dict[str, set[str]] = {
         "SecondWriteTransaction",
         "Settings",
         "SignatureError",
+        "StartedCheckout",
         "StripeAPIError",
         "StripeAuthenticationError",
         "StripeCardError",
@@ -188,6 +189,12 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "advise_error",
         "messages_for",
         "register_messages",
+    },
+    "stripeline.flows.checkout": {
+        "CHECKOUT_KEY",
+        "Checkout",
+        "CheckoutMode",
+        "StartedCheckout",
     },
     "stripeline.flows.customers": {
         "MAX_USER_ID_LENGTH",
