@@ -48,6 +48,7 @@ if TYPE_CHECKING:
         advise_error,
         register_messages,
     )
+    from stripeline.flows.checkout import StartedCheckout
     from stripeline.flows.customers import CardSetup
     from stripeline.flows.payments import (
         Canceled,
@@ -72,6 +73,7 @@ __version__ = "0.1.0.dev0"
 _LAZY = {
     "ErasureReport": "stripeline.flows.privacy",
     "CardSetup": "stripeline.flows.customers",
+    "StartedCheckout": "stripeline.flows.checkout",
     "Canceled": "stripeline.flows.payments",
     "Declined": "stripeline.flows.payments",
     "Fulfilment": "stripeline.flows.payments",
@@ -131,6 +133,7 @@ __all__ = [
     "SecondWriteTransaction",
     "Settings",
     "SignatureError",
+    "StartedCheckout",
     "StripeAPIError",
     "StripeAuthenticationError",
     "StripeCardError",

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from stripeline.flows.calls import Calls
+    from stripeline.flows.checkout import Checkout
     from stripeline.flows.customers import Customers
     from stripeline.flows.disputes import Disputes
     from stripeline.flows.payments import FulfilHook, Payments
@@ -228,6 +229,15 @@ class Stripeline:
         from stripeline.flows.calls import Calls
 
         return Calls(self)
+
+    @cached_property
+    def checkout(self) -> Checkout:
+        """Stripe's hosted pages: ``start_payment``, ``start_subscription``
+        (Checkout Sessions, one per order) and ``portal`` (the billing
+        portal's link) (``stripeline.flows.checkout``, docs/checkout.md)."""
+        from stripeline.flows.checkout import Checkout
+
+        return Checkout(self)
 
     @cached_property
     def customers(self) -> Customers:
