@@ -53,8 +53,10 @@ def create_meter(request: Request) -> Obj:
                 f"An active meter with event_name '{event_name}' already exists.",
                 param="event_name",
             )
-    mapping = params.get("customer_mapping") if isinstance(params.get("customer_mapping"), dict) else {}
-    settings = params.get("value_settings") if isinstance(params.get("value_settings"), dict) else {}
+    given_mapping = params.get("customer_mapping")
+    mapping: dict[str, Any] = given_mapping if isinstance(given_mapping, dict) else {}
+    given_settings = params.get("value_settings")
+    settings: dict[str, Any] = given_settings if isinstance(given_settings, dict) else {}
     now = request.now()
     meter: Obj = {
         "id": new_id("mtr"),
@@ -110,9 +112,7 @@ def reactivate_meter(request: Request) -> Obj:
 def create_meter_event(request: Request) -> Obj:
     params = request.params
     event_name = str(required(params, "event_name"))
-    meter = next(
-        (m for m in request.account.all(NOUN) if m["event_name"] == event_name), None
-    )
+    meter = next((m for m in request.account.all(NOUN) if m["event_name"] == event_name), None)
     if meter is None or meter["status"] != "active":
         raise invalid(f"No active meter for event_name '{event_name}'.", param="event_name")
     payload = params.get("payload")
@@ -123,17 +123,19 @@ def create_meter_event(request: Request) -> Obj:
     customer = request.get(
         "customer", str(required(payload, customer_key)), param=f"payload[{customer_key}]"
     )
-    raw = payload.get(value_key, "1" if meter["default_aggregation"]["formula"] == "count" else None)
+    raw = payload.get(
+        value_key, "1" if meter["default_aggregation"]["formula"] == "count" else None
+    )
     try:
         value = Decimal(str(raw))
     except (InvalidOperation, ValueError):
-        raise invalid(f"payload[{value_key}] must be a number.", param=f"payload[{value_key}]") from None
+        raise invalid(
+            f"payload[{value_key}] must be a number.", param=f"payload[{value_key}]"
+        ) from None
     identifier = str(params.get("identifier") or random_part(20))
     usage = _usage(request)
     if any(entry[4] == identifier for entry in usage):
-        raise invalid(
-            f"An event already exists with identifier {identifier}.", param="identifier"
-        )
+        raise invalid(f"An event already exists with identifier {identifier}.", param="identifier")
     now = billing_now(request, customer["test_clock"])
     timestamp = as_int(params["timestamp"], "timestamp") if params.get("timestamp") else now
     usage.append((meter["id"], customer["id"], timestamp, value, identifier))

@@ -71,7 +71,9 @@ def _changes(call: Call, subscription: Obj, given: Any) -> tuple[list[Change], l
                 del after[item["id"]]
                 changes.append((item, old_price, old_quantity, None, 0))
                 continue
-            price = _price(call, entry["price"], f"{param}[price]") if entry.get("price") else old_price
+            price = (
+                _price(call, entry["price"], f"{param}[price]") if entry.get("price") else old_price
+            )
             quantity = as_int(entry.get("quantity", old_quantity), f"{param}[quantity]", minimum=0)
             item.update(price=price, quantity=quantity)
             if price["id"] != old_price["id"] or quantity != old_quantity:
@@ -83,7 +85,9 @@ def _changes(call: Call, subscription: Obj, given: Any) -> tuple[list[Change], l
             after[f"new{n}"] = item
             changes.append((item, None, 0, price, quantity))
     if not after:
-        raise invalid("A subscription must keep at least one item.", param="subscription_details[items]")
+        raise invalid(
+            "A subscription must keep at least one item.", param="subscription_details[items]"
+        )
     intervals = {
         (i["price"]["recurring"]["interval"], i["price"]["recurring"]["interval_count"])
         for i in [*after.values(), *subscription["items"]["data"]]
@@ -97,8 +101,13 @@ def _changes(call: Call, subscription: Obj, given: Any) -> tuple[list[Change], l
 
 
 def _period_lines(
-    call: Call, invoice: Obj, subscription: Obj | None, customer_id: str, items: list[Obj],
-    period: tuple[int, int], usage_since: int | None,
+    call: Call,
+    invoice: Obj,
+    subscription: Obj | None,
+    customer_id: str,
+    items: list[Obj],
+    period: tuple[int, int],
+    usage_since: int | None,
 ) -> None:
     for item in items:
         price, quantity = item["price"], int(item["quantity"])
@@ -235,7 +244,7 @@ def _new_subscription_preview(
             "Missing required param: subscription_details[items].",
             param="subscription_details[items]",
         )
-    items = [
+    items: list[dict[str, Any]] = [
         {
             "id": None,
             "price": _price(request, e.get("price"), f"subscription_details[items][{n}][price]"),
@@ -255,6 +264,4 @@ def _new_subscription_preview(
 
 
 #: This module's endpoints; ``_app.build_router`` puts every module's table together.
-ROUTES: tuple[Endpoint, ...] = (
-    Endpoint("POST", "/v1/invoices/create_preview", create_preview),
-)
+ROUTES: tuple[Endpoint, ...] = (Endpoint("POST", "/v1/invoices/create_preview", create_preview),)

@@ -34,7 +34,9 @@ def prorate(amount: int, remaining: int, total: int) -> int:
 Proration = tuple[Obj, Obj, int, int, str, tuple[int, int]]
 
 
-def prorations(call: Call, subscription: Obj, changes: list[Change], moment: int) -> list[Proration]:
+def prorations(
+    call: Call, subscription: Obj, changes: list[Change], moment: int
+) -> list[Proration]:
     """What ``changes`` at ``moment`` credit and charge, nothing stored (the
     invoice preview shows these; ``proration_items`` stores them)."""
     start, end = period_of(subscription)

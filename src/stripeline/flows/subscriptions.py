@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, cast
 
 from stripeline.declines import DeclineAdvice, advise
-from stripeline.errors import StripeInvalidRequestError, SubscriptionNotFound
+from stripeline.errors import StripeAPIError, StripeInvalidRequestError, SubscriptionNotFound
 from stripeline.flows.calls import MAX_KEY_LENGTH, as_dict
 from stripeline.mirror.records import Subscription
 
@@ -266,11 +266,12 @@ def _prices(prices: PriceSpec | Sequence[PriceSpec]) -> list[dict[str, Any]]:
     if isinstance(prices, str | Mapping) or (
         isinstance(prices, tuple) and len(prices) == 2 and isinstance(prices[1], int)
     ):
-        given = [cast(PriceSpec, prices)]
+        given = [prices]
     else:
         given = cast(Sequence[PriceSpec], prices)
     items: list[dict[str, Any]] = []
     for spec in given:
+        price: Any
         if isinstance(spec, str):
             price, quantity = spec, None
         elif isinstance(spec, Mapping):
@@ -347,7 +348,9 @@ class Subscriptions:
         if isinstance(subscription, Subscription):
             return subscription.id
         if not isinstance(subscription, str) or not subscription:
-            raise ValueError("a subscription is its id (sub_…) or the reference it was started with")
+            raise ValueError(
+                "a subscription is its id (sub_…) or the reference it was started with"
+            )
         if subscription.startswith("sub_"):
             self._app.calls.check_mode(subscription)
             return subscription
@@ -433,8 +436,25 @@ class Subscriptions:
                 subscription_id, cast(Any, params), {"idempotency_key": key}
             )
 
-        answer = self._app.calls.run(action, reference, params, send)
+        answer = self._run(action, reference, params, send, subscription_id)
         return self._mirrored(answer)
+
+    def _run(
+        self,
+        action: str,
+        reference: str,
+        params: dict[str, Any],
+        send: Callable[[StripeClient, str], Any],
+        subscription_id: str,
+    ) -> dict[str, Any]:
+        try:
+            return self._app.calls.run(action, reference, params, send)
+        except StripeInvalidRequestError as exc:
+            if exc.http_status == 404 and exc.code == "resource_missing":
+                raise SubscriptionNotFound(
+                    f"Stripe knows no subscription {subscription_id}"
+                ) from exc
+            raise
 
     # -- start ----------------------------------------------------------------------
 
@@ -755,8 +775,9 @@ class Subscriptions:
                 subscription_id,
                 subscription_id,
                 {"cancel_at_period_end": True},
-                lambda current: bool(current.get("cancel_at_period_end"))
-                or current.get("status") in _ENDED,
+                lambda current: (
+                    bool(current.get("cancel_at_period_end")) or current.get("status") in _ENDED
+                ),
             )
         params: dict[str, Any] = {}
 
@@ -765,7 +786,7 @@ class Subscriptions:
                 subscription_id, cast(Any, params), {"idempotency_key": key}
             )
 
-        answer = self._app.calls.run(CANCEL, subscription_id, params, send)
+        answer = self._run(CANCEL, subscription_id, params, send, subscription_id)
         return self._mirrored(answer)
 
     def resume(self, subscription: str | Subscription) -> Subscription:
@@ -781,8 +802,9 @@ class Subscriptions:
             subscription_id,
             subscription_id,
             {"cancel_at_period_end": False},
-            lambda current: not current.get("cancel_at_period_end")
-            and current.get("cancel_at") is None,
+            lambda current: (
+                not current.get("cancel_at_period_end") and current.get("cancel_at") is None
+            ),
         )
 
     def pause_collection(
@@ -801,9 +823,7 @@ class Subscriptions:
         """
         subscription_id = self._subscription_id(subscription)
         pause: dict[str, Any] = {"behavior": behavior}
-        resumes = (
-            int(resumes_at.timestamp()) if isinstance(resumes_at, datetime) else resumes_at
-        )
+        resumes = int(resumes_at.timestamp()) if isinstance(resumes_at, datetime) else resumes_at
         if resumes is not None:
             pause["resumes_at"] = int(resumes)
 
@@ -1110,13 +1130,31 @@ class Subscriptions:
 # -- the notices ------------------------------------------------------------------------
 
 
-def _who(event: ReceivedEvent, customer_id: str | None, obj: Mapping[str, Any]) -> dict[str, Any]:
-    """The customer's email, name and application user, from the object or the mirror."""
+def _customer(event: ReceivedEvent, app: Stripeline, customer_id: str) -> dict[str, Any]:
+    """The customer from the mirror, else read from Stripe (its own event may
+    not be processed yet: events are not processed in order)."""
+    held = event.mirror.get(customer_id, "customer")
+    if held is not None:
+        return held
+    fetcher = app.fetcher
+    if fetcher is None:
+        return {}
+    try:
+        return fetcher.fetch("customer", customer_id, event.account).data or {}
+    except StripeAPIError:
+        return {}  # the notice goes without the customer's details
+
+
+def _who(
+    event: ReceivedEvent, app: Stripeline, customer_id: str | None, obj: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The customer's email, name and application user, from the object, the
+    mirror or Stripe."""
     email = obj.get("customer_email")
     name = obj.get("customer_name")
     user_id = None
     if customer_id:
-        held = event.mirror.get(customer_id, "customer") or {}
+        held = _customer(event, app, customer_id)
         email = email or held.get("email")
         name = name or held.get("name")
         user_id = (held.get("metadata") or {}).get(_USER_KEY)
@@ -1139,8 +1177,8 @@ def _decline(event: ReceivedEvent, app: Stripeline, invoice: Mapping[str, Any]) 
                 if fetcher is not None:
                     try:
                         held = fetcher.fetch("payment_intent", str(pi), event.account).data
-                    except Exception:  # noqa: BLE001 - the generic message is the safe answer
-                        held = None
+                    except StripeAPIError:
+                        held = None  # the generic message is the safe answer
         else:
             continue
         error = (held or {}).get("last_payment_error") or {}
@@ -1161,14 +1199,14 @@ def notice_of(event: ReceivedEvent, app: Stripeline) -> tuple[str, _Notice] | No
             return None
         has_method = bool(obj.get("default_payment_method") or obj.get("default_source"))
         if not has_method and customer_id:
-            held = event.mirror.get(str(customer_id), "customer") or {}
+            held = _customer(event, app, str(customer_id))
             has_method = bool(
                 (held.get("invoice_settings") or {}).get("default_payment_method")
                 or held.get("default_source")
             )
         return f"subscription:trial_will_end:{obj['id']}:{obj.get('trial_end')}", TrialWillEnd(
             subscription_id=str(obj["id"]),
-            **_who(event, customer_id, obj),
+            **_who(event, app, customer_id, obj),
             event=event,
             trial_end=trial_end,
             has_payment_method=has_method,
@@ -1177,7 +1215,7 @@ def notice_of(event: ReceivedEvent, app: Stripeline) -> tuple[str, _Notice] | No
         details = obj.get("cancellation_details") or {}
         return f"subscription:ended:{obj['id']}", SubscriptionEnded(
             subscription_id=str(obj["id"]),
-            **_who(event, customer_id, obj),
+            **_who(event, app, customer_id, obj),
             event=event,
             ended_at=_time(obj.get("ended_at")),
             reason=details.get("reason"),
@@ -1189,7 +1227,7 @@ def notice_of(event: ReceivedEvent, app: Stripeline) -> tuple[str, _Notice] | No
         return None
     common: dict[str, Any] = {
         "subscription_id": subscription_id,
-        **_who(event, customer_id, obj),
+        **_who(event, app, customer_id, obj),
         "event": event,
         "amount_due": int(obj.get("amount_due") or 0),
         "currency": str(obj.get("currency") or ""),
