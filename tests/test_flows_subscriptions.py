@@ -447,3 +447,26 @@ def test_the_async_twins(env: StripelineEnv) -> None:
         assert (await subscriptions.cancel_async(sub, at_period_end=False)).status == "canceled"
 
     asyncio.run(run())
+
+
+def test_a_coupon_or_a_promotion_code_discounts_the_first_invoice(env: StripelineEnv) -> None:
+    subscriptions = Subscriptions(env.app)
+    _, customer = clocked_customer(env.client)
+    pro = price(env.client, 4000)
+    coupon = env.client.v1.coupons.create({"percent_off": 50, "duration": "once"})
+    code = env.client.v1.promotion_codes.create(
+        {"promotion": {"type": "coupon", "coupon": coupon.id}, "code": "HALF"}
+    )
+    with pytest.raises(ValueError):
+        subscriptions.start(customer, pro, coupon=coupon.id, promotion_code=code.id)
+    by_code = subscriptions.start(
+        customer, pro, promotion_code=code.id, payment_behavior="allow_incomplete"
+    )
+    by_coupon = subscriptions.start(
+        customer, [(pro, 2)], coupon=coupon.id, payment_behavior="allow_incomplete"
+    )
+    paid = [
+        env.client.v1.invoices.retrieve(str(s.invoice_id)).amount_paid for s in (by_code, by_coupon)
+    ]
+    assert paid == [2000, 4000]
+    assert by_code.subscription.data["discounts"] and by_code.status == "active"

@@ -136,3 +136,60 @@ def test_the_preview_prorates_as_the_update_then_bills(
         assert sorted(i.amount for i in pending) == sorted(prorations)
         # The preview's total: the prorations and the next month at the new price.
         assert preview.amount_due == sum(prorations) + 5000
+
+
+def test_coupons_and_promotion_codes_discount_a_subscriptions_invoices(
+    client: stripe.StripeClient,
+) -> None:
+    clock, customer, price = _setup(client, amount=2000)
+    coupon = client.v1.coupons.create(
+        {"percent_off": 25, "duration": "repeating", "duration_in_months": 1}
+    )
+    code = client.v1.promotion_codes.create(
+        {
+            "promotion": {"type": "coupon", "coupon": coupon.id},
+            "code": "SPRING",
+            "max_redemptions": 1,
+        }
+    )
+    assert code.code == "SPRING" and code.active
+    subscription = client.v1.subscriptions.create(
+        {
+            "customer": customer.id,
+            "items": [{"price": price.id}],
+            "discounts": [{"promotion_code": code.id}],
+        }
+    )
+    first = client.v1.invoices.retrieve(str(subscription.latest_invoice))
+    assert (first.subtotal, first.total, first.amount_paid) == (2000, 1500, 1500)
+    assert first.total_discount_amounts is not None
+    assert first.total_discount_amounts[0].amount == 500
+    assert client.v1.promotion_codes.retrieve(code.id).times_redeemed == 1
+    assert client.v1.coupons.retrieve(coupon.id).times_redeemed == 1
+    with pytest.raises(stripe.InvalidRequestError):  # used up
+        client.v1.subscriptions.create(
+            {
+                "customer": customer.id,
+                "items": [{"price": price.id}],
+                "discounts": [{"promotion_code": code.id}],
+            }
+        )
+    # The preview shows the next invoice discounted while the discount lasts: not here.
+    _advance(client, clock.id, START + 31 * DAY + 2 * 3600)
+    renewal = client.v1.invoices.retrieve(
+        str(client.v1.subscriptions.retrieve(subscription.id).latest_invoice)
+    )
+    assert (renewal.total, renewal.amount_paid) == (2000, 2000)  # one month only
+    fixed = client.v1.coupons.create({"amount_off": 300, "currency": "usd", "duration": "forever"})
+    second = client.v1.subscriptions.create(
+        {
+            "customer": customer.id,
+            "items": [{"price": price.id}],
+            "discounts": [{"coupon": fixed.id}],
+        }
+    )
+    assert client.v1.invoices.retrieve(str(second.latest_invoice)).amount_paid == 1700
+    preview = client.v1.invoices.create_preview(
+        {"customer": customer.id, "subscription": second.id}
+    )
+    assert preview.total == 1700

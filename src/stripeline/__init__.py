@@ -37,6 +37,7 @@ from stripeline.errors import (
     StripePermissionError,
     StripeRateLimitError,
     StripeServerError,
+    SubscriptionNotFound,
 )
 
 if TYPE_CHECKING:
@@ -64,6 +65,18 @@ if TYPE_CHECKING:
         Succeeded,
     )
     from stripeline.flows.privacy import ErasureReport
+    from stripeline.flows.subscriptions import (
+        PaymentActionRequired,
+        PaymentFailed,
+        PreviewLine,
+        Started,
+        SubscriptionEnded,
+        Subscriptions,
+        SwapPreview,
+        TrialWillEnd,
+        UpcomingRenewal,
+        UsageReported,
+    )
     from stripeline.mirror import Mirror
     from stripeline.settings import Settings, load_settings
 
@@ -84,6 +97,16 @@ _LAZY = {
     "RequiresConfirmation": "stripeline.flows.payments",
     "RequiresPaymentMethod": "stripeline.flows.payments",
     "Succeeded": "stripeline.flows.payments",
+    "PaymentActionRequired": "stripeline.flows.subscriptions",
+    "PaymentFailed": "stripeline.flows.subscriptions",
+    "PreviewLine": "stripeline.flows.subscriptions",
+    "Started": "stripeline.flows.subscriptions",
+    "SubscriptionEnded": "stripeline.flows.subscriptions",
+    "Subscriptions": "stripeline.flows.subscriptions",
+    "SwapPreview": "stripeline.flows.subscriptions",
+    "TrialWillEnd": "stripeline.flows.subscriptions",
+    "UpcomingRenewal": "stripeline.flows.subscriptions",
+    "UsageReported": "stripeline.flows.subscriptions",
     "DeclineAdvice": "stripeline.declines",
     "NextAction": "stripeline.declines",
     "advise": "stripeline.declines",
@@ -117,9 +140,12 @@ __all__ = [
     "NextAction",
     "NotRefundable",
     "NotYourPaymentMethod",
+    "PaymentActionRequired",
+    "PaymentFailed",
     "PaymentNotFound",
     "PaymentOutcome",
     "Payments",
+    "PreviewLine",
     "Processing",
     "ReceivedEvent",
     "Refunded",
@@ -131,6 +157,7 @@ __all__ = [
     "SecondWriteTransaction",
     "Settings",
     "SignatureError",
+    "Started",
     "StripeAPIError",
     "StripeAuthenticationError",
     "StripeCardError",
@@ -142,7 +169,14 @@ __all__ = [
     "StripeServerError",
     "Stripeline",
     "StripelineError",
+    "SubscriptionEnded",
+    "SubscriptionNotFound",
+    "Subscriptions",
     "Succeeded",
+    "SwapPreview",
+    "TrialWillEnd",
+    "UpcomingRenewal",
+    "UsageReported",
     "__version__",
     "advise",
     "advise_error",

@@ -29,6 +29,7 @@ from stripeline_sandbox._billing_settings import (
     set_cursor,
     settings_of,
 )
+from stripeline_sandbox._coupons import apply_discounts
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._invoicing import (
     attempt_payment,
@@ -141,6 +142,7 @@ def cycle_invoice(
                 subscription_id=subscription["id"],
                 subscription_item_id=item["id"],
             )
+    apply_discounts(call, invoice, subscription)
     subscription["latest_invoice"] = invoice["id"]
     call.emit("invoice.created", invoice)
     return invoice

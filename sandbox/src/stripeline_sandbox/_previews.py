@@ -20,6 +20,7 @@ from typing import Any
 
 from stripeline_sandbox._billing import add_interval, period_of, product_name, settle
 from stripeline_sandbox._billing_settings import billing_now
+from stripeline_sandbox._coupons import apply_discounts
 from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._invoicing import new_invoice, new_line
 from stripeline_sandbox._meters import metered, usage_of
@@ -230,6 +231,7 @@ def create_preview(request: Request) -> Obj:
         _period_lines(request, invoice, subscription, customer["id"], items, (end, next_end), since)
         invoice["period_start"], invoice["period_end"] = start, end
         invoice["next_payment_attempt"] = end
+        apply_discounts(request, invoice, subscription, consume=False)
     invoice["parent"]["subscription_details"]["subscription_proration_date"] = moment
     return invoice
 

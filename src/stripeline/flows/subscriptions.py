@@ -62,6 +62,7 @@ __all__ = [
     "TrialWillEnd",
     "UpcomingRenewal",
     "UsageReported",
+    "notice_of",
 ]
 
 #: The metadata key every subscription started here carries: its call's reference.
