@@ -5,8 +5,10 @@ and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +31,8 @@ from stripeline.flows.subscriptions import (
 from stripeline.settings import Settings
 from stripeline.testing import StripelineEnv
 from stripeline_sandbox import Sandbox
+
+pytest_plugins = ["pytester"]
 
 DAY = 86400
 HOUR = 3600
@@ -470,3 +474,27 @@ def test_a_coupon_or_a_promotion_code_discounts_the_first_invoice(env: Stripelin
     ]
     assert paid == [2000, 4000]
     assert by_code.subscription.data["discounts"] and by_code.status == "active"
+
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "subscriptions.md"
+
+
+def doc_block(name: str) -> str:
+    """The python block of docs/subscriptions.md whose first line is ``# <name>``."""
+    match = re.search(rf"```python\n(# {re.escape(name)}\n.*?)```", DOC.read_text(), re.DOTALL)
+    assert match, f"docs/subscriptions.md has no block {name}"
+    return match.group(1)
+
+
+@pytest.mark.slow
+def test_the_documented_subscription_service_runs(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(billing=doc_block("billing.py"), test_billing=doc_block("test_billing.py"))
+    pytester.makeini(
+        """
+        [pytest]
+        stripeline_app = billing:app
+        filterwarnings = error
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", timeout=240)
+    result.assert_outcomes(passed=1)
