@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from stripeline.app import Stripeline
 from stripeline.declines import advise
-from stripeline.errors import ModeMismatch, SubscriptionNotFound
+from stripeline.errors import ModeMismatch, StripeConnectionError, SubscriptionNotFound
 from stripeline.flows.subscriptions import (
     PaymentActionRequired,
     PaymentFailed,
@@ -150,6 +150,28 @@ def test_start_returns_the_client_secret_and_the_same_intent_is_one_subscription
     assert_mirrored(env, started.subscription.id, status="active")
     assert subscriptions.get(started.subscription.id).status == "active"
     assert subscriptions.get("user_1:second_seat").id == second_pro.subscription.id
+
+
+def test_a_start_whose_answer_is_lost_then_a_restart_is_one_subscription(
+    env: StripelineEnv, stripe_sandbox: Sandbox, stripe_key: str
+) -> None:
+    pro = price(env.client, 2000)
+    _, customer = clocked_customer(env.client)
+    stripe_sandbox.inject_fault(
+        "disconnect", path="/v1/subscriptions$", method="POST", key=stripe_key
+    )
+    with pytest.raises(StripeConnectionError):
+        Subscriptions(env.app).start(customer, pro, payment_behavior="allow_incomplete")
+    restarted = Stripeline(env.app.settings)  # a new process: only the database
+    try:
+        started = Subscriptions(restarted).start(customer, pro, payment_behavior="allow_incomplete")
+    finally:
+        restarted.dispose()
+    assert started.status == "active"
+    listed = env.client.v1.subscriptions.list({"customer": customer, "status": "all"})
+    assert [s.id for s in listed.data] == [started.subscription.id]
+    invoices = env.client.v1.invoices.list({"customer": customer}).data
+    assert [i.amount_paid for i in invoices] == [2000]  # charged once
 
 
 def test_a_three_d_secure_first_payment_and_the_action_required_hook(env: StripelineEnv) -> None:

@@ -193,3 +193,31 @@ def test_coupons_and_promotion_codes_discount_a_subscriptions_invoices(
         {"customer": customer.id, "subscription": second.id}
     )
     assert preview.total == 1700
+
+
+def test_a_sent_invoice_past_its_due_date_is_overdue_once(
+    client: stripe.StripeClient, receiver: Any
+) -> None:
+    clock, customer, price = _setup(client, card=None)
+    subscription = client.v1.subscriptions.create(
+        {
+            "customer": customer.id,
+            "items": [{"price": price.id}],
+            "collection_method": "send_invoice",
+            "days_until_due": 10,
+        }
+    )
+    invoice = client.v1.invoices.retrieve(str(subscription.latest_invoice))
+    assert invoice.status == "open" and invoice.due_date == START + 10 * DAY
+
+    def ready(count: int) -> list[dict[str, Any]]:
+        return receiver.wait_for(
+            lambda es: sum(e["type"] == "test_helpers.test_clock.ready" for e in es) >= count
+        )
+
+    _advance(client, clock.id, START + 9 * DAY)
+    assert "invoice.overdue" not in [e["type"] for e in ready(1)]
+    _advance(client, clock.id, START + 12 * DAY)
+    _advance(client, clock.id, START + 14 * DAY)
+    overdue = [e for e in ready(3) if e["type"] == "invoice.overdue"]
+    assert [e["data"]["object"]["id"] for e in overdue] == [invoice.id]

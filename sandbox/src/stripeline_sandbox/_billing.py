@@ -8,7 +8,7 @@ period, rounded half up to the cent.
 
 Due work (trial ending, ``trial_will_end``, ``invoice.upcoming``, renewals,
 period-end cancels, finalising drafts, payment retries, ``incomplete``
-expiry) is not a queue: ``due_work`` derives it from the objects' state, and
+expiry, ``invoice.overdue`` of a sent invoice past its due date) is not a queue: ``due_work`` derives it from the objects' state, and
 ``run_until`` performs it in time order, moving billing time to each
 moment. Test clocks run it on ``/advance``; subscriptions of customers
 without a test clock follow the sandbox clock and ``settle`` runs their due
@@ -398,7 +398,20 @@ def _invoice_work(call: Call, invoice: Obj) -> list[Job]:
         and invoice["auto_advance"]
     ):
         return [(int(invoice["next_payment_attempt"]), 4, lambda: _retry(call, invoice))]
+    if (
+        invoice["status"] == "open"
+        and invoice["due_date"] is not None
+        and invoice["collection_method"] == "send_invoice"
+        and not call.account.hidden(invoice["id"]).get("overdue_sent")
+    ):
+        return [(int(invoice["due_date"]), 4, lambda: _overdue(call, invoice))]
     return []
+
+
+def _overdue(call: Call, invoice: Obj) -> None:
+    """A sent invoice not paid by its due date: ``invoice.overdue``, once."""
+    call.account.hidden(invoice["id"])["overdue_sent"] = True
+    call.emit("invoice.overdue", invoice)
 
 
 def _retry(call: Call, invoice: Obj) -> None:

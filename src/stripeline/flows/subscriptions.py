@@ -591,7 +591,7 @@ class Subscriptions:
             with stripe_errors():
                 invoice = as_dict(
                     self._client().v1.invoices.retrieve(
-                        str(invoice_id), {"expand": ["confirmation_secret"]}
+                        str(invoice_id), {"expand": ["confirmation_secret", "payments"]}
                     )
                 )
             if invoice.get("status") == "open" and int(invoice.get("amount_due") or 0) > 0:
@@ -1165,9 +1165,29 @@ def _who(
     return {"customer_id": customer_id, "email": email, "name": name, "user_id": user_id}
 
 
+def _payments(app: Stripeline, invoice: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The invoice's payments: in the event (the sandbox includes them), else
+    read from Stripe (an event's invoice does not expand them)."""
+    found = (invoice.get("payments") or {}).get("data")
+    if found:
+        return list(found)
+    if app.settings.stripe_secret_key is None:
+        return []
+    from stripeline.gateway.client import stripe_errors
+
+    try:
+        with stripe_errors():
+            fresh = as_dict(
+                app.calls.client.v1.invoices.retrieve(str(invoice["id"]), {"expand": ["payments"]})
+            )
+    except StripeAPIError:
+        return []
+    return list((fresh.get("payments") or {}).get("data") or [])
+
+
 def _decline(event: ReceivedEvent, app: Stripeline, invoice: Mapping[str, Any]) -> DeclineAdvice:
     """Why an invoice's payment failed, from its PaymentIntent's last error."""
-    for payment in reversed((invoice.get("payments") or {}).get("data") or []):
+    for payment in reversed(_payments(app, invoice)):
         pi = (payment.get("payment") or {}).get("payment_intent")
         if isinstance(pi, dict):
             held: dict[str, Any] | None = pi
