@@ -399,9 +399,9 @@ class Subscriptions:
 
     # -- the intent's reference -----------------------------------------------------
 
-    def _reference(self, action: str, base: str, wanted: Callable[[], bool]) -> str:
+    def _reference(self, action: str, base: str, wanted: Callable[[str], bool]) -> str:
         """``base``, ``base#2``…: the call in flight, or the last one made while
-        what it asked still holds (``wanted()``); else the next, a new call."""
+        what it asked still holds (``wanted(reference)``); else the next, a new call."""
         if len(f"{action}:{base}") > MAX_KEY_LENGTH - 8:
             base = hashlib.sha256(base.encode()).hexdigest()[:32]
         n = 1
@@ -414,7 +414,7 @@ class Subscriptions:
             if self._app.calls.record(action, following) is not None:
                 n += 1
                 continue
-            return reference if wanted() else following
+            return reference if wanted(reference) else following
 
     def _update(
         self,
@@ -426,7 +426,7 @@ class Subscriptions:
     ) -> Subscription:
         current: dict[str, Any] = {}
 
-        def holds() -> bool:
+        def holds(_reference: str) -> bool:
             current.update(self._retrieve(subscription_id))
             return wanted(current)
 
@@ -480,23 +480,29 @@ class Subscriptions:
         a list of those (one item each). The same customer, prices and
         options again is the same subscription (while it lives), whatever
         is retried; a customer can hold several subscriptions: another
-        subscription to the same prices needs its own ``reference``.
+        subscription to the same prices needs its own ``reference`` (one
+        name in the account, like an order id).
 
         With ``payment_behavior="default_incomplete"`` (the default) the
         subscription starts ``incomplete`` until its first invoice is paid in
         the browser with ``client_secret``; a trial starts ``trialing`` at once.
 
         Raises:
-            ValueError: no price, a negative quantity, both trial options, or
-                both ``coupon`` and ``promotion_code``.
+            ValueError: no price, a negative quantity, both trial options,
+                both ``coupon`` and ``promotion_code``, or a reference empty
+                or holding ``#``.
             CallConflict: this reference was started with other options.
             ModeMismatch: an id given is of the other mode.
             StripeAPIError: Stripe refused (an unknown or inactive price, a
                 declined card with ``error_if_incomplete``) or could not be reached.
         """
         items = _prices(prices)
+        if reference is not None and (not reference or "#" in reference):
+            raise ValueError("a reference is not empty and holds no '#'")
         if trial_days is not None and trial_end is not None:
             raise ValueError("give trial_days or trial_end, not both")
+        if trial_days is not None and trial_days < 0:
+            raise ValueError("trial_days is 0 or more")
         if coupon and promotion_code:
             raise ValueError("give a coupon or a promotion code, not both")
         user_id: str | None = None
@@ -513,8 +519,6 @@ class Subscriptions:
             "payment_behavior": payment_behavior,
         }
         if trial_days is not None:
-            if trial_days < 0:
-                raise ValueError("trial_days is 0 or more")
             params["trial_period_days"] = int(trial_days)
         if trial_end is not None:
             params["trial_end"] = (
@@ -530,8 +534,6 @@ class Subscriptions:
             params["payment_settings"] = {"save_default_payment_method": "on_subscription"}
         signature = "+".join(f"{i['price']}x{i.get('quantity', 1)}" for i in items)
         base = reference or f"{customer_id}:{signature}"
-        if reference is not None and (not reference or "#" in reference):
-            raise ValueError("a reference is not empty and holds no '#'")
 
         def live(reference: str) -> bool:
             record = self._app.calls.record(START, reference)
@@ -540,7 +542,7 @@ class Subscriptions:
             return self._retrieve(record.object_id).get("status") not in _ENDED
 
         # The last start of this intent while its subscription lives; else a new one.
-        ref = self._reference_for_start(base, live)
+        ref = self._reference(START, base, live)
         params["metadata"] = {
             **{str(k): str(v) for k, v in (metadata or {}).items()},
             SUBSCRIPTION_KEY: ref,
@@ -561,21 +563,6 @@ class Subscriptions:
 
         answer = self._app.calls.run(START, ref, params, send, find=find)
         return self._started(answer, ref)
-
-    def _reference_for_start(self, base: str, live: Callable[[str], bool]) -> str:
-        if len(f"{START}:{base}") > MAX_KEY_LENGTH - 8:
-            base = hashlib.sha256(base.encode()).hexdigest()[:32]
-        n = 1
-        while True:
-            reference = base if n == 1 else f"{base}#{n}"
-            record = self._app.calls.record(START, reference)
-            if record is None or record.status == "pending":
-                return reference
-            following = f"{base}#{n + 1}"
-            if self._app.calls.record(START, following) is not None:
-                n += 1
-                continue
-            return reference if live(reference) else following
 
     def _started(self, answer: Mapping[str, Any], reference: str) -> Started:
         from stripeline.gateway.client import stripe_errors
