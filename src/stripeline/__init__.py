@@ -37,6 +37,7 @@ from stripeline.errors import (
     StripePermissionError,
     StripeRateLimitError,
     StripeServerError,
+    SubscriptionNotFound,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +66,18 @@ if TYPE_CHECKING:
         Succeeded,
     )
     from stripeline.flows.privacy import ErasureReport
+    from stripeline.flows.subscriptions import (
+        PaymentActionRequired,
+        PaymentFailed,
+        PreviewLine,
+        Started,
+        SubscriptionEnded,
+        Subscriptions,
+        SwapPreview,
+        TrialWillEnd,
+        UpcomingRenewal,
+        UsageReported,
+    )
     from stripeline.mirror import Mirror
     from stripeline.settings import Settings, load_settings
 
@@ -86,6 +99,16 @@ _LAZY = {
     "RequiresConfirmation": "stripeline.flows.payments",
     "RequiresPaymentMethod": "stripeline.flows.payments",
     "Succeeded": "stripeline.flows.payments",
+    "PaymentActionRequired": "stripeline.flows.subscriptions",
+    "PaymentFailed": "stripeline.flows.subscriptions",
+    "PreviewLine": "stripeline.flows.subscriptions",
+    "Started": "stripeline.flows.subscriptions",
+    "SubscriptionEnded": "stripeline.flows.subscriptions",
+    "Subscriptions": "stripeline.flows.subscriptions",
+    "SwapPreview": "stripeline.flows.subscriptions",
+    "TrialWillEnd": "stripeline.flows.subscriptions",
+    "UpcomingRenewal": "stripeline.flows.subscriptions",
+    "UsageReported": "stripeline.flows.subscriptions",
     "DeclineAdvice": "stripeline.declines",
     "NextAction": "stripeline.declines",
     "advise": "stripeline.declines",
@@ -119,9 +142,12 @@ __all__ = [
     "NextAction",
     "NotRefundable",
     "NotYourPaymentMethod",
+    "PaymentActionRequired",
+    "PaymentFailed",
     "PaymentNotFound",
     "PaymentOutcome",
     "Payments",
+    "PreviewLine",
     "Processing",
     "ReceivedEvent",
     "Refunded",
@@ -133,6 +159,7 @@ __all__ = [
     "SecondWriteTransaction",
     "Settings",
     "SignatureError",
+    "Started",
     "StartedCheckout",
     "StripeAPIError",
     "StripeAuthenticationError",
@@ -145,7 +172,14 @@ __all__ = [
     "StripeServerError",
     "Stripeline",
     "StripelineError",
+    "SubscriptionEnded",
+    "SubscriptionNotFound",
+    "Subscriptions",
     "Succeeded",
+    "SwapPreview",
+    "TrialWillEnd",
+    "UpcomingRenewal",
+    "UsageReported",
     "__version__",
     "advise",
     "advise_error",

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from stripeline.flows.customers import Customers
     from stripeline.flows.disputes import Disputes
     from stripeline.flows.payments import FulfilHook, Payments
+    from stripeline.flows.subscriptions import Subscriptions
 
 Handler = Callable[["ReceivedEvent"], Awaitable[None] | None]
 H = TypeVar("H", bound=Handler)
@@ -264,6 +265,16 @@ class Stripeline:
         from stripeline.flows.payments import Payments
 
         return Payments(self)
+
+    @cached_property
+    def subscriptions(self) -> Subscriptions:
+        """Subscriptions: ``start``, ``swap`` with ``preview_swap``, quantities,
+        ``cancel``/``resume``, pause collection, ``end_trial_now``,
+        ``report_usage``; the dunning hooks (``stripeline.flows.subscriptions``,
+        docs/subscriptions.md)."""
+        from stripeline.flows.subscriptions import Subscriptions
+
+        return Subscriptions(self)
 
     def fulfil(self, hook: FulfilHook) -> FulfilHook:
         """``@app.fulfil``: run ``hook`` once per paid order, from the inbox
