@@ -241,6 +241,8 @@ class Worker:
         self._ran_in_group: list[inbox.ClaimedEvent] = []
         self._clock = clock
         self._now = now
+        #: The reads made for thin events, kept for the coalescing window.
+        self._thin_reads: Any = None
         self.deadline_check_seconds = deadline_check_seconds
         self._deadline_now = deadline_now or now
 
@@ -363,6 +365,7 @@ class Worker:
                 lease_seconds=self.lease_seconds,
                 now=self._now(),
             )
+        claimed = self._hydrate(claimed)
         position = 0
         self._released_from = None
         self._bodies = {}
@@ -408,6 +411,28 @@ class Worker:
                 raise
             position = reached  # the events past ``_end`` went to other workers
         return len(claimed) + self.refetch_once()
+
+    def _hydrate(self, claimed: list[inbox.ClaimedEvent]) -> list[inbox.ClaimedEvent]:
+        """Thin events of the batch: their object (or full event) read first,
+        outside any transaction (``sync.thin``); those whose read failed are
+        deferred with backoff and left out."""
+        if not claimed:
+            return claimed
+        from stripeline.sync import thin
+
+        if not any(thin.is_thin(c.payload) for c in claimed):
+            return claimed
+        if self._thin_reads is None:
+            self._thin_reads = thin.ThinReads(self.app.settings.mirror_coalesce_seconds)
+        return thin.hydrate(
+            self.app.engine,
+            self.app.fetcher,
+            self.app.settings,
+            claimed,
+            worker=self.id,
+            reads=self._thin_reads,
+            now=self._now,
+        )
 
     def _give_up(self, given_up: _GivenUp, rest: list[inbox.ClaimedEvent]) -> None:
         """A handler ran past its timeout and its group's transaction was
