@@ -15,6 +15,7 @@ import pytest
 import stripe
 from pydantic import SecretStr
 from sqlalchemy import select
+from structlog.testing import capture_logs
 
 from stripeline.app import ReceivedEvent, Stripeline
 from stripeline.core.envelope import parse_envelope
@@ -332,3 +333,50 @@ def test_a_thin_event_with_a_wrong_signature_is_refused(
     )
     assert bad.status_code == 400 and good.status_code == 200
     assert [r.id for r in app.rows()] == ["evt_test_x"]
+
+
+def test_a_health_event_fires_the_alarm_once(
+    stripe_sandbox: Sandbox,
+    stripe_key: str,
+    stripe_client: stripe.StripeClient,
+    database_url: str,
+    served: list[Served],
+) -> None:
+    from stripeline import inbox
+    from stripeline.commands.doctor import check_delivery_health
+
+    failing = "v2.core.health.event_generation_failure.firing"
+    resolved = "v2.core.health.event_generation_failure.resolved"
+    _, thin_secret = stripe_sandbox.add_event_destination(
+        "http://127.0.0.1:9/none", [failing, resolved], key=stripe_key
+    )
+    app = Served(stripe_sandbox, stripe_key, database_url, thin_secret)
+    served.append(app)
+    stripe_client.v2.core.event_destinations.update(
+        stripe_client.v2.core.event_destinations.list().data[0].id,
+        {"webhook_endpoint": {"url": app.url}},
+    )
+    hooked: list[Any] = []
+    app.app.on("v2.core.health.*")(lambda event: hooked.append(event.data))
+    event_id = stripe_sandbox.emit_thin_event(
+        failing, data={"impact": {"event_type": "customer.updated"}}, key=stripe_key
+    )
+    assert stripe_sandbox.wait_for_deliveries(10)
+    with capture_logs() as logs:
+        app.settle(1)
+        assert check_delivery_health(app.app.engine).ok is False
+        # Replayed: the handlers (the hook) run again, the alarm does not fire again.
+        with connect(app.app.engine) as conn:
+            assert inbox.replay(conn, event_id)
+        app.settle(1)
+    alarms = app.app.metrics.health_alarms.labels(failing)._value.get()
+    assert alarms == 1
+    fired = [e for e in logs if e.get("action") == "delivery_health_alarm"]
+    assert len(fired) == 1 and fired[0]["log_level"] == "error"
+    # The hook saw the full event, read from /v2/core/events/{id}.
+    assert len(hooked) == 2 and hooked[0]["id"] == event_id
+    assert hooked[0]["data"] == {"impact": {"event_type": "customer.updated"}}
+    stripe_sandbox.emit_thin_event(resolved, key=stripe_key)
+    assert stripe_sandbox.wait_for_deliveries(10)
+    app.settle(2)
+    assert check_delivery_health(app.app.engine).ok is True

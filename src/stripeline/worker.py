@@ -432,6 +432,33 @@ class Worker:
             worker=self.id,
             reads=self._thin_reads,
             now=self._now,
+            on_health=self._health_alarm,
+        )
+
+    def _health_alarm(self, claimed: inbox.ClaimedEvent, body: dict[str, Any]) -> None:
+        """A ``v2.core.health.*`` event: Stripe says its event delivery failed
+        (or recovered). The catch-up gap's alarm, once per event whatever the
+        retries: an error log line (``action=delivery_health_alarm``), the
+        counter ``stripeline_delivery_health_alarms``; the application's
+        ``@app.on("v2.core.health.*")`` handlers are its hook, and
+        ``stripeline doctor`` lists the newest one."""
+        if not self.app.once(f"stripeline:health-alarm:{claimed.id}"):
+            return
+        self.app.metrics.health_alarms.labels(claimed.type).inc()
+        if claimed.type.endswith(".resolved"):
+            log.warning(
+                "Stripe reports that an event delivery problem is resolved",
+                action="delivery_health_resolved",
+                event_id=claimed.id,
+                event_type=claimed.type,
+            )
+            return
+        log.error(
+            "Stripe reports that event delivery failed: run catch-up "
+            "(`stripeline sync events`) and `stripeline verify` once it is resolved",
+            action="delivery_health_alarm",
+            event_id=claimed.id,
+            event_type=claimed.type,
         )
 
     def _give_up(self, given_up: _GivenUp, rest: list[inbox.ClaimedEvent]) -> None:
