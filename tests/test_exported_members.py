@@ -157,6 +157,14 @@ PUBLIC: dict[str, set[str]] = {
 #: is a namespace of integrations) or that are imported on their own (their
 #: dependencies are optional): the module's ``__all__``, pinned the same way.
 PUBLIC_MODULES: dict[str, set[str]] = {
+    "stripeline.sync.thin": {
+        "READ_KEY",
+        "THIN_KEY",
+        "ThinReads",
+        "hydrate",
+        "is_thin",
+        "thin_due_at",
+    },
     "stripeline.declines": {
         "CODES",
         "DECLINE_CODES",

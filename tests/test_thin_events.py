@@ -380,3 +380,11 @@ def test_a_health_event_fires_the_alarm_once(
     assert stripe_sandbox.wait_for_deliveries(10)
     app.settle(2)
     assert check_delivery_health(app.app.engine).ok is True
+
+
+def test_the_docs_handler_example_runs() -> None:
+    """docs/thin-events.md's example of handlers under both names, as written."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "thin-events.md").read_text()
+    blocks = text.split("```python\n")[1:]
+    example = next(b.split("```", 1)[0] for b in blocks if "handlers_for" in b)
+    exec(compile(example, "thin-events.md", "exec"), {})  # noqa: S102 - our own doc

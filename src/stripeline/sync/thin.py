@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from stripeline.mirror.fetch import Fetcher
     from stripeline.settings import Settings
 
-__all__ = ["READ_KEY", "ThinReads", "hydrate", "is_thin", "thin_due_at"]
+__all__ = ["READ_KEY", "THIN_KEY", "ThinReads", "hydrate", "is_thin", "thin_due_at"]
 
 log = get_logger("stripeline.thin")
 
