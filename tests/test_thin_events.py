@@ -165,7 +165,31 @@ def _scenario(client: stripe.StripeClient) -> list[str]:
             "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
         }
     )
-    return [customer.id, other.id, intent.id]
+    # A subscription through a test clock: trial, then a paid renewal.
+    start = 1_800_000_000
+    clock = client.v1.test_helpers.test_clocks.create({"frozen_time": start})
+    subscriber = client.v1.customers.create(
+        {
+            "email": "sub@example.com",
+            "test_clock": clock.id,
+            "payment_method": "pm_card_visa",
+            "invoice_settings": {"default_payment_method": "pm_card_visa"},
+        }
+    )
+    price = client.v1.prices.create(
+        {
+            "currency": "usd",
+            "unit_amount": 900,
+            "recurring": {"interval": "month"},
+            "product_data": {"name": "Thin plan"},
+        }
+    )
+    subscription = client.v1.subscriptions.create(
+        {"customer": subscriber.id, "items": [{"price": price.id}], "trial_period_days": 3}
+    )
+    client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": start + 4 * 86400})
+    latest = client.v1.subscriptions.retrieve(subscription.id).latest_invoice
+    return [customer.id, other.id, intent.id, subscriber.id, subscription.id, str(latest)]
 
 
 def test_thin_destination_keeps_the_mirror_a_snapshot_destination_keeps(
@@ -200,22 +224,40 @@ def test_thin_destination_keeps_the_mirror_a_snapshot_destination_keeps(
     snapshot.settle(len(events))
     before = stripe_sandbox.request_counts(stripe_key)  # the thin app reads from here on
     thin.settle(len(events))
+    after = stripe_sandbox.request_counts(stripe_key)
 
     # One inbox row per change on both sides, under the same (snapshot) ids.
     assert (
         sorted(r.id for r in thin.rows()) == sorted(events) == sorted(r.id for r in snapshot.rows())
     )
+    diffs = {}
     for object_id in ids:
-        assert thin.mirrored(object_id) == snapshot.mirrored(object_id), object_id
+        a, b = thin.mirrored(object_id) or {}, snapshot.mirrored(object_id) or {}
+        diff = {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}
+        if diff:
+            diffs[object_id] = diff
+    # Stripe moves a customer's next_invoice_sequence without a customer event:
+    # the snapshot mirror keeps the last event's value, the thin one read it
+    # later (Stripe's current value). Nothing else differs.
+    subscriber = ids[3]
+    if subscriber in diffs:
+        current = stripe_client.v1.customers.retrieve(subscriber).next_invoice_sequence
+        assert diffs[subscriber].get("next_invoice_sequence", (None,))[0] == current
+        del diffs[subscriber]["next_invoice_sequence"]
+    assert not any(diffs.values()), diffs
     assert thin.mirrored(ids[0])["name"] == "Two"  # type: ignore[index]
-    # The burst about each object cost one read (all arrived within the window).
-    after = stripe_sandbox.request_counts(stripe_key)
-    reads = after.get("GET /v1/customers/{id}", 0) - before.get("GET /v1/customers/{id}", 0)
-    assert reads == 2, reads
-    pi_reads = after.get("GET /v1/payment_intents/{id}", 0) - before.get(
-        "GET /v1/payment_intents/{id}", 0
-    )
-    assert pi_reads == 1, pi_reads
+    # The burst about each object cost one read (all arrived within the window):
+    # per object type, as many reads as objects the thin events named.
+    with connect(thin.app.engine, readonly=True) as conn:
+        named = set(conn.execute(select(Event.object_type, Event.object_id)))
+    per_type: dict[str, int] = {}
+    for object_type, _ in named:
+        per_type[object_type] = per_type.get(object_type, 0) + 1
+    assert per_type["customer"] == 3 and per_type["payment_intent"] == 2
+    for object_type, count in per_type.items():
+        path = "/v1/" + object_type.replace(".", "/") + "s/{id}"
+        made = after.get("GET " + path, 0) - before.get("GET " + path, 0)
+        assert made == count, (object_type, made, count)
     # Handlers under either name ran for each customer.updated, with the object read.
     updates = [s for s in thin.seen if s[0] == "customer.updated"]
     assert len(updates) == 2 and all(name == "Two" for _, _, name in updates)

@@ -14,7 +14,7 @@ transaction and through the app's rate-limited ``Fetcher``:
 - for an event with a ``related_object``: the object as it is now, with the
   ``Stripe-Account`` of the event's ``context``; one read per object for
   every thin event received before that read started (the worker keeps each
-  read for the coalescing window), so a burst costs one read;
+  newest read of each object), so a burst costs one read;
 - for any other (``v2.core.health.*``, …): the full event
   (``/v2/core/events/{id}``, with its ``Stripe-Context``) when the fetcher
   can make that read, else the notification as it came.
@@ -80,6 +80,10 @@ def is_thin(payload: bytes) -> bool:
     return isinstance(body, dict) and body.get("object") == THIN_OBJECT
 
 
+#: Objects whose newest read a worker keeps for thin events.
+MAX_KEPT = 10_000
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Read:
     started: datetime
@@ -89,8 +93,9 @@ class _Read:
 
 
 class ThinReads:
-    """The reads a worker made for thin events, kept for the coalescing
-    window: a thin event received before a read started is served by it."""
+    """The reads a worker made for thin events: a thin event received before
+    a read of its object started is served by that read (the newest read of
+    each object is kept, at most ``MAX_KEPT`` objects)."""
 
     def __init__(self, window: float) -> None:
         self.window = window
@@ -102,16 +107,16 @@ class ThinReads:
     def get(self, key: tuple[str, str], received: datetime, now: datetime) -> _Read | None:
         with self._lock:
             read = self._reads.get(key)
+            # A read started after the event was received shows its change,
+            # however long ago it was made (a newer change has its own event).
             if read is None or read.started < received:
-                return None
-            if (now - read.started).total_seconds() > self.window:
                 return None
             return read
 
     def put(self, key: tuple[str, str], read: _Read) -> None:
         with self._lock:
             self._reads[key] = read
-            if len(self._reads) > 10_000:  # keep it bounded: drop the oldest
+            if len(self._reads) > MAX_KEPT:  # keep it bounded: drop the oldest
                 oldest = min(self._reads, key=lambda k: self._reads[k].started)
                 del self._reads[oldest]
 
