@@ -252,6 +252,7 @@ def test_thin_destination_keeps_the_mirror_a_snapshot_destination_keeps(
         named = set(conn.execute(select(Event.object_type, Event.object_id)))
     per_type: dict[str, int] = {}
     for object_type, _ in named:
+        assert object_type is not None
         per_type[object_type] = per_type.get(object_type, 0) + 1
     assert per_type["customer"] == 3 and per_type["payment_intent"] == 2
     for object_type, count in per_type.items():
