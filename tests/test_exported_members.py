@@ -157,6 +157,12 @@ PUBLIC: dict[str, set[str]] = {
 #: is a namespace of integrations) or that are imported on their own (their
 #: dependencies are optional): the module's ``__all__``, pinned the same way.
 PUBLIC_MODULES: dict[str, set[str]] = {
+    "stripeline.sync.eventbridge": {
+        "SOURCE",
+        "STRIPE_PARTNER_PREFIX",
+        "EventBridgeConsumer",
+        "unwrap",
+    },
     "stripeline.sync.thin": {
         "READ_KEY",
         "THIN_KEY",
