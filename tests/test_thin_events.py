@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import stripe
 from pydantic import SecretStr
@@ -45,6 +47,7 @@ class Served:
         thin_secret: str,
         *,
         sdk_retries: int = 2,
+        api_base: str | None = None,
     ) -> None:
         settings = Settings(
             stripe_secret_key=SecretStr(key),
@@ -59,7 +62,9 @@ class Served:
         # The app's reads through the SDK, with ``sdk_retries`` retries of its own.
         fetcher = StripeFetcher(
             stripe.StripeClient(
-                key, base_addresses={"api": sandbox.url}, max_network_retries=sdk_retries
+                key,
+                base_addresses={"api": api_base or sandbox.url},
+                max_network_retries=sdk_retries,
             ),
             reads_per_second=settings.reads_per_second,
         )
@@ -362,7 +367,6 @@ def test_a_thin_event_with_a_wrong_signature_is_refused(
             "livemode": False,
         }
     ).encode()
-    import httpx
 
     bad = httpx.post(
         app.url,
@@ -431,3 +435,94 @@ def test_the_docs_handler_example_runs() -> None:
     blocks = text.split("```python\n")[1:]
     example = next(b.split("```", 1)[0] for b in blocks if "handlers_for" in b)
     exec(compile(example, "thin-events.md", "exec"), {})  # noqa: S102 - our own doc
+
+
+class RecordingProxy:
+    """Forwards GET requests to the sandbox and records each one's path and
+    ``Stripe-Account`` header: what reached Stripe's HTTP boundary."""
+
+    def __init__(self, upstream: str) -> None:
+        import urllib.request
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.seen: list[tuple[str, str | None]] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                proxy.seen.append((self.path, self.headers.get("Stripe-Account")))
+                forwarded = urllib.request.Request(  # noqa: S310 - the local sandbox
+                    upstream + self.path,
+                    headers={k: v for k, v in self.headers.items() if k.lower() != "host"},
+                )
+                try:
+                    with urllib.request.urlopen(forwarded, timeout=5) as answer:  # noqa: S310
+                        status, body = answer.status, answer.read()
+                except urllib.error.HTTPError as error:
+                    status, body = error.code, error.read()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_event_for_a_connected_account_is_read_with_its_stripe_account(
+    stripe_sandbox: Sandbox,
+    stripe_key: str,
+    stripe_client: stripe.StripeClient,
+    database_url: str,
+    served: list[Served],
+) -> None:
+    from stripeline_sandbox._signature import sign
+
+    proxy = RecordingProxy(stripe_sandbox.url)
+    try:
+        app = Served(
+            stripe_sandbox, stripe_key, database_url, "whsec_connected0", api_base=proxy.url
+        )
+        served.append(app)
+        customer = stripe_client.v1.customers.create({"email": "connected@example.com"})
+        body = json.dumps(
+            {
+                "id": "evt_test_connected1",
+                "object": "v2.core.event",
+                "type": "v1.customer.created",
+                "created": "2026-11-27T10:00:00.000Z",
+                "livemode": False,
+                "context": "acct_1Connected",
+                "related_object": {
+                    "id": customer.id,
+                    "type": "customer",
+                    "url": f"/v1/customers/{customer.id}",
+                },
+                "snapshot_event": "evt_1ConnectedSnap",
+            }
+        ).encode()
+        answer = httpx.post(
+            app.url,
+            content=body,
+            headers={"Stripe-Signature": sign(body, "whsec_connected0", int(time.time()))},
+        )
+        assert answer.status_code == 200
+        app.settle(1)
+    finally:
+        proxy.close()
+    assert proxy.seen == [(f"/v1/customers/{customer.id}", "acct_1Connected")]
+    with connect(app.app.engine, readonly=True) as conn:
+        (row,) = conn.execute(select(Event.id, Event.account))
+        held = get_object(conn, customer.id, account="acct_1Connected")
+    assert tuple(row) == ("evt_1ConnectedSnap", "acct_1Connected")
+    assert held is not None and held["email"] == "connected@example.com"

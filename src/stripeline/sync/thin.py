@@ -15,7 +15,8 @@ transaction and through the app's rate-limited ``Fetcher``:
   ``Stripe-Account`` of the event's ``context``; one read per object for
   every thin event received before that read started (the worker keeps each
   newest read of each object), so a burst costs one read;
-- for any other (``v2.core.health.*``, …): the full event
+- for any other (``v2.core.health.*``, an object the mirror does not read
+  such as a ``v2.core.account``, …): the full event
   (``/v2/core/events/{id}``, with its ``Stripe-Context``) when the fetcher
   can make that read, else the notification as it came.
 
@@ -315,10 +316,14 @@ def hydrate(
         note = json.loads(item.payload)
         related = note.get("related_object")
         try:
-            if isinstance(related, dict) and related.get("id") and related.get("type"):
+            if (
+                isinstance(related, dict)
+                and related.get("id")
+                and related.get("type")
+                and fetcher is not None
+                and fetcher.can_fetch(str(related["type"]))
+            ):
                 object_type, object_id = str(related["type"]), str(related["id"])
-                if fetcher is None or not fetcher.can_fetch(object_type):
-                    raise StripeAPIError(f"no API read known for {object_type} objects")
                 key = (item.account or "", object_id)
                 read = reads.get(key, received.get(item.id, now()), now())
                 if read is None:
