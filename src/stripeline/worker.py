@@ -365,11 +365,12 @@ class Worker:
                 lease_seconds=self.lease_seconds,
                 now=self._now(),
             )
+        # Thin events' reads count against the lease: a long one renews it below.
+        leased_at = self._clock()
         claimed = self._hydrate(claimed)
         position = 0
         self._released_from = None
         self._bodies = {}
-        leased_at = self._clock()
         deadlocks = 0
         while position < self._end(claimed):
             start = position
