@@ -339,12 +339,29 @@ class Stripeline:
                 self.on(event_type)(handler)
 
     def handlers_for(self, event_type: str) -> list[Handler]:
+        """The handlers of ``event_type``, in the order they run. A v1 change
+        has two names, its snapshot one (``customer.updated``) and its thin
+        one (``v1.customer.updated``): handlers registered under the other
+        name run too (after those of this one, each once)."""
+        found = self._named(event_type)
+        if event_type.startswith("v1."):
+            alias: str | None = event_type[3:]
+        elif event_type.startswith("v2.") or event_type == "*":
+            alias = None
+        else:
+            alias = "v1." + event_type
+        if alias is not None:
+            found.extend(h for h in self._named(alias) if not any(h is f for f in found))
+        found.extend(self._handlers.get("*", ()))
+        return found
+
+    def _named(self, event_type: str) -> list[Handler]:
+        """Handlers of ``event_type`` and of its prefixes (``invoice.*``), ``*`` left out."""
         found = list(self._handlers.get(event_type, ()))
         prefix = event_type
         while "." in prefix:
             prefix = prefix.rsplit(".", 1)[0]
             found.extend(self._handlers.get(prefix + ".*", ()))
-        found.extend(self._handlers.get("*", ()))
         return found
 
     # -- outside handlers --------------------------------------------------

@@ -15,6 +15,7 @@ from stripeline_sandbox import (
     _coupons,
     _customers,
     _disputes,
+    _event_destinations,
     _events,
     _files,
     _invoices,
@@ -39,6 +40,7 @@ from stripeline_sandbox._state import PaymentOutcomeHandler
 RESOURCES: tuple[tuple[Endpoint, ...], ...] = (
     _controls.ROUTES,
     _events.ROUTES,
+    _event_destinations.ROUTES,
     _webhook_endpoints.ROUTES,
     _customers.ROUTES,
     _payment_methods.ROUTES,
