@@ -30,17 +30,15 @@ docs/entitlements.md).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
-from sqlalchemy import Connection, Row, Select, Table, and_, bindparam, literal, select
+from sqlalchemy import Engine
 
-from stripeline.db import models
-from stripeline.db.engine import read
 from stripeline.mirror._store import summary_id
-from stripeline.mirror.tables import GENERIC
 
 if TYPE_CHECKING:
     from stripeline.app import Stripeline
@@ -167,82 +165,168 @@ def grant_end(state: Mapping[str, Any], policy: GracePolicy) -> datetime | None:
 
 
 # -- the queries --------------------------------------------------------------------
+# ``has_access`` is on the request path of every page that checks a feature: its
+# statement is written once per backend and run on the pooled driver connection
+# (no statement building, no result processing), one round trip. The plan starts
+# from the customer's index (``ix_stripeline_subscriptions_customer``); the items
+# and the latest invoice are correlated lookups by index and primary key, so
+# that no planner, with or without statistics, can start anywhere else.
 
-_subs = cast(Table, models.Subscription.__table__)
-_items = cast(Table, models.SubscriptionItem.__table__)
-_invoices = cast(Table, models.Invoice.__table__)
-_links = cast(Table, models.CustomerLink.__table__)
-_objects = GENERIC.table
+#: Between an item's price and product, and between items (no Stripe id holds them).
+_UNIT, _RECORD = "\x1f", "\x1e"
+
+_GRANTS_SQL = (
+    "SELECT s.status, s.current_period_start, s.current_period_end,"
+    " s.cancel_at_period_end, s.cancel_at, s.trial_end, {pause},"
+    " (SELECT {items} FROM stripeline_subscription_items i"
+    " WHERE i.account = s.account AND i.subscription = s.id AND i.deleted = {false}),"
+    " (SELECT inv.created FROM stripeline_invoices inv"
+    " WHERE inv.account = s.account AND inv.id = s.latest_invoice),"
+    " (SELECT inv.status FROM stripeline_invoices inv"
+    " WHERE inv.account = s.account AND inv.id = s.latest_invoice),"
+    " (SELECT {next_attempt} FROM stripeline_invoices inv"
+    " WHERE inv.account = s.account AND inv.id = s.latest_invoice)"
+    " FROM {source}"
+    " s.account = {account} AND s.status IN ('active', 'trialing', 'past_due')"
+    " AND s.deleted = {false}"
+)
+#: Where the subscriptions come from: a customer's, or an app user's (its link).
+_BY_CUSTOMER = "stripeline_subscriptions s WHERE s.customer = {who} AND"
+_BY_USER = (
+    "stripeline_customer_links l JOIN stripeline_subscriptions s"
+    " ON s.account = l.account AND s.customer = l.customer_id"
+    " WHERE l.account = {account} AND l.app_user_id = {who} AND"
+)
+_SUMMARY_SQL = (
+    "SELECT o.data FROM stripeline_objects o"
+    " WHERE o.account = {account} AND o.id = {summary} AND o.deleted = {false}"
+)
+_USER_SQL = (
+    "(SELECT l.customer_id FROM stripeline_customer_links l"
+    " WHERE l.account = {account} AND l.app_user_id = {who})"
+)
+_DIALECTS = {
+    "sqlite": {
+        "pause": "json_extract(s.data, '$.pause_collection')",
+        "items": "group_concat(coalesce(i.price, '') || char(31) || coalesce(i.product, ''),"
+        " char(30))",
+        "next_attempt": "json_extract(inv.data, '$.next_payment_attempt')",
+        "false": "0",
+        "account": "?",
+        "who": "?",
+        "concat": "'{prefix}' || {value}",
+    },
+    "postgresql": {
+        "pause": "s.data -> 'pause_collection'",
+        "items": "string_agg(coalesce(i.price, '') || chr(31) || coalesce(i.product, ''), chr(30))",
+        "next_attempt": "inv.data -> 'next_payment_attempt'",
+        "false": "false",
+        "account": "%(account)s",
+        "who": "%(who)s",
+        "concat": "'{prefix}' || {value}",
+    },
+}
 
 
-def _customer_of_user() -> Any:
-    return (
-        select(_links.c.customer_id)
-        .where(_links.c.account == bindparam("account"), _links.c.app_user_id == bindparam("who"))
-        .scalar_subquery()
-    )
+@dataclass(frozen=True, slots=True)
+class _Statement:
+    sql: str
+    #: The parameters' names in their order (positional drivers).
+    order: tuple[str, ...]
+    named: bool
+
+    def params(self, who: str, account: str) -> Any:
+        values = {"who": who, "account": account}
+        return values if self.named else tuple(values[name] for name in self.order)
 
 
-def _grants_query(by_user: bool) -> Select[Any]:
-    """The customer's live subscriptions × their items, with the latest invoice."""
-    customer = _customer_of_user() if by_user else bindparam("who")
-    return (
-        select(
-            _subs.c.id,
-            _subs.c.status,
-            _subs.c.current_period_start,
-            _subs.c.current_period_end,
-            _subs.c.cancel_at_period_end,
-            _subs.c.cancel_at,
-            _subs.c.trial_end,
-            _subs.c.data["pause_collection"].label("pause"),
-            _items.c.price,
-            _items.c.product,
-            _invoices.c.created.label("invoice_created"),
-            _invoices.c.status.label("invoice_status"),
-            _invoices.c.data["next_payment_attempt"].label("next_payment_attempt"),
+def _statements(dialect: str) -> dict[tuple[str, bool], _Statement]:
+    """The grants and summary statements, by customer and by app user, for a backend.
+
+    Raises:
+        NotImplementedError: a backend other than SQLite and PostgreSQL.
+    """
+    if dialect not in _DIALECTS:
+        raise NotImplementedError(f"entitlements read SQLite or PostgreSQL, not {dialect}")
+    words = _DIALECTS[dialect]
+    named = dialect == "postgresql"
+    user = _USER_SQL.format(account=words["account"], who=words["who"])
+    found: dict[tuple[str, bool], _Statement] = {}
+    for by_user in (False, True):
+        source = (_BY_USER if by_user else _BY_CUSTOMER).format(
+            account=words["account"], who=words["who"]
         )
-        .select_from(
-            _subs.join(
-                _items,
-                and_(
-                    _items.c.account == _subs.c.account,
-                    _items.c.subscription == _subs.c.id,
-                    _items.c.deleted.is_(False),
-                ),
-            ).outerjoin(
-                _invoices,
-                and_(
-                    _invoices.c.account == _subs.c.account,
-                    _invoices.c.id == _subs.c.latest_invoice,
-                ),
-            )
+        order = ("account", "who", "account") if by_user else ("who", "account")
+        grants = _GRANTS_SQL.format(
+            pause=words["pause"],
+            items=words["items"],
+            next_attempt=words["next_attempt"],
+            false=words["false"],
+            account=words["account"],
+            source=source,
         )
-        .where(
-            _subs.c.account == bindparam("account"),
-            _subs.c.customer == customer,
-            _subs.c.status.in_(LIVE_STATUSES),
-            _subs.c.deleted.is_(False),
-        )
-    )
+        found[("grants", by_user)] = _Statement(grants, order, named)
+        customer = user if by_user else words["who"]
+        key = words["concat"].format(prefix=summary_id(""), value=customer)
+        summary = _SUMMARY_SQL.format(account=words["account"], summary=key, false=words["false"])
+        summary_order = ("account", "account", "who") if by_user else ("account", "who")
+        found[("summary", by_user)] = _Statement(summary, summary_order, named)
+    return found
 
 
-def _summary_query(by_user: bool) -> Select[Any]:
-    """The customer's mirrored entitlement summary (the generic table's key)."""
-    key = (
-        literal(summary_id("")) + _customer_of_user()
-        if by_user
-        else literal(summary_id("")) + bindparam("who")
-    )
-    return select(_objects.c.data).where(
-        _objects.c.account == bindparam("account"),
-        _objects.c.id == key,
-        _objects.c.deleted.is_(False),
-    )
+_BY_DIALECT = {name: _statements(name) for name in _DIALECTS}
 
 
-_GRANTS = {False: _grants_query(False), True: _grants_query(True)}
-_SUMMARY = {False: _summary_query(False), True: _summary_query(True)}
+def _utc(value: Any) -> datetime | None:
+    """A UTC column as the driver returns it: aware (PostgreSQL) or ISO text (SQLite)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _json(value: Any) -> Any:
+    """A JSON value as the driver returns it (SQLite: objects as text)."""
+    if isinstance(value, str | bytes):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Grant:
+    """One live subscription of the customer, as ``grant_end`` reads it."""
+
+    state: dict[str, Any]
+    items: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> _Grant:
+        (status, start, end, at_period_end, cancel_at, trial_end, pause, items) = row[:8]
+        invoice_created, invoice_status, next_attempt = row[8:11]
+        state = {
+            "status": status,
+            "current_period_start": _utc(start),
+            "current_period_end": _utc(end),
+            "cancel_at_period_end": bool(at_period_end),
+            "cancel_at": _utc(cancel_at),
+            "trial_end": _utc(trial_end),
+            "pause": _json(pause),
+            "invoice_created": _utc(invoice_created),
+            "invoice_status": invoice_status,
+            "next_payment_attempt": _time(_json(next_attempt)),
+        }
+        pairs = []
+        for record in (items or "").split(_RECORD):
+            price, _, product = record.partition(_UNIT)
+            if price or product:
+                pairs.append((price, product))
+        return cls(state, tuple(pairs))
 
 
 def _summary_features(data: Mapping[str, Any] | None) -> frozenset[str]:
@@ -407,11 +491,11 @@ class Entitlements:
         found: set[str] = set()
         if self.source != "stripe":
             mapping = self._mapping
-            for row in self._read_grants(params):
-                end = grant_end(self._state(row), self.grace)
+            for grant in self._read_grants(params):
+                end = grant_end(grant.state, self.grace)
                 if end is not None and moment < end:
-                    found |= mapping.get(row.price or "", frozenset())
-                    found |= mapping.get(row.product or "", frozenset())
+                    for price, product in grant.items:
+                        found |= mapping.get(price, frozenset()) | mapping.get(product, frozenset())
         if self.source != "mapping":
             summary = self._read_summary(params)
             found |= summary if self.source == "stripe" else summary - self._named
@@ -431,42 +515,69 @@ class Entitlements:
             return feature in self._named
         return self.source == "mapping"
 
-    def _read_grants(self, params: dict[str, Any]) -> list[Row[Any]]:
-        query = _GRANTS[params["by_user"]]
-        values = {"who": params["who"], "account": params["account"]}
-
-        def run(conn: Connection) -> list[Row[Any]]:
-            return list(conn.execute(query, values).all())
-
-        return read(self._bind(), run)
+    def _read_grants(self, params: dict[str, Any]) -> list[_Grant]:
+        rows = self._run("grants", params)
+        return [_Grant.from_row(row) for row in rows]
 
     def _read_summary(self, params: dict[str, Any]) -> frozenset[str]:
-        query = _SUMMARY[params["by_user"]]
-        values = {"who": params["who"], "account": params["account"]}
-        data = read(self._bind(), lambda conn: conn.execute(query, values).scalar())
-        return _summary_features(data)
+        rows = self._run("summary", params)
+        return _summary_features(_json(rows[0][0]) if rows else None)
 
-    def _bind(self) -> Any:
-        return self.app.engine
+    def _run(self, kind: str, params: dict[str, Any]) -> list[Sequence[Any]]:
+        """Run one statement on a pooled driver connection; once more on a new
+        connection if the pooled one had died (as ``db.engine.read`` does).
 
-    @staticmethod
-    def _state(row: Row[Any]) -> dict[str, Any]:
-        state = dict(row._mapping)
-        state["next_payment_attempt"] = _time(state["next_payment_attempt"])
-        return state
+        Raises:
+            NotImplementedError: the engine is neither SQLite nor PostgreSQL.
+        """
+        engine: Engine = self.app.engine
+        statements = _BY_DIALECT.get(engine.dialect.name)
+        if statements is None:
+            raise NotImplementedError(
+                f"entitlements read SQLite or PostgreSQL, not {engine.dialect.name}"
+            )
+        statement = statements[(kind, params["by_user"])]
+        values = statement.params(params["who"], params["account"])
+        dbapi_error = engine.dialect.loaded_dbapi.Error
+        for attempt in (1, 2):
+            raw = engine.raw_connection()
+            driver = raw.driver_connection
+            # PostgreSQL: autocommit, so that a read costs no BEGIN and ROLLBACK
+            # round trips. SQLite's connections are autocommit already.
+            autocommit = (
+                getattr(driver, "autocommit", None) if engine.dialect.name == "postgresql" else None
+            )
+            try:
+                if autocommit is False:
+                    driver.autocommit = True  # type: ignore[union-attr]
+                cursor = raw.cursor()
+                try:
+                    cursor.execute(statement.sql, values)
+                    return list(cursor.fetchall())
+                finally:
+                    cursor.close()
+            except dbapi_error as exc:
+                if attempt == 2 or not engine.dialect.is_disconnect(exc, raw, None):
+                    raise
+                raw.invalidate(exc)
+            finally:
+                if autocommit is False and raw.dbapi_connection is not None:
+                    driver.autocommit = False  # type: ignore[union-attr]
+                raw.close()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _mapping_until(
         self, params: dict[str, Any], feature: str, moment: datetime
     ) -> datetime | None:
         mapping = self._mapping
         latest: datetime | None = None
-        for row in self._read_grants(params):
-            granted = mapping.get(row.price or "", frozenset()) | mapping.get(
-                row.product or "", frozenset()
-            )
-            if feature not in granted:
+        for grant in self._read_grants(params):
+            if not any(
+                feature in mapping.get(price, ()) or feature in mapping.get(product, ())
+                for price, product in grant.items
+            ):
                 continue
-            end = grant_end(self._state(row), self.grace)
+            end = grant_end(grant.state, self.grace)
             if end is not None and moment < end and (latest is None or end > latest):
                 latest = end
         return latest
