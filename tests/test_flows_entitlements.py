@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -688,3 +689,10 @@ def test_cancel_at_period_end_pause_and_incomplete(env: StripelineEnv) -> None:
     ended = Mirror(env.app.engine).subscription(sub.id)  # deleted: its last state
     assert ended is not None and ended.status == "canceled"
     assert not entitlements.has_access(ending, "pro", at=sandbox_now(env))
+
+
+def test_the_docs_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    page = (Path(__file__).resolve().parent.parent / "docs" / "entitlements.md").read_text()
+    example = page.split("## A runnable example", 1)[1].split("```python\n", 1)[1].split("```")[0]
+    exec(compile(example, "docs/entitlements.md", "exec"), {"__name__": "docs_example"})  # noqa: S102
+    assert "user-42 has pro until" in capsys.readouterr().out
