@@ -696,3 +696,66 @@ def test_the_docs_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     example = page.split("## A runnable example", 1)[1].split("```python\n", 1)[1].split("```")[0]
     exec(compile(example, "docs/entitlements.md", "exec"), {"__name__": "docs_example"})  # noqa: S102
     assert "user-42 has pro until" in capsys.readouterr().out
+
+
+def test_a_dead_pooled_connection_is_read_again(postgres_url: str) -> None:
+    """The server ended the pooled connection (a restart, a failover): the
+    next answer is read on a new connection, as every mirror read is."""
+    from sqlalchemy import text
+
+    from stripeline.db import make_engine
+
+    application = Stripeline(
+        Settings(database_url=postgres_url, stripe_webhook_secret=SecretStr(SECRET))
+    )
+    try:
+        customer = fresh("cus")
+        deliver_case(application, CASES[2], customer)  # active
+        entitlements = Entitlements(application, {"prod_pro": {"pro"}})
+        assert entitlements.has_access(customer, "pro", at=at(0))
+        with application.engine.connect() as conn:  # the pool's one connection
+            pooled = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        other = make_engine(postgres_url)
+        try:
+            with other.connect() as conn:
+                ended = conn.execute(
+                    text("SELECT pg_terminate_backend(:pid)"), {"pid": pooled}
+                ).scalar_one()
+        finally:
+            other.dispose()
+        assert ended is True
+        assert entitlements.has_access(customer, "pro", at=at(0))
+    finally:
+        application.dispose()
+
+
+def test_a_summary_is_applied_under_the_refetch_policy_and_a_tie_keeps_the_held_one(
+    database_url: str,
+) -> None:
+    """No API read exists for a summary: it is applied whatever the policy,
+    and two different ones in one second keep the first written (no re-fetch
+    is queued for something that cannot be read)."""
+    from sqlalchemy import func, select
+
+    from stripeline.db.engine import connect
+    from stripeline.mirror.refetch import refetches
+
+    settings = Settings(
+        database_url=database_url,
+        stripe_webhook_secret=SecretStr(SECRET),
+        mirror_policy="refetch",
+        mirror_coalesce_seconds=0,
+    )
+    application = Stripeline(settings)
+    try:
+        customer = fresh("cus")
+        send(application, [summary_event(customer, T0, "pro")])
+        stripe = Entitlements(application, source="stripe")
+        assert stripe.features(customer) == {"pro", "feat_pro"}
+        send(application, [summary_event(customer, T0, "api")])  # same second, other data
+        assert stripe.features(customer) == {"pro", "feat_pro"}
+        with connect(application.engine, readonly=True) as conn:
+            queued = conn.execute(select(func.count()).select_from(refetches)).scalar_one()
+        assert queued == 0
+    finally:
+        application.dispose()

@@ -557,7 +557,7 @@ class Entitlements:
                 finally:
                     cursor.close()
             except dbapi_error as exc:
-                if attempt == 2 or not engine.dialect.is_disconnect(exc, raw, None):
+                if attempt == 2 or not engine.dialect.is_disconnect(exc, driver, None):
                     raise
                 raw.invalidate(exc)
             finally:
