@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     )
     from stripeline.flows.checkout import StartedCheckout
     from stripeline.flows.customers import CardSetup
+    from stripeline.flows.entitlements import Entitlements, GracePolicy
     from stripeline.flows.payments import (
         Canceled,
         Declined,
@@ -84,6 +85,8 @@ if TYPE_CHECKING:
 __version__ = "0.1.0.dev0"
 
 _LAZY = {
+    "Entitlements": "stripeline.flows.entitlements",
+    "GracePolicy": "stripeline.flows.entitlements",
     "ErasureReport": "stripeline.flows.privacy",
     "CardSetup": "stripeline.flows.customers",
     "StartedCheckout": "stripeline.flows.checkout",
@@ -133,10 +136,12 @@ __all__ = [
     "DisputeDeadlinePassed",
     "DisputeNotFound",
     "DisputeNotOpen",
+    "Entitlements",
     "EnvelopeError",
     "ErasureRefused",
     "ErasureReport",
     "Fulfilment",
+    "GracePolicy",
     "Mirror",
     "ModeMismatch",
     "NextAction",

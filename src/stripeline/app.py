@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from stripeline.flows.checkout import Checkout
     from stripeline.flows.customers import Customers
     from stripeline.flows.disputes import Disputes
+    from stripeline.flows.entitlements import Entitlements
     from stripeline.flows.payments import FulfilHook, Payments
     from stripeline.flows.subscriptions import Subscriptions
 
@@ -256,6 +257,15 @@ class Stripeline:
         from stripeline.flows.disputes import Disputes
 
         return Disputes(self)
+
+    @cached_property
+    def entitlements(self) -> Entitlements:
+        """Feature access answered from the mirror: ``register``,
+        ``has_access``, ``access_until``, ``features``
+        (``stripeline.flows.entitlements``, docs/entitlements.md)."""
+        from stripeline.flows.entitlements import Entitlements
+
+        return Entitlements(self)
 
     @cached_property
     def payments(self) -> Payments:

@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 
 from stripeline.mirror import erasure, refetch
 from stripeline.mirror._store import (
+    ENTITLEMENT_SUMMARY,
     State,
     apply_states,
     mirrorable,
@@ -74,7 +75,8 @@ def apply_events(
                 )
             )
             continue
-        if policy_for(obj["object"]) == "refetch":
+        # An entitlement summary has no API read: it is always applied.
+        if obj["object"] != ENTITLEMENT_SUMMARY and policy_for(obj["object"]) == "refetch":
             wanted.append(refetch.Wanted(event.account or "", obj["id"], obj["object"], livemode))
             continue
         states.append(
@@ -88,6 +90,12 @@ def apply_events(
             )
         )
     result = apply_states(conn, states, now=now)
-    wanted.extend(refetch.Wanted(t.account, t.id, t.object_type, t.livemode) for t in result.ties)
+    # Two different summaries of one customer in one second cannot be ordered
+    # nor read again: the one held stays (see docs/entitlements.md).
+    wanted.extend(
+        refetch.Wanted(t.account, t.id, t.object_type, t.livemode)
+        for t in result.ties
+        if t.object_type != ENTITLEMENT_SUMMARY
+    )
     if wanted:
         refetch.request(conn, wanted, now=now, window=window)
