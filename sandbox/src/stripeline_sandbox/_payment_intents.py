@@ -38,6 +38,7 @@ from stripeline_sandbox._payment_methods import (
     bank_account_of,
     card_error,
     card_of,
+    payment_method_from,
     resolve,
 )
 from stripeline_sandbox._routes import (
@@ -46,6 +47,7 @@ from stripeline_sandbox._routes import (
     Request,
     as_bool,
     as_int,
+    check_client_secret,
     optional_str,
     required,
 )
@@ -178,14 +180,15 @@ def create_payment_intent_op(call: Call, params: dict[str, Any]) -> Obj:
 
 def confirm(call: Call, payment_intent: Obj, params: dict[str, Any]) -> None:
     """Confirm ``payment_intent`` with ``POST …/confirm`` parameters, whatever its status."""
-    reference = params.get("payment_method") or payment_intent["payment_method"]
-    if not reference:
-        raise invalid(
-            "You cannot confirm this PaymentIntent because it's missing a payment method. "
-            "To confirm the PaymentIntent with a payment method, pass `payment_method`.",
-            code="payment_intent_unexpected_state",
-        )
-    payment_method = resolve(call, str(reference))
+    payment_method = payment_method_from(call, params)
+    if payment_method is None:
+        if not payment_intent["payment_method"]:
+            raise invalid(
+                "You cannot confirm this PaymentIntent because it's missing a payment method. "
+                "To confirm the PaymentIntent with a payment method, pass `payment_method`.",
+                code="payment_intent_unexpected_state",
+            )
+        payment_method = resolve(call, str(payment_intent["payment_method"]))
     payment_intent["payment_method"] = payment_method["id"]
     payment_intent["last_payment_error"] = None
     if params.get("return_url"):
@@ -428,6 +431,7 @@ def settle_payment_intent(request: Request) -> Obj:
 
 
 def confirm_payment_intent(request: Request) -> Obj:
+    check_client_secret(request, request.get(NOUN, request.path_params["id"]), "PaymentIntent")
     return confirm_payment_intent_op(request, request.path_params["id"], request.params)
 
 
@@ -573,7 +577,9 @@ def update_payment_intent(request: Request) -> Obj:
 
 
 def retrieve_payment_intent(request: Request) -> Obj:
-    return request.get(NOUN, request.path_params["id"])
+    payment_intent = request.get(NOUN, request.path_params["id"])
+    check_client_secret(request, payment_intent, "PaymentIntent")
+    return payment_intent
 
 
 def list_payment_intents(request: Request) -> Obj:
@@ -590,7 +596,7 @@ def list_payment_intents(request: Request) -> Obj:
 ROUTES: tuple[Endpoint, ...] = (
     Endpoint("POST", "/v1/payment_intents", create_payment_intent),
     Endpoint("POST", "/_sandbox/payment_intents/{id}/settle", settle_payment_intent, control=True),
-    Endpoint("POST", "/v1/payment_intents/{id}/confirm", confirm_payment_intent),
+    Endpoint("POST", "/v1/payment_intents/{id}/confirm", confirm_payment_intent, publishable=True),
     Endpoint(
         "POST",
         "/_sandbox/payment_intents/{id}/authenticate",
@@ -600,6 +606,6 @@ ROUTES: tuple[Endpoint, ...] = (
     Endpoint("POST", "/v1/payment_intents/{id}/capture", capture_payment_intent),
     Endpoint("POST", "/v1/payment_intents/{id}/cancel", cancel_payment_intent),
     Endpoint("POST", "/v1/payment_intents/{id}", update_payment_intent),
-    Endpoint("GET", "/v1/payment_intents/{id}", retrieve_payment_intent),
+    Endpoint("GET", "/v1/payment_intents/{id}", retrieve_payment_intent, publishable=True),
     Endpoint("GET", "/v1/payment_intents", list_payment_intents),
 )

@@ -92,6 +92,17 @@ class Sandbox:
             self.listen(webhook_url, webhook_events)
 
     @property
+    def publishable_key(self) -> str:
+        """The ``pk_test_…`` key paired with ``secret_key`` (what Stripe.js is
+        given): it confirms and retrieves intents with their ``client_secret``
+        and creates PaymentMethods, and is refused elsewhere, as on Stripe."""
+        return self.publishable_key_for(self.secret_key)
+
+    def publishable_key_for(self, key: str) -> str:
+        """The ``pk_test_…`` key paired with the secret ``key`` (its account)."""
+        return self.world.account(key).publishable_key
+
+    @property
     def url(self) -> str:
         """The base address for the SDK (``base_addresses={"api": url}``)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
