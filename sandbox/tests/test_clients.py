@@ -14,6 +14,8 @@ import stripe
 
 from stripeline_sandbox import Sandbox
 
+from .conftest import Receiver
+
 
 def raw(
     sandbox: Sandbox,
@@ -231,3 +233,127 @@ def test_checkout_session_return_url_rules(client: stripe.StripeClient) -> None:
     )
     assert hosted.client_secret is None and hosted.adaptive_pricing is not None
     assert hosted.adaptive_pricing.enabled is False
+
+
+# -- 2. Older API versions -----------------------------------------------------
+
+OLD = "2022-08-01"
+
+
+@pytest.fixture
+def old_client(
+    sandbox: Sandbox, key: str, http_client: stripe.RequestsClient
+) -> stripe.StripeClient:
+    """An application pinned to an older API version (``stripe.api_version = ...``)."""
+    return stripe.StripeClient(
+        key, base_addresses={"api": sandbox.url}, http_client=http_client, stripe_version=OLD
+    )
+
+
+def _monthly_price(client: stripe.StripeClient, amount: int = 1000) -> stripe.Price:
+    return client.v1.prices.create(
+        {
+            "currency": "usd",
+            "unit_amount": amount,
+            "recurring": {"interval": "month"},
+            "product_data": {"name": "Plan"},
+        }
+    )
+
+
+def test_app_pinned_to_2022_08_01_reads_latest_invoice_payment_intent(
+    sandbox: Sandbox, key: str, old_client: stripe.StripeClient, client: stripe.StripeClient
+) -> None:
+    customer = old_client.v1.customers.create({"email": "old@example.com"})
+    price = _monthly_price(old_client)
+    subscription = old_client.v1.subscriptions.create(
+        {
+            "customer": customer.id,
+            "items": [{"price": price.id}],
+            "payment_behavior": "default_incomplete",
+            "expand": ["latest_invoice.payment_intent"],
+        }
+    )
+    assert subscription.status == "incomplete"
+    assert subscription["current_period_end"] > subscription["current_period_start"]
+    invoice = subscription.latest_invoice
+    assert isinstance(invoice, stripe.Invoice)
+    assert invoice["subscription"] == subscription.id and invoice["paid"] is False
+    intent = invoice["payment_intent"]
+    assert isinstance(intent, stripe.PaymentIntent) and intent.amount == 1000
+    assert intent["invoice"] == invoice.id
+    assert intent["charges"]["total_count"] == 0
+    # The browser confirms with the publishable key and that client secret.
+    status, body = raw(
+        sandbox,
+        "POST",
+        f"/v1/payment_intents/{intent.id}/confirm",
+        key=sandbox.publishable_key_for(key),
+        client_secret=str(intent.client_secret),
+        payment_method="pm_card_visa",
+    )
+    assert status == 200 and body["status"] == "succeeded", body
+    assert old_client.v1.subscriptions.retrieve(subscription.id).status == "active"
+    paid = old_client.v1.invoices.retrieve(invoice.id, {"expand": ["charge"]})
+    assert paid["paid"] is True and paid["payment_intent"] == intent.id
+    assert isinstance(paid["charge"], stripe.Charge) and paid["charge"]["invoice"] == invoice.id
+    line = paid.lines.data[0]
+    assert line["price"]["id"] == price.id and line["plan"]["interval"] == "month"
+    assert line["type"] == "subscription" and line["subscription_item"]
+    charged = old_client.v1.payment_intents.retrieve(intent.id)
+    assert [c["id"] for c in charged["charges"]["data"]] == [charged.latest_charge]
+    # The same objects in the current version: the old fields are not there, and
+    # expanding an old path is refused as on Stripe.
+    current = client.v1.invoices.retrieve(invoice.id)
+    assert "payment_intent" not in current and "subscription" not in current
+    assert "current_period_end" not in client.v1.subscriptions.retrieve(subscription.id)
+    assert "charges" not in client.v1.payment_intents.retrieve(intent.id)
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.subscriptions.retrieve(
+            subscription.id, {"expand": ["latest_invoice.payment_intent"]}
+        )
+    assert "cannot be expanded" in str(caught.value.user_message)
+
+
+def test_version_header_on_raw_requests_and_the_answer(sandbox: Sandbox, key: str) -> None:
+    intent = stripe.StripeClient(key, base_addresses={"api": sandbox.url}).v1.payment_intents
+    created = intent.create({"amount": 900, "currency": "usd", "confirm": True,
+                             "payment_method": "pm_card_visa"})  # fmt: skip
+    request = urllib.request.Request(  # noqa: S310 - the local sandbox
+        f"{sandbox.url}/v1/payment_intents/{created.id}",
+        headers={"Authorization": f"Bearer {key}", "Stripe-Version": "2020-08-27"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+        assert response.headers["Stripe-Version"] == "2020-08-27"
+        body = json.loads(response.read())
+    assert body["charges"]["data"][0]["paid"] is True
+    # Without the header: the current shapes.
+    status, body = raw(sandbox, "GET", f"/v1/payment_intents/{created.id}", key=key)
+    assert status == 200 and "charges" not in body
+
+
+def test_webhook_endpoint_with_an_older_api_version_gets_older_event_shapes(
+    client: stripe.StripeClient,
+) -> None:
+    old = Receiver("unset")
+    try:
+        endpoint = client.v1.webhook_endpoints.create(
+            {"url": old.url, "enabled_events": ["invoice.paid"], "api_version": OLD}  # type: ignore[typeddict-item]
+        )
+        old.secret = str(endpoint.secret)
+        customer = client.v1.customers.create({"email": "hook@example.com"})
+        client.v1.payment_methods.attach("pm_card_visa", {"customer": customer.id})
+        methods = client.v1.customers.payment_methods.list(customer.id)
+        client.v1.customers.update(
+            customer.id, {"invoice_settings": {"default_payment_method": methods.data[0].id}}
+        )
+        subscription = client.v1.subscriptions.create(
+            {"customer": customer.id, "items": [{"price": _monthly_price(client).id}]}
+        )
+        (event,) = old.wait_for_type("invoice.paid")
+        assert event["api_version"] == OLD
+        invoice = event["data"]["object"]
+        assert invoice["subscription"] == subscription.id and invoice["paid"] is True
+        assert str(invoice["payment_intent"]).startswith("pi_")
+    finally:
+        old.close()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from stripeline_sandbox._objects import copy
 from stripeline_sandbox._signature import sign
 from stripeline_sandbox._state import Account, Obj
 
@@ -68,6 +69,20 @@ class _Job:
     endpoint_id: str = field(compare=False)
     event_id: str = field(compare=False)
     attempt: int = field(compare=False, default=1)
+
+
+def _in_version(account: Account, event: Obj, version: Any) -> Obj:
+    """The event as an endpoint created with an older ``api_version`` receives it:
+    ``data.object`` in that version's shapes (``_versions``)."""
+    from stripeline_sandbox._versions import renderer
+
+    render = renderer(account, str(version) if version else None)
+    if render is None:
+        return event
+    shown: Obj = copy(event)
+    shown["api_version"] = str(version)
+    shown["data"]["object"] = render(shown["data"]["object"])
+    return shown
 
 
 def _wants(endpoint: Obj, event_type: str) -> bool:
@@ -186,7 +201,8 @@ class Deliverer:
                 return
             url = str(endpoint["url"])
             secret = str(account.hidden(job.endpoint_id)["secret"])
-            payload = json.dumps(event, indent=2).encode()
+            shown = _in_version(account, event, endpoint.get("api_version"))
+            payload = json.dumps(shown, indent=2).encode()
             event_type = str(event["type"])
         status, error = self._post(url, payload, secret)
         attempt = Attempt(
