@@ -357,3 +357,175 @@ def test_webhook_endpoint_with_an_older_api_version_gets_older_event_shapes(
         assert str(invoice["payment_intent"]).startswith("pi_")
     finally:
         old.close()
+
+
+# -- 3. APIs still in use --------------------------------------------------------
+
+
+def test_legacy_charge_with_a_source_token_and_its_events(
+    sandbox: Sandbox, key: str, client: stripe.StripeClient, receiver: Receiver
+) -> None:
+    charge = client.v1.charges.create(
+        {"amount": 2000, "currency": "usd", "source": "tok_visa", "description": "Legacy"}
+    )
+    assert charge.status == "succeeded" and charge.paid and charge.captured
+    assert charge.payment_intent is None
+    assert charge["source"]["object"] == "card" and charge["source"]["brand"] == "Visa"
+    assert charge.payment_method == charge["source"]["id"]
+    refund = client.v1.refunds.create({"charge": charge.id, "amount": 500})
+    assert refund.status == "succeeded"
+    assert client.v1.charges.retrieve(charge.id).amount_refunded == 500
+    # Authorise, then capture part of it.
+    held = client.v1.charges.create(
+        {"amount": 3000, "currency": "usd", "source": "tok_mastercard", "capture": False}
+    )
+    assert held.captured is False and held.status == "succeeded"
+    captured = client.v1.charges.capture(held.id, {"amount": 2500})
+    assert captured.captured and captured.amount_captured == 2500
+    # A decline token: a failed charge and Stripe's card error.
+    with pytest.raises(stripe.CardError) as caught:
+        client.v1.charges.create(
+            {"amount": 2000, "currency": "usd", "source": "tok_chargeDeclined"}
+        )
+    assert caught.value.code == "card_declined"
+    failed_id = caught.value.error.charge if caught.value.error else None
+    assert failed_id and client.v1.charges.retrieve(failed_id).status == "failed"
+    # A token made from a card number (Stripe.js with the publishable key), used once.
+    status, token = raw(
+        sandbox, "POST", "/v1/tokens", key=sandbox.publishable_key_for(key),
+        **{"card[number]": "4000000000009995", "card[exp_month]": "12", "card[exp_year]": "2031",
+           "card[cvc]": "123"},
+    )  # fmt: skip
+    assert status == 200 and token["card"]["last4"] == "9995"
+    with pytest.raises(stripe.CardError) as caught:
+        client.v1.charges.create({"amount": 2000, "currency": "usd", "source": token["id"]})
+    assert (
+        caught.value.error is not None and caught.value.error.decline_code == "insufficient_funds"
+    )
+    with pytest.raises(stripe.InvalidRequestError, match="more than once"):
+        client.v1.charges.create({"amount": 2000, "currency": "usd", "source": token["id"]})
+    events = receiver.wait_for(lambda es: len(es) >= 7)
+    assert [e["type"] for e in events] == [
+        "charge.succeeded",
+        "refund.created",
+        "charge.refunded",
+        "charge.succeeded",
+        "charge.captured",
+        "charge.failed",
+        "charge.failed",
+    ]
+
+
+def test_plans_are_recurring_prices(client: stripe.StripeClient, receiver: Receiver) -> None:
+    plan = client.v1.plans.create(
+        {
+            "id": "gold-monthly",
+            "amount": 1500,
+            "currency": "usd",
+            "interval": "month",
+            "product": {"name": "Gold"},
+            "nickname": "Gold",
+        }
+    )
+    assert plan.id == "gold-monthly" and plan.amount == 1500 and plan.interval == "month"
+    assert client.v1.prices.retrieve("gold-monthly").unit_amount == 1500
+    with pytest.raises(stripe.InvalidRequestError) as caught:
+        client.v1.plans.create(
+            {"id": "gold-monthly", "amount": 1, "currency": "usd", "interval": "month",
+             "product": plan.product if isinstance(plan.product, str) else ""}
+        )  # fmt: skip
+    assert caught.value.code == "resource_already_exists"
+    updated = client.v1.plans.update("gold-monthly", {"nickname": "Gold plan"})
+    assert updated.nickname == "Gold plan"
+    assert [p.id for p in client.v1.plans.list().data] == ["gold-monthly"]
+    # Legacy subscription parameters naming the plan.
+    customer = client.v1.customers.create(
+        {"email": "p@example.com", "payment_method": "pm_card_visa",
+         "invoice_settings": {"default_payment_method": "pm_card_visa"}}
+    )  # fmt: skip
+    subscription = client.v1.subscriptions.create(
+        {"customer": customer.id, "items": [{"plan": "gold-monthly"}]}
+    )
+    assert subscription.status == "active"
+    assert subscription["items"].data[0].plan.id == "gold-monthly"
+    deleted = client.v1.plans.delete("gold-monthly")
+    assert deleted.deleted is True
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.plans.retrieve("gold-monthly")
+    receiver.wait_for_type("plan.deleted")
+    types = receiver.types()
+    assert "plan.created" in types and "plan.updated" in types and "plan.deleted" in types
+
+
+def test_connect_accounts_links_header_and_destination_charges(
+    sandbox: Sandbox, key: str, client: stripe.StripeClient, receiver: Receiver
+) -> None:
+    account = client.v1.accounts.create(
+        {"type": "express", "country": "US", "email": "seller@example.com",
+         "capabilities": {"card_payments": {"requested": True}, "transfers": {"requested": True}}}
+    )  # fmt: skip
+    assert account.id.startswith("acct_") and account.type == "express"
+    assert account.charges_enabled is False and account.details_submitted is False
+    assert [a.id for a in client.v1.accounts.list().data] == [account.id]
+    link = client.v1.account_links.create(
+        {"account": account.id, "type": "account_onboarding",
+         "refresh_url": "https://shop.example/reauth", "return_url": "https://shop.example/done"}
+    )  # fmt: skip
+    assert link.url.startswith(sandbox.url) and link.expires_at > link.created
+    page = json.loads(
+        urllib.request.urlopen(  # noqa: S310 - the local sandbox
+            urllib.request.Request(link.url, headers={"Authorization": f"Bearer {key}"}),  # noqa: S310
+            timeout=5,
+        ).read()
+    )
+    assert page["return_url"] == "https://shop.example/done"
+    status, onboarded = raw(sandbox, "POST", page["onboard"], key=key)
+    assert status == 200 and onboarded["charges_enabled"] is True
+    login = client.v1.accounts.login_links.create(account.id)
+    assert login.url.startswith(sandbox.url)
+    client.v1.accounts.update(account.id, {"metadata": {"seller": "42"}})
+    # The Stripe-Account header: the connected account's own objects.
+    connected = stripe.StripeClient(
+        key, base_addresses={"api": sandbox.url}, stripe_account=account.id
+    )
+    their_customer = connected.v1.customers.create({"email": "buyer@example.com"})
+    assert [c.id for c in connected.v1.customers.list().data] == [their_customer.id]
+    assert client.v1.customers.list().data == []
+    with pytest.raises(stripe.PermissionError):
+        stripe.StripeClient(
+            key, base_addresses={"api": sandbox.url}, stripe_account="acct_nope"
+        ).v1.customers.list()
+    # Destination charges: a PaymentIntent and a legacy charge.
+    intent = client.v1.payment_intents.create(
+        {"amount": 10000, "currency": "usd", "payment_method": "pm_card_visa", "confirm": True,
+         "application_fee_amount": 1000, "transfer_data": {"destination": account.id}}
+    )  # fmt: skip
+    assert intent.status == "succeeded" and intent.application_fee_amount == 1000
+    charge = client.v1.charges.retrieve(str(intent.latest_charge))
+    assert charge.transfer_data is not None and charge.transfer_data.destination == account.id
+    transfer = client.v1.transfers.retrieve(str(charge.transfer))
+    assert transfer.amount == 9000 and transfer.destination == account.id
+    legacy = client.v1.charges.create(
+        {"amount": 5000, "currency": "usd", "source": "tok_visa",
+         "transfer_data": {"destination": account.id}}
+    )  # fmt: skip
+    assert client.v1.transfers.retrieve(str(legacy.transfer)).amount == 5000
+    direct = client.v1.transfers.create(
+        {"amount": 700, "currency": "usd", "destination": account.id}
+    )
+    listed = client.v1.transfers.list({"destination": account.id})
+    assert listed.data[0].id == direct.id and len(listed.data) == 3
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v1.payment_intents.create(
+            {"amount": 1000, "currency": "usd", "transfer_data": {"destination": "acct_nope"}}
+        )
+    updates = receiver.wait_for(lambda es: sum(e["type"] == "account.updated" for e in es) == 2)
+    assert all(e["account"] == account.id for e in updates if e["type"] == "account.updated")
+    assert sum(e["type"] == "transfer.created" for e in receiver.wait_for(
+        lambda es: sum(e["type"] == "transfer.created" for e in es) == 3)) == 3  # fmt: skip
+    events = sandbox.event_types(sandbox.event_ids(key=account.id), key=account.id)
+    assert events == ["customer.created"]
+    (created,) = [
+        e for e in sandbox.account(account.id).all("event") if e["type"] == "customer.created"
+    ]
+    assert created["account"] == account.id

@@ -28,6 +28,7 @@ from typing import Any
 from stripeline_sandbox._bank_accounts import TestBankAccount
 from stripeline_sandbox._cards import DECLINE_MESSAGES, TestCard
 from stripeline_sandbox._charges import new_charge
+from stripeline_sandbox._connect import destination_of, pay_destination
 from stripeline_sandbox._disputes import open_dispute
 from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import new_id, random_part
@@ -115,6 +116,7 @@ def create_payment_intent_op(call: Call, params: dict[str, Any]) -> Obj:
     payment_method = None
     if params.get("payment_method"):
         payment_method = resolve(call, str(params["payment_method"]))
+    destination = destination_of(call, params)
     pi_id = new_id("pi")
     automatic = params.get("automatic_payment_methods")
     payment_intent: Obj = {
@@ -125,7 +127,7 @@ def create_payment_intent_op(call: Call, params: dict[str, Any]) -> Obj:
         "amount_details": {"tip": {}},
         "amount_received": 0,
         "application": None,
-        "application_fee_amount": None,
+        "application_fee_amount": destination[1] if destination else None,
         "automatic_payment_methods": (
             {"allow_redirects": "always", "enabled": True}
             if isinstance(automatic, dict) and automatic.get("enabled") in ("true", True)
@@ -168,10 +170,12 @@ def create_payment_intent_op(call: Call, params: dict[str, Any]) -> Obj:
         "statement_descriptor": optional_str(params.get("statement_descriptor")),
         "statement_descriptor_suffix": optional_str(params.get("statement_descriptor_suffix")),
         "status": "requires_confirmation" if payment_method else "requires_payment_method",
-        "transfer_data": None,
+        "transfer_data": {"destination": destination[0]} if destination else None,
         "transfer_group": optional_str(params.get("transfer_group")),
     }
     call.account.add(payment_intent)
+    if destination is not None:
+        call.account.hidden(pi_id)["destination"] = destination
     call.emit("payment_intent.created", payment_intent)
     if as_bool(params.get("confirm", "false"), "confirm"):
         confirm(call, payment_intent, params)
@@ -277,6 +281,9 @@ def _charge(call: Call, payment_intent: Obj, payment_method: Obj, card: TestCard
         _fail(call, payment_intent, payment_method, card)
     manual = payment_intent["capture_method"] == "manual"
     charge = new_charge(call, payment_intent, payment_method, card, captured=not manual)
+    charge["transfer_group"] = payment_intent["transfer_group"]
+    if not manual:
+        _pay_destination(call, payment_intent, charge)
     payment_intent["latest_charge"] = charge["id"]
     payment_intent["next_action"] = None
     amount = int(payment_intent["amount"])
@@ -294,6 +301,14 @@ def _charge(call: Call, payment_intent: Obj, payment_method: Obj, card: TestCard
         _notify(call, payment_intent)
     if card.dispute is not None and not manual:
         open_dispute(call, charge, inquiry=card.dispute == "inquiry")
+
+
+def _pay_destination(call: Call, payment_intent: Obj, charge: Obj) -> None:
+    """A destination charge (``transfer_data``): its transfer once captured."""
+    destination = call.account.hidden(payment_intent["id"]).get("destination")
+    if destination:
+        account_id, fee = destination
+        pay_destination(call, charge, (str(account_id), fee))
 
 
 def _set_up_for_future(call: Call, payment_intent: Obj, payment_method: Obj) -> None:
@@ -513,6 +528,7 @@ def capture_payment_intent(request: Request) -> Obj:
     charge["amount_captured"] = amount
     charge["amount_refunded"] = int(charge["amount"]) - amount
     charge["balance_transaction"] = new_id("txn")
+    _pay_destination(request, payment_intent, charge)
     payment_intent["status"] = "succeeded"
     payment_intent["amount_received"] = amount
     payment_intent["amount_capturable"] = 0

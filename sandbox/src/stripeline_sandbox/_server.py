@@ -23,12 +23,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from stripeline_sandbox._connect import connected_account
 from stripeline_sandbox._errors import StripeError
 from stripeline_sandbox._faults import Fault, over_rate_limit, rate_limited, take_fault
 from stripeline_sandbox._form import decode, multipart
 from stripeline_sandbox._ids import new_request_id
 from stripeline_sandbox._objects import copy, expand
 from stripeline_sandbox._payment_intents import settle_due
+from stripeline_sandbox._plans import legacy_params
 from stripeline_sandbox._routes import Request, Router
 from stripeline_sandbox._state import API_VERSION, Account, SavedResponse, World
 from stripeline_sandbox._versions import renderer
@@ -204,6 +206,9 @@ class _Handler(BaseHTTPRequestHandler):
                 account = found_account
             else:
                 account = self.server.world.account(key)
+                on_behalf = self.headers.get("Stripe-Account")
+                if on_behalf:
+                    account = connected_account(self.server.world, account, on_behalf)
             found = self.server.router.match(method, path)
             if found is None:
                 raise StripeError(
@@ -234,6 +239,7 @@ class _Handler(BaseHTTPRequestHandler):
                                 f"Keys for idempotent requests can only be {MAX_IDEMPOTENCY_KEY_LENGTH} characters long.",
                                 param="Idempotency-Key",
                             )
+            params = legacy_params(method, path, params)
             request = Request(
                 self.server.world, account, request_id, idempotency_key,
                 method=method, path=path, params=params, path_params=path_params,

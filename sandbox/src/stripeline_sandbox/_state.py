@@ -64,6 +64,8 @@ class Account:
     delivery: DeliveryMode | None = None
     held: list[Any] = field(default_factory=list)
     attempts: list[Any] = field(default_factory=list)
+    #: For a Connect account (keyed by its ``acct_…`` id): the platform's account.
+    platform: Account | None = None
 
     def add(self, obj: Obj) -> Obj:
         """Store a new object; it is listed after every older one of its type."""
