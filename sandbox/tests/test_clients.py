@@ -14,7 +14,7 @@ import stripe
 
 from stripeline_sandbox import Sandbox
 
-from .conftest import Receiver
+from .conftest import Receiver, control
 
 
 def raw(
@@ -529,3 +529,174 @@ def test_connect_accounts_links_header_and_destination_charges(
         e for e in sandbox.account(account.id).all("event") if e["type"] == "customer.created"
     ]
     assert created["account"] == account.id
+
+
+# -- 4. Every documented test card ---------------------------------------------
+
+OK = ("succeeded",)
+#: Stripe's testing docs: (test PaymentMethod, card number, what a payment does).
+TEST_CARDS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("pm_card_visa", "4242424242424242", OK),
+    ("pm_card_visa_debit", "4000056655665556", OK),
+    ("pm_card_mastercard", "5555555555554444", OK),
+    ("pm_card_mastercard_debit", "5200828282828210", OK),
+    ("pm_card_mastercard_prepaid", "5105105105105100", OK),
+    ("pm_card_amex", "378282246310005", OK),
+    ("pm_card_discover", "6011111111111117", OK),
+    ("pm_card_diners", "3056930009020004", OK),
+    ("pm_card_jcb", "3566002020360505", OK),
+    ("pm_card_unionpay", "6200000000000005", OK),
+    ("pm_card_us", "4242424242424242", OK),
+    ("pm_card_br", "4000000760000002", OK),
+    ("pm_card_ca", "4000001240000000", OK),
+    ("pm_card_mx", "4000004840008001", OK),
+    ("pm_card_gb", "4000008260000000", OK),
+    ("pm_card_de", "4000002760000016", OK),
+    ("pm_card_fr", "4000002500000003", OK),
+    ("pm_card_jp", "4000003920000003", OK),
+    ("pm_card_au", "4000000360000006", OK),
+    ("pm_card_in", "4000003560000008", OK),
+    ("pm_card_visa_chargeDeclined", "4000000000000002", ("declined", "card_declined", "generic_decline")),
+    ("pm_card_visa_chargeDeclinedInsufficientFunds", "4000000000009995", ("declined", "card_declined", "insufficient_funds")),
+    ("pm_card_visa_chargeDeclinedLostCard", "4000000000009987", ("declined", "card_declined", "lost_card")),
+    ("pm_card_visa_chargeDeclinedStolenCard", "4000000000009979", ("declined", "card_declined", "stolen_card")),
+    ("pm_card_chargeDeclinedExpiredCard", "4000000000000069", ("declined", "expired_card", "expired_card")),
+    ("pm_card_chargeDeclinedIncorrectCvc", "4000000000000127", ("declined", "incorrect_cvc", "incorrect_cvc")),
+    ("pm_card_chargeDeclinedProcessingError", "4000000000000119", ("declined", "processing_error", "processing_error")),
+    ("pm_card_visa_chargeDeclinedVelocityLimitExceeded", "4000000000006975", ("declined", "card_declined", "card_velocity_exceeded")),
+    ("pm_card_chargeCustomerFail", "4000000000000341", ("declined", "card_declined", "generic_decline")),
+    ("pm_card_radarBlock", "4100000000000019", ("blocked",)),
+    ("pm_card_riskLevelHighest", "4000000000004954", ("blocked",)),
+    ("pm_card_riskLevelElevated", "4000000000009235", ("risk", "elevated")),
+    ("pm_card_cvcCheckFail", "4000000000000101", ("checks", "cvc_check", "fail")),
+    ("pm_card_avsZipFail", "4000000000000036", ("checks", "address_postal_code_check", "fail")),
+    ("pm_card_avsLine1Fail", "4000000000000028", ("checks", "address_line1_check", "fail")),
+    ("pm_card_avsFail", "4000000000000010", ("checks", "address_postal_code_check", "fail")),
+    ("pm_card_avsUnchecked", "4000000000000044", ("checks", "address_line1_check", "unavailable")),
+    ("pm_card_createDispute", "4000000000000259", ("dispute", "fraudulent")),
+    ("pm_card_createDisputeProductNotReceived", "4000000000002685", ("dispute", "product_not_received")),
+    ("pm_card_createDisputeInquiry", "4000000000001976", ("dispute", "general")),
+    ("pm_card_createIssuerFraudRecord", "4000000000005423", ("early_fraud_warning",)),
+    ("pm_card_refundFail", "4000000000005126", ("refund", "failed")),
+    ("pm_card_pendingRefund", "4000000000007726", OK),
+    ("pm_card_bypassPending", "4000000000000077", OK),
+    ("pm_card_bypassPendingInternational", "4000003720000278", OK),
+    ("pm_card_authenticationRequiredOnSetup", "4000002500003155", ("3ds",)),
+    ("pm_card_authenticationRequired", "4000002760003184", ("3ds",)),
+    ("pm_card_authenticationRequiredSetupForOffSession", "4000003800000446", ("3ds", "off_session_ok")),
+    ("pm_card_authenticationRequiredChargeDeclinedInsufficientFunds", "4000008260003178", ("3ds", "insufficient_funds")),
+    ("pm_card_threeDSecure2Required", "4000000000003220", ("3ds",)),
+    ("pm_card_threeDSecureRequired", "4000000000003063", ("3ds",)),
+    ("pm_card_threeDSecureRequiredChargeDeclined", "4000008400001629", ("3ds", "generic_decline")),
+    ("pm_card_threeDSecureRequiredProcessingError", "4000008400001280", ("3ds", "processing_error")),
+    ("pm_card_threeDSecureOptional", "4000000000003055", OK),
+    ("pm_card_threeDSecureOptionalProcessingError", "4000000000003097", ("declined", "processing_error", "processing_error")),
+    ("pm_card_amex_threeDSecureNotSupported", "378282246310005", OK),
+]  # fmt: skip
+
+
+def _pay(client: stripe.StripeClient, payment_method: str, **extra: Any) -> stripe.PaymentIntent:
+    params: Any = {"amount": 2000, "currency": "usd", "payment_method": payment_method,
+                   "confirm": True, **extra}  # fmt: skip
+    return client.v1.payment_intents.create(params)
+
+
+@pytest.mark.parametrize("spelling", ["id", "number"])
+@pytest.mark.parametrize(
+    ("test_id", "number", "expected"), TEST_CARDS, ids=[c[0] for c in TEST_CARDS]
+)
+def test_documented_test_card(
+    sandbox: Sandbox,
+    key: str,
+    client: stripe.StripeClient,
+    spelling: str,
+    test_id: str,
+    number: str,
+    expected: tuple[str, ...],
+) -> None:
+    if spelling == "id":
+        method_id = test_id
+        method = client.v1.payment_methods.retrieve(test_id)
+    else:
+        method = client.v1.payment_methods.create(
+            {"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2034, "cvc": "123"}}
+        )  # fmt: skip
+        method_id = method.id
+    assert method.card is not None and method.card.last4 == number[-4:]
+    kind = expected[0]
+    if kind in ("declined", "blocked"):
+        with pytest.raises(stripe.CardError) as caught:
+            _pay(client, method_id)
+        error = caught.value.error
+        assert error is not None
+        wanted = ("card_declined", "fraudulent") if kind == "blocked" else expected[1:]
+        assert (error.code, error.decline_code) == wanted
+        charge = client.v1.charges.retrieve(str(error.charge))
+        assert charge.status == "failed"
+        if kind == "blocked":
+            assert charge.outcome is not None and charge.outcome.type == "blocked"
+            assert charge.outcome.risk_level == "highest"
+        return
+    if kind == "3ds":
+        intent = _pay(client, method_id)
+        assert intent.status == "requires_action"
+        authenticated = control(
+            sandbox, key, "POST", f"/_sandbox/payment_intents/{intent.id}/authenticate"
+        )
+        if len(expected) > 1 and expected[1] != "off_session_ok":
+            assert authenticated["status"] == "requires_payment_method"
+            assert authenticated["last_payment_error"]["decline_code"] == expected[1]
+        else:
+            assert authenticated["status"] == "succeeded"
+        if expected[1:] == ("off_session_ok",):
+            # Set up for off-session already: a merchant-initiated payment goes through.
+            customer = client.v1.customers.create({"email": "off@example.com"})
+            fresh = client.v1.payment_methods.create(
+                {"type": "card", "card": {"number": number, "exp_month": 12, "exp_year": 2034}}
+            )
+            client.v1.payment_methods.attach(fresh.id, {"customer": customer.id})
+            off = _pay(client, fresh.id, customer=customer.id, off_session=True)
+            assert off.status == "succeeded"
+        return
+    intent = _pay(client, method_id)
+    assert intent.status == "succeeded"
+    charge = client.v1.charges.retrieve(str(intent.latest_charge))
+    if kind == "risk":
+        assert charge.outcome is not None and charge.outcome.risk_level == expected[1]
+    elif kind == "checks":
+        checks = client.v1.payment_methods.retrieve(str(intent.payment_method)).card
+        assert checks is not None and getattr(checks.checks, expected[1]) == expected[2]
+    elif kind == "dispute":
+        disputes = client.v1.disputes.list({"charge": charge.id}).data
+        assert [d.reason for d in disputes] == [expected[1]]
+    elif kind == "early_fraud_warning":
+        warnings = client.v1.radar.early_fraud_warnings.list({"charge": charge.id}).data
+        assert len(warnings) == 1 and warnings[0].fraud_type == "unauthorized_use_of_card"
+    elif kind == "refund":
+        refund = client.v1.refunds.create({"charge": charge.id})
+        assert client.v1.refunds.retrieve(refund.id).status == expected[1]
+    else:
+        assert charge.paid and charge.payment_method_details is not None
+
+
+def test_setup_intents_ask_for_3ds_only_on_cards_that_need_it_on_setup(
+    client: stripe.StripeClient,
+) -> None:
+    customer = client.v1.customers.create({"email": "setup@example.com"})
+    outcomes = {}
+    for method in (
+        "pm_card_authenticationRequiredSetupForOffSession",
+        "pm_card_threeDSecureOptional",
+        "pm_card_authenticationRequiredOnSetup",
+        "pm_card_authenticationRequired",
+    ):
+        setup = client.v1.setup_intents.create(
+            {"customer": customer.id, "payment_method": method, "confirm": True}
+        )
+        outcomes[method] = setup.status
+    assert outcomes == {
+        "pm_card_authenticationRequiredSetupForOffSession": "succeeded",
+        "pm_card_threeDSecureOptional": "succeeded",
+        "pm_card_authenticationRequiredOnSetup": "requires_action",
+        "pm_card_authenticationRequired": "requires_action",
+    }

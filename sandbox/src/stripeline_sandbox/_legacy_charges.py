@@ -17,7 +17,7 @@ from typing import Any
 
 from stripeline_sandbox._cards import TestCard, card_for_number, luhn_ok, test_card_for
 from stripeline_sandbox._charges import new_charge
-from stripeline_sandbox._disputes import open_dispute
+from stripeline_sandbox._disputes import after_card_charge
 from stripeline_sandbox._errors import StripeError, invalid, no_such
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
@@ -202,8 +202,8 @@ def create_charge(request: Request) -> Obj:
     if destination is not None:
         pay_destination(request, charge, destination)
     request.emit("charge.succeeded", charge)
-    if capture and card.dispute is not None:
-        open_dispute(request, charge, inquiry=card.dispute == "inquiry")
+    if capture:
+        after_card_charge(request, charge, card)
     return charge
 
 
@@ -235,8 +235,8 @@ def capture_charge(request: Request) -> Obj:
     charge["balance_transaction"] = new_id("txn")
     request.emit("charge.captured", charge, previous_attributes(before, charge))
     card = request.account.hidden(charge["id"]).get("card")
-    if isinstance(card, TestCard) and card.dispute is not None:
-        open_dispute(request, charge, inquiry=card.dispute == "inquiry")
+    if isinstance(card, TestCard):
+        after_card_charge(request, charge, card)
     return charge
 
 

@@ -29,7 +29,7 @@ from stripeline_sandbox._bank_accounts import TestBankAccount
 from stripeline_sandbox._cards import DECLINE_MESSAGES, TestCard
 from stripeline_sandbox._charges import new_charge
 from stripeline_sandbox._connect import destination_of, pay_destination
-from stripeline_sandbox._disputes import open_dispute
+from stripeline_sandbox._disputes import after_card_charge
 from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import new_id, random_part
 from stripeline_sandbox._lists import list_object
@@ -206,8 +206,10 @@ def confirm(call: Call, payment_intent: Obj, params: dict[str, Any]) -> None:
     card = card_of(call, payment_method)
     off_session = as_bool(params.get("off_session", "false"), "off_session")
     set_up = bool(call.account.hidden(payment_method["id"]).get("set_up"))
-    needs_authentication = card.three_d_secure == "always" or (
-        card.three_d_secure == "unless_setup" and not (off_session and set_up)
+    needs_authentication = (
+        card.three_d_secure == "always"
+        or (card.three_d_secure == "unless_setup" and not (off_session and set_up))
+        or (card.three_d_secure == "on_session" and not off_session)
     )
     if needs_authentication and not call.account.hidden(payment_intent["id"]).pop(
         "authenticated", False
@@ -299,8 +301,8 @@ def _charge(call: Call, payment_intent: Obj, payment_method: Obj, card: TestCard
     _set_up_for_future(call, payment_intent, payment_method)
     if not manual:
         _notify(call, payment_intent)
-    if card.dispute is not None and not manual:
-        open_dispute(call, charge, inquiry=card.dispute == "inquiry")
+    if not manual:
+        after_card_charge(call, charge, card)
 
 
 def _pay_destination(call: Call, payment_intent: Obj, charge: Obj) -> None:
@@ -536,8 +538,8 @@ def capture_payment_intent(request: Request) -> Obj:
     request.emit("payment_intent.succeeded", payment_intent)
     _notify(request, payment_intent)
     card = request.account.hidden(charge["id"]).get("card")
-    if isinstance(card, TestCard) and card.dispute is not None:
-        open_dispute(request, charge, inquiry=card.dispute == "inquiry")
+    if isinstance(card, TestCard):
+        after_card_charge(request, charge, card)
     return payment_intent
 
 

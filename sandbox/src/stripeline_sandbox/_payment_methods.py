@@ -110,9 +110,9 @@ def new_card_payment_method(
         "card": {
             "brand": card.brand,
             "checks": {
-                "address_line1_check": None,
-                "address_postal_code_check": None,
-                "cvc_check": "pass",
+                "address_line1_check": card.checks[0],
+                "address_postal_code_check": card.checks[1],
+                "cvc_check": card.checks[2],
             },
             "country": card.country,
             "display_brand": card.brand,

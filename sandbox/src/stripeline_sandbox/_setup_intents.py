@@ -111,7 +111,7 @@ def _confirm(request: Request, setup_intent: Obj) -> None:
         request.emit("setup_intent.setup_failed", setup_intent)
         error.extra["setup_intent"] = copy(setup_intent)
         raise error
-    if card.three_d_secure is not None:
+    if card.three_d_secure in ("always", "unless_setup"):
         setup_intent["status"] = "requires_action"
         setup_intent["next_action"] = {
             "type": "use_stripe_sdk",
