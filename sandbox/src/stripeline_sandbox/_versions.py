@@ -20,9 +20,6 @@ from stripeline_sandbox._objects import copy
 from stripeline_sandbox._prices import plan_of
 from stripeline_sandbox._state import API_VERSION, Account, Obj
 
-#: The oldest version rendered; older ones answer in its shapes.
-OLDEST = "2020-08-27"
-
 
 @dataclass(frozen=True)
 class Change:
