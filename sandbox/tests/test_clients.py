@@ -457,6 +457,29 @@ def test_plans_are_recurring_prices(client: stripe.StripeClient, receiver: Recei
     assert "plan.created" in types and "plan.updated" in types and "plan.deleted" in types
 
 
+def test_connected_accounts_events_reach_the_platforms_connect_endpoint(
+    sandbox: Sandbox, key: str, client: stripe.StripeClient
+) -> None:
+    platform_hook = Receiver("unset")
+    try:
+        endpoint = client.v1.webhook_endpoints.create(
+            {"url": platform_hook.url, "enabled_events": ["customer.created"], "connect": True}
+        )
+        platform_hook.secret = str(endpoint.secret)
+        account = client.v1.accounts.create({"type": "standard"})
+        connected = stripe.StripeClient(
+            key, base_addresses={"api": sandbox.url}, stripe_account=account.id
+        )
+        theirs = connected.v1.customers.create({"email": "c@example.com"})
+        client.v1.customers.create({"email": "platform-own@example.com"})
+        (event,) = platform_hook.wait_for_type("customer.created")
+        assert event["account"] == account.id and event["data"]["object"]["id"] == theirs.id
+        assert sandbox.wait_for_deliveries()
+        assert connected.v1.events.retrieve(event["id"]).pending_webhooks == 0
+    finally:
+        platform_hook.close()
+
+
 def test_connect_accounts_links_header_and_destination_charges(
     sandbox: Sandbox, key: str, client: stripe.StripeClient, receiver: Receiver
 ) -> None:

@@ -69,6 +69,9 @@ class _Job:
     endpoint_id: str = field(compare=False)
     event_id: str = field(compare=False)
     attempt: int = field(compare=False, default=1)
+    #: The connected account whose event a platform's Connect endpoint receives
+    #: (None: the event is the endpoint's own account's).
+    source: Account | None = field(compare=False, default=None)
 
 
 def _in_version(account: Account, event: Obj, version: Any) -> Obj:
@@ -123,14 +126,36 @@ class Deliverer:
         """Schedule ``events`` for every matching endpoint of ``account``."""
         mode = account.delivery or DeliveryMode()
         jobs: list[_Job] = []
+        platform = account.platform
+        connect: list[Obj] = []
+        if platform is not None:
+            # A connected account's events go to the platform's Connect endpoints.
+            with platform.lock:
+                connect = [
+                    e
+                    for e in reversed(platform.all("webhook_endpoint"))
+                    if platform.internal.get(e["id"], {}).get("connect")
+                ]
         with account.lock:
-            endpoints = account.all("webhook_endpoint")
+            # A Connect endpoint gets its connected accounts' events, not its own account's.
+            endpoints = [
+                e
+                for e in account.all("webhook_endpoint")
+                if not account.internal.get(e["id"], {}).get("connect")
+            ]
             for event in events:
                 targets = [e for e in reversed(endpoints) if _wants(e, event["type"])]
-                event["pending_webhooks"] = len(targets)
+                platform_targets = [e for e in connect if _wants(e, event["type"])]
+                event["pending_webhooks"] = len(targets) + len(platform_targets)
                 for endpoint in targets:
                     for _ in range(max(1, mode.duplicate)):
                         jobs.append(_Job(0.0, 0, account, endpoint["id"], event["id"]))
+                for endpoint in platform_targets:
+                    assert platform is not None  # noqa: S101 - connect implies a platform
+                    for _ in range(max(1, mode.duplicate)):
+                        jobs.append(
+                            _Job(0.0, 0, platform, endpoint["id"], event["id"], source=account)
+                        )
             if mode.hold:
                 account.held.extend(jobs)
                 return
@@ -194,14 +219,19 @@ class Deliverer:
 
     def _attempt(self, job: _Job) -> None:
         account = job.account
+        source = job.source or account
         with account.lock:
             endpoint = account.objects.get(job.endpoint_id)
-            event = account.objects.get(job.event_id)
-            if endpoint is None or event is None or endpoint.get("status") != "enabled":
+            if endpoint is None or endpoint.get("status") != "enabled":
                 return
             url = str(endpoint["url"])
             secret = str(account.hidden(job.endpoint_id)["secret"])
-            shown = _in_version(account, event, endpoint.get("api_version"))
+            version = endpoint.get("api_version")
+        with source.lock:
+            event = source.objects.get(job.event_id)
+            if event is None:
+                return
+            shown = _in_version(source, event, version)
             payload = json.dumps(shown, indent=2).encode()
             event_type = str(event["type"])
         status, error = self._post(url, payload, secret)
@@ -210,14 +240,17 @@ class Deliverer:
         )
         with account.lock:
             account.attempts.append(attempt)
-            if attempt.ok:
-                delivered: set[str] = account.hidden(job.event_id).setdefault("delivered", set())
+        if attempt.ok:
+            with source.lock:
+                delivered: set[str] = source.hidden(job.event_id).setdefault("delivered", set())
                 if job.endpoint_id not in delivered:
                     delivered.add(job.endpoint_id)
                     event["pending_webhooks"] = max(0, int(event["pending_webhooks"]) - 1)
-                return
+            return
         if job.attempt <= len(self.retry_delays):
-            retry = _Job(0.0, 0, account, job.endpoint_id, job.event_id, job.attempt + 1)
+            retry = _Job(
+                0.0, 0, account, job.endpoint_id, job.event_id, job.attempt + 1, job.source
+            )
             self._push([retry], delay=self.retry_delays[job.attempt - 1])
 
     def _post(self, url: str, payload: bytes, secret: str) -> tuple[int | None, str | None]:
