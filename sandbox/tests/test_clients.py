@@ -736,3 +736,55 @@ def test_the_documented_publishable_key_example_runs() -> None:
     section = docs.read_text().split("## Publishable keys", 1)[1].split("\n## ", 1)[0]
     (example,) = re.findall(r"```python\n(.*?)```", section, re.S)
     exec(compile(example, str(docs), "exec"), {})  # noqa: S102 - our own documentation
+
+
+# -- 5. Completion helpers -------------------------------------------------------
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def test_checkout_completion_answers_with_the_success_url_redirect(
+    sandbox: Sandbox, key: str, client: stripe.StripeClient
+) -> None:
+    session = client.v1.checkout.sessions.create(
+        {
+            "mode": "payment",
+            "success_url": "https://shop.example/ok?session_id={CHECKOUT_SESSION_ID}",
+            "line_items": [
+                {
+                    "price_data": {
+                        "currency": "usd",
+                        "unit_amount": 1500,
+                        "product_data": {"name": "Mug"},
+                    },
+                    "quantity": 1,
+                }
+            ],
+        }
+    )
+    opener = urllib.request.build_opener(_NoRedirect)
+    request = urllib.request.Request(  # noqa: S310 - the local sandbox
+        f"{sandbox.url}/_sandbox/checkout/sessions/{session.id}/complete",
+        data=b"redirect=true",
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        opener.open(request, timeout=5)
+    assert caught.value.code == 302
+    assert caught.value.headers["Location"] == f"https://shop.example/ok?session_id={session.id}"
+    assert json.loads(caught.value.read())["status"] == "complete"
+    assert client.v1.checkout.sessions.retrieve(session.id).payment_status == "paid"
+
+
+def test_billing_portal_page_links_back_to_return_url(
+    sandbox: Sandbox, key: str, client: stripe.StripeClient
+) -> None:
+    customer = client.v1.customers.create({"email": "portal@example.com"})
+    portal = client.v1.billing_portal.sessions.create(
+        {"customer": customer.id, "return_url": "https://shop.example/account"}
+    )
+    page = control(sandbox, key, "GET", portal.url.removeprefix(sandbox.url))
+    assert page["return_url"] == "https://shop.example/account"

@@ -320,7 +320,18 @@ def hosted_checkout_page(request: Request) -> Obj:
 
 
 def complete_checkout_session(request: Request) -> Obj:
-    """Pay on the hosted page: ``payment_method`` (default ``pm_card_visa``), ``email``, ``name``."""
+    """Pay on the hosted page: ``payment_method`` (default ``pm_card_visa``), ``email``,
+    ``name``; with ``redirect=true`` the answer is the page's 302 to ``success_url``
+    (``return_url`` for an embedded session) with ``{CHECKOUT_SESSION_ID}`` filled in."""
+    redirect = as_bool(request.params.get("redirect", False), "redirect")
+    session = _complete(request)
+    target = session["success_url"] or session.get("return_url")
+    if redirect and target:
+        request.redirect = str(target).replace("{CHECKOUT_SESSION_ID}", session["id"])
+    return session
+
+
+def _complete(request: Request) -> Obj:
     from stripeline_sandbox._payment_intents import confirm, create_payment_intent_op
 
     session = _session(request)

@@ -77,6 +77,8 @@ class Request(Call):
     publishable: bool = False
     #: The ``Stripe-Version`` the answer is rendered in (None: the current one).
     api_version: str | None = None
+    #: Set by a hosted-page control: answer 302 with this ``Location`` (and the body).
+    redirect: str | None = None
 
     def param(self, name: str) -> Any:
         """A required parameter.

@@ -309,6 +309,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if expand_paths:
                     result = expand(account, copy(result), list(expand_paths), render)
                 body = json.dumps(result, indent=2).encode()
+                if request.redirect is not None:
+                    status, headers["Location"] = 302, request.redirect
             except StripeError as error:
                 status, save = error.status, error.save_idempotent
                 headers = {**headers, **error.headers}
