@@ -63,16 +63,22 @@ def _account(call: Call, params: dict[str, Any], account_type: str) -> Obj:
         "id": account_id,
         "object": NOUN,
         "business_profile": {
+            "annual_revenue": {"amount": None, "currency": None, "fiscal_year_end": None},
+            "estimated_worker_count": None,
             "mcc": None,
+            "minority_owned_business_designation": None,
             "name": None,
             "product_description": None,
+            "support_address": {name: None for name in _ADDRESS},
             "support_email": None,
             "support_phone": None,
             "support_url": None,
             "url": None,
         },
         "business_type": optional_str(params.get("business_type")),
-        "capabilities": {name: "inactive" for name in requested},
+        "capabilities": {
+            name: "inactive" for name in (requested or ("card_payments", "transfers"))
+        },
         "charges_enabled": False,
         "controller": {
             "is_controller": True,
@@ -91,19 +97,62 @@ def _account(call: Call, params: dict[str, Any], account_type: str) -> Obj:
             "total_count": 0,
             "url": f"/v1/accounts/{account_id}/external_accounts",
         },
+        "future_requirements": _requirements([], None),
         "metadata": apply_metadata({}, params.get("metadata")),
         "payouts_enabled": False,
-        "requirements": {
-            "currently_due": ["external_account", "tos_acceptance.date"],
-            "disabled_reason": "requirements.past_due",
-            "errors": [],
-            "eventually_due": ["external_account", "tos_acceptance.date"],
-            "past_due": ["external_account", "tos_acceptance.date"],
-            "pending_verification": [],
-        },
-        "settings": {"payouts": {"schedule": {"delay_days": 2, "interval": "daily"}}},
+        "requirements": _requirements(
+            ["external_account", "tos_acceptance.date"], "requirements.past_due"
+        ),
+        "settings": _settings(),
         "tos_acceptance": {"date": None, "ip": None, "user_agent": None},
         "type": account_type,
+    }
+
+
+_ADDRESS = ("city", "country", "line1", "line2", "postal_code", "state")
+
+
+def _requirements(due: list[str], disabled_reason: str | None) -> Obj:
+    return {
+        "alternatives": [],
+        "current_deadline": None,
+        "currently_due": list(due),
+        "disabled_reason": disabled_reason,
+        "errors": [],
+        "eventually_due": list(due),
+        "past_due": list(due),
+        "pending_verification": [],
+    }
+
+
+def _settings() -> Obj:
+    descriptors = {
+        "statement_descriptor_prefix_kana": None,
+        "statement_descriptor_prefix_kanji": None,
+    }
+    return {
+        "bacs_debit_payments": {"display_name": None, "service_user_number": None},
+        "branding": {"icon": None, "logo": None, "primary_color": None, "secondary_color": None},
+        "card_issuing": {"tos_acceptance": {"date": None, "ip": None}},
+        "card_payments": {
+            "decline_on": {"avs_failure": False, "cvc_failure": False},
+            "statement_descriptor_prefix": None,
+            **descriptors,
+        },
+        "dashboard": {"display_name": None, "timezone": "Etc/UTC"},
+        "invoices": {"default_account_tax_ids": None, "hosted_payment_method_save": None},
+        "payments": {
+            "statement_descriptor": None,
+            "statement_descriptor_kana": None,
+            "statement_descriptor_kanji": None,
+            **descriptors,
+        },
+        "payouts": {
+            "debit_negative_balances": True,
+            "schedule": {"delay_days": 2, "interval": "daily"},
+            "statement_descriptor": None,
+        },
+        "sepa_debit_payments": {},
     }
 
 
@@ -205,10 +254,7 @@ def onboard_account(request: Request) -> Obj:
     account["payouts_enabled"] = True
     account["capabilities"] = {name: "active" for name in account["capabilities"]}
     account["tos_acceptance"]["date"] = account["tos_acceptance"]["date"] or request.now()
-    requirements = account["requirements"]
-    for name in ("currently_due", "eventually_due", "past_due"):
-        requirements[name] = []
-    requirements["disabled_reason"] = None
+    account["requirements"] = _requirements([], None)
     changed = previous_attributes(before, account)
     if changed:
         _emit_account(request, "account.updated", account, changed)

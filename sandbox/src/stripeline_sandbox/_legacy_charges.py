@@ -70,6 +70,8 @@ def card_object(payment_method: Obj, card_id: str, customer: str | None = None) 
         "last4": card["last4"],
         "metadata": {},
         "name": payment_method["billing_details"]["name"],
+        "networks": {"preferred": None},
+        "regulated_status": None,
         "tokenization_method": None,
         "wallet": None,
     }
@@ -114,7 +116,7 @@ def create_token(request: Request) -> Obj:
         "id": new_id("tok"),
         "object": "token",
         "card": card_object(payment_method, payment_method["id"]),
-        "client_ip": "127.0.0.1",
+        "client_ip": None,
         "created": request.now(),
         "livemode": False,
         "type": "card",
