@@ -788,3 +788,18 @@ def test_billing_portal_page_links_back_to_return_url(
     )
     page = control(sandbox, key, "GET", portal.url.removeprefix(sandbox.url))
     assert page["return_url"] == "https://shop.example/account"
+
+
+def test_keys_and_connected_accounts_survive_a_restart(tmp_path: Any) -> None:
+    state = tmp_path / "sandbox.json"
+    with Sandbox(state_file=state) as first:
+        publishable = first.publishable_key
+        client = stripe.StripeClient(first.secret_key, base_addresses={"api": first.url})
+        account = client.v1.accounts.create({"type": "custom"})
+    with Sandbox(state_file=state) as second:
+        assert second.publishable_key == publishable
+        assert second.account(account.id).platform is second.account()
+        connected = stripe.StripeClient(
+            second.secret_key, base_addresses={"api": second.url}, stripe_account=account.id
+        )
+        assert connected.v1.customers.create({"email": "r@example.com"}).id.startswith("cus_")

@@ -49,7 +49,17 @@ def connected_account(world: World, platform: Account, account_id: str) -> Accou
         )
     connected = world.account(account_id)
     connected.platform = platform
+    connected.internal[PLATFORM] = {"key": platform.key}
     return connected
+
+
+def relink(world: World) -> None:
+    """Tie restored connected accounts to their platforms again (a state file keeps
+    the link as hidden state; ``Account.platform`` is not saved)."""
+    for account in world.accounts():
+        key = account.internal.get(PLATFORM, {}).get("key")
+        if key:
+            account.platform = world.account(str(key))
 
 
 def _account(call: Call, params: dict[str, Any], account_type: str) -> Obj:

@@ -11,6 +11,7 @@ from types import TracebackType
 from stripeline_sandbox import _persist
 from stripeline_sandbox._app import PAYMENT_OUTCOME_HANDLERS, build_router
 from stripeline_sandbox._clock import SandboxClock
+from stripeline_sandbox._connect import relink
 from stripeline_sandbox._delivery import (
     DEFAULT_DELIVERY_TIMEOUT,
     DEFAULT_RETRY_DELAYS,
@@ -69,6 +70,7 @@ class Sandbox:
         self.world = World(self.clock, self._deliverer, PAYMENT_OUTCOME_HANDLERS)
         if saved is not None:
             _persist.restore(self.world, saved)
+            relink(self.world)
         #: Where the state is kept across restarts (``state_file``), or None.
         self.state_file = Path(state_file) if state_file is not None else None
         self._keeper = (
