@@ -803,3 +803,26 @@ def test_keys_and_connected_accounts_survive_a_restart(tmp_path: Any) -> None:
             second.secret_key, base_addresses={"api": second.url}, stripe_account=account.id
         )
         assert connected.v1.customers.create({"email": "r@example.com"}).id.startswith("cus_")
+
+
+def test_a_sample_app_using_the_global_sdk_configuration_pinned_to_2022_08_01(
+    sandbox: Sandbox, key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shape of Stripe's own samples: module-level key, base and version."""
+    monkeypatch.setattr(stripe, "api_key", key)
+    monkeypatch.setattr(stripe, "api_base", sandbox.url)
+    monkeypatch.setattr(stripe, "api_version", OLD)
+    customer = stripe.Customer.create(email="sample@example.com")
+    price = stripe.Price.create(
+        currency="usd", unit_amount=700, recurring={"interval": "month"},
+        product_data={"name": "Sample"},
+    )  # fmt: skip
+    subscription: Any = stripe.Subscription.create(
+        customer=customer.id,
+        items=[{"price": price.id}],
+        payment_behavior="default_incomplete",
+        expand=["latest_invoice.payment_intent"],
+    )
+    client_secret = subscription.latest_invoice.payment_intent.client_secret
+    assert client_secret.startswith(subscription.latest_invoice.payment_intent.id)
+    assert subscription.current_period_end > subscription.current_period_start
