@@ -826,3 +826,24 @@ def test_a_sample_app_using_the_global_sdk_configuration_pinned_to_2022_08_01(
     client_secret = subscription.latest_invoice.payment_intent.client_secret
     assert client_secret.startswith(subscription.latest_invoice.payment_intent.id)
     assert subscription.current_period_end > subscription.current_period_start
+
+
+def test_customer_sources_and_charging_the_default_source(
+    sandbox: Sandbox, key: str, client: stripe.StripeClient, receiver: Receiver
+) -> None:
+    customer = client.v1.customers.create({"email": "src@example.com", "source": "tok_visa"})
+    assert str(customer.default_source).startswith("card_")
+    charge = client.v1.charges.create({"amount": 1200, "currency": "usd", "customer": customer.id})
+    assert charge.status == "succeeded" and charge.payment_method == customer.default_source
+    assert charge.customer == customer.id
+    status, added = raw(
+        sandbox, "POST", f"/v1/customers/{customer.id}/sources", key=key, source="tok_mastercard"
+    )
+    assert status == 200 and added["brand"] == "MasterCard"
+    status, listed = raw(sandbox, "GET", f"/v1/customers/{customer.id}/sources", key=key)
+    assert [c["brand"] for c in listed["data"]] == ["MasterCard", "Visa"]
+    assert client.v1.customers.retrieve(customer.id).default_source == customer.default_source
+    with pytest.raises(stripe.CardError):
+        client.v1.customers.create({"email": "no@example.com", "source": "tok_chargeDeclined"})
+    assert [c.email for c in client.v1.customers.list().data] == ["src@example.com"]
+    receiver.wait_for_type("customer.source.created", count=2)

@@ -20,8 +20,9 @@ from stripeline_sandbox._charges import new_charge
 from stripeline_sandbox._disputes import after_card_charge
 from stripeline_sandbox._errors import StripeError, invalid, no_such
 from stripeline_sandbox._ids import new_id
+from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
-from stripeline_sandbox._payment_methods import card_error, new_card_payment_method
+from stripeline_sandbox._payment_methods import attach, card_error, new_card_payment_method
 from stripeline_sandbox._routes import (
     Call,
     Endpoint,
@@ -153,6 +154,51 @@ def source_payment_method(call: Call, source: str, param: str = "source") -> Obj
     return _card_payment_method(call, card, source)
 
 
+# -- customer sources -----------------------------------------------------------
+
+
+def add_source(call: Call, customer: Obj, source: str, *, make_default: bool) -> Obj:
+    """Attach the card of ``source`` to ``customer`` (``customer.source.created``);
+    it becomes ``default_source`` when asked or when there is none.
+
+    Raises:
+        StripeError: 404 for an unknown source, 402 for a card that declines on attach.
+    """
+    payment_method = source_payment_method(call, source)
+    attach(call, payment_method, customer)
+    card = card_object(payment_method, payment_method["id"], customer["id"])
+    call.emit("customer.source.created", card)
+    if make_default or not customer["default_source"]:
+        customer["default_source"] = payment_method["id"]
+    return card
+
+
+def _sources(call: Call, customer: Obj) -> list[Obj]:
+    return [
+        card_object(pm, pm["id"], customer["id"])
+        for pm in call.account.all("payment_method")
+        if pm["customer"] == customer["id"] and str(pm["id"]).startswith("card_")
+    ]
+
+
+def create_customer_source(request: Request) -> Obj:
+    """``POST /v1/customers/{customer}/sources`` with ``source`` (a token)."""
+    customer = request.get("customer", request.path_params["customer"])
+    before = copy(customer)
+    card = add_source(request, customer, str(request.param("source")), make_default=False)
+    changed = previous_attributes(before, customer)
+    if changed:
+        request.emit("customer.updated", customer, changed)
+    return card
+
+
+def list_customer_sources(request: Request) -> Obj:
+    customer = request.get("customer", request.path_params["customer"])
+    return list_object(
+        request, _sources(request, customer), f"/v1/customers/{customer['id']}/sources"
+    )
+
+
 # -- charges ------------------------------------------------------------------
 
 
@@ -169,6 +215,9 @@ def create_charge(request: Request) -> Obj:
     if customer is not None:
         request.get("customer", customer, param="customer")
     source = optional_str(params.get("source"))
+    if source is None and customer is not None:
+        # A customer is charged through its default source.
+        source = request.get("customer", customer)["default_source"]
     if source is None:
         if customer is not None:
             raise invalid(
@@ -248,4 +297,6 @@ ROUTES: tuple[Endpoint, ...] = (
     Endpoint("GET", "/v1/tokens/{id}", retrieve_token),
     Endpoint("POST", "/v1/charges", create_charge),
     Endpoint("POST", "/v1/charges/{id}/capture", capture_charge),
+    Endpoint("POST", "/v1/customers/{customer}/sources", create_customer_source),
+    Endpoint("GET", "/v1/customers/{customer}/sources", list_customer_sources),
 )
