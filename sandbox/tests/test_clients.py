@@ -847,3 +847,27 @@ def test_customer_sources_and_charging_the_default_source(
         client.v1.customers.create({"email": "no@example.com", "source": "tok_chargeDeclined"})
     assert [c.email for c in client.v1.customers.list().data] == ["src@example.com"]
     receiver.wait_for_type("customer.source.created", count=2)
+
+
+def test_account_default_api_version(sandbox: Sandbox, key: str) -> None:
+    sandbox.set_api_version(OLD, key=key)
+    try:
+        client = stripe.StripeClient(key, base_addresses={"api": sandbox.url})
+        intent = client.v1.payment_intents.create(
+            {"amount": 800, "currency": "usd", "payment_method": "pm_card_visa", "confirm": True}
+        )
+        # The SDK sends its own version: the current shapes.
+        assert "charges" not in intent
+        # A raw request without Stripe-Version gets the account's default.
+        status, body = raw(sandbox, "GET", f"/v1/payment_intents/{intent.id}", key=key)
+        assert status == 200 and body["charges"]["total_count"] == 1
+        assert control(sandbox, key, "GET", "/_sandbox/api_version")["default"] == OLD
+        with pytest.raises(ValueError, match="Invalid API version"):
+            sandbox.set_api_version("2099-01-01", key=key)
+        # Events keep the shapes of their creation when listed in any version.
+        status, events = raw(sandbox, "GET", "/v1/events", key=key, type="payment_intent.succeeded")
+        assert "charges" not in events["data"][0]["data"]["object"]
+    finally:
+        sandbox.set_api_version(None, key=key)
+    status, body = raw(sandbox, "GET", f"/v1/payment_intents/{intent.id}", key=key)
+    assert "charges" not in body

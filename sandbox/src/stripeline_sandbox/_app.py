@@ -30,6 +30,7 @@ from stripeline_sandbox import (
     _subscription_items,
     _subscriptions,
     _test_clocks,
+    _versions,
     _webhook_endpoints,
 )
 from stripeline_sandbox._routes import Endpoint, Router
@@ -60,6 +61,7 @@ RESOURCES: tuple[tuple[Endpoint, ...], ...] = (
     _checkout_sessions.ROUTES,
     _billing_portal.ROUTES,
     _connect.ROUTES,
+    _versions.ROUTES,
 )
 
 

@@ -74,6 +74,13 @@ class _Job:
     source: Account | None = field(compare=False, default=None)
 
 
+def default_version(account: Account) -> str | None:
+    """The account's default API version (``_versions.default_version``)."""
+    from stripeline_sandbox._versions import default_version as found
+
+    return found(account)
+
+
 def _in_version(account: Account, event: Obj, version: Any) -> Obj:
     """The event as an endpoint created with an older ``api_version`` receives it:
     ``data.object`` in that version's shapes (``_versions``)."""
@@ -226,7 +233,7 @@ class Deliverer:
                 return
             url = str(endpoint["url"])
             secret = str(account.hidden(job.endpoint_id)["secret"])
-            version = endpoint.get("api_version")
+            version = endpoint.get("api_version") or default_version(account)
         with source.lock:
             event = source.objects.get(job.event_id)
             if event is None:

@@ -368,6 +368,24 @@ class Sandbox:
                 raise ValueError(error.message) from None
             return dict(show_billing_settings(found))
 
+    def set_api_version(self, version: str | None, *, key: str | None = None) -> None:
+        """Set the account's default API version (``POST /_sandbox/api_version``):
+        requests without ``Stripe-Version`` and webhook endpoints without
+        ``api_version`` get its shapes; None resets it to the current one.
+
+        Raises:
+            ValueError: a malformed version, or one newer than the sandbox's.
+        """
+        from stripeline_sandbox._errors import StripeError
+        from stripeline_sandbox._versions import set_default_version
+
+        account = self.account(key)
+        with account.lock:
+            try:
+                set_default_version(account, version)
+            except StripeError as error:
+                raise ValueError(error.message) from None
+
     # -- time ----------------------------------------------------------------
 
     def advance_clock(self, seconds: float) -> int:

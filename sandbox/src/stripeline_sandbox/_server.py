@@ -33,7 +33,7 @@ from stripeline_sandbox._payment_intents import settle_due
 from stripeline_sandbox._plans import legacy_params
 from stripeline_sandbox._routes import Request, Router
 from stripeline_sandbox._state import API_VERSION, Account, SavedResponse, World
-from stripeline_sandbox._versions import renderer
+from stripeline_sandbox._versions import default_version, renderer
 
 #: Stripe prunes idempotency keys after at least 24 hours.
 IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
@@ -243,7 +243,8 @@ class _Handler(BaseHTTPRequestHandler):
             request = Request(
                 self.server.world, account, request_id, idempotency_key,
                 method=method, path=path, params=params, path_params=path_params,
-                publishable=publishable, api_version=self.headers.get("Stripe-Version"),
+                publishable=publishable,
+                api_version=self.headers.get("Stripe-Version") or default_version(account),
             )  # fmt: skip
             status, body, headers, replayed = self._execute(route.handler, request)
         except StripeError as error:

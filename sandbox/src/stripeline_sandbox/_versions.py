@@ -12,13 +12,20 @@ renderings (an older client ignores what it does not know).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._objects import copy
 from stripeline_sandbox._prices import plan_of
+from stripeline_sandbox._routes import Endpoint, Request, optional_str
 from stripeline_sandbox._state import API_VERSION, Account, Obj
+
+#: Hidden record of the account's default API version (kept in a state file).
+_DEFAULT = "__api_version__"
+_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(\.[a-z]+)?$")
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,8 @@ def renderer(account: Account, version: str | None) -> Callable[[Any], Any] | No
     def render(value: Any) -> Any:
         if isinstance(value, list):
             return [render(item) for item in value]
-        if not isinstance(value, dict):
+        if not isinstance(value, dict) or value.get("object") == "event":
+            # An event keeps the shapes of its creation (endpoints render it on delivery).
             return value
         for key, child in value.items():
             if isinstance(child, (dict, list)):
@@ -164,3 +172,48 @@ def renderer(account: Account, version: str | None) -> Callable[[Any], Any] | No
         return value
 
     return render
+
+
+def default_version(account: Account) -> str | None:
+    """The account's default API version (requests without ``Stripe-Version`` and
+    webhook endpoints without ``api_version`` use it); None: the current one."""
+    found = account.internal.get(_DEFAULT, {}).get("version")
+    return str(found) if found else None
+
+
+def set_default_version(account: Account, version: str | None) -> None:
+    """Set (or, with None or "", reset) the account's default API version.
+
+    Raises:
+        StripeError: 400 for a malformed version or one newer than the sandbox's.
+    """
+    if not version:
+        account.internal.pop(_DEFAULT, None)
+        return
+    if not _VERSION.match(version) or version[:10] > API_VERSION[:10]:
+        raise invalid(
+            f"Invalid API version {version!r}: a date such as 2022-08-01, at most {API_VERSION}.",
+            param="version",
+        )
+    account.internal[_DEFAULT] = {"version": version}
+
+
+def _shown(account: Account) -> Obj:
+    return {"object": "sandbox.api_version", "default": default_version(account) or API_VERSION}
+
+
+def get_api_version(request: Request) -> Obj:
+    return _shown(request.account)
+
+
+def post_api_version(request: Request) -> Obj:
+    """``version``: the account's default API version (empty: the current one)."""
+    set_default_version(request.account, optional_str(request.params.get("version")))
+    return _shown(request.account)
+
+
+#: This module's endpoints; ``_app.build_router`` puts every module's table together.
+ROUTES: tuple[Endpoint, ...] = (
+    Endpoint("GET", "/_sandbox/api_version", get_api_version, control=True),
+    Endpoint("POST", "/_sandbox/api_version", post_api_version, control=True),
+)
