@@ -494,7 +494,11 @@ def test_an_event_for_a_connected_account_is_read_with_its_stripe_account(
             stripe_sandbox, stripe_key, database_url, "whsec_connected0", api_base=proxy.url
         )
         served.append(app)
-        customer = stripe_client.v1.customers.create({"email": "connected@example.com"})
+        # A connected account of the platform, and a customer of its own.
+        connected = stripe_client.v1.accounts.create({"type": "express"}).id
+        customer = stripe_client.v1.customers.create(
+            {"email": "connected@example.com"}, {"stripe_account": connected}
+        )
         body = json.dumps(
             {
                 "id": "evt_test_connected1",
@@ -502,7 +506,7 @@ def test_an_event_for_a_connected_account_is_read_with_its_stripe_account(
                 "type": "v1.customer.created",
                 "created": "2026-11-27T10:00:00.000Z",
                 "livemode": False,
-                "context": "acct_1Connected",
+                "context": connected,
                 "related_object": {
                     "id": customer.id,
                     "type": "customer",
@@ -520,9 +524,9 @@ def test_an_event_for_a_connected_account_is_read_with_its_stripe_account(
         app.settle(1)
     finally:
         proxy.close()
-    assert proxy.seen == [(f"/v1/customers/{customer.id}", "acct_1Connected")]
+    assert proxy.seen == [(f"/v1/customers/{customer.id}", connected)]
     with connect(app.app.engine, readonly=True) as conn:
         (row,) = conn.execute(select(Event.id, Event.account))
-        held = get_object(conn, customer.id, account="acct_1Connected")
-    assert tuple(row) == ("evt_1ConnectedSnap", "acct_1Connected")
+        held = get_object(conn, customer.id, account=connected)
+    assert tuple(row) == ("evt_1ConnectedSnap", connected)
     assert held is not None and held["email"] == "connected@example.com"

@@ -107,7 +107,7 @@ def test_the_preview_prorates_as_the_update_then_bills(
             "subscription": subscription.id,
             "subscription_details": {
                 "items": [{"id": item, "price": bigger.id}],
-                "proration_behavior": behavior,  # type: ignore[typeddict-item]
+                "proration_behavior": behavior,
             },
         }
     )
@@ -119,14 +119,12 @@ def test_the_preview_prorates_as_the_update_then_bills(
     assert client.v1.subscriptions.retrieve(subscription.id)["items"].data[0].price.id == price.id
     assert len(client.v1.invoices.list({"customer": customer.id}).data) == invoices_before
     assert client.v1.invoice_items.list({"customer": customer.id}).data == []
-    updated = client.v1.subscriptions.update(
-        subscription.id,
-        {
-            "items": [{"id": item, "price": bigger.id}],
-            "proration_behavior": behavior,  # type: ignore[typeddict-item]
-            "proration_date": moment,
-        },
-    )
+    change: Any = {
+        "items": [{"id": item, "price": bigger.id}],
+        "proration_behavior": behavior,
+        "proration_date": moment,
+    }
+    updated = client.v1.subscriptions.update(subscription.id, change)
     if behavior == "always_invoice":
         billed = client.v1.invoices.retrieve(str(updated.latest_invoice))
         assert sorted(a for a, p in _lines(billed) if p) == sorted(prorations)

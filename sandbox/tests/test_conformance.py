@@ -210,3 +210,26 @@ def test_conformance_billing(client: stripe.StripeClient) -> None:
         "test_helpers.test_clock",
         client.v1.test_helpers.test_clocks.advance(clock.id, {"frozen_time": 1_767_312_000}),
     )
+
+
+def test_conformance_connect_and_legacy(
+    sandbox: Sandbox, key: str, client: stripe.StripeClient
+) -> None:
+    account = client.v1.accounts.create({"type": "express", "email": "s@example.com"})
+    _check("account", account)
+    _check("account_link", client.v1.account_links.create(
+        {"account": account.id, "type": "account_onboarding",
+         "refresh_url": "https://x.example/r", "return_url": "https://x.example/d"}
+    ))  # fmt: skip
+    _check("login_link", client.v1.accounts.login_links.create(account.id))
+    _check("transfer", client.v1.transfers.create(
+        {"amount": 500, "currency": "usd", "destination": account.id}
+    ))  # fmt: skip
+    _check("plan", client.v1.plans.create(
+        {"amount": 900, "currency": "usd", "interval": "month", "product": {"name": "P"}}
+    ))  # fmt: skip
+    token = control(
+        sandbox, key, "POST", "/v1/tokens",
+        **{"card[number]": "4242424242424242", "card[exp_month]": "12", "card[exp_year]": "2030"},
+    )  # fmt: skip
+    _check("token", stripe.StripeObject.construct_from(token, key))

@@ -29,7 +29,7 @@ def files_client(
 def upload(client: stripe.StripeClient, name: str, content: bytes, purpose: str) -> stripe.File:
     body = io.BytesIO(content)
     body.name = name
-    return client.v1.files.create({"purpose": purpose, "file": body})  # type: ignore[typeddict-item]
+    return client.v1.files.create({"purpose": purpose, "file": body})
 
 
 def disputed(client: stripe.StripeClient) -> stripe.Dispute:
@@ -81,6 +81,7 @@ def test_evidence_after_the_deadline_is_refused(
 ) -> None:
     dispute = disputed(client)
     due_by = dispute.evidence_details.due_by
+    assert due_by is not None
     sandbox.advance_clock(due_by - sandbox.clock.now() + 1)
     with pytest.raises(stripe.InvalidRequestError, match="deadline") as refused:
         client.v1.disputes.update(dispute.id, {"evidence": {"customer_name": "Ada"}})

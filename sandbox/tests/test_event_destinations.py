@@ -93,20 +93,22 @@ def test_thin_destination_gets_signed_v1_thin_events(
     customer = client.v1.customers.create({"email": "thin@example.com"})
     client.v1.customers.update(customer.id, {"name": "Thin"})
     received = inbox.wait(2)
-    notes = [client.parse_event_notification(body, sig, secret) for body, sig in received]
+    notes: list[Any] = [
+        client.parse_event_notification(body, sig, secret) for body, sig in received
+    ]
     assert sorted(n.type for n in notes) == ["v1.customer.created", "v1.customer.updated"]
     for (body, _), note in zip(received, notes, strict=True):
         parsed = json.loads(body)
         assert parsed["object"] == "v2.core.event"
         assert "data" not in parsed
-        assert note.related_object.id == customer.id  # type: ignore[attr-defined]
-        assert note.related_object.url == f"/v1/customers/{customer.id}"  # type: ignore[attr-defined]
+        assert note.related_object.id == customer.id
+        assert note.related_object.url == f"/v1/customers/{customer.id}"
         # The snapshot event it stands for is a real v1 event of the same change.
         snapshot = client.v1.events.retrieve(parsed["snapshot_event"])
         assert "v1." + snapshot.type == note.type
         assert snapshot.data.object["id"] == customer.id
         # The related object and the full event can be fetched as the SDK does.
-        fetched = note.fetch_related_object()  # type: ignore[attr-defined]
+        fetched = note.fetch_related_object()
         assert fetched.id == customer.id and fetched.name == "Thin"
         full = note.fetch_event()
         assert full.id == note.id and full.type == note.type
@@ -162,5 +164,6 @@ def test_thin_event_fetch_answers_injected_faults(
     event_id = json.loads(body)["id"]
     sandbox.inject_fault("rate_limit", path="^/v2/core/events/", key=key, should_retry=False)
     with pytest.raises(stripe.RateLimitError):
-        client.v2.core.events.retrieve(event_id, options={"max_network_retries": 0})  # type: ignore[typeddict-unknown-key]
-    assert client.v2.core.events.retrieve(event_id).related_object.id == customer.id  # type: ignore[attr-defined]
+        client.v2.core.events.retrieve(event_id, options={"max_network_retries": 0})
+    fetched: Any = client.v2.core.events.retrieve(event_id)
+    assert fetched.related_object.id == customer.id

@@ -11,6 +11,7 @@ from stripeline_sandbox import (
     _billing_settings,
     _charges,
     _checkout_sessions,
+    _connect,
     _controls,
     _coupons,
     _customers,
@@ -20,9 +21,11 @@ from stripeline_sandbox import (
     _files,
     _invoices,
     _invoicing,
+    _legacy_charges,
     _meters,
     _payment_intents,
     _payment_methods,
+    _plans,
     _previews,
     _prices,
     _products,
@@ -31,6 +34,7 @@ from stripeline_sandbox import (
     _subscription_items,
     _subscriptions,
     _test_clocks,
+    _versions,
     _webhook_endpoints,
 )
 from stripeline_sandbox._routes import Endpoint, Router
@@ -47,12 +51,14 @@ RESOURCES: tuple[tuple[Endpoint, ...], ...] = (
     _setup_intents.ROUTES,
     _payment_intents.ROUTES,
     _charges.ROUTES,
+    _legacy_charges.ROUTES,
     _refunds.ROUTES,
     _disputes.ROUTES,
     _files.ROUTES,
     _products.ROUTES,
     _prices.ROUTES,
     _coupons.ROUTES,
+    _plans.ROUTES,
     _billing_settings.ROUTES,
     _subscriptions.ROUTES,
     _subscription_items.ROUTES,
@@ -62,6 +68,8 @@ RESOURCES: tuple[tuple[Endpoint, ...], ...] = (
     _test_clocks.ROUTES,
     _checkout_sessions.ROUTES,
     _billing_portal.ROUTES,
+    _connect.ROUTES,
+    _versions.ROUTES,
 )
 
 

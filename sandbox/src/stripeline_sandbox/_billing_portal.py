@@ -108,6 +108,8 @@ def hosted_portal_page(request: Request) -> Obj:
         "object": "sandbox.billing_portal_page",
         "session": session,
         "customer": request.get("customer", session["customer"]),
+        # The page's way back to the application.
+        "return_url": session["return_url"],
     }
 
 

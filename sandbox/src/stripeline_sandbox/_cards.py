@@ -16,11 +16,21 @@ class TestCard:
     #: Attaching / setting up fails too (Stripe checks the card on attach).
     declines_on_attach: bool = False
     #: "always": every payment needs 3-D Secure; "unless_setup": only until
-    #: the card was set up for off-session use.
+    #: the card was set up for off-session use; "on_session": every on-session
+    #: payment, while off-session ones succeed as if it were set up;
+    #: "optional": supported, never asked for. ``decline`` applies once authenticated.
     three_d_secure: str | None = None
-    #: "fraudulent" opens a dispute, "inquiry" an inquiry, after the charge.
+    #: The dispute reason opened after the charge ("fraudulent",
+    #: "product_not_received"), or "inquiry".
     dispute: str | None = None
     refund_fails: bool = False
+    #: Radar: the risk level of its charges; ``blocked`` ones never reach the network.
+    risk_level: str = "normal"
+    blocked: bool = False
+    #: ``card.checks``: (address_line1_check, address_postal_code_check, cvc_check).
+    checks: tuple[str | None, str | None, str] = (None, None, "pass")
+    #: The card network sends an early fraud warning after the charge.
+    early_fraud_warning: bool = False
 
 
 DECLINE_MESSAGES = {
@@ -33,6 +43,7 @@ DECLINE_MESSAGES = {
     "processing_error": "An error occurred while processing your card. Try again in a little bit.",
     "card_velocity_exceeded": "Your card was declined for making repeated attempts too frequently or exceeding its amount limit.",
     "authentication_required": "Your card was declined. This transaction requires authentication.",
+    "fraudulent": "Your card was declined.",
 }
 
 _VISA = TestCard("visa", "4242")
@@ -65,6 +76,74 @@ CARDS_BY_NUMBER: dict[str, TestCard] = {
     "4000000000000259": TestCard("visa", "0259", dispute="fraudulent"),
     "4000000000001976": TestCard("visa", "1976", dispute="inquiry"),
     "4000000000005126": TestCard("visa", "5126", refund_fails=True),
+    # -- by brand
+    "4000002500001001": TestCard("visa", "1001", country="FR"),
+    "5105105105105100": TestCard("mastercard", "5100", funding="prepaid"),
+    "371449635398431": TestCard("amex", "8431"),
+    "6011000990139424": TestCard("discover", "9424"),
+    "6011981111111113": TestCard("discover", "1113", funding="debit"),
+    "3056930009020004": TestCard("diners", "0004"),
+    "36227206271667": TestCard("diners", "1667"),
+    "3566002020360505": TestCard("jcb", "0505"),
+    "6200000000000005": TestCard("unionpay", "0005"),
+    "6200000000000047": TestCard("unionpay", "0047", funding="debit"),
+    # -- by country
+    "4000000760000002": TestCard("visa", "0002", country="BR"),
+    "4000001240000000": TestCard("visa", "0000", country="CA"),
+    "4000004840008001": TestCard("visa", "8001", country="MX"),
+    "4000008260000000": TestCard("visa", "0000", country="GB"),
+    "4000002760000016": TestCard("visa", "0016", country="DE"),
+    "4000002500000003": TestCard("visa", "0003", country="FR"),
+    "4000003920000003": TestCard("visa", "0003", country="JP"),
+    "4000000360000006": TestCard("visa", "0006", country="AU"),
+    "4000003560000008": TestCard("visa", "0008", country="IN"),
+    # -- fraud prevention (Radar)
+    "4100000000000019": TestCard(
+        "visa",
+        "0019",
+        decline=("card_declined", "fraudulent"),
+        risk_level="highest",
+        blocked=True,
+    ),
+    "4000000000004954": TestCard(
+        "visa",
+        "4954",
+        decline=("card_declined", "fraudulent"),
+        risk_level="highest",
+        blocked=True,
+    ),
+    "4000000000009235": TestCard("visa", "9235", risk_level="elevated"),
+    "4000000000000101": TestCard("visa", "0101", checks=(None, None, "fail")),
+    "4000000000000036": TestCard("visa", "0036", checks=("pass", "fail", "pass")),
+    "4000000000000028": TestCard("visa", "0028", checks=("fail", "pass", "pass")),
+    "4000000000000010": TestCard("visa", "0010", checks=("fail", "fail", "pass")),
+    "4000000000000044": TestCard("visa", "0044", checks=("unavailable", "unavailable", "pass")),
+    # -- disputes and warnings
+    "4000000000002685": TestCard("visa", "2685", dispute="product_not_received"),
+    "4000000000005423": TestCard("visa", "5423", early_fraud_warning=True),
+    # -- refunds and balances (they succeed as plain cards here)
+    "4000000000007726": TestCard("visa", "7726"),
+    "4000000000000077": TestCard("visa", "0077"),
+    "4000003720000278": TestCard("visa", "0278", country="GB"),
+    # -- 3-D Secure
+    "4000003800000446": TestCard("visa", "0446", three_d_secure="on_session"),
+    "4000008260003178": TestCard(
+        "visa", "3178", three_d_secure="always", decline=("card_declined", "insufficient_funds")
+    ),
+    "4000000000003063": TestCard("visa", "3063", three_d_secure="always"),
+    "4000008400001629": TestCard(
+        "visa", "1629", three_d_secure="always", decline=("card_declined", "generic_decline")
+    ),
+    "4000008400001280": TestCard(
+        "visa", "1280", three_d_secure="always", decline=("processing_error", "processing_error")
+    ),
+    "4000000000003055": TestCard("visa", "3055", three_d_secure="optional"),
+    "4000000000003097": TestCard(
+        "visa",
+        "3097",
+        three_d_secure="optional",
+        decline=("processing_error", "processing_error"),
+    ),
 }
 
 _N = CARDS_BY_NUMBER
@@ -94,6 +173,43 @@ CARDS_BY_NAME: dict[str, TestCard] = {
     "createDispute": _N["4000000000000259"],
     "createDisputeInquiry": _N["4000000000001976"],
     "refundFail": _N["4000000000005126"],
+    "mastercard_prepaid": _N["5105105105105100"],
+    "diners": _N["3056930009020004"],
+    "jcb": _N["3566002020360505"],
+    "unionpay": _N["6200000000000005"],
+    "us": _VISA,
+    "br": _N["4000000760000002"],
+    "ca": _N["4000001240000000"],
+    "mx": _N["4000004840008001"],
+    "gb": _N["4000008260000000"],
+    "de": _N["4000002760000016"],
+    "fr": _N["4000002500000003"],
+    "jp": _N["4000003920000003"],
+    "au": _N["4000000360000006"],
+    "in": _N["4000003560000008"],
+    "radarBlock": _N["4100000000000019"],
+    "chargeDeclinedFraudulent": _N["4100000000000019"],
+    "visa_chargeDeclinedFraudulent": _N["4100000000000019"],
+    "riskLevelHighest": _N["4000000000004954"],
+    "riskLevelElevated": _N["4000000000009235"],
+    "cvcCheckFail": _N["4000000000000101"],
+    "avsZipFail": _N["4000000000000036"],
+    "avsLine1Fail": _N["4000000000000028"],
+    "avsFail": _N["4000000000000010"],
+    "avsUnchecked": _N["4000000000000044"],
+    "createDisputeProductNotReceived": _N["4000000000002685"],
+    "createIssuerFraudRecord": _N["4000000000005423"],
+    "pendingRefund": _N["4000000000007726"],
+    "bypassPending": _N["4000000000000077"],
+    "bypassPendingInternational": _N["4000003720000278"],
+    "authenticationRequiredSetupForOffSession": _N["4000003800000446"],
+    "authenticationRequiredChargeDeclinedInsufficientFunds": _N["4000008260003178"],
+    "threeDSecureRequired": _N["4000000000003063"],
+    "threeDSecureRequiredChargeDeclined": _N["4000008400001629"],
+    "threeDSecureRequiredProcessingError": _N["4000008400001280"],
+    "threeDSecureOptional": _N["4000000000003055"],
+    "threeDSecureOptionalProcessingError": _N["4000000000003097"],
+    "amex_threeDSecureNotSupported": _N["378282246310005"],
 }
 for _name, _number in _DECLINE_NAMES.items():
     # Stripe accepts both spellings: pm_card_chargeDeclined… and pm_card_visa_chargeDeclined….

@@ -90,10 +90,33 @@ def new_charge(
         "transfer_data": None,
         "transfer_group": None,
     }
+    if card is not None:
+        _radar(charge, card)
     call.account.add(charge)
     if card is not None:
         call.account.hidden(charge_id)["card"] = card
     return charge
+
+
+def _radar(charge: Obj, card: TestCard) -> None:
+    """Radar's verdict on a test card: its risk level, and a block that never
+    reaches the network."""
+    outcome = charge["outcome"]
+    outcome["risk_level"] = card.risk_level
+    outcome["risk_score"] = {"normal": 20, "elevated": 70, "highest": 95}.get(card.risk_level, 20)
+    if card.blocked:
+        outcome.update(
+            network_status="not_sent_to_network",
+            reason="highest_risk_level",
+            seller_message="Stripe blocked this payment as too risky.",
+            type="blocked",
+        )
+    elif card.risk_level == "elevated" and charge["status"] != "failed":
+        outcome.update(
+            reason="elevated_risk_level",
+            seller_message="Stripe evaluated this payment as having elevated risk, and placed it in your manual review queue.",
+            type="manual_review",
+        )
 
 
 def _details(payment_method: Obj, amount: int, failed: bool) -> Obj:

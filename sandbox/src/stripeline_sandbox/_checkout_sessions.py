@@ -24,13 +24,15 @@ from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import random_part
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata
-from stripeline_sandbox._routes import Call, Endpoint, Request, as_int, optional_str
+from stripeline_sandbox._routes import Call, Endpoint, Request, as_bool, as_int, optional_str
 from stripeline_sandbox._state import Obj
 
 NOUN = "checkout.session"
 #: Stripe's default: a session expires 24 hours after it is created.
 DEFAULT_EXPIRY_SECONDS = 24 * 3600
 MODES = ("payment", "setup", "subscription")
+#: ``custom`` is the older name of ``elements``.
+UI_MODES = ("hosted", "embedded", "elements", "custom")
 #: Where pages live when the sandbox's own address is unknown (Stripe's host).
 HOSTED_CHECKOUT = "https://checkout.stripe.com/c/pay"
 
@@ -131,10 +133,31 @@ def create_checkout_session(request: Request) -> Obj:
     base = request.world.public_url
     url = f"{base}/_sandbox/checkout/{session_id}" if base else f"{HOSTED_CHECKOUT}/{session_id}"
     ui_mode = str(params.get("ui_mode") or "hosted")
+    if ui_mode not in UI_MODES:
+        raise invalid(f"Invalid ui_mode: must be one of {', '.join(UI_MODES)}", param="ui_mode")
+    return_url = optional_str(params.get("return_url"))
+    redirect = str(params.get("redirect_on_completion") or "always")
+    if ui_mode == "hosted" and return_url is not None:
+        raise invalid(
+            "`return_url` can only be used with `ui_mode` embedded, custom or elements; "
+            "use `success_url` with a hosted page.",
+            param="return_url",
+        )
+    if ui_mode != "hosted" and return_url is None and redirect != "never":
+        raise invalid(
+            f"`return_url` is required when `ui_mode` is {ui_mode} and "
+            "`redirect_on_completion` is not `never`.",
+            param="return_url",
+            code="parameter_missing",
+        )
+    adaptive = params.get("adaptive_pricing")
+    adaptive_enabled = isinstance(adaptive, dict) and as_bool(
+        adaptive.get("enabled", "false"), "adaptive_pricing[enabled]"
+    )
     session: Obj = {
         "id": session_id,
         "object": NOUN,
-        "adaptive_pricing": {"enabled": False},
+        "adaptive_pricing": {"enabled": adaptive_enabled},
         "after_expiration": None,
         "allow_promotion_codes": None,
         "amount_subtotal": total,
@@ -197,6 +220,8 @@ def create_checkout_session(request: Request) -> Obj:
         "permissions": None,
         "phone_number_collection": {"enabled": False},
         "recovered_from": None,
+        "redirect_on_completion": None if ui_mode == "hosted" else redirect,
+        "return_url": return_url,
         "saved_payment_method_options": None,
         "setup_intent": None,
         "shipping_address_collection": None,
@@ -295,7 +320,18 @@ def hosted_checkout_page(request: Request) -> Obj:
 
 
 def complete_checkout_session(request: Request) -> Obj:
-    """Pay on the hosted page: ``payment_method`` (default ``pm_card_visa``), ``email``, ``name``."""
+    """Pay on the hosted page: ``payment_method`` (default ``pm_card_visa``), ``email``,
+    ``name``; with ``redirect=true`` the answer is the page's 302 to ``success_url``
+    (``return_url`` for an embedded session) with ``{CHECKOUT_SESSION_ID}`` filled in."""
+    redirect = as_bool(request.params.get("redirect", False), "redirect")
+    session = _complete(request)
+    target = session["success_url"] or session.get("return_url")
+    if redirect and target:
+        request.redirect = str(target).replace("{CHECKOUT_SESSION_ID}", session["id"])
+    return session
+
+
+def _complete(request: Request) -> Obj:
     from stripeline_sandbox._payment_intents import confirm, create_payment_intent_op
 
     session = _session(request)

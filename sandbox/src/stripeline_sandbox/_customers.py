@@ -63,6 +63,11 @@ def _apply(call: Call, customer: Obj, params: dict[str, Any]) -> None:
                     param="invoice_settings[default_payment_method]",
                 )
         customer["invoice_settings"]["default_payment_method"] = default
+    if optional_str(params.get("source")) is not None:
+        from stripeline_sandbox._legacy_charges import add_source
+
+        # The legacy card source: attached, and the customer's default_source.
+        add_source(call, customer, str(params["source"]), make_default=True)
 
 
 def create_customer(request: Request) -> Obj:

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from stripeline_sandbox._event_destinations import THIN_EVENT, destination_targets, notification
 from stripeline_sandbox._event_destinations import target as destination_target
+from stripeline_sandbox._objects import copy
 from stripeline_sandbox._signature import sign
 from stripeline_sandbox._state import Account, Obj
 
@@ -70,6 +71,30 @@ class _Job:
     endpoint_id: str = field(compare=False)
     event_id: str = field(compare=False)
     attempt: int = field(compare=False, default=1)
+    #: The connected account whose event a platform's Connect endpoint receives
+    #: (None: the event is the endpoint's own account's).
+    source: Account | None = field(compare=False, default=None)
+
+
+def default_version(account: Account) -> str | None:
+    """The account's default API version (``_versions.default_version``)."""
+    from stripeline_sandbox._versions import default_version as found
+
+    return found(account)
+
+
+def _in_version(account: Account, event: Obj, version: Any) -> Obj:
+    """The event as an endpoint created with an older ``api_version`` receives it:
+    ``data.object`` in that version's shapes (``_versions``)."""
+    from stripeline_sandbox._versions import renderer
+
+    render = renderer(account, str(version) if version else None)
+    if render is None:
+        return event
+    shown: Obj = copy(event)
+    shown["api_version"] = str(version)
+    shown["data"]["object"] = render(shown["data"]["object"])
+    return shown
 
 
 def _wants(endpoint: Obj, event_type: str) -> bool:
@@ -110,8 +135,23 @@ class Deliverer:
         """Schedule ``events`` for every matching endpoint of ``account``."""
         mode = account.delivery or DeliveryMode()
         jobs: list[_Job] = []
+        platform = account.platform
+        connect: list[Obj] = []
+        if platform is not None:
+            # A connected account's events go to the platform's Connect endpoints.
+            with platform.lock:
+                connect = [
+                    e
+                    for e in reversed(platform.all("webhook_endpoint"))
+                    if platform.internal.get(e["id"], {}).get("connect")
+                ]
         with account.lock:
-            endpoints = account.all("webhook_endpoint")
+            # A Connect endpoint gets its connected accounts' events, not its own account's.
+            endpoints = [
+                e
+                for e in account.all("webhook_endpoint")
+                if not account.internal.get(e["id"], {}).get("connect")
+            ]
             for event in events:
                 thin = event.get("object") == THIN_EVENT
                 targets = [
@@ -121,11 +161,20 @@ class Deliverer:
                 ]
                 # Event Destinations: snapshot ones get the event, thin ones its thin twin.
                 targets.extend(destination_targets(account, event))
+                platform_targets = [e for e in connect if not thin and _wants(e, event["type"])]
                 if not thin:
-                    event["pending_webhooks"] = sum(e == event["id"] for _, e in targets)
+                    event["pending_webhooks"] = sum(e == event["id"] for _, e in targets) + len(
+                        platform_targets
+                    )
                 for target_id, event_id in targets:
                     for _ in range(max(1, mode.duplicate)):
                         jobs.append(_Job(0.0, 0, account, target_id, event_id))
+                for endpoint in platform_targets:
+                    assert platform is not None  # noqa: S101 - connect implies a platform
+                    for _ in range(max(1, mode.duplicate)):
+                        jobs.append(
+                            _Job(0.0, 0, platform, endpoint["id"], event["id"], source=account)
+                        )
             if mode.hold:
                 account.held.extend(jobs)
                 return
@@ -189,22 +238,31 @@ class Deliverer:
 
     def _attempt(self, job: _Job) -> None:
         account = job.account
+        source = job.source or account
         with account.lock:
             endpoint = account.objects.get(job.endpoint_id)
-            event = account.objects.get(job.event_id)
-            if endpoint is None or event is None:
+            if endpoint is None:
                 return
             if endpoint.get("object") == "webhook_endpoint":
                 if endpoint.get("status") != "enabled":
                     return
                 url = str(endpoint["url"])
                 secret = str(account.hidden(job.endpoint_id)["secret"])
+                version = endpoint.get("api_version") or default_version(account)
             else:  # an Event Destination
                 found = destination_target(account, job.endpoint_id)
                 if found is None:
                     return
                 url, secret = found
-            shown = notification(event) if event.get("object") == THIN_EVENT else event
+                version = default_version(account)
+        with source.lock:
+            event = source.objects.get(job.event_id)
+            if event is None:
+                return
+            if event.get("object") == THIN_EVENT:
+                shown = notification(event)
+            else:
+                shown = _in_version(source, event, version)
             payload = json.dumps(shown, indent=2).encode()
             event_type = str(event["type"])
         status, error = self._post(url, payload, secret)
@@ -213,16 +271,19 @@ class Deliverer:
         )
         with account.lock:
             account.attempts.append(attempt)
-            if attempt.ok:
-                if event.get("object") == THIN_EVENT:
-                    return  # thin events keep no pending_webhooks count
-                delivered: set[str] = account.hidden(job.event_id).setdefault("delivered", set())
+        if attempt.ok:
+            if event.get("object") == THIN_EVENT:
+                return  # thin events keep no pending_webhooks count
+            with source.lock:
+                delivered: set[str] = source.hidden(job.event_id).setdefault("delivered", set())
                 if job.endpoint_id not in delivered:
                     delivered.add(job.endpoint_id)
                     event["pending_webhooks"] = max(0, int(event["pending_webhooks"]) - 1)
-                return
+            return
         if job.attempt <= len(self.retry_delays):
-            retry = _Job(0.0, 0, account, job.endpoint_id, job.event_id, job.attempt + 1)
+            retry = _Job(
+                0.0, 0, account, job.endpoint_id, job.event_id, job.attempt + 1, job.source
+            )
             self._push([retry], delay=self.retry_delays[job.attempt - 1])
 
     def _post(self, url: str, payload: bytes, secret: str) -> tuple[int | None, str | None]:

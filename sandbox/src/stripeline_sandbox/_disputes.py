@@ -16,6 +16,7 @@ charge, as the card network would (``radar.early_fraud_warning.created``).
 
 from __future__ import annotations
 
+from stripeline_sandbox._cards import TestCard
 from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._files import evidence_file
 from stripeline_sandbox._ids import new_id
@@ -80,8 +81,19 @@ def _balance_transaction(call: Call, dispute: Obj, amount: int, fee: int, kind: 
     }
 
 
-def open_dispute(call: Call, charge: Obj, *, inquiry: bool) -> Obj:
-    """Open a dispute on ``charge`` as the card network would."""
+def after_card_charge(call: Call, charge: Obj, card: TestCard) -> None:
+    """What the card network does after a test card's captured charge: open its
+    dispute or inquiry, or send its early fraud warning."""
+    if card.dispute is not None:
+        inquiry = card.dispute == "inquiry"
+        open_dispute(call, charge, inquiry=inquiry, reason=None if inquiry else card.dispute)
+    if card.early_fraud_warning:
+        early_fraud_warning_op(call, charge, "unauthorized_use_of_card")
+
+
+def open_dispute(call: Call, charge: Obj, *, inquiry: bool, reason: str | None = None) -> Obj:
+    """Open a dispute on ``charge`` as the card network would (``reason``:
+    ``fraudulent`` unless told, ``general`` for an inquiry)."""
     amount = int(charge["amount_captured"])
     now = call.now()
     # Due at the end of the day, a week from now (Stripe's windows vary by network).
@@ -118,7 +130,7 @@ def open_dispute(call: Call, charge: Obj, *, inquiry: bool) -> Obj:
             },
             "type": "card",
         },
-        "reason": "general" if inquiry else "fraudulent",
+        "reason": reason or ("general" if inquiry else "fraudulent"),
         "status": "warning_needs_response" if inquiry else "needs_response",
     }
     call.account.add(dispute)
@@ -242,18 +254,23 @@ def raise_early_fraud_warning(request: Request) -> Obj:
     fraud_type = str(request.params.get("fraud_type") or "unauthorized_use_of_card")
     if fraud_type not in FRAUD_TYPES:
         raise invalid(f"fraud_type must be one of {', '.join(FRAUD_TYPES)}", param="fraud_type")
+    return early_fraud_warning_op(request, charge, fraud_type)
+
+
+def early_fraud_warning_op(call: Call, charge: Obj, fraud_type: str) -> Obj:
+    """Record the network's early fraud warning on ``charge`` (``.created`` event)."""
     warning: Obj = {
         "id": new_id("issfr"),
         "object": "radar.early_fraud_warning",
         "actionable": not charge.get("disputed") and not charge.get("refunded"),
         "charge": charge["id"],
-        "created": request.now(),
+        "created": call.now(),
         "fraud_type": fraud_type,
         "livemode": False,
         "payment_intent": charge.get("payment_intent"),
     }
-    request.account.add(warning)
-    request.emit("radar.early_fraud_warning.created", warning)
+    call.account.add(warning)
+    call.emit("radar.early_fraud_warning.created", warning)
     return warning
 
 

@@ -32,6 +32,9 @@ def create_event(call: Call, type: str, obj: Obj, previous: Obj | None = None) -
         "request": {"id": call.request_id, "idempotency_key": call.idempotency_key},
         "type": type,
     }
+    if call.account.platform is not None:
+        # An event of a connected account (Stripe-Account) names it.
+        event["account"] = call.account.key
     call.account.add(event)
     return event
 

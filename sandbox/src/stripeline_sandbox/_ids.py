@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import string
 
@@ -20,6 +21,13 @@ def new_id(prefix: str) -> str:
 def new_secret_key() -> str:
     """A fresh test-mode secret key; each one is its own sandbox account."""
     return f"sk_test_{random_part(32)}"
+
+
+def publishable_key_for(secret_key: str) -> str:
+    """The ``pk_test_…`` key paired with ``secret_key`` (the same account): derived
+    from it one way, so it is stable across restarts and reveals nothing of it."""
+    digest = hashlib.sha256(f"publishable:{secret_key}".encode()).digest()
+    return "pk_test_" + "".join(_ALPHABET[b % len(_ALPHABET)] for b in digest[:32])
 
 
 def new_webhook_secret() -> str:

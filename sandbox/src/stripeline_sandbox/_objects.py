@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from stripeline_sandbox._errors import invalid
@@ -82,28 +83,47 @@ def previous_attributes(before: Obj, after: Obj) -> Obj:
     return previous
 
 
-def expand(account: Account, value: Any, paths: list[str]) -> Any:
+def expand(
+    account: Account,
+    value: Any,
+    paths: list[str],
+    render: Callable[[Any], Any] | None = None,
+) -> Any:
     """Replace ids by their objects along each dotted path of ``expand[]``.
 
-    ``value`` must be a copy: it is changed in place. Unknown or missing
-    paths are left alone.
+    ``value`` must be a copy: it is changed in place. Each object brought in
+    goes through ``render`` (an older API version's shapes). A path naming a
+    field the object does not have is refused, as on Stripe; a null field,
+    or an id the sandbox does not keep, stays as it is.
+
+    Raises:
+        StripeError: 400 ``This property cannot be expanded``.
     """
     for path in paths:
-        value = _expand_path(account, value, path.split("."))
+        value = _expand_path(account, value, str(path).split("."), str(path), render)
     return value
 
 
-def _expand_path(account: Account, value: Any, parts: list[str]) -> Any:
+def _expand_path(
+    account: Account,
+    value: Any,
+    parts: list[str],
+    path: str,
+    render: Callable[[Any], Any] | None,
+) -> Any:
     if isinstance(value, list):
-        return [_expand_path(account, item, parts) for item in value]
+        return [_expand_path(account, item, parts, path, render) for item in value]
     if not parts or not isinstance(value, dict):
         return value
     head, rest = parts[0], parts[1:]
-    child = value.get(head)
+    if head not in value:
+        raise invalid(f"This property cannot be expanded ({path}).", param="expand")
+    child = value[head]
     if isinstance(child, str) and child in account.objects:
         child = copy(account.objects[child])
+        if render is not None:
+            child = render(child)
     if rest:
-        child = _expand_path(account, child, rest)
-    if head in value:
-        value[head] = child
+        child = _expand_path(account, child, rest, path, render)
+    value[head] = child
     return value

@@ -28,7 +28,8 @@ from typing import Any
 from stripeline_sandbox._bank_accounts import TestBankAccount
 from stripeline_sandbox._cards import DECLINE_MESSAGES, TestCard
 from stripeline_sandbox._charges import new_charge
-from stripeline_sandbox._disputes import open_dispute
+from stripeline_sandbox._connect import destination_of, pay_destination
+from stripeline_sandbox._disputes import after_card_charge
 from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import new_id, random_part
 from stripeline_sandbox._lists import list_object
@@ -38,6 +39,7 @@ from stripeline_sandbox._payment_methods import (
     bank_account_of,
     card_error,
     card_of,
+    payment_method_from,
     resolve,
 )
 from stripeline_sandbox._routes import (
@@ -46,6 +48,7 @@ from stripeline_sandbox._routes import (
     Request,
     as_bool,
     as_int,
+    check_client_secret,
     optional_str,
     required,
 )
@@ -113,6 +116,7 @@ def create_payment_intent_op(call: Call, params: dict[str, Any]) -> Obj:
     payment_method = None
     if params.get("payment_method"):
         payment_method = resolve(call, str(params["payment_method"]))
+    destination = destination_of(call, params)
     pi_id = new_id("pi")
     automatic = params.get("automatic_payment_methods")
     payment_intent: Obj = {
@@ -123,7 +127,7 @@ def create_payment_intent_op(call: Call, params: dict[str, Any]) -> Obj:
         "amount_details": {"tip": {}},
         "amount_received": 0,
         "application": None,
-        "application_fee_amount": None,
+        "application_fee_amount": destination[1] if destination else None,
         "automatic_payment_methods": (
             {"allow_redirects": "always", "enabled": True}
             if isinstance(automatic, dict) and automatic.get("enabled") in ("true", True)
@@ -166,10 +170,12 @@ def create_payment_intent_op(call: Call, params: dict[str, Any]) -> Obj:
         "statement_descriptor": optional_str(params.get("statement_descriptor")),
         "statement_descriptor_suffix": optional_str(params.get("statement_descriptor_suffix")),
         "status": "requires_confirmation" if payment_method else "requires_payment_method",
-        "transfer_data": None,
+        "transfer_data": {"destination": destination[0]} if destination else None,
         "transfer_group": optional_str(params.get("transfer_group")),
     }
     call.account.add(payment_intent)
+    if destination is not None:
+        call.account.hidden(pi_id)["destination"] = destination
     call.emit("payment_intent.created", payment_intent)
     if as_bool(params.get("confirm", "false"), "confirm"):
         confirm(call, payment_intent, params)
@@ -178,14 +184,15 @@ def create_payment_intent_op(call: Call, params: dict[str, Any]) -> Obj:
 
 def confirm(call: Call, payment_intent: Obj, params: dict[str, Any]) -> None:
     """Confirm ``payment_intent`` with ``POST …/confirm`` parameters, whatever its status."""
-    reference = params.get("payment_method") or payment_intent["payment_method"]
-    if not reference:
-        raise invalid(
-            "You cannot confirm this PaymentIntent because it's missing a payment method. "
-            "To confirm the PaymentIntent with a payment method, pass `payment_method`.",
-            code="payment_intent_unexpected_state",
-        )
-    payment_method = resolve(call, str(reference))
+    payment_method = payment_method_from(call, params)
+    if payment_method is None:
+        if not payment_intent["payment_method"]:
+            raise invalid(
+                "You cannot confirm this PaymentIntent because it's missing a payment method. "
+                "To confirm the PaymentIntent with a payment method, pass `payment_method`.",
+                code="payment_intent_unexpected_state",
+            )
+        payment_method = resolve(call, str(payment_intent["payment_method"]))
     payment_intent["payment_method"] = payment_method["id"]
     payment_intent["last_payment_error"] = None
     if params.get("return_url"):
@@ -199,8 +206,10 @@ def confirm(call: Call, payment_intent: Obj, params: dict[str, Any]) -> None:
     card = card_of(call, payment_method)
     off_session = as_bool(params.get("off_session", "false"), "off_session")
     set_up = bool(call.account.hidden(payment_method["id"]).get("set_up"))
-    needs_authentication = card.three_d_secure == "always" or (
-        card.three_d_secure == "unless_setup" and not (off_session and set_up)
+    needs_authentication = (
+        card.three_d_secure == "always"
+        or (card.three_d_secure == "unless_setup" and not (off_session and set_up))
+        or (card.three_d_secure == "on_session" and not off_session)
     )
     if needs_authentication and not call.account.hidden(payment_intent["id"]).pop(
         "authenticated", False
@@ -274,6 +283,9 @@ def _charge(call: Call, payment_intent: Obj, payment_method: Obj, card: TestCard
         _fail(call, payment_intent, payment_method, card)
     manual = payment_intent["capture_method"] == "manual"
     charge = new_charge(call, payment_intent, payment_method, card, captured=not manual)
+    charge["transfer_group"] = payment_intent["transfer_group"]
+    if not manual:
+        _pay_destination(call, payment_intent, charge)
     payment_intent["latest_charge"] = charge["id"]
     payment_intent["next_action"] = None
     amount = int(payment_intent["amount"])
@@ -289,8 +301,16 @@ def _charge(call: Call, payment_intent: Obj, payment_method: Obj, card: TestCard
     _set_up_for_future(call, payment_intent, payment_method)
     if not manual:
         _notify(call, payment_intent)
-    if card.dispute is not None and not manual:
-        open_dispute(call, charge, inquiry=card.dispute == "inquiry")
+    if not manual:
+        after_card_charge(call, charge, card)
+
+
+def _pay_destination(call: Call, payment_intent: Obj, charge: Obj) -> None:
+    """A destination charge (``transfer_data``): its transfer once captured."""
+    destination = call.account.hidden(payment_intent["id"]).get("destination")
+    if destination:
+        account_id, fee = destination
+        pay_destination(call, charge, (str(account_id), fee))
 
 
 def _set_up_for_future(call: Call, payment_intent: Obj, payment_method: Obj) -> None:
@@ -428,6 +448,7 @@ def settle_payment_intent(request: Request) -> Obj:
 
 
 def confirm_payment_intent(request: Request) -> Obj:
+    check_client_secret(request, request.get(NOUN, request.path_params["id"]), "PaymentIntent")
     return confirm_payment_intent_op(request, request.path_params["id"], request.params)
 
 
@@ -509,6 +530,7 @@ def capture_payment_intent(request: Request) -> Obj:
     charge["amount_captured"] = amount
     charge["amount_refunded"] = int(charge["amount"]) - amount
     charge["balance_transaction"] = new_id("txn")
+    _pay_destination(request, payment_intent, charge)
     payment_intent["status"] = "succeeded"
     payment_intent["amount_received"] = amount
     payment_intent["amount_capturable"] = 0
@@ -516,8 +538,8 @@ def capture_payment_intent(request: Request) -> Obj:
     request.emit("payment_intent.succeeded", payment_intent)
     _notify(request, payment_intent)
     card = request.account.hidden(charge["id"]).get("card")
-    if isinstance(card, TestCard) and card.dispute is not None:
-        open_dispute(request, charge, inquiry=card.dispute == "inquiry")
+    if isinstance(card, TestCard):
+        after_card_charge(request, charge, card)
     return payment_intent
 
 
@@ -573,7 +595,9 @@ def update_payment_intent(request: Request) -> Obj:
 
 
 def retrieve_payment_intent(request: Request) -> Obj:
-    return request.get(NOUN, request.path_params["id"])
+    payment_intent = request.get(NOUN, request.path_params["id"])
+    check_client_secret(request, payment_intent, "PaymentIntent")
+    return payment_intent
 
 
 def list_payment_intents(request: Request) -> Obj:
@@ -590,7 +614,7 @@ def list_payment_intents(request: Request) -> Obj:
 ROUTES: tuple[Endpoint, ...] = (
     Endpoint("POST", "/v1/payment_intents", create_payment_intent),
     Endpoint("POST", "/_sandbox/payment_intents/{id}/settle", settle_payment_intent, control=True),
-    Endpoint("POST", "/v1/payment_intents/{id}/confirm", confirm_payment_intent),
+    Endpoint("POST", "/v1/payment_intents/{id}/confirm", confirm_payment_intent, publishable=True),
     Endpoint(
         "POST",
         "/_sandbox/payment_intents/{id}/authenticate",
@@ -600,6 +624,6 @@ ROUTES: tuple[Endpoint, ...] = (
     Endpoint("POST", "/v1/payment_intents/{id}/capture", capture_payment_intent),
     Endpoint("POST", "/v1/payment_intents/{id}/cancel", cancel_payment_intent),
     Endpoint("POST", "/v1/payment_intents/{id}", update_payment_intent),
-    Endpoint("GET", "/v1/payment_intents/{id}", retrieve_payment_intent),
+    Endpoint("GET", "/v1/payment_intents/{id}", retrieve_payment_intent, publishable=True),
     Endpoint("GET", "/v1/payment_intents", list_payment_intents),
 )

@@ -110,9 +110,9 @@ def new_card_payment_method(
         "card": {
             "brand": card.brand,
             "checks": {
-                "address_line1_check": None,
-                "address_postal_code_check": None,
-                "cvc_check": "pass",
+                "address_line1_check": card.checks[0],
+                "address_postal_code_check": card.checks[1],
+                "cvc_check": card.checks[2],
             },
             "country": card.country,
             "display_brand": card.brand,
@@ -181,8 +181,7 @@ def new_bank_payment_method(
     return payment_method
 
 
-def _create_bank_payment_method(request: Request) -> Obj:
-    params = request.params
+def _create_bank_payment_method(request: Call, params: dict[str, Any]) -> Obj:
     given = params.get("us_bank_account")
     if not isinstance(given, dict):
         raise invalid("Missing required param: us_bank_account.", param="us_bank_account")
@@ -260,9 +259,35 @@ def attach(call: Call, payment_method: Obj, customer: Obj) -> None:
 
 
 def create_payment_method(request: Request) -> Obj:
-    params = request.params
+    return create_payment_method_op(request, request.params)
+
+
+def payment_method_from(call: Call, params: dict[str, Any]) -> Obj | None:
+    """The PaymentMethod a confirm names: ``payment_method`` (an id or test id), or
+    a new one made from ``payment_method_data`` (as Stripe.js confirms); None if neither.
+
+    Raises:
+        StripeError: 404 for an unknown id, 400/402 for refused ``payment_method_data``.
+    """
+    reference = params.get("payment_method")
+    if reference:
+        return resolve(call, str(reference))
+    data = params.get("payment_method_data")
+    if isinstance(data, dict):
+        try:
+            return create_payment_method_op(call, data)
+        except StripeError as error:
+            if error.param:
+                head, bracket, rest = error.param.partition("[")
+                error.param = f"payment_method_data[{head}]{bracket}{rest}"
+            raise
+    return None
+
+
+def create_payment_method_op(request: Call, params: dict[str, Any]) -> Obj:
+    """Create a PaymentMethod from ``POST /v1/payment_methods`` parameters."""
     if params.get("type", "card") == "us_bank_account":
-        return _create_bank_payment_method(request)
+        return _create_bank_payment_method(request, params)
     if params.get("type", "card") != "card":
         raise invalid(
             "The sandbox only emulates card and us_bank_account PaymentMethods.", param="type"
@@ -405,7 +430,7 @@ def retrieve_customer_payment_method(request: Request) -> Obj:
 
 #: This module's endpoints; ``_app.build_router`` puts every module's table together.
 ROUTES: tuple[Endpoint, ...] = (
-    Endpoint("POST", "/v1/payment_methods", create_payment_method),
+    Endpoint("POST", "/v1/payment_methods", create_payment_method, publishable=True),
     Endpoint("GET", "/v1/payment_methods/{id}", retrieve_payment_method),
     Endpoint("POST", "/v1/payment_methods/{id}", update_payment_method),
     Endpoint("POST", "/v1/payment_methods/{id}/attach", attach_payment_method),

@@ -72,6 +72,13 @@ class Request(Call):
     path: str
     params: dict[str, Any]
     path_params: dict[str, str]
+    #: Made with the account's publishable key (Stripe.js): only endpoints
+    #: marked ``publishable`` take it, and they check the ``client_secret``.
+    publishable: bool = False
+    #: The ``Stripe-Version`` the answer is rendered in (None: the current one).
+    api_version: str | None = None
+    #: Set by a hosted-page control: answer 302 with this ``Location`` (and the body).
+    redirect: str | None = None
 
     def param(self, name: str) -> Any:
         """A required parameter.
@@ -103,6 +110,9 @@ class Endpoint:
     handler: Handler
     #: Sandbox controls skip faults, rate limits and idempotency.
     control: bool = False
+    #: Stripe.js calls it with the publishable key (the handler checks the
+    #: ``client_secret`` where Stripe asks for one).
+    publishable: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,7 @@ class Route:
     regex: re.Pattern[str]
     #: Sandbox controls skip faults, rate limits and idempotency.
     control: bool
+    publishable: bool = False
 
 
 class Router:
@@ -127,7 +138,9 @@ class Router:
     def add(self, endpoint: Endpoint) -> None:
         method, pattern = endpoint.method, endpoint.pattern
         regex = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$")
-        entry = Route(method, pattern, endpoint.handler, regex, endpoint.control)
+        entry = Route(
+            method, pattern, endpoint.handler, regex, endpoint.control, endpoint.publishable
+        )
         if "{" in pattern:
             self._dynamic.append(entry)
         else:
@@ -143,6 +156,33 @@ class Router:
                 if m:
                     return entry, m.groupdict()
         return None
+
+
+def check_client_secret(request: Request, obj: Obj, noun: str) -> None:
+    """Stripe.js's rule: with the publishable key, the object's ``client_secret``
+    must be given and match; with the secret key, a given one must match.
+
+    Raises:
+        StripeError: 400 ``parameter_missing`` or ``invalid_request_error`` on ``client_secret``.
+    """
+    given = request.params.get("client_secret")
+    if given is None or given == "":
+        if request.publishable:
+            raise StripeError(
+                400,
+                f"The client_secret parameter is required when using a publishable key "
+                f"to access this {noun}.",
+                param="client_secret",
+                code="parameter_missing",
+            )
+        return
+    if given != obj.get("client_secret"):
+        raise StripeError(
+            400,
+            f"The client_secret provided does not match the client_secret associated "
+            f"with the {noun}.",
+            param="client_secret",
+        )
 
 
 def as_int(value: Any, param: str, *, minimum: int | None = None) -> int:

@@ -11,6 +11,7 @@ from types import TracebackType
 from stripeline_sandbox import _persist
 from stripeline_sandbox._app import PAYMENT_OUTCOME_HANDLERS, build_router
 from stripeline_sandbox._clock import SandboxClock
+from stripeline_sandbox._connect import relink
 from stripeline_sandbox._delivery import (
     DEFAULT_DELIVERY_TIMEOUT,
     DEFAULT_RETRY_DELAYS,
@@ -69,6 +70,7 @@ class Sandbox:
         self.world = World(self.clock, self._deliverer, PAYMENT_OUTCOME_HANDLERS)
         if saved is not None:
             _persist.restore(self.world, saved)
+            relink(self.world)
         #: Where the state is kept across restarts (``state_file``), or None.
         self.state_file = Path(state_file) if state_file is not None else None
         self._keeper = (
@@ -90,6 +92,17 @@ class Sandbox:
         self.set_public_url(self.url)
         if webhook_url:
             self.listen(webhook_url, webhook_events)
+
+    @property
+    def publishable_key(self) -> str:
+        """The ``pk_test_…`` key paired with ``secret_key`` (what Stripe.js is
+        given): it confirms and retrieves intents with their ``client_secret``
+        and creates PaymentMethods, and is refused elsewhere, as on Stripe."""
+        return self.publishable_key_for(self.secret_key)
+
+    def publishable_key_for(self, key: str) -> str:
+        """The ``pk_test_…`` key paired with the secret ``key`` (its account)."""
+        return self.world.account(key).publishable_key
 
     @property
     def url(self) -> str:
@@ -402,6 +415,24 @@ class Sandbox:
             except StripeError as error:
                 raise ValueError(error.message) from None
             return dict(show_billing_settings(found))
+
+    def set_api_version(self, version: str | None, *, key: str | None = None) -> None:
+        """Set the account's default API version (``POST /_sandbox/api_version``):
+        requests without ``Stripe-Version`` and webhook endpoints without
+        ``api_version`` get its shapes; None resets it to the current one.
+
+        Raises:
+            ValueError: a malformed version, or one newer than the sandbox's.
+        """
+        from stripeline_sandbox._errors import StripeError
+        from stripeline_sandbox._versions import set_default_version
+
+        account = self.account(key)
+        with account.lock:
+            try:
+                set_default_version(account, version)
+            except StripeError as error:
+                raise ValueError(error.message) from None
 
     # -- time ----------------------------------------------------------------
 

@@ -23,14 +23,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from stripeline_sandbox._connect import connected_account
 from stripeline_sandbox._errors import StripeError
 from stripeline_sandbox._faults import Fault, over_rate_limit, rate_limited, take_fault
 from stripeline_sandbox._form import decode, multipart
 from stripeline_sandbox._ids import new_request_id
 from stripeline_sandbox._objects import copy, expand
 from stripeline_sandbox._payment_intents import settle_due
+from stripeline_sandbox._plans import legacy_params
 from stripeline_sandbox._routes import Request, Router
 from stripeline_sandbox._state import API_VERSION, Account, SavedResponse, World
+from stripeline_sandbox._versions import default_version, renderer
 
 #: Stripe prunes idempotency keys after at least 24 hours.
 IDEMPOTENCY_WINDOW_SECONDS = 24 * 3600
@@ -40,6 +43,12 @@ IDLE_TIMEOUT = 60.0
 #: The shape stripeline's settings accept for a test key, so that a key the
 #: sandbox takes is one the application takes too.
 _KEY = re.compile(r"^sk_test_[A-Za-z0-9_]{8,}$")
+_PUBLISHABLE = re.compile(r"^pk_test_[A-Za-z0-9_]{8,}$")
+#: Stripe's answer to a publishable key on an endpoint that needs the secret key.
+PUBLISHABLE_REFUSED = (
+    "This API call cannot be made with a publishable API key. Please use a secret API key. "
+    "You can find a list of your API keys at https://dashboard.stripe.com/account/apikeys."
+)
 
 
 class SandboxHTTPServer(ThreadingHTTPServer):
@@ -76,7 +85,11 @@ class SandboxHTTPServer(ThreadingHTTPServer):
                 pass
 
 
-def _authenticate(header: str | None) -> str:
+def _authenticate(header: str | None, form_key: Any = None) -> str:
+    """The key of the request: the ``Authorization`` header, or (as Stripe.js
+    sends it) a ``key`` form parameter holding a publishable key."""
+    if not header and isinstance(form_key, str) and _PUBLISHABLE.match(form_key):
+        return form_key
     if not header:
         raise StripeError(
             401,
@@ -91,7 +104,7 @@ def _authenticate(header: str | None) -> str:
             key = ""
     elif scheme.lower() != "bearer":
         key = ""
-    if not _KEY.match(key):
+    if not (_KEY.match(key) or _PUBLISHABLE.match(key)):
         shown = f"{key[:8]}****{key[-4:]}" if len(key) > 12 else key
         raise StripeError(
             401,
@@ -190,8 +203,19 @@ class _Handler(BaseHTTPRequestHandler):
                     params.update(body)
             elif raw:
                 params.update(decode(raw.decode("utf-8")))
-            key = _authenticate(self.headers.get("Authorization"))
-            account = self.server.world.account(key)
+            key = _authenticate(self.headers.get("Authorization"), params.get("key"))
+            publishable = key.startswith("pk_")
+            if publishable:
+                params.pop("key", None)
+                found_account = self.server.world.account_for_publishable(key)
+                if found_account is None:
+                    raise StripeError(401, f"Invalid API Key provided: {key[:8]}****{key[-4:]}")
+                account = found_account
+            else:
+                account = self.server.world.account(key)
+                on_behalf = self.headers.get("Stripe-Account")
+                if on_behalf:
+                    account = connected_account(self.server.world, account, on_behalf)
             found = self.server.router.match(method, path)
             if found is None:
                 raise StripeError(
@@ -199,6 +223,8 @@ class _Handler(BaseHTTPRequestHandler):
                     f"Unrecognized request URL ({method}: {path}). Please see https://docs.stripe.com/api.",
                 )
             route, path_params = found
+            if publishable and not route.publishable:
+                raise StripeError(401, PUBLISHABLE_REFUSED)
             fault: Fault | None = None
             idempotency_key: str | None = None
             if not route.control:
@@ -220,9 +246,12 @@ class _Handler(BaseHTTPRequestHandler):
                                 f"Keys for idempotent requests can only be {MAX_IDEMPOTENCY_KEY_LENGTH} characters long.",
                                 param="Idempotency-Key",
                             )
+            params = legacy_params(method, path, params)
             request = Request(
                 self.server.world, account, request_id, idempotency_key,
                 method=method, path=path, params=params, path_params=path_params,
+                publishable=publishable,
+                api_version=self.headers.get("Stripe-Version") or default_version(account),
             )  # fmt: skip
             status, body, headers, replayed = self._execute(route.handler, request)
         except StripeError as error:
@@ -273,6 +302,8 @@ class _Handler(BaseHTTPRequestHandler):
                         )
                     return saved.status, saved.body, {}, saved.request_id
             headers: dict[str, str] = {}
+            if request.api_version:
+                headers["Stripe-Version"] = request.api_version
             save = True
             try:
                 # Bank debits whose settlement time has passed settle first.
@@ -280,11 +311,17 @@ class _Handler(BaseHTTPRequestHandler):
                 result = handler(request)
                 status = 200
                 expand_paths = request.params.get("expand") or []
+                render = renderer(account, request.api_version)
+                if render is not None:
+                    result = render(copy(result))
                 if expand_paths:
-                    result = expand(account, copy(result), list(expand_paths))
+                    result = expand(account, copy(result), list(expand_paths), render)
                 body = json.dumps(result, indent=2).encode()
+                if request.redirect is not None:
+                    status, headers["Location"] = 302, request.redirect
             except StripeError as error:
-                status, headers, save = error.status, error.headers, error.save_idempotent
+                status, save = error.status, error.save_idempotent
+                headers = {**headers, **error.headers}
                 body = json.dumps(error.body(request.request_id), indent=2).encode()
             except Exception as exc:  # a handler bug, answered as Stripe answers its own
                 internal = StripeError(500, f"Sandbox internal error: {exc!r}", type="api_error")

@@ -6,8 +6,21 @@ from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import new_id, random_part
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy
-from stripeline_sandbox._payment_methods import attach, card_error, card_of, resolve
-from stripeline_sandbox._routes import Call, Endpoint, Request, as_bool, optional_str
+from stripeline_sandbox._payment_methods import (
+    attach,
+    card_error,
+    card_of,
+    payment_method_from,
+    resolve,
+)
+from stripeline_sandbox._routes import (
+    Call,
+    Endpoint,
+    Request,
+    as_bool,
+    check_client_secret,
+    optional_str,
+)
 from stripeline_sandbox._state import Obj
 
 NOUN = "setup_intent"
@@ -73,13 +86,14 @@ def _succeed(call: Call, setup_intent: Obj, payment_method: Obj) -> None:
 
 
 def _confirm(request: Request, setup_intent: Obj) -> None:
-    reference = request.params.get("payment_method") or setup_intent["payment_method"]
-    if not reference:
-        raise invalid(
-            "You cannot confirm this SetupIntent because it's missing a payment method.",
-            code="setup_intent_unexpected_state",
-        )
-    payment_method = resolve(request, str(reference))
+    payment_method = payment_method_from(request, request.params)
+    if payment_method is None:
+        if not setup_intent["payment_method"]:
+            raise invalid(
+                "You cannot confirm this SetupIntent because it's missing a payment method.",
+                code="setup_intent_unexpected_state",
+            )
+        payment_method = resolve(request, str(setup_intent["payment_method"]))
     setup_intent["payment_method"] = payment_method["id"]
     setup_intent["last_setup_error"] = None
     card = card_of(request, payment_method)
@@ -97,7 +111,7 @@ def _confirm(request: Request, setup_intent: Obj) -> None:
         request.emit("setup_intent.setup_failed", setup_intent)
         error.extra["setup_intent"] = copy(setup_intent)
         raise error
-    if card.three_d_secure is not None:
+    if card.three_d_secure in ("always", "unless_setup"):
         setup_intent["status"] = "requires_action"
         setup_intent["next_action"] = {
             "type": "use_stripe_sdk",
@@ -113,6 +127,7 @@ def _confirm(request: Request, setup_intent: Obj) -> None:
 
 def confirm_setup_intent(request: Request) -> Obj:
     setup_intent = request.get(NOUN, request.path_params["id"])
+    check_client_secret(request, setup_intent, "SetupIntent")
     if setup_intent["status"] not in (
         "requires_payment_method",
         "requires_confirmation",
@@ -175,7 +190,9 @@ def update_setup_intent(request: Request) -> Obj:
 
 
 def retrieve_setup_intent(request: Request) -> Obj:
-    return request.get(NOUN, request.path_params["id"])
+    setup_intent = request.get(NOUN, request.path_params["id"])
+    check_client_secret(request, setup_intent, "SetupIntent")
+    return setup_intent
 
 
 def list_setup_intents(request: Request) -> Obj:
@@ -191,12 +208,12 @@ def list_setup_intents(request: Request) -> Obj:
 #: This module's endpoints; ``_app.build_router`` puts every module's table together.
 ROUTES: tuple[Endpoint, ...] = (
     Endpoint("POST", "/v1/setup_intents", create_setup_intent),
-    Endpoint("POST", "/v1/setup_intents/{id}/confirm", confirm_setup_intent),
+    Endpoint("POST", "/v1/setup_intents/{id}/confirm", confirm_setup_intent, publishable=True),
     Endpoint(
         "POST", "/_sandbox/setup_intents/{id}/authenticate", authenticate_setup_intent, control=True
     ),
     Endpoint("POST", "/v1/setup_intents/{id}/cancel", cancel_setup_intent),
     Endpoint("POST", "/v1/setup_intents/{id}", update_setup_intent),
-    Endpoint("GET", "/v1/setup_intents/{id}", retrieve_setup_intent),
+    Endpoint("GET", "/v1/setup_intents/{id}", retrieve_setup_intent, publishable=True),
     Endpoint("GET", "/v1/setup_intents", list_setup_intents),
 )

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stripeline_sandbox._clock import SandboxClock
+from stripeline_sandbox._ids import publishable_key_for
 
 if TYPE_CHECKING:
     from stripeline_sandbox._delivery import Deliverer, DeliveryMode
@@ -45,6 +46,8 @@ class Account:
     """Everything one ``sk_test_…`` key sees."""
 
     key: str
+    #: The ``pk_test_…`` key of the account (what Stripe.js is given).
+    publishable_key: str = ""
     lock: threading.RLock = field(default_factory=threading.RLock)
     objects: dict[str, Obj] = field(default_factory=dict)
     kinds: dict[str, list[str]] = field(default_factory=dict)
@@ -61,6 +64,8 @@ class Account:
     delivery: DeliveryMode | None = None
     held: list[Any] = field(default_factory=list)
     attempts: list[Any] = field(default_factory=list)
+    #: For a Connect account (keyed by its ``acct_…`` id): the platform's account.
+    platform: Account | None = None
 
     def add(self, obj: Obj) -> Obj:
         """Store a new object; it is listed after every older one of its type."""
@@ -107,6 +112,7 @@ class World:
         #: Where hosted pages (Checkout, billing portal) answer; None: Stripe's own hosts.
         self.public_url: str | None = None
         self._accounts: dict[str, Account] = {}
+        self._publishable: dict[str, Account] = {}
         self._lock = threading.Lock()
 
     def accounts(self) -> list[Account]:
@@ -118,6 +124,12 @@ class World:
         with self._lock:
             account = self._accounts.get(key)
             if account is None:
-                account = Account(key)
+                account = Account(key, publishable_key_for(key))
                 self._accounts[key] = account
+                self._publishable[account.publishable_key] = account
             return account
+
+    def account_for_publishable(self, key: str) -> Account | None:
+        """The account whose publishable key is ``key`` (None: no such account yet)."""
+        with self._lock:
+            return self._publishable.get(key)

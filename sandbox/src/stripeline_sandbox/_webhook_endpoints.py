@@ -71,6 +71,9 @@ def create_webhook_endpoint(request: Request) -> Obj:
         description=optional_str(params.get("description")),
         metadata=apply_metadata({}, params.get("metadata")),
     )
+    if as_bool(params.get("connect", False), "connect"):
+        # Events of the platform's connected accounts come here too.
+        request.account.hidden(endpoint["id"])["connect"] = True
     # The secret is only ever shown in the create response.
     shown: Obj = copy(endpoint)
     shown["secret"] = request.account.hidden(endpoint["id"])["secret"]

@@ -52,6 +52,9 @@ def sandbox(
     click.echo(
         f"  secret key      {server.secret_key}  (any sk_test_… key works; each is an account)"
     )
+    click.echo(
+        f"  publishable key {server.publishable_key}  (Stripe.js; paired with the secret key)"
+    )
     click.echo(f"  webhook secret  {server.webhook_secret}")
     if webhook_url:
         click.echo(f"  forwarding all events to {webhook_url}")
