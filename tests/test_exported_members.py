@@ -245,6 +245,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "recorded_error",
         "write_to_mirror",
     },
+    "stripeline.web.console": {"create_console", "hash_password"},
     "stripeline.web.wsgi": {
         "DEFAULT_STOP_TIMEOUT",
         "StripelineWSGI",
