@@ -10,13 +10,16 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from stripeline import inbox
 from stripeline.app import Stripeline
+from stripeline.cli import main
 from stripeline.db.engine import connect
 from stripeline.db.models import ConsoleAudit
 from stripeline.errors import ConfigError
@@ -329,3 +332,29 @@ def test_a_trusted_header_signs_in_only_from_a_trusted_proxy(database_url: str) 
         assert 'data-testid="user">oscar<' in page.text
         assert "bulk-replay" not in page.text  # the header's role is read by default
     trusted.dispose()
+
+
+def test_the_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "console.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    assert blocks
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, "docs/console.md", "exec"), {})  # noqa: S102
+
+
+def test_hash_password_prints_an_entry_that_signs_in(database_url: str) -> None:
+    printed = CliRunner().invoke(
+        main,
+        ["console", "hash-password", "--user", "olga", "--role", "admin"],
+        input="a long enough password\na long enough password\n",
+    )
+    assert printed.exit_code == 0, printed.output
+    entry = printed.output.strip().splitlines()[-1]
+    assert entry.startswith("olga:admin:$argon2id$") and "a long enough" not in entry
+    app = console_app(database_url, console_users=entry)
+    with TestClient(create_app(app), base_url=BASE, follow_redirects=False) as http:
+        sign_in(http, ("olga", "a long enough password"))
+    app.dispose()
+    secret = CliRunner().invoke(main, ["console", "secret"])
+    assert len(secret.output.strip()) >= 32
