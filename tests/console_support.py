@@ -68,3 +68,56 @@ def status_of(app: Stripeline, event_id: str) -> str:
         ).first()
     assert row is not None
     return str(row[0])
+
+
+def customer_events(customer_id: str = "cus_console01") -> list[dict[str, Any]]:
+    """A customer, their subscription and a paid invoice, as Stripe sends them."""
+    from tests.factories import event
+
+    now = int(inbox.utcnow().timestamp())
+    return [
+        event(
+            "customer.created",
+            obj={
+                "id": customer_id,
+                "object": "customer",
+                "email": "grace@example.com",
+                "name": "Grace Hopper",
+                "currency": "eur",
+                "balance": 0,
+                "created": now - 86400,
+            },
+        ),
+        event(
+            "customer.subscription.created",
+            obj={
+                "id": "sub_console01",
+                "object": "subscription",
+                "customer": customer_id,
+                "status": "active",
+                "currency": "eur",
+                "created": now - 86400,
+                "current_period_start": now - 3600,
+                "current_period_end": now + 30 * 86400,
+                "cancel_at_period_end": False,
+                "latest_invoice": "in_console01",
+                "items": {"object": "list", "data": [], "has_more": False},
+            },
+        ),
+        event(
+            "invoice.paid",
+            obj={
+                "id": "in_console01",
+                "object": "invoice",
+                "customer": customer_id,
+                "status": "paid",
+                "currency": "eur",
+                "amount_due": 1900,
+                "amount_paid": 1900,
+                "amount_remaining": 0,
+                "number": "GH-0001",
+                "created": now - 3600,
+                "lines": {"object": "list", "data": [], "has_more": False, "total_count": 0},
+            },
+        ),
+    ]

@@ -32,6 +32,7 @@ from tests.console_support import (
     CONSOLE_SECRET,
     READER,
     console_app,
+    customer_events,
     status_of,
     store,
 )
@@ -358,3 +359,37 @@ def test_hash_password_prints_an_entry_that_signs_in(database_url: str) -> None:
     app.dispose()
     secret = CliRunner().invoke(main, ["console", "secret"])
     assert len(secret.output.strip()) >= 32
+
+
+def test_the_overview_counts_and_charts_what_the_worker_did(
+    app: Stripeline, client: TestClient
+) -> None:
+    dead_event(app)
+    store(app, [event("customer.updated") for _ in range(4)])
+    Worker(app, listen=False).drain()
+    store(app, [event("customer.updated")])  # waiting
+    sign_in(client, ADMIN)
+    page = client.get("/console/")
+    assert page.status_code == 200
+    assert re.search(r'data-testid="dead-count">1<', page.text)
+    assert re.search(r'data-testid="backlog">1<', page.text)
+    assert "processed 4" in page.text and "failed 1" in page.text  # the last hour's attempts
+    assert page.text.count('class="bar-processed"') >= 1
+    assert page.text.count('class="bar-failed"') == 1
+    assert "No dispute is due within 7 days." in page.text
+
+
+def test_a_customer_page_and_search(app: Stripeline, client: TestClient) -> None:
+    store(app, customer_events())
+    Worker(app, listen=False).drain()
+    app.mirror.link_customer("user_42", "cus_console01")
+    sign_in(client, ADMIN)
+    page = client.get("/console/customers/cus_console01").text
+    assert "Grace Hopper" in page and "sub_console01" in page and "in_console01" in page
+    assert "19.00 EUR" in page and "user_42" in page
+    for q in ("cus_console01", "grace@example.com", "user_42", "in_console01", "sub_console01"):
+        answer = client.get("/console/search", params={"q": q})
+        assert answer.status_code == 303, q
+        assert answer.headers["location"] == "/console/customers/cus_console01", q
+    found = client.get("/console/search", params={"q": "nobody@example.com"})
+    assert found.status_code == 200 and "Nothing found" in found.text

@@ -617,3 +617,5 @@ class ConsoleAudit(Base):
 Index("ix_stripeline_events_received", Event.received_at, Event.id)
 Index("ix_stripeline_events_status_received", Event.status, Event.received_at, Event.id)
 Index("ix_stripeline_events_type_received", Event.type, Event.received_at, Event.id)
+# The console's overview counts attempts per minute over the last hour.
+Index("ix_stripeline_attempts_finished", Attempt.finished_at)

@@ -13,7 +13,8 @@ import json
 import re
 import secrets
 from collections.abc import MutableMapping
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -30,6 +31,8 @@ from stripeline import inbox, ops
 from stripeline.app import Stripeline
 from stripeline.db import connect
 from stripeline.log import get_logger
+from stripeline.mirror import to_major
+from stripeline.sync.catch_up import GAP_ALARM_SECONDS
 from stripeline.web.console import queries
 from stripeline.web.console.auth import (
     LOGIN_COOKIE,
@@ -112,6 +115,14 @@ def _when(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "–"
 
 
+def _money(amount: int | None, currency: str | None) -> str:
+    if amount is None:
+        return "–"
+    if not currency:
+        return str(amount)
+    return f"{to_major(amount, currency)} {currency.upper()}"
+
+
 def _parse_time(raw: str | None) -> datetime | None:
     if not raw:
         return None
@@ -120,6 +131,58 @@ def _parse_time(raw: str | None) -> datetime | None:
     except ValueError:
         return None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    x: float
+    y: float
+    height: float
+    kind: str
+    title: str
+
+
+def chart(minutes: list[queries.Minute], *, width: int = 720, height: int = 140) -> dict[str, Any]:
+    """The overview's chart as SVG geometry: per minute, a bar of events
+    processed (up) and one of attempts failed (down from the axis), and a
+    tick per ten minutes. Drawn on the server: no script, no inline style."""
+    top = max([max(m.processed, m.failed, m.received) for m in minutes] + [1])
+    slot = width / max(len(minutes), 1)
+    half = (height - 20) / 2
+    axis = 10 + half
+    bars: list[Bar] = []
+    ticks = []
+    for i, minute in enumerate(minutes):
+        x = i * slot
+        label = minute.start.strftime("%H:%M")
+        if minute.processed:
+            h = max(1.0, half * minute.processed / top)
+            bars.append(
+                Bar(
+                    x + 1,
+                    axis - h,
+                    h,
+                    "processed",
+                    f"{label}: {minute.processed} processed, {minute.received} received",
+                )
+            )
+        if minute.failed:
+            h = max(1.0, half * minute.failed / top)
+            bars.append(Bar(x + 1, axis, h, "failed", f"{label}: {minute.failed} failed"))
+        if i % 10 == 0:
+            ticks.append({"x": x, "label": label})
+    return {
+        "width": width,
+        "height": height + 16,
+        "axis": axis,
+        "slot": max(slot - 2, 1),
+        "bars": bars,
+        "ticks": ticks,
+        "top": top,
+        "processed": sum(m.processed for m in minutes),
+        "failed": sum(m.failed for m in minutes),
+        "received": sum(m.received for m in minutes),
+    }
 
 
 class _Headers:
@@ -165,6 +228,7 @@ def create_console(app: Stripeline) -> ASGIApp | None:
     env.filters["when"] = _when
     env.filters["epoch"] = lambda seconds: _when(datetime.fromtimestamp(seconds, UTC))
     env.globals["STATUSES"] = inbox.STATUSES
+    env.filters["money"] = _money
 
     def base(request: Request) -> str:
         return str(request.scope.get("root_path", "")).rstrip("/")
@@ -341,9 +405,35 @@ def create_console(app: Stripeline) -> ASGIApp | None:
     # -- pages -----------------------------------------------------------------
 
     async def home(request: Request) -> Response:
-        if current(request) is None:
+        session = current(request)
+        if session is None:
             return to_login(request)
-        return RedirectResponse(f"{base(request)}/events", status_code=303)
+        now = datetime.now(UTC)
+
+        def load() -> tuple[queries.Overview, list[Any]]:
+            with connect(app.engine, readonly=True) as conn:
+                seen = queries.overview(conn, now=now)
+            try:
+                due = app.disputes.due(timedelta(days=7), now=now, limit=20)
+            except Exception:  # a mirror without disputes yet: the rest still shows
+                log.warning("console_disputes_unreadable", action="skipped", exc_info=True)
+                due = []
+            return seen, due
+
+        seen, due = await run_in_threadpool(load)
+        backlog = sum(seen.counts[s] for s in ("pending", "processing", "failed"))
+        return render(
+            request,
+            "overview.html",
+            session,
+            seen=seen,
+            backlog=backlog,
+            chart=chart(seen.minutes),
+            due=due,
+            ago=lambda moment: _ago(moment, now),
+            span=_span,
+            gap_alarm=GAP_ALARM_SECONDS,
+        )
 
     def filter_of(request: Request) -> queries.EventFilter:
         q = request.query_params
@@ -534,6 +624,77 @@ def create_console(app: Stripeline) -> ASGIApp | None:
             status_code=303,
         )
 
+    def customer_story(customer_id: str) -> dict[str, Any] | None:
+        mirror = app.mirror
+        customer = mirror.customer(customer_id)
+        if customer is None:
+            return None
+        charges = mirror.charges(customer_id, limit=50)
+        refunds = [r for c in charges if c.amount_refunded for r in mirror.refunds(charge=c.id)]
+        disputes = [d for c in charges if c.disputed for d in mirror.disputes(charge=c.id)]
+        with connect(app.engine, readonly=True) as conn:
+            touched = queries.list_events(
+                conn, queries.EventFilter(object_id=customer_id), limit=20
+            ).events
+        return {
+            "customer": customer,
+            "subscriptions": mirror.subscriptions(customer_id, limit=50),
+            "invoices": mirror.invoices(customer_id, limit=50),
+            "payment_intents": mirror.payment_intents(customer_id, limit=50),
+            "charges": charges,
+            "refunds": refunds,
+            "disputes": disputes,
+            "users": mirror.users_for_customer(customer_id),
+            "events": touched,
+        }
+
+    async def customer_page(request: Request) -> Response:
+        session = current(request)
+        if session is None:
+            return to_login(request)
+        story = await run_in_threadpool(customer_story, request.path_params["customer_id"])
+        if story is None:
+            return refuse(request, session, 404, "No customer with this id is in the mirror.")
+        return render(
+            request, "customer.html", session, ago=lambda m: _ago(m, datetime.now(UTC)), **story
+        )
+
+    def find(q: str) -> str | list[Any] | None:
+        """Where a search leads: a URL, a list of customers, or None (nothing)."""
+        mirror = app.mirror
+        if q.startswith("evt_"):
+            with connect(app.engine, readonly=True) as conn:
+                return f"/events/{q}" if ops.get_event(conn, q) is not None else None
+        if "@" in q:
+            found = mirror.customers(email=q, limit=20)
+            if len(found) == 1:
+                return f"/customers/{found[0].id}"
+            return found or None
+        if q.startswith("cus_") and mirror.customer(q) is not None:
+            return f"/customers/{q}"
+        if "_" in q:
+            obj = mirror.get(q)
+            if obj is not None and isinstance(obj.get("customer"), str):
+                return f"/customers/{obj['customer']}"
+            with connect(app.engine, readonly=True) as conn:
+                page = queries.list_events(conn, queries.EventFilter(object_id=q), limit=1)
+            if page.events:
+                return f"/events?{urlencode({'object': q})}"
+        linked = mirror.customer_for_user(q)
+        if linked is not None:
+            return f"/customers/{linked.id}"
+        return None
+
+    async def search(request: Request) -> Response:
+        session = current(request)
+        if session is None:
+            return to_login(request)
+        q = request.query_params.get("q", "").strip()[:255]
+        found = await run_in_threadpool(find, q) if q else None
+        if isinstance(found, str):
+            return RedirectResponse(base(request) + found, status_code=303)
+        return render(request, "search.html", session, q=q, customers=found or [])
+
     async def audit_page(request: Request) -> Response:
         session = current(request)
         if session is None:
@@ -562,6 +723,8 @@ def create_console(app: Stripeline) -> ASGIApp | None:
         Route("/events/{event_id}", event_page, methods=["GET"]),
         Route("/events/{event_id}/{action}", event_action, methods=["POST"]),
         Route("/audit", audit_page, methods=["GET"]),
+        Route("/customers/{customer_id}", customer_page, methods=["GET"]),
+        Route("/search", search, methods=["GET"]),
         Route("/static/{name}", static, methods=["GET"]),
     ]
     return _Headers(Starlette(routes=routes))

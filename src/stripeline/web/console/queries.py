@@ -9,14 +9,17 @@ import base64
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, and_, func, or_, select
 
+from stripeline import inbox
 from stripeline.db.models import ConsoleAudit
-from stripeline.inbox import STATUSES, events, utcnow
+from stripeline.inbox import STATUSES, attempts, events, utcnow
+from stripeline.mirror.refetch import refetches
 from stripeline.ops import _SUMMARY_COLUMNS, EventSummary
+from stripeline.sync.cursors import catch_up_gap, read_cursor
 
 audit = cast(Table, ConsoleAudit.__table__)
 
@@ -166,4 +169,87 @@ def recent_audit(conn: Connection, *, limit: int = 100) -> Sequence[Any]:
         conn.execute(
             select(audit).order_by(audit.c.at.desc(), audit.c.id.desc()).limit(limit)
         ).mappings()
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Minute:
+    """One minute of the overview's chart."""
+
+    start: datetime
+    received: int
+    processed: int
+    failed: int
+
+
+def _minute_of(conn: Connection, column: Any) -> Any:
+    if conn.dialect.name == "sqlite":
+        return func.strftime("%Y-%m-%d %H:%M", column)
+    return func.to_char(
+        func.date_trunc("minute", func.timezone("UTC", column)), "YYYY-MM-DD HH24:MI"
+    )
+
+
+def per_minute(conn: Connection, *, now: datetime, minutes: int = 60) -> list[Minute]:
+    """Events received, and attempts processed or failed, per minute over the
+    last ``minutes`` (oldest first; both counted in SQL from an index)."""
+    end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    start = end - timedelta(minutes=minutes)
+    received: dict[str, int] = {}
+    bucket = _minute_of(conn, events.c.received_at)
+    for key, count in conn.execute(
+        select(bucket, func.count()).where(events.c.received_at >= start).group_by(bucket)
+    ):
+        received[str(key)] = int(count)
+    outcomes: dict[tuple[str, str], int] = {}
+    bucket = _minute_of(conn, attempts.c.finished_at)
+    for key, outcome, count in conn.execute(
+        select(bucket, attempts.c.outcome, func.count())
+        .where(attempts.c.finished_at >= start)
+        .group_by(bucket, attempts.c.outcome)
+    ):
+        outcomes[(str(key), str(outcome))] = int(count)
+    result = []
+    for i in range(minutes):
+        moment = start + timedelta(minutes=i)
+        key = moment.strftime("%Y-%m-%d %H:%M")
+        result.append(
+            Minute(
+                moment,
+                received.get(key, 0),
+                outcomes.get((key, "processed"), 0),
+                outcomes.get((key, "failed"), 0) + outcomes.get((key, "dead"), 0),
+            )
+        )
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    counts: dict[str, int]
+    oldest_pending: datetime | None
+    minutes: list[Minute]
+    catch_up_at: datetime | None
+    catch_up_gap: float | None
+    refetch_queued: int
+    refetch_gave_up: int
+
+
+def overview(conn: Connection, *, now: datetime) -> Overview:
+    """What the overview page shows but the disputes (read through ``app.disputes``)."""
+    cursor = read_cursor(conn)
+    queued, gave_up = conn.execute(
+        select(
+            func.count().filter(refetches.c.gave_up_at.is_(None)),
+            func.count().filter(refetches.c.gave_up_at.is_not(None)),
+        )
+    ).one()
+    return Overview(
+        counts=count_by_status(conn),
+        oldest_pending=inbox.oldest_pending(conn),
+        minutes=per_minute(conn, now=now),
+        catch_up_at=cursor.updated_at if cursor else None,
+        catch_up_gap=catch_up_gap(conn, now),
+        refetch_queued=int(queued or 0),
+        refetch_gave_up=int(gave_up or 0),
     )

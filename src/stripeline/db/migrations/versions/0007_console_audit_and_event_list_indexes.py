@@ -6,7 +6,8 @@ Create Date: 2026-11-27 22:00:00.000000
 
 ``stripeline_console_audit``: who did what in the operator console, and when.
 Three indexes on ``stripeline_events`` let the console page its event list
-newest first (alone, by status, by type) without sorting the inbox.
+newest first (alone, by status, by type) without sorting the inbox; one on
+``stripeline_attempts.finished_at`` counts the last hour's attempts.
 """
 
 from __future__ import annotations
@@ -45,9 +46,13 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_stripeline_events_type_received", ["type", "received_at", "id"], unique=False
         )
+    with op.batch_alter_table("stripeline_attempts", schema=None) as batch_op:
+        batch_op.create_index("ix_stripeline_attempts_finished", ["finished_at"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("stripeline_attempts", schema=None) as batch_op:
+        batch_op.drop_index("ix_stripeline_attempts_finished")
     with op.batch_alter_table("stripeline_events", schema=None) as batch_op:
         batch_op.drop_index("ix_stripeline_events_type_received")
         batch_op.drop_index("ix_stripeline_events_status_received")
