@@ -26,7 +26,15 @@ import uvicorn
 from stripeline.app import ReceivedEvent, Stripeline
 from stripeline.web import create_app
 from stripeline.web.console.auth import SESSION_COOKIE, Signer
-from tests.console_support import ADMIN, CONSOLE_SECRET, READER, console_app, status_of, store
+from tests.console_support import (
+    ADMIN,
+    CONSOLE_SECRET,
+    READER,
+    console_app,
+    customer_events,
+    status_of,
+    store,
+)
 from tests.factories import event
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -107,6 +115,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def page(browser: Any, served: Served) -> Iterator[Any]:
     context = browser.new_context(base_url=served.url, viewport={"width": 1280, "height": 860})
+    context.set_default_timeout(10_000)
     opened = context.new_page()
     problems: list[str] = []
     # A CSP violation (an inline script or style that slipped in) or a
@@ -270,3 +279,30 @@ def test_signed_out_after_expiry(
     assert "/console/login" in page.url
     assert page.get_by_role("button", name="Sign in").is_visible()
     shot(page, "signed-out")
+
+
+def test_overview_then_open_a_customer_by_email(
+    page: Any, served: Served, shot: Callable[[Any, str], Path]
+) -> None:
+    dead_id = dead(served, "in_overview")  # the invoice handler fails until told otherwise
+    served.failing = False
+    bodies = customer_events()
+    store(served.app, bodies)
+    store(served.app, [event("customer.updated") for _ in range(5)])
+    for body in bodies:
+        served.wait_for(str(body["id"]), "processed")
+    served.app.mirror.link_customer("user_42", "cus_console01")
+    sign_in(page, ADMIN)
+    page.goto("/console/")
+    assert page.get_by_test_id("dead-count").inner_text() == "1"
+    assert page.get_by_test_id("chart").locator("rect.bar-processed").count() >= 1
+    shot(page, "1-overview")
+    page.get_by_role("searchbox", name="Search").fill("grace@example.com")
+    page.keyboard.press("Enter")
+    page.wait_for_url(re.compile(r".*/console/customers/cus_console01$"))
+    assert "active" in page.get_by_test_id("subscriptions").inner_text()
+    assert "GH-0001" in page.get_by_test_id("invoices").inner_text()
+    assert page.get_by_test_id("users").inner_text() == "user_42"
+    shot(page, "2-customer")
+    page.goto(f"/console/events/{dead_id}")
+    assert page.get_by_test_id("status").inner_text() == "dead"

@@ -142,7 +142,7 @@ class Bar:
     title: str
 
 
-def chart(minutes: list[queries.Minute], *, width: int = 720, height: int = 140) -> dict[str, Any]:
+def chart(minutes: list[queries.Minute], *, width: int = 1200, height: int = 160) -> dict[str, Any]:
     """The overview's chart as SVG geometry: per minute, a bar of events
     processed (up) and one of attempts failed (down from the axis), and a
     tick per ten minutes. Drawn on the server: no script, no inline style."""
