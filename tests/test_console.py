@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
+from starlette.applications import Starlette
+from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from stripeline import inbox
@@ -393,3 +395,31 @@ def test_a_customer_page_and_search(app: Stripeline, client: TestClient) -> None
         assert answer.headers["location"] == "/console/customers/cus_console01", q
     found = client.get("/console/search", params={"q": "nobody@example.com"})
     assert found.status_code == 200 and "Nothing found" in found.text
+
+
+def test_live_mode_is_unmistakable(database_url: str) -> None:
+    app = console_app(database_url, stripe_secret_key="sk_live_console0123456789")
+    with TestClient(create_app(app), base_url=BASE) as http:
+        page = http.get("/console/login").text
+    assert "LIVE MODE" in page and 'class="mode-banner mode-live"' in page
+    assert "TEST MODE" not in page
+    app.dispose()
+
+
+def test_mounted_under_a_prefix_through_app_asgi(app: Stripeline) -> None:
+    outer = Starlette(routes=[Mount("/stripe", app=app.asgi(run_worker=False))])
+    with TestClient(outer, base_url=BASE, follow_redirects=False) as http:
+        answer = http.get("/stripe/console/events")
+        assert answer.status_code == 303
+        assert answer.headers["location"].startswith("/stripe/console/login?next=")
+        page = http.get("/stripe/console/login")
+        assert 'action="/stripe/console/login"' in page.text
+        assert 'href="/stripe/console/static/console.css"' in page.text
+        signed = http.post(
+            "/stripe/console/login",
+            data={"csrf": csrf_of(page.text), "username": ADMIN[0], "password": ADMIN[1]},
+        )
+        assert signed.status_code == 303
+        assert "path=/stripe/console" in signed.headers["set-cookie"].lower()
+        assert http.get("/stripe/console/events").status_code == 200
+        assert http.get("/stripe/console/static/console.css").status_code == 200
