@@ -600,7 +600,7 @@ class ConsoleAudit(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     actor: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16))
-    #: sign_in | sign_in_refused | sign_out | retry | replay | bulk_replay
+    #: sign_in | sign_out | retry | replay | bulk_replay
     action: Mapped[str] = mapped_column(String(32))
     #: An event id, or the filter a bulk action ran on.
     target: Mapped[str | None] = mapped_column(Text)

@@ -315,7 +315,7 @@ def create_console(app: Stripeline) -> ASGIApp | None:
 
     async def login_page(request: Request) -> Response:
         if current(request) is not None:
-            return RedirectResponse(f"{base(request)}/events", status_code=303)
+            return RedirectResponse(f"{base(request)}/", status_code=303)
         nonce = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(16)
         response = render(
             request,
@@ -363,7 +363,7 @@ def create_console(app: Stripeline) -> ASGIApp | None:
         await run_in_threadpool(_audit, user.name, user.role, "sign_in", None, 0, client)
         target = form.get("next", "")
         if not target.startswith(base(request) + "/") or target.startswith("//"):
-            target = f"{base(request)}/events"
+            target = f"{base(request)}/"
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
