@@ -423,3 +423,26 @@ def test_mounted_under_a_prefix_through_app_asgi(app: Stripeline) -> None:
         assert "path=/stripe/console" in signed.headers["set-cookie"].lower()
         assert http.get("/stripe/console/events").status_code == 200
         assert http.get("/stripe/console/static/console.css").status_code == 200
+
+
+def test_oldest_pending_is_the_oldest_waiting_event_whatever_its_status(
+    app: Stripeline,
+) -> None:
+    start = inbox.utcnow() - timedelta(hours=5)
+    with connect(app.engine, readonly=True) as conn:
+        assert inbox.oldest_pending(conn) is None
+    old, failing, fresh = (event("customer.updated") for _ in range(3))
+    store(app, [old], at=start)
+    store(app, [failing], at=start + timedelta(hours=1))
+    store(app, [fresh], at=start + timedelta(hours=2))
+    with connect(app.engine) as conn:
+        conn.execute(
+            inbox.events.update()
+            .where(inbox.events.c.id == old["id"])
+            .values(status="processed", next_attempt_at=None)
+        )
+        conn.execute(
+            inbox.events.update().where(inbox.events.c.id == failing["id"]).values(status="failed")
+        )
+    with connect(app.engine, readonly=True) as conn:
+        assert inbox.oldest_pending(conn) == start + timedelta(hours=1)
