@@ -10,8 +10,10 @@ import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,11 +21,13 @@ from pathlib import Path
 import httpx
 import pytest
 import stripe
+import uvicorn
 from sqlalchemy import select, text
 
 from stripeline.db.engine import connect
 from stripeline.web import WebhookIntake
 from stripeline.worker import Worker
+from stripeline_sandbox import Sandbox
 from tests.factories import SECRET, encode, event, signed
 from tests.test_serve import ROOT, free_port, run
 
@@ -76,6 +80,66 @@ def test_the_readme_example_runs_as_written(
     assert [r.getMessage() for r in caplog.records if r.name == "billing"] == [
         "receipt for in_readme_1 sent to cus_readme"
     ]
+
+
+def readme_fastapi_example() -> str:
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(r"```python\n(# shop\.py.*?)```", readme, re.DOTALL)
+    assert found, "README.md lost its FastAPI example (shop.py)"
+    return found.group(1)
+
+
+def test_the_readme_fastapi_example_runs_as_written(
+    tmp_path: Path,
+    sqlite_url: str,
+    stripe_sandbox: Sandbox,
+    stripe_key: str,
+    stripe_client: stripe.StripeClient,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The README's ten lines in a FastAPI app, served by uvicorn with its
+    lifespan, against the sandbox: a payment taken through the flows is
+    fulfilled once from the webhook, and paying again charges nothing."""
+    (tmp_path / "readme_shop.py").write_text(readme_fastapi_example())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("STRIPELINE_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("STRIPE_SECRET_KEY", stripe_key)
+    monkeypatch.setenv("STRIPE_WEBHOOK_SECRET", stripe_sandbox.webhook_secret)
+    monkeypatch.setenv("STRIPELINE_STRIPE_API_BASE", stripe_sandbox.url)
+    shop = importlib.import_module("readme_shop")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(shop.api, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "the shop did not start"
+            time.sleep(0.01)
+        stripe_sandbox.listen(f"{base}/stripe/webhooks/stripe", key=stripe_key)
+        query = {"user_id": "ada", "payment_method": "pm_card_visa"}
+        paid = httpx.post(f"{base}/orders/order_42/pay", params=query, timeout=10)
+        assert paid.json() == {"status": "succeeded", "client_secret": None}
+        deadline = time.monotonic() + 15
+        while shop.SHIPPED != ["order_42"]:
+            assert time.monotonic() < deadline, f"not fulfilled: {shop.SHIPPED}"
+            time.sleep(0.05)
+        again = httpx.post(f"{base}/orders/order_42/pay", params=query, timeout=10)
+        assert again.json()["status"] == "succeeded"
+        time.sleep(0.5)  # room for a second fulfilment, were there one
+        assert shop.SHIPPED == ["order_42"]
+        (intent,) = stripe_client.v1.payment_intents.list().data
+        customer = shop.billing.mirror.customer_for_user("ada")
+        assert (intent.amount, intent.customer) == (2000, customer.id)
+        assert len(stripe_client.v1.charges.list().data) == 1
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+        sys.modules.pop("readme_shop", None)
+        shop.billing.dispose()
 
 
 def _serve(

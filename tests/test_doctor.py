@@ -42,6 +42,7 @@ def lines(result: Result) -> dict[str, str]:
                 "database",
                 "migrations",
                 "Stripe writes",
+                "event delivery health",
                 "API version",
             ):
                 if parts[1].startswith(name + " "):
@@ -67,7 +68,7 @@ def test_everything_passes(database_url: str, monkeypatch: pytest.MonkeyPatch) -
 
     assert result.exit_code == 0, result.output
     found = lines(result)
-    assert len(found) == 9
+    assert len(found) == 10
     assert all(line.startswith("pass") for line in found.values()), result.output
     assert "none made yet" in found["Stripe writes"]
     assert "sk_test_… secret key, test mode" in found["secret key"]
@@ -76,7 +77,8 @@ def test_everything_passes(database_url: str, monkeypatch: pytest.MonkeyPatch) -
     assert "reachable" in found["database"]
     assert "current" in found["migrations"]
     assert stripe.api_version in found["API version"]
-    assert "all 9 checks passed" in result.stdout
+    assert "no health event received" in found["event delivery health"]
+    assert "all 10 checks passed" in result.stdout
     assert_no_secret(result)
 
 
@@ -109,7 +111,7 @@ def test_mode_disagreement_and_bad_secret_fail_without_showing_them(
     assert found["settings"].startswith("FAIL")
     # The database checks still ran.
     assert found["database"].startswith("pass") and found["migrations"].startswith("pass")
-    assert "3 of 9 checks failed" in result.stdout
+    assert "3 of 10 checks failed" in result.stdout
     assert_no_secret(result)
 
 

@@ -80,7 +80,7 @@ def test_live_key_on_test_mode_events_fails(
     line = mode_line(result)
     assert line.startswith("FAIL"), line
     assert "live mode" in line and "250 test-mode events" in line, line
-    assert "1 of 9 checks failed" in result.stdout
+    assert "1 of 10 checks failed" in result.stdout
     assert LIVE_KEY[8:] not in result.output
 
 

@@ -37,6 +37,7 @@ from stripeline.errors import (
     StripePermissionError,
     StripeRateLimitError,
     StripeServerError,
+    SubscriptionNotFound,
 )
 
 if TYPE_CHECKING:
@@ -48,7 +49,9 @@ if TYPE_CHECKING:
         advise_error,
         register_messages,
     )
+    from stripeline.flows.checkout import StartedCheckout
     from stripeline.flows.customers import CardSetup
+    from stripeline.flows.entitlements import Entitlements, GracePolicy
     from stripeline.flows.payments import (
         Canceled,
         Declined,
@@ -64,14 +67,29 @@ if TYPE_CHECKING:
         Succeeded,
     )
     from stripeline.flows.privacy import ErasureReport
+    from stripeline.flows.subscriptions import (
+        PaymentActionRequired,
+        PaymentFailed,
+        PreviewLine,
+        Started,
+        SubscriptionEnded,
+        Subscriptions,
+        SwapPreview,
+        TrialWillEnd,
+        UpcomingRenewal,
+        UsageReported,
+    )
     from stripeline.mirror import Mirror
     from stripeline.settings import Settings, load_settings
 
 __version__ = "0.1.0.dev0"
 
 _LAZY = {
+    "Entitlements": "stripeline.flows.entitlements",
+    "GracePolicy": "stripeline.flows.entitlements",
     "ErasureReport": "stripeline.flows.privacy",
     "CardSetup": "stripeline.flows.customers",
+    "StartedCheckout": "stripeline.flows.checkout",
     "Canceled": "stripeline.flows.payments",
     "Declined": "stripeline.flows.payments",
     "Fulfilment": "stripeline.flows.payments",
@@ -84,6 +102,16 @@ _LAZY = {
     "RequiresConfirmation": "stripeline.flows.payments",
     "RequiresPaymentMethod": "stripeline.flows.payments",
     "Succeeded": "stripeline.flows.payments",
+    "PaymentActionRequired": "stripeline.flows.subscriptions",
+    "PaymentFailed": "stripeline.flows.subscriptions",
+    "PreviewLine": "stripeline.flows.subscriptions",
+    "Started": "stripeline.flows.subscriptions",
+    "SubscriptionEnded": "stripeline.flows.subscriptions",
+    "Subscriptions": "stripeline.flows.subscriptions",
+    "SwapPreview": "stripeline.flows.subscriptions",
+    "TrialWillEnd": "stripeline.flows.subscriptions",
+    "UpcomingRenewal": "stripeline.flows.subscriptions",
+    "UsageReported": "stripeline.flows.subscriptions",
     "DeclineAdvice": "stripeline.declines",
     "NextAction": "stripeline.declines",
     "advise": "stripeline.declines",
@@ -108,18 +136,23 @@ __all__ = [
     "DisputeDeadlinePassed",
     "DisputeNotFound",
     "DisputeNotOpen",
+    "Entitlements",
     "EnvelopeError",
     "ErasureRefused",
     "ErasureReport",
     "Fulfilment",
+    "GracePolicy",
     "Mirror",
     "ModeMismatch",
     "NextAction",
     "NotRefundable",
     "NotYourPaymentMethod",
+    "PaymentActionRequired",
+    "PaymentFailed",
     "PaymentNotFound",
     "PaymentOutcome",
     "Payments",
+    "PreviewLine",
     "Processing",
     "ReceivedEvent",
     "Refunded",
@@ -131,6 +164,8 @@ __all__ = [
     "SecondWriteTransaction",
     "Settings",
     "SignatureError",
+    "Started",
+    "StartedCheckout",
     "StripeAPIError",
     "StripeAuthenticationError",
     "StripeCardError",
@@ -142,7 +177,14 @@ __all__ = [
     "StripeServerError",
     "Stripeline",
     "StripelineError",
+    "SubscriptionEnded",
+    "SubscriptionNotFound",
+    "Subscriptions",
     "Succeeded",
+    "SwapPreview",
+    "TrialWillEnd",
+    "UpcomingRenewal",
+    "UsageReported",
     "__version__",
     "advise",
     "advise_error",

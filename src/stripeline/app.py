@@ -41,9 +41,12 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
 
     from stripeline.flows.calls import Calls
+    from stripeline.flows.checkout import Checkout
     from stripeline.flows.customers import Customers
     from stripeline.flows.disputes import Disputes
+    from stripeline.flows.entitlements import Entitlements
     from stripeline.flows.payments import FulfilHook, Payments
+    from stripeline.flows.subscriptions import Subscriptions
 
 Handler = Callable[["ReceivedEvent"], Awaitable[None] | None]
 H = TypeVar("H", bound=Handler)
@@ -230,6 +233,15 @@ class Stripeline:
         return Calls(self)
 
     @cached_property
+    def checkout(self) -> Checkout:
+        """Stripe's hosted pages: ``start_payment``, ``start_subscription``
+        (Checkout Sessions, one per order) and ``portal`` (the billing
+        portal's link) (``stripeline.flows.checkout``, docs/checkout.md)."""
+        from stripeline.flows.checkout import Checkout
+
+        return Checkout(self)
+
+    @cached_property
     def customers(self) -> Customers:
         """Application users' Stripe customers and their cards: ``ensure``,
         ``update``, ``setup_card``, payment methods; ``forget`` and ``export``
@@ -247,6 +259,15 @@ class Stripeline:
         return Disputes(self)
 
     @cached_property
+    def entitlements(self) -> Entitlements:
+        """Feature access answered from the mirror: ``register``,
+        ``has_access``, ``access_until``, ``features``
+        (``stripeline.flows.entitlements``, docs/entitlements.md)."""
+        from stripeline.flows.entitlements import Entitlements
+
+        return Entitlements(self)
+
+    @cached_property
     def payments(self) -> Payments:
         """Payments for orders through their whole lifecycle: ``start``,
         ``confirm``, ``capture``, ``cancel``, ``refund``, ``status``
@@ -254,6 +275,16 @@ class Stripeline:
         from stripeline.flows.payments import Payments
 
         return Payments(self)
+
+    @cached_property
+    def subscriptions(self) -> Subscriptions:
+        """Subscriptions: ``start``, ``swap`` with ``preview_swap``, quantities,
+        ``cancel``/``resume``, pause collection, ``end_trial_now``,
+        ``report_usage``; the dunning hooks (``stripeline.flows.subscriptions``,
+        docs/subscriptions.md)."""
+        from stripeline.flows.subscriptions import Subscriptions
+
+        return Subscriptions(self)
 
     def fulfil(self, hook: FulfilHook) -> FulfilHook:
         """``@app.fulfil``: run ``hook`` once per paid order, from the inbox
@@ -318,12 +349,29 @@ class Stripeline:
                 self.on(event_type)(handler)
 
     def handlers_for(self, event_type: str) -> list[Handler]:
+        """The handlers of ``event_type``, in the order they run. A v1 change
+        has two names, its snapshot one (``customer.updated``) and its thin
+        one (``v1.customer.updated``): handlers registered under the other
+        name run too (after those of this one, each once)."""
+        found = self._named(event_type)
+        if event_type.startswith("v1."):
+            alias: str | None = event_type[3:]
+        elif event_type.startswith("v2.") or event_type == "*":
+            alias = None
+        else:
+            alias = "v1." + event_type
+        if alias is not None:
+            found.extend(h for h in self._named(alias) if not any(h is f for f in found))
+        found.extend(self._handlers.get("*", ()))
+        return found
+
+    def _named(self, event_type: str) -> list[Handler]:
+        """Handlers of ``event_type`` and of its prefixes (``invoice.*``), ``*`` left out."""
         found = list(self._handlers.get(event_type, ()))
         prefix = event_type
         while "." in prefix:
             prefix = prefix.rsplit(".", 1)[0]
             found.extend(self._handlers.get(prefix + ".*", ()))
-        found.extend(self._handlers.get("*", ()))
         return found
 
     # -- outside handlers --------------------------------------------------

@@ -33,6 +33,7 @@ catch ``StripelineError`` and know it came from us::
     ├── DisputeDeadlinePassed  the dispute's evidence was due before now; nothing was sent
     ├── ErasureRefused         ``customers.forget``: the customer also serves other users;
     │                          nothing was done (``forget_customer`` erases it for all)
+    ├── SubscriptionNotFound   no such subscription (``app.subscriptions``); nothing was sent
     └── StripeAPIError         a read or call to the Stripe API failed (request_id,
         │                      http_status, code, retryable); ``stripeline.gateway``
         │                      turns every ``stripe`` SDK error into one of these
@@ -280,3 +281,8 @@ class ErasureRefused(StripelineError):
 class RetentionTooShort(ConfigError):
     """Events must be kept at least 7 days (Stripe redelivers for 3 days and
     deduplication needs the rows)."""
+
+
+class SubscriptionNotFound(StripelineError):
+    """No such subscription: Stripe knows none with this id, or none was
+    started with this reference (``app.subscriptions``); nothing was sent."""

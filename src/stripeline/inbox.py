@@ -31,7 +31,7 @@ from stripeline.db.models import Attempt, Delivery, Event
 STATUSES = ("pending", "processing", "processed", "failed", "dead", "ignored")
 #: Statuses a worker may claim (when due).
 CLAIMABLE = ("pending", "failed", "processing")
-SOURCES = ("webhook", "connect", "catch-up", "replay")
+SOURCES = ("webhook", "connect", "catch-up", "replay", "eventbridge")
 #: PostgreSQL channel notified when new events are due (workers LISTEN on it).
 NOTIFY_CHANNEL = "stripeline_events"
 
@@ -56,6 +56,9 @@ class IncomingEvent:
     status: str = "pending"
     #: The ``t=`` of the signature header, for webhook deliveries.
     signed_at: int | None = None
+    #: When a worker may first take it (None: at once). Thin events wait out
+    #: the coalescing window, so that a burst about one object is one read.
+    due_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +124,9 @@ def store(conn: Connection, items: Sequence[IncomingEvent], *, notify: bool = Tr
                 "received_at": item.received_at,
                 "last_received_at": item.received_at,
                 "signed_at": item.signed_at,
-                "next_attempt_at": item.received_at if item.status == "pending" else None,
+                "next_attempt_at": (item.due_at or item.received_at)
+                if item.status == "pending"
+                else None,
             }
         )
     # One statement for the whole group (a round trip per event was most of

@@ -159,5 +159,12 @@ class Metrics:
             ["action"],
             registry=self.registry,
         )
+        self.health_alarms = Counter(
+            "stripeline_delivery_health_alarms",
+            "Stripe's v2.core.health.* events received (event delivery failing or "
+            "resolved), by event type; each counted once.",
+            ["type"],
+            registry=self.registry,
+        )
         if engine is not None:
             self.registry.register(_QueueCollector(engine))

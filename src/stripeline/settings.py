@@ -335,6 +335,14 @@ class Settings(BaseSettings):
         default=True,
         description="Mark the console's cookies Secure (served over HTTPS, or on localhost).",
     )
+    stripe_thin_webhook_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STRIPE_THIN_WEBHOOK_SECRET", "stripe_thin_webhook_secret"),
+        description=(
+            "The signing secrets of Event Destinations (thin events), comma-separated "
+            "(rotation); accepted on the webhook routes besides STRIPE_WEBHOOK_SECRET."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -401,6 +409,7 @@ class Settings(BaseSettings):
         for name, raw in (
             ("STRIPE_WEBHOOK_SECRET", self.stripe_webhook_secret),
             ("STRIPE_CONNECT_WEBHOOK_SECRET", self.stripe_connect_webhook_secret),
+            ("STRIPE_THIN_WEBHOOK_SECRET", self.stripe_thin_webhook_secret),
         ):
             for i, secret in enumerate(_split_secrets(raw), start=1):
                 if not WEBHOOK_SECRET_PATTERN.match(secret.get_secret_value()):
@@ -448,6 +457,11 @@ class Settings(BaseSettings):
     @property
     def connect_webhook_secrets(self) -> tuple[SecretStr, ...]:
         return _split_secrets(self.stripe_connect_webhook_secret)
+
+    @property
+    def thin_webhook_secrets(self) -> tuple[SecretStr, ...]:
+        """The Event Destinations' secrets (``STRIPE_THIN_WEBHOOK_SECRET``)."""
+        return _split_secrets(self.stripe_thin_webhook_secret)
 
     @property
     def uses_sandbox(self) -> bool:

@@ -241,6 +241,8 @@ class Worker:
         self._ran_in_group: list[inbox.ClaimedEvent] = []
         self._clock = clock
         self._now = now
+        #: The reads made for thin events, kept for the coalescing window.
+        self._thin_reads: Any = None
         self.deadline_check_seconds = deadline_check_seconds
         self._deadline_now = deadline_now or now
 
@@ -363,10 +365,12 @@ class Worker:
                 lease_seconds=self.lease_seconds,
                 now=self._now(),
             )
+        # Thin events' reads count against the lease: a long one renews it below.
+        leased_at = self._clock()
+        claimed = self._hydrate(claimed)
         position = 0
         self._released_from = None
         self._bodies = {}
-        leased_at = self._clock()
         deadlocks = 0
         while position < self._end(claimed):
             start = position
@@ -408,6 +412,55 @@ class Worker:
                 raise
             position = reached  # the events past ``_end`` went to other workers
         return len(claimed) + self.refetch_once()
+
+    def _hydrate(self, claimed: list[inbox.ClaimedEvent]) -> list[inbox.ClaimedEvent]:
+        """Thin events of the batch: their object (or full event) read first,
+        outside any transaction (``sync.thin``); those whose read failed are
+        deferred with backoff and left out."""
+        if not claimed:
+            return claimed
+        from stripeline.sync import thin
+
+        if not any(thin.is_thin(c.payload) for c in claimed):
+            return claimed
+        if self._thin_reads is None:
+            self._thin_reads = thin.ThinReads(self.app.settings.mirror_coalesce_seconds)
+        return thin.hydrate(
+            self.app.engine,
+            self.app.fetcher,
+            self.app.settings,
+            claimed,
+            worker=self.id,
+            reads=self._thin_reads,
+            now=self._now,
+            on_health=self._health_alarm,
+        )
+
+    def _health_alarm(self, claimed: inbox.ClaimedEvent, body: dict[str, Any]) -> None:
+        """A ``v2.core.health.*`` event: Stripe says its event delivery failed
+        (or recovered). The catch-up gap's alarm, once per event whatever the
+        retries: an error log line (``action=delivery_health_alarm``), the
+        counter ``stripeline_delivery_health_alarms``; the application's
+        ``@app.on("v2.core.health.*")`` handlers are its hook, and
+        ``stripeline doctor`` lists the newest one."""
+        if not self.app.once(f"stripeline:health-alarm:{claimed.id}"):
+            return
+        self.app.metrics.health_alarms.labels(claimed.type).inc()
+        if claimed.type.endswith(".resolved"):
+            log.warning(
+                "Stripe reports that an event delivery problem is resolved",
+                action="delivery_health_resolved",
+                event_id=claimed.id,
+                event_type=claimed.type,
+            )
+            return
+        log.error(
+            "Stripe reports that event delivery failed: run catch-up "
+            "(`stripeline sync events`) and `stripeline verify` once it is resolved",
+            action="delivery_health_alarm",
+            event_id=claimed.id,
+            event_type=claimed.type,
+        )
 
     def _give_up(self, given_up: _GivenUp, rest: list[inbox.ClaimedEvent]) -> None:
         """A handler ran past its timeout and its group's transaction was

@@ -6,17 +6,24 @@ the app the pytest plugin configures for the sandbox.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, Header, HTTPException
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 import stripeline
-from shop.billing import PaidOrder, create_tables
-from stripeline.contrib.fastapi import dependency, mirror_dependency
+from shop.billing import CATALOG, Order, PaidOrder, Shipment, create_tables
+from stripeline.contrib.fastapi import (
+    Payer,
+    Price,
+    dependency,
+    mirror_dependency,
+    payments_router,
+)
 from stripeline.gateway import StripeClient, make_client
 
 
@@ -28,6 +35,19 @@ class Payment(BaseModel):
 class Signup(BaseModel):
     user: str
     email: str
+
+
+class NewOrder(BaseModel):
+    sku: str
+    quantity: int = 1
+
+
+def current_user(x_user: str | None = Header(default=None)) -> str:
+    """The shop's stand-in for real authentication (a session, a JWT): the
+    ``X-User`` header. stripeline never decides who the user is."""
+    if not x_user:
+        raise HTTPException(401, "sign in first")
+    return x_user
 
 
 def create_shop(billing: stripeline.Stripeline) -> FastAPI:
@@ -86,6 +106,56 @@ def create_shop(billing: stripeline.Stripeline) -> FastAPI:
             }
         )
         return {"customer": customer.id, "subscription": subscription.id}
+
+    # Payments through the flows: the amount comes from the shop's orders,
+    # the user from its own dependency, ownership from its own check.
+    def order_of(order_id: str) -> Order | None:
+        with Session(billing.engine) as session:
+            return session.get(Order, order_id)
+
+    def price(order_id: str, user: str) -> Price | None:
+        order = order_of(order_id)
+        return Price(order.amount, order.currency) if order else None
+
+    def owns(order_id: str, user: str) -> bool:
+        order = order_of(order_id)
+        return order is not None and order.user == user
+
+    app.include_router(
+        payments_router(
+            billing,
+            user=current_user,
+            price=price,
+            owns=owns,
+            customer_of=lambda user: Payer(user, email=f"{user}@example.com"),
+        )
+    )
+
+    @app.post("/orders")
+    def place_order(new: NewOrder, user: str = Depends(current_user)) -> dict[str, Any]:
+        if new.sku not in CATALOG or not 1 <= new.quantity <= 10:
+            raise HTTPException(422, "unknown item or quantity")
+        order = Order(
+            id=f"order_{uuid.uuid4().hex[:12]}",
+            user=user,
+            sku=new.sku,
+            quantity=new.quantity,
+            amount=CATALOG[new.sku] * new.quantity,
+            currency="usd",
+        )
+        with Session(billing.engine, expire_on_commit=False) as session, session.begin():
+            session.add(order)
+        return {"order": order.id, "amount": order.amount}
+
+    @app.get("/shipments/{order_id}")
+    def shipment(order_id: str, user: str = Depends(current_user)) -> dict[str, Any]:
+        if not owns(order_id, user):
+            raise HTTPException(404, "no such order")
+        with Session(billing.engine) as session:
+            shipped = session.get(Shipment, order_id)
+        if shipped is None:
+            raise HTTPException(404, "not shipped (yet)")
+        return {"order": order_id, "amount": shipped.amount}
 
     @app.get("/access/{user}")
     def access(user: str, mirror: stripeline.Mirror = mirror_dep) -> dict[str, bool]:

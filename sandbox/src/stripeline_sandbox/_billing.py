@@ -8,7 +8,7 @@ period, rounded half up to the cent.
 
 Due work (trial ending, ``trial_will_end``, ``invoice.upcoming``, renewals,
 period-end cancels, finalising drafts, payment retries, ``incomplete``
-expiry) is not a queue: ``due_work`` derives it from the objects' state, and
+expiry, ``invoice.overdue`` of a sent invoice past its due date) is not a queue: ``due_work`` derives it from the objects' state, and
 ``run_until`` performs it in time order, moving billing time to each
 moment. Test clocks run it on ``/advance``; subscriptions of customers
 without a test clock follow the sandbox clock and ``settle`` runs their due
@@ -29,6 +29,7 @@ from stripeline_sandbox._billing_settings import (
     set_cursor,
     settings_of,
 )
+from stripeline_sandbox._coupons import apply_discounts
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._invoicing import (
     attempt_payment,
@@ -41,6 +42,7 @@ from stripeline_sandbox._invoicing import (
     reconcile,
     void,
 )
+from stripeline_sandbox._meters import metered, usage_of
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
 from stripeline_sandbox._prices import plan_of
 from stripeline_sandbox._routes import Call
@@ -127,6 +129,9 @@ def cycle_invoice(
         for item in subscription["items"]["data"]:
             price, quantity = item["price"], int(item["quantity"])
             name = product_name(call, price)
+            if metered(price):
+                _usage_line(call, subscription, invoice, item, trialing or billing_reason)
+                continue
             new_line(
                 invoice,
                 amount=0 if trialing else int(price["unit_amount"]) * quantity,
@@ -137,9 +142,34 @@ def cycle_invoice(
                 subscription_id=subscription["id"],
                 subscription_item_id=item["id"],
             )
+    apply_discounts(call, invoice, subscription)
     subscription["latest_invoice"] = invoice["id"]
     call.emit("invoice.created", invoice)
     return invoice
+
+
+def _usage_line(
+    call: Call, subscription: Obj, invoice: Obj, item: Obj, trialing_or_reason: bool | str
+) -> None:
+    """A metered item's line: the usage of the period that ended, in arrears
+    (nothing on a subscription's first invoice, nor for trial time)."""
+    price, name = item["price"], product_name(call, item["price"])
+    start, end = int(invoice["period_start"]), int(invoice["period_end"])
+    used = 0
+    if trialing_or_reason not in (True, "subscription_create"):
+        trial_end = subscription["trial_end"]
+        since = max(start, int(trial_end)) if trial_end else start
+        used = usage_of(call, price, subscription["customer"], since, end)
+    new_line(
+        invoice,
+        amount=int(price["unit_amount"]) * used,
+        description=f"{used} × {name} (usage)",
+        period=(start, end),
+        quantity=used,
+        price=price,
+        subscription_id=subscription["id"],
+        subscription_item_id=item["id"],
+    )
 
 
 def _previous_period(call: Call, subscription: Obj) -> tuple[int, int]:
@@ -245,7 +275,12 @@ def _upcoming(call: Call, subscription: Obj) -> None:
     lines = [
         {
             "object": "line_item",
-            "amount": int(item["price"]["unit_amount"]) * int(item["quantity"]),
+            "amount": int(item["price"]["unit_amount"])
+            * (
+                usage_of(call, item["price"], subscription["customer"], start, end)
+                if metered(item["price"])
+                else int(item["quantity"])
+            ),
             "currency": subscription["currency"],
             "description": f"{item['quantity']} × {product_name(call, item['price'])}",
             "period": {"start": end, "end": next_end},
@@ -363,7 +398,20 @@ def _invoice_work(call: Call, invoice: Obj) -> list[Job]:
         and invoice["auto_advance"]
     ):
         return [(int(invoice["next_payment_attempt"]), 4, lambda: _retry(call, invoice))]
+    if (
+        invoice["status"] == "open"
+        and invoice["due_date"] is not None
+        and invoice["collection_method"] == "send_invoice"
+        and not call.account.hidden(invoice["id"]).get("overdue_sent")
+    ):
+        return [(int(invoice["due_date"]), 4, lambda: _overdue(call, invoice))]
     return []
+
+
+def _overdue(call: Call, invoice: Obj) -> None:
+    """A sent invoice not paid by its due date: ``invoice.overdue``, once."""
+    call.account.hidden(invoice["id"])["overdue_sent"] = True
+    call.emit("invoice.overdue", invoice)
 
 
 def _retry(call: Call, invoice: Obj) -> None:

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from stripeline_sandbox._event_destinations import THIN_EVENT, destination_targets, notification
+from stripeline_sandbox._event_destinations import target as destination_target
 from stripeline_sandbox._signature import sign
 from stripeline_sandbox._state import Account, Obj
 
@@ -111,11 +113,19 @@ class Deliverer:
         with account.lock:
             endpoints = account.all("webhook_endpoint")
             for event in events:
-                targets = [e for e in reversed(endpoints) if _wants(e, event["type"])]
-                event["pending_webhooks"] = len(targets)
-                for endpoint in targets:
+                thin = event.get("object") == THIN_EVENT
+                targets = [
+                    (e["id"], event["id"])
+                    for e in reversed(endpoints)
+                    if not thin and _wants(e, event["type"])
+                ]
+                # Event Destinations: snapshot ones get the event, thin ones its thin twin.
+                targets.extend(destination_targets(account, event))
+                if not thin:
+                    event["pending_webhooks"] = sum(e == event["id"] for _, e in targets)
+                for target_id, event_id in targets:
                     for _ in range(max(1, mode.duplicate)):
-                        jobs.append(_Job(0.0, 0, account, endpoint["id"], event["id"]))
+                        jobs.append(_Job(0.0, 0, account, target_id, event_id))
             if mode.hold:
                 account.held.extend(jobs)
                 return
@@ -182,11 +192,20 @@ class Deliverer:
         with account.lock:
             endpoint = account.objects.get(job.endpoint_id)
             event = account.objects.get(job.event_id)
-            if endpoint is None or event is None or endpoint.get("status") != "enabled":
+            if endpoint is None or event is None:
                 return
-            url = str(endpoint["url"])
-            secret = str(account.hidden(job.endpoint_id)["secret"])
-            payload = json.dumps(event, indent=2).encode()
+            if endpoint.get("object") == "webhook_endpoint":
+                if endpoint.get("status") != "enabled":
+                    return
+                url = str(endpoint["url"])
+                secret = str(account.hidden(job.endpoint_id)["secret"])
+            else:  # an Event Destination
+                found = destination_target(account, job.endpoint_id)
+                if found is None:
+                    return
+                url, secret = found
+            shown = notification(event) if event.get("object") == THIN_EVENT else event
+            payload = json.dumps(shown, indent=2).encode()
             event_type = str(event["type"])
         status, error = self._post(url, payload, secret)
         attempt = Attempt(
@@ -195,6 +214,8 @@ class Deliverer:
         with account.lock:
             account.attempts.append(attempt)
             if attempt.ok:
+                if event.get("object") == THIN_EVENT:
+                    return  # thin events keep no pending_webhooks count
                 delivered: set[str] = account.hidden(job.event_id).setdefault("delivered", set())
                 if job.endpoint_id not in delivered:
                     delivered.add(job.endpoint_id)

@@ -253,9 +253,11 @@ def new_line(
 
 
 def recompute(invoice: Obj) -> None:
-    total = sum(int(line["amount"]) for line in invoice["lines"]["data"])
-    for name in ("subtotal", "subtotal_excluding_tax", "total", "total_excluding_tax"):
-        invoice[name] = total
+    subtotal = sum(int(line["amount"]) for line in invoice["lines"]["data"])
+    discount = sum(int(d["amount"]) for d in invoice.get("total_discount_amounts") or [])
+    total = subtotal - discount
+    invoice["subtotal"] = invoice["subtotal_excluding_tax"] = subtotal
+    invoice["total"] = invoice["total_excluding_tax"] = total
     if invoice["status"] == "draft":
         invoice["amount_due"] = max(0, total)
         invoice["amount_remaining"] = max(0, total)

@@ -1,4 +1,5 @@
-"""Prices: one-time and recurring (licensed), ``lookup_key``, archive with ``active=false``."""
+"""Prices: one-time and recurring (licensed, or metered from a Billing Meter),
+``lookup_key``, archive with ``active=false``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
+from stripeline_sandbox._meters import meter_for_price
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
 from stripeline_sandbox._products import create_product_op
 from stripeline_sandbox._routes import Call, Endpoint, Request, as_bool, as_int, optional_str
@@ -18,7 +20,7 @@ INTERVALS = ("day", "week", "month", "year")
 MAX_INTERVAL_DAYS = 3 * 365
 
 
-def _recurring(given: Any) -> Obj:
+def _recurring(call: Call, given: Any) -> Obj:
     if not isinstance(given, dict):
         raise invalid("Invalid hash", param="recurring")
     interval = str(given.get("interval") or "")
@@ -34,13 +36,16 @@ def _recurring(given: Any) -> Obj:
             "The maximum billing interval is three years.", param="recurring[interval_count]"
         )
     usage_type = str(given.get("usage_type") or "licensed")
-    if usage_type != "licensed":
-        raise invalid("The sandbox only emulates licensed prices.", param="recurring[usage_type]")
+    if usage_type not in ("licensed", "metered"):
+        raise invalid(
+            "recurring[usage_type] must be licensed or metered.", param="recurring[usage_type]"
+        )
+    meter = meter_for_price(call, given.get("meter")) if usage_type == "metered" else None
     trial = given.get("trial_period_days")
     return {
         "interval": interval,
         "interval_count": count,
-        "meter": None,
+        "meter": meter,
         "usage_type": usage_type,
         "trial_period_days": (
             None if trial in (None, "") else as_int(trial, "recurring[trial_period_days]")
@@ -77,7 +82,7 @@ def create_price(request: Request) -> Obj:
         unit_amount = round(float(params["unit_amount_decimal"]))
     else:
         raise invalid("Missing required param: unit_amount.", param="unit_amount")
-    recurring = _recurring(params["recurring"]) if params.get("recurring") else None
+    recurring = _recurring(request, params["recurring"]) if params.get("recurring") else None
     price: Obj = {
         "id": new_id("price"),
         "object": "price",
@@ -168,7 +173,7 @@ def plan_of(price: Obj) -> Obj:
         "interval_count": recurring.get("interval_count"),
         "livemode": False,
         "metadata": copy(price["metadata"]),
-        "meter": None,
+        "meter": recurring.get("meter"),
         "nickname": price["nickname"],
         "product": price["product"],
         "tiers_mode": None,

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from stripeline_sandbox._billing import period_of, product_name
 from stripeline_sandbox._ids import new_id
+from stripeline_sandbox._meters import metered
 from stripeline_sandbox._routes import Call
 from stripeline_sandbox._state import Obj
 
@@ -29,6 +30,32 @@ def prorate(amount: int, remaining: int, total: int) -> int:
     return sign * ((2 * abs(amount) * remaining + total) // (2 * total))
 
 
+#: One proration: (item, price, quantity, signed amount, description, period).
+Proration = tuple[Obj, Obj, int, int, str, tuple[int, int]]
+
+
+def prorations(
+    call: Call, subscription: Obj, changes: list[Change], moment: int
+) -> list[Proration]:
+    """What ``changes`` at ``moment`` credit and charge, nothing stored (the
+    invoice preview shows these; ``proration_items`` stores them)."""
+    start, end = period_of(subscription)
+    remaining, total = end - moment, end - start
+    found: list[Proration] = []
+    for item, old_price, old_quantity, new_price, new_quantity in changes:
+        for price, quantity, sign, words in (
+            (old_price, old_quantity, -1, "Unused time on"),
+            (new_price, new_quantity, 1, "Remaining time on"),
+        ):
+            if price is None or quantity == 0 or metered(price):
+                continue  # usage is billed in arrears, never prorated
+            amount = sign * prorate(int(price["unit_amount"]) * quantity, remaining, total)
+            when = _date(moment)
+            description = f"{words} {quantity} × {product_name(call, price)} after {when}"
+            found.append((item, price, quantity, amount, description, (moment, end)))
+    return found
+
+
 def proration_items(
     call: Call,
     subscription: Obj,
@@ -39,31 +66,12 @@ def proration_items(
 
     ``changes`` holds (item, old price, old quantity, new price, new quantity).
     """
-    start, end = period_of(subscription)
-    remaining, total = end - moment, end - start
-    created: list[Obj] = []
-    for item, old_price, old_quantity, new_price, new_quantity in changes:
-        for price, quantity, sign, words in (
-            (old_price, old_quantity, -1, "Unused time on"),
-            (new_price, new_quantity, 1, "Remaining time on"),
-        ):
-            if price is None or quantity == 0:
-                continue
-            amount = sign * prorate(int(price["unit_amount"]) * quantity, remaining, total)
-            when = _date(moment)
-            created.append(
-                _proration_item(
-                    call,
-                    subscription,
-                    item,
-                    price,
-                    quantity,
-                    amount,
-                    f"{words} {quantity} × {product_name(call, price)} after {when}",
-                    (moment, end),
-                )
-            )
-    return created
+    return [
+        _proration_item(call, subscription, item, price, quantity, amount, description, period)
+        for item, price, quantity, amount, description, period in prorations(
+            call, subscription, changes, moment
+        )
+    ]
 
 
 def _date(moment: int) -> str:

@@ -208,6 +208,54 @@ class Sandbox:
             )
         return str(endpoint["id"])
 
+    def add_event_destination(
+        self,
+        url: str,
+        events: Sequence[str],
+        *,
+        payload: str = "thin",
+        secret: str | None = None,
+        key: str | None = None,
+    ) -> tuple[str, str]:
+        """An Event Destination (webhook type) sending ``events`` to ``url``
+        as ``payload`` (``thin`` or ``snapshot``) events; returns (id, signing secret).
+
+        Raises:
+            ValueError: a payload other than thin or snapshot, or a bad URL.
+        """
+        from stripeline_sandbox._errors import StripeError
+        from stripeline_sandbox._event_destinations import add_destination
+
+        account = self.account(key)
+        with account.lock:
+            try:
+                destination = add_destination(
+                    account, self.clock.now(), url, list(events), payload=payload, secret=secret
+                )
+            except StripeError as error:
+                raise ValueError(error.message) from None
+            return str(destination["id"]), str(account.hidden(destination["id"])["secret"])
+
+    def emit_thin_event(
+        self,
+        event_type: str,
+        *,
+        data: dict[str, object] | None = None,
+        context: str | None = None,
+        key: str | None = None,
+    ) -> str:
+        """Emit a thin event with no v1 twin (``v2.core.health.*``) to the thin
+        destinations that want it; return its id."""
+        from stripeline_sandbox._event_destinations import thin_event
+
+        account = self.account(key)
+        with account.lock:
+            event = thin_event(
+                account, self.clock.now(), event_type, context=context, data=dict(data or {})
+            )
+        self._deliverer.enqueue(account, [event])
+        return str(event["id"])
+
     def set_delivery(
         self,
         *,

@@ -181,6 +181,13 @@ class _Handler(BaseHTTPRequestHandler):
             content_type = self.headers.get("Content-Type") or ""
             if raw and content_type.startswith("multipart/form-data"):
                 params.update(multipart(content_type, raw))
+            elif raw and content_type.startswith("application/json"):  # API v2
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    raise StripeError(400, "Invalid JSON body.") from None
+                if isinstance(body, dict):
+                    params.update(body)
             elif raw:
                 params.update(decode(raw.decode("utf-8")))
             key = _authenticate(self.headers.get("Authorization"))

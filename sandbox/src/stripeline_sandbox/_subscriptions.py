@@ -1,6 +1,7 @@
 """Subscriptions and subscription items.
 
-Create with ``items[]`` (trials, ``payment_behavior``), update (quantities,
+Create with ``items[]`` (trials, ``payment_behavior``, a coupon or promotion
+code in ``discounts``), update (quantities,
 price swaps with ``proration_behavior``, ``cancel_at_period_end``,
 ``cancel_at``, ``pause_collection``, ``trial_end=now``, default payment
 method), cancel now (``DELETE``), ``/resume`` a ``paused`` subscription.
@@ -21,6 +22,7 @@ from stripeline_sandbox._billing import (
     settle,
 )
 from stripeline_sandbox._billing_settings import TRIAL_WILL_END_NOTICE, billing_now
+from stripeline_sandbox._coupons import take_discounts
 from stripeline_sandbox._errors import StripeError, invalid
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._invoicing import (
@@ -222,6 +224,7 @@ def create_subscription_op(call: Call, params: dict[str, Any]) -> Obj:
         "trial_settings": {"end_behavior": {"missing_payment_method": missing}},
         "trial_start": now if trial_end else None,
     }
+    take_discounts(call, subscription, params)
     subscription["default_payment_method"] = _payment_method(
         call, customer, params.get("default_payment_method")
     )

@@ -313,6 +313,38 @@ def check_stripe_writes(engine: Engine | None) -> Check:
     return Check(name, True, f"the last write ({row.key}) was answered")
 
 
+def check_delivery_health(engine: Engine | None) -> Check:
+    """Stripe's ``v2.core.health.*`` events (from an Event Destination): fails
+    while the newest one received says event delivery is failing (a type not
+    ending in ``.resolved``)."""
+    name = "event delivery health"
+    if engine is None:
+        return Check(name, False, "not checked: the database is unreachable")
+    from stripeline.inbox import events
+
+    try:
+        with connect(engine, readonly=True) as conn:
+            row = conn.execute(
+                select(events.c.id, events.c.type, events.c.received_at)
+                .where(events.c.type.like("v2.core.health.%"))
+                .order_by(events.c.received_at.desc(), events.c.id.desc())
+                .limit(1)
+            ).first()
+    except SQLAlchemyError as exc:
+        return Check(name, False, short_error(exc))
+    if row is None:
+        return Check(name, True, "no health event received from Stripe")
+    when = f"{row.received_at:%Y-%m-%d %H:%M} UTC"
+    if str(row.type).endswith(".resolved"):
+        return Check(name, True, f"the newest health event ({row.type}, {when}) is a resolution")
+    return Check(
+        name,
+        False,
+        f"Stripe reported {row.type} ({row.id}, {when}): events may be missing; run "
+        "`stripeline sync events`, then `stripeline verify` once Stripe reports it resolved",
+    )
+
+
 def check_api_version() -> Check:
     from stripeline.gateway import API_VERSION, SDK_VERSION
 
@@ -337,6 +369,7 @@ def run_checks() -> list[Check]:
         database, engine = check_database(url)
     stored: StoredModes | None = None
     writes: Check | None = None
+    health: Check | None = None
     try:
         migrations = check_migrations(engine)
         if engine is not None and migrations.ok:
@@ -345,6 +378,7 @@ def run_checks() -> list[Check]:
             except SQLAlchemyError:
                 stored = None  # the migrations check passed: a passing blip, not a mode
             writes = check_stripe_writes(engine)
+            health = check_delivery_health(engine)
     finally:
         if engine is not None:
             engine.dispose()
@@ -358,6 +392,8 @@ def run_checks() -> list[Check]:
     checks += [database, migrations]
     if writes is not None:
         checks.append(writes)
+    if health is not None:
+        checks.append(health)
     checks.append(check_api_version())
     return checks
 

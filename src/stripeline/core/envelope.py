@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from stripeline.errors import EnvelopeError
@@ -37,7 +38,8 @@ MAX_DEPTH = 64
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """The routing fields of a (snapshot, API v1) Stripe event."""
+    """The routing fields of a Stripe event: a snapshot event (API v1), or a
+    thin one (``thin``: a ``v2.core.event`` notification, see ``parse_thin``)."""
 
     id: str
     type: str
@@ -47,6 +49,8 @@ class Envelope:
     account: str | None
     object_id: str | None
     object_type: str | None
+    #: A thin event: the worker fetches what it is about before processing it.
+    thin: bool = False
 
 
 def _require(cond: bool, what: str) -> None:
@@ -132,10 +136,10 @@ def parse_envelope(payload: bytes | str | dict[str, Any]) -> tuple[Envelope, dic
         EnvelopeError: ``invalid_json`` when the body is not JSON, or JSON
             that cannot be stored and processed (nested deeper than
             ``MAX_DEPTH``, a NUL character or a lone surrogate in a string);
-            ``not_an_event`` when it is JSON but not a Stripe event (a thin
-            ``v2.core.event`` included: those carry no object to store), or
+            ``not_an_event`` when it is JSON but not a Stripe event, or
             an event with a field its inbox column cannot hold (the message
-            names the field).
+            names the field). A thin ``v2.core.event`` is read by
+            ``parse_thin``.
     """
     if isinstance(payload, dict):
         body: Any = payload
@@ -149,6 +153,10 @@ def parse_envelope(payload: bytes | str | dict[str, Any]) -> tuple[Envelope, dic
         except ValueError:  # UnicodeDecodeError and over-long integers included
             raise EnvelopeError("invalid_json", "body is not valid JSON") from None
     _require(isinstance(body, dict), "body is not a JSON object")
+    if body.get("object") == THIN_OBJECT:
+        envelope = parse_thin(body)
+        _check_tree(body, None if isinstance(payload, dict) else payload)
+        return envelope, body
     _require(body.get("object") == "event", "object is not 'event'")
     event_id = body.get("id")
     _require(isinstance(event_id, str) and len(event_id) > 0, "id missing")
@@ -187,4 +195,81 @@ def parse_envelope(payload: bytes | str | dict[str, Any]) -> tuple[Envelope, dic
     )
 
 
-__all__ = ["Envelope", "parse_envelope"]
+#: The ``object`` of a thin event (Event Destinations, API v2).
+THIN_OBJECT = "v2.core.event"
+
+
+def _thin_created(value: Any) -> int:
+    """A thin event's ``created``: an RFC 3339 string (an integer is taken too)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        created = value
+    else:
+        _require(isinstance(value, str) and len(value) <= 64, "created missing")
+        try:
+            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            raise EnvelopeError(
+                "not_an_event", "not a Stripe event: created is not a time"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        created = int(moment.timestamp())
+    low, high = CREATED_RANGE
+    _require(low <= created <= high, "created is out of range")
+    return created
+
+
+def context_account(context: str | None) -> str | None:
+    """The connected account a thin event's ``context`` names (its last
+    segment: a context may be a path such as ``org_…/acct_…``), or None."""
+    if not context:
+        return None
+    return context.rsplit("/", 1)[-1] or None
+
+
+def parse_thin(body: dict[str, Any]) -> Envelope:
+    """The envelope of a thin event (``object: v2.core.event``).
+
+    A v1 thin event (``v1.customer.updated``) is stored as the change it
+    announces: its id is the ``snapshot_event`` it carries (when it does), and
+    its type the snapshot name (``customer.updated``), so that the snapshot
+    event and the thin event of one change are one inbox row, whichever
+    arrives first. ``context`` is the account; ``related_object`` the object.
+
+    Raises:
+        EnvelopeError: ``not_an_event`` when a field is missing or too long.
+    """
+    event_id = body.get("id")
+    _require(isinstance(event_id, str) and len(event_id) > 0, "id missing")
+    event_type = body.get("type")
+    _require(isinstance(event_type, str) and len(event_type) > 0, "type missing")
+    snapshot = body.get("snapshot_event")
+    if isinstance(snapshot, str) and snapshot:
+        event_id = snapshot
+    if str(event_type).startswith("v1."):
+        event_type = str(event_type)[3:]
+    _check_text(str(event_id), "id", ID_LENGTH)
+    _check_text(str(event_type), "type", TYPE_LENGTH)
+    livemode = body.get("livemode")
+    _require(isinstance(livemode, bool), "livemode missing")
+    context = _optional_text(body.get("context"), "context", ACCOUNT_LENGTH)
+    related = body.get("related_object")
+    object_id = object_type = None
+    if related is not None:
+        _require(isinstance(related, dict), "related_object is not an object")
+        object_id = _optional_text(related.get("id"), "related_object.id", OBJECT_ID_LENGTH)
+        object_type = _optional_text(related.get("type"), "related_object.type", OBJECT_TYPE_LENGTH)
+    return Envelope(
+        id=str(event_id),
+        type=str(event_type),
+        created=_thin_created(body.get("created")),
+        livemode=bool(livemode),
+        api_version=None,
+        account=context_account(context),
+        object_id=object_id,
+        object_type=object_type,
+        thin=True,
+    )
+
+
+__all__ = ["THIN_OBJECT", "Envelope", "context_account", "parse_envelope", "parse_thin"]

@@ -56,13 +56,37 @@ class State:
         return (self.account, self.id)
 
 
+#: Stripe's per-customer summary of active entitlements has no id of its own
+#: (``customer.entitlements.active_entitlement_summary.updated``): the mirror
+#: keeps the newest one per customer in the generic table under
+#: ``summary_id(customer)``.
+ENTITLEMENT_SUMMARY = "entitlements.active_entitlement_summary"
+_SUMMARY_PREFIX = "entitlements_summary:"
+
+
+def summary_id(customer: str) -> str:
+    """The mirror id of a customer's active-entitlement summary."""
+    return _SUMMARY_PREFIX + customer
+
+
+def mirror_id(obj: object) -> str | None:
+    """The id the mirror keeps ``obj`` under (None: the mirror does not keep it):
+    its ``id``, or for an entitlement summary ``summary_id(customer)``."""
+    if not isinstance(obj, dict) or not isinstance(obj.get("object"), str):
+        return None
+    if isinstance(obj.get("id"), str):
+        return str(obj["id"])
+    customer = obj.get("customer")
+    if obj["object"] == ENTITLEMENT_SUMMARY and isinstance(customer, str) and customer:
+        found = summary_id(customer)
+        return found if len(found) <= 255 else None
+    return None
+
+
 def mirrorable(obj: object) -> bool:
-    """An event object the mirror keeps: a dict with string ``object`` and ``id``."""
-    return (
-        isinstance(obj, dict)
-        and isinstance(obj.get("object"), str)
-        and isinstance(obj.get("id"), str)
-    )
+    """An event object the mirror keeps: a dict with string ``object`` and
+    ``id`` (or a customer's entitlement summary, see ``mirror_id``)."""
+    return mirror_id(obj) is not None
 
 
 def state_from_event(
@@ -77,7 +101,7 @@ def state_from_event(
     state_rank = rank(event_type, obj)
     return State(
         account=account or "",
-        id=obj["id"],
+        id=mirror_id(obj) or obj["id"],
         object_type=obj["object"],
         livemode=livemode,
         data=obj,
@@ -159,7 +183,7 @@ def object_keys(account: str | None, obj: object) -> set[int]:
     invoice's lines are keyed by the invoice, under its lock)."""
     if not mirrorable(obj) or not isinstance(obj, dict):
         return set()
-    keys = {object_key(account, obj["id"])}
+    keys = {object_key(account, str(mirror_id(obj)))}
     if obj["object"] == "subscription":
         items = obj.get("items")
         listed = items.get("data") if isinstance(items, dict) else None

@@ -38,6 +38,7 @@ from stripeline.core.signature import verify
 from stripeline.db.engine import connect, current_revision, head_revision, sqlite_file
 from stripeline.errors import DatabaseUnavailable, EnvelopeError, SignatureError
 from stripeline.log import get_logger
+from stripeline.sync.thin import thin_due_at
 from stripeline.web.writer import _refused, log_ingest_failure
 
 __all__ = ["ENDPOINTS", "WebhookAnswer", "WebhookIntake", "readiness"]
@@ -162,7 +163,7 @@ class WebhookIntake:
             signed_at = verify(
                 body,
                 signature,
-                self.app.webhook_secrets(endpoint),
+                self._secrets(endpoint),
                 now=time.time(),
                 tolerance=self.settings.webhook_tolerance,
             )
@@ -173,14 +174,22 @@ class WebhookIntake:
         except EnvelopeError as exc:
             return self.refuse(endpoint, "bad_payload", exc.reason, exc.message, client=client)
         status = "pending" if envelope.livemode == self.settings.livemode else "ignored"
+        received_at = inbox.utcnow()
         return inbox.IncomingEvent(
             envelope=envelope,
             payload=body,
             source=ENDPOINTS[endpoint],
-            received_at=inbox.utcnow(),
+            received_at=received_at,
             status=status,
             signed_at=signed_at,
+            due_at=thin_due_at(self.settings, envelope, received_at),
         )
+
+    def _secrets(self, endpoint: str) -> list[str]:
+        """The endpoint's secrets, then the Event Destinations' (``STRIPE_THIN_WEBHOOK_SECRET``)."""
+        secrets = self.app.webhook_secrets(endpoint)
+        thin = [s.get_secret_value() for s in self.settings.thin_webhook_secrets]
+        return secrets + [s for s in thin if s not in secrets] if thin else secrets
 
     def store(self, item: inbox.IncomingEvent) -> bool:
         """Store one event in its own committed transaction; True if it is new.
