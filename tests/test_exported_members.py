@@ -327,6 +327,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "is_thin",
         "thin_due_at",
     },
+    "stripeline.web.console": {"create_console", "hash_password"},
     "stripeline.web.wsgi": {
         "DEFAULT_STOP_TIMEOUT",
         "StripelineWSGI",

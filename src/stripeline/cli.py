@@ -19,6 +19,7 @@ def run(argv: list[str] | None = None) -> Any:  # pragma: no cover - thin wrappe
 
 # -- commands defined in their own modules ------------------------------------
 # (each registers one click command; keep this list sorted)
+from stripeline.commands.console import console as _console  # noqa: E402
 from stripeline.commands.disputes import disputes as _disputes  # noqa: E402
 from stripeline.commands.doctor import doctor as _doctor  # noqa: E402
 from stripeline.commands.events import events as _events  # noqa: E402
@@ -40,3 +41,4 @@ main.add_command(_sync)
 main.add_command(_verify)
 main.add_command(_mirror)
 main.add_command(_disputes)
+main.add_command(_console)

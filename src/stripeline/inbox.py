@@ -450,10 +450,25 @@ def queue_depth(conn: Connection) -> dict[str, int]:
 
 
 def oldest_pending(conn: Connection) -> datetime | None:
-    """When the longest-waiting unprocessed event was received."""
-    return conn.execute(
-        select(func.min(events.c.received_at)).where(events.c.status.in_(CLAIMABLE))
-    ).scalar_one_or_none()
+    """When the longest-waiting unprocessed event was received.
+
+    One ``min`` per status, each the first entry of the (status,
+    received_at) index: a single ``min … WHERE status IN (…)`` may be planned
+    (PostgreSQL, prepared) as a walk of the whole received_at index looking
+    for a waiting row, which takes as long as the inbox is big when none is.
+    """
+    firsts = conn.execute(
+        select(
+            *(
+                select(func.min(events.c.received_at))
+                .where(events.c.status == status)
+                .scalar_subquery()
+                for status in CLAIMABLE
+            )
+        )
+    ).one()
+    found = [first for first in firsts if first is not None]
+    return min(found) if found else None
 
 
 def next_due(conn: Connection) -> datetime | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -107,6 +108,90 @@ def _split_secrets(raw: SecretStr | None) -> tuple[SecretStr, ...]:
     return tuple(
         SecretStr(part.strip()) for part in raw.get_secret_value().split(",") if part.strip()
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleUser:
+    """One entry of ``STRIPELINE_CONSOLE_USERS``."""
+
+    name: str
+    #: ``admin`` (sees and acts) or ``read`` (sees only).
+    role: Literal["admin", "read"]
+    #: An argon2 hash (``$argon2id$…``), never the password.
+    password_hash: str = field(repr=False)
+
+
+_USER_NAME = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
+
+
+def parse_console_users(raw: str) -> dict[str, ConsoleUser]:
+    """``name:role:hash`` entries separated by whitespace or ``;``, by name.
+
+    Raises:
+        ValueError: an entry is malformed (the message never quotes a hash).
+    """
+    users: dict[str, ConsoleUser] = {}
+    for i, entry in enumerate(re.split(r"[\s;]+", raw.strip()), start=1):
+        if not entry:
+            continue
+        name, _, rest = entry.partition(":")
+        role, _, password_hash = rest.partition(":")
+        if not _USER_NAME.match(name):
+            raise ValueError(
+                f"STRIPELINE_CONSOLE_USERS entry {i}: expected name:role:hash, the name "
+                "made of letters, digits and _.@+-"
+            )
+        if role not in ("admin", "read"):
+            raise ValueError(f"STRIPELINE_CONSOLE_USERS entry {i}: the role must be admin or read")
+        if not password_hash.startswith("$argon2"):
+            raise ValueError(
+                f"STRIPELINE_CONSOLE_USERS entry {i}: the password must be an argon2 hash "
+                "($argon2id$…), as `stripeline console hash-password` prints it"
+            )
+        if name in users:
+            raise ValueError(f"STRIPELINE_CONSOLE_USERS entry {i}: {name!r} is named twice")
+        users[name] = ConsoleUser(name, role, password_hash)  # type: ignore[arg-type]
+    if not users:
+        raise ValueError("STRIPELINE_CONSOLE_USERS is set but names nobody")
+    return users
+
+
+def console_problem(settings: Settings) -> str | None:
+    """What is wrong with the console's settings (None: nothing, on or off).
+
+    The console is on when ``STRIPELINE_CONSOLE_SECRET`` and a way to sign in
+    (users, or a trusted header with its proxies) are set; half a
+    configuration is an error at start, never a console that lets anyone in.
+    """
+    secret = settings.console_secret.get_secret_value() if settings.console_secret else None
+    users = settings.console_users.get_secret_value() if settings.console_users else None
+    header = settings.console_trusted_header
+    if secret is None:
+        if users or header:
+            return (
+                "the console needs STRIPELINE_CONSOLE_SECRET (32 or more random characters) "
+                "to sign its cookies: set it, or unset STRIPELINE_CONSOLE_USERS and "
+                "STRIPELINE_CONSOLE_TRUSTED_HEADER"
+            )
+        return None
+    if len(secret) < 32:
+        return "STRIPELINE_CONSOLE_SECRET must be 32 or more characters"
+    if header is not None and not settings.console_trusted_proxies:
+        return (
+            "STRIPELINE_CONSOLE_TRUSTED_HEADER needs STRIPELINE_CONSOLE_TRUSTED_PROXIES: "
+            "the addresses of the proxies allowed to set it"
+        )
+    if users:
+        try:
+            parse_console_users(users)
+        except ValueError as exc:
+            return str(exc)
+    elif header is None:
+        return (
+            "STRIPELINE_CONSOLE_SECRET is set but nobody can sign in: set "
+            "STRIPELINE_CONSOLE_USERS or STRIPELINE_CONSOLE_TRUSTED_HEADER"
+        )
+    return None
 
 
 class Settings(BaseSettings):
@@ -215,6 +300,41 @@ class Settings(BaseSettings):
         le=36500,
         description="serve prunes processed events older than this many days; unset: kept.",
     )
+    # -- the operator console (docs/console.md): off unless configured ---------
+    console_users: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Console sign-in: entries name:role:password-hash (role admin or read; an "
+            "argon2 hash from `stripeline console hash-password`), separated by spaces, "
+            "newlines or ';'."
+        ),
+    )
+    console_secret: SecretStr | None = Field(
+        default=None,
+        description="Signs the console's session cookies and CSRF tokens (32+ characters).",
+    )
+    console_session_seconds: int = Field(
+        default=8 * 3600,
+        ge=60,
+        le=7 * 24 * 3600,
+        description="Seconds a console session lasts from sign-in; then sign in again.",
+    )
+    console_trusted_header: str | None = Field(
+        default=None,
+        description="A header naming the user, set by a proxy that signed them in.",
+    )
+    console_trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="Client addresses whose console_trusted_header is believed (comma-separated).",
+    )
+    console_header_role: Literal["admin", "read"] = Field(
+        default="read",
+        description="The role of a user signed in by the trusted header.",
+    )
+    console_secure_cookie: bool = Field(
+        default=True,
+        description="Mark the console's cookies Secure (served over HTTPS, or on localhost).",
+    )
     stripe_thin_webhook_secret: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("STRIPE_THIN_WEBHOOK_SECRET", "stripe_thin_webhook_secret"),
@@ -258,6 +378,16 @@ class Settings(BaseSettings):
                 data = {**data, "mirror_policies": policies}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _trusted_proxies_from_csv(cls, data: object) -> object:
+        if isinstance(data, dict):
+            raw = data.get("console_trusted_proxies")
+            if isinstance(raw, str):
+                proxies = tuple(part.strip() for part in raw.split(",") if part.strip())
+                data = {**data, "console_trusted_proxies": proxies}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         key = self.stripe_secret_key.get_secret_value() if self.stripe_secret_key else None
@@ -293,6 +423,9 @@ class Settings(BaseSettings):
         problem = database_url_problem(self.database_url) or sqlite_files_problem(self.database_url)
         if problem is not None:
             raise ValueError(problem)
+        console = console_problem(self)
+        if console is not None:
+            raise ValueError(console)
         return self
 
     @property
@@ -338,6 +471,20 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def console_enabled(self) -> bool:
+        """The console is served (its secret and a way to sign in are set)."""
+        return self.console_secret is not None and (
+            self.console_users is not None or self.console_trusted_header is not None
+        )
+
+    @property
+    def console_accounts(self) -> dict[str, ConsoleUser]:
+        """The console's users by name (empty: none configured)."""
+        if self.console_users is None:
+            return {}
+        return parse_console_users(self.console_users.get_secret_value())
 
 
 def load_settings(**overrides: object) -> Settings:

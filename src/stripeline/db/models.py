@@ -587,3 +587,35 @@ class Erasure(Base):
     erased_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
     __table_args__ = (Index("ix_stripeline_erasures_customer", "account", "customer_id"),)
+
+
+class ConsoleAudit(Base):
+    """Who did what in the operator console, and when (docs/console.md):
+    sign-ins, retries, replays and bulk replays. Never a password or a
+    payload: the actor's name, the action, its target and how many events."""
+
+    __tablename__ = "stripeline_console_audit"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    #: sign_in | sign_out | retry | replay | bulk_replay
+    action: Mapped[str] = mapped_column(String(32))
+    #: An event id, or the filter a bulk action ran on.
+    target: Mapped[str | None] = mapped_column(Text)
+    #: Events the action changed.
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    client: Mapped[str | None] = mapped_column(String(64))
+
+    __table_args__ = (Index("ix_stripeline_console_audit_at", "at"),)
+
+
+# The console's event list pages newest first by (received_at, id), alone or
+# within one status or type: each of these serves one of its queries from
+# the index alone, at any inbox size.
+Index("ix_stripeline_events_received", Event.received_at, Event.id)
+Index("ix_stripeline_events_status_received", Event.status, Event.received_at, Event.id)
+Index("ix_stripeline_events_type_received", Event.type, Event.received_at, Event.id)
+# The console's overview counts attempts per minute over the last hour.
+Index("ix_stripeline_attempts_finished", Attempt.finished_at)

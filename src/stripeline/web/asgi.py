@@ -1,5 +1,6 @@
 """The ASGI app: ``POST /webhooks/stripe`` (and ``/webhooks/stripe/connect``),
-``GET /healthz``, ``GET /readyz`` and ``GET /metrics``.
+``GET /healthz``, ``GET /readyz``, ``GET /metrics``, and the operator console
+under ``/console`` when it is configured (docs/console.md).
 
 The webhook route, in order: bound the body, verify the signature on the raw
 bytes, parse the envelope, store the event (group commit), answer. Nothing is
@@ -28,7 +29,8 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp
 
 from stripeline.app import Stripeline
 from stripeline.db.engine import is_postgres
@@ -294,18 +296,28 @@ def create_app(
         async with runtime.lifespan():
             yield
 
-    asgi = Starlette(
-        routes=[
-            Route("/webhooks/stripe", webhook, methods=["POST"]),
-            Route("/webhooks/stripe/connect", webhook_connect, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            Route("/readyz", readyz, methods=["GET"]),
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
+    routes: list[BaseRoute] = [
+        Route("/webhooks/stripe", webhook, methods=["POST"]),
+        Route("/webhooks/stripe/connect", webhook_connect, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+    console = _console(app)
+    if console is not None:
+        routes.append(Mount("/console", app=console))
+    asgi = Starlette(routes=routes, lifespan=lifespan)
     asgi.state.stripeline_runtime = runtime
     return asgi
+
+
+def _console(app: Stripeline) -> ASGIApp | None:
+    """The operator console, when configured (docs/console.md); None: off."""
+    if not app.settings.console_enabled:
+        return None
+    from stripeline.web.console import create_console  # Jinja2 and argon2 only when on
+
+    return create_console(app)
 
 
 def mountable(app: Stripeline, built: Starlette | None, *, run_worker: bool) -> Starlette:

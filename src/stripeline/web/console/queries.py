@@ -1,0 +1,265 @@
+"""What the console reads and writes: a page of events (by cursor, from an
+index at any inbox size), the dead events a bulk replay takes, and the audit
+log. The queues keep their own lifecycle (``inbox.retry``/``inbox.replay``
+make the changes); this module only selects and records."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, and_, func, or_, select
+
+from stripeline import inbox
+from stripeline.db.models import ConsoleAudit
+from stripeline.inbox import attempts, events, utcnow
+from stripeline.mirror.refetch import refetches
+from stripeline.ops import _SUMMARY_COLUMNS, EventSummary
+from stripeline.sync.cursors import catch_up_gap, read_cursor
+
+audit = cast(Table, ConsoleAudit.__table__)
+
+#: Events shown per page.
+PAGE_SIZE = 50
+#: Most events one bulk replay takes (the confirmation says when more match).
+BULK_LIMIT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """The event list's filters (all optional)."""
+
+    type: str | None = None
+    status: str | None = None
+    object_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def conditions(self) -> list[Any]:
+        conds: list[Any] = []
+        if self.type:
+            conds.append(
+                events.c.type.like(self.type[:-1].replace("%", "") + "%")
+                if self.type.endswith("*")
+                else events.c.type == self.type
+            )
+        if self.status:
+            conds.append(events.c.status == self.status)
+        if self.object_id:
+            conds.append(events.c.object_id == self.object_id)
+        if self.since is not None:
+            conds.append(events.c.received_at >= self.since)
+        if self.until is not None:
+            conds.append(events.c.received_at < self.until)
+        return conds
+
+    def describe(self) -> str:
+        """The filter in words, for the audit log and confirmations."""
+        parts = [
+            f"{name}={value.isoformat() if isinstance(value, datetime) else value}"
+            for name, value in (
+                ("type", self.type),
+                ("status", self.status),
+                ("object", self.object_id),
+                ("since", self.since),
+                ("until", self.until),
+            )
+            if value
+        ]
+        return " ".join(parts) or "all events"
+
+
+def encode_cursor(summary: EventSummary) -> str:
+    raw = json.dumps([summary.received_at.isoformat(), summary.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> tuple[datetime, str] | None:
+    """The position a cursor names, None when absent or unreadable."""
+    if not cursor:
+        return None
+    try:
+        at, event_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(at), str(event_id)
+    except (ValueError, TypeError):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    events: list[EventSummary]
+    #: The cursor of the next (older) page; None on the last page.
+    next_cursor: str | None
+
+
+def list_events(
+    conn: Connection, where: EventFilter, *, cursor: str | None = None, limit: int = PAGE_SIZE
+) -> EventPage:
+    """Newest received first, ``limit`` per page, after ``cursor``."""
+    stmt = select(*_SUMMARY_COLUMNS).where(*where.conditions())
+    after = decode_cursor(cursor)
+    if after is not None:
+        at, event_id = after
+        stmt = stmt.where(
+            or_(
+                events.c.received_at < at,
+                and_(events.c.received_at == at, events.c.id < event_id),
+            )
+        )
+    stmt = stmt.order_by(events.c.received_at.desc(), events.c.id.desc()).limit(limit + 1)
+    rows = [EventSummary(*tuple(row)) for row in conn.execute(stmt)]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return EventPage(rows, encode_cursor(rows[-1]) if more and rows else None)
+
+
+def dead_ids(conn: Connection, where: EventFilter, *, limit: int = BULK_LIMIT) -> list[str]:
+    """The dead events matching ``where`` (the status filter is replaced by ``dead``)."""
+    dead = EventFilter(where.type, "dead", where.object_id, where.since, where.until)
+    stmt = (
+        select(events.c.id)
+        .where(*dead.conditions())
+        .order_by(events.c.received_at.desc(), events.c.id.desc())
+        .limit(limit)
+    )
+    return [str(row[0]) for row in conn.execute(stmt)]
+
+
+#: The statuses counted on every page: the ones a person may need to act on.
+#: They are few in a healthy inbox, and each count is a range of the
+#: (status, received_at, id) index; ``processed`` and ``ignored`` (nearly
+#: every row) are never counted.
+COUNTED = ("pending", "processing", "failed", "dead")
+
+
+def count_by_status(conn: Connection) -> dict[str, int]:
+    """How many events are pending, processing, failed and dead."""
+    counts = dict.fromkeys(COUNTED, 0)
+    for status, count in conn.execute(
+        select(events.c.status, func.count())
+        .where(events.c.status.in_(COUNTED))
+        .group_by(events.c.status)
+    ):
+        counts[str(status)] = int(count)
+    return counts
+
+
+def record(
+    conn: Connection,
+    *,
+    actor: str,
+    role: str,
+    action: str,
+    target: str | None = None,
+    count: int = 0,
+    client: str | None = None,
+    now: datetime | None = None,
+) -> None:
+    """Append one line to the audit log."""
+    conn.execute(
+        audit.insert().values(
+            at=now or utcnow(),
+            actor=actor,
+            role=role,
+            action=action,
+            target=target[:2000] if target else None,
+            count=count,
+            client=client[:64] if client else None,
+        )
+    )
+
+
+def recent_audit(conn: Connection, *, limit: int = 100) -> Sequence[Any]:
+    """The audit log, newest first."""
+    return list(
+        conn.execute(
+            select(audit).order_by(audit.c.at.desc(), audit.c.id.desc()).limit(limit)
+        ).mappings()
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Minute:
+    """One minute of the overview's chart."""
+
+    start: datetime
+    received: int
+    processed: int
+    failed: int
+
+
+def _minute_of(conn: Connection, column: Any) -> Any:
+    if conn.dialect.name == "sqlite":
+        return func.strftime("%Y-%m-%d %H:%M", column)
+    return func.to_char(
+        func.date_trunc("minute", func.timezone("UTC", column)), "YYYY-MM-DD HH24:MI"
+    )
+
+
+def per_minute(conn: Connection, *, now: datetime, minutes: int = 60) -> list[Minute]:
+    """Events received, and attempts processed or failed, per minute over the
+    last ``minutes`` (oldest first; both counted in SQL from an index)."""
+    end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    start = end - timedelta(minutes=minutes)
+    received: dict[str, int] = {}
+    bucket = _minute_of(conn, events.c.received_at)
+    for key, count in conn.execute(
+        select(bucket, func.count()).where(events.c.received_at >= start).group_by(bucket)
+    ):
+        received[str(key)] = int(count)
+    outcomes: dict[tuple[str, str], int] = {}
+    bucket = _minute_of(conn, attempts.c.finished_at)
+    for key, outcome, count in conn.execute(
+        select(bucket, attempts.c.outcome, func.count())
+        .where(attempts.c.finished_at >= start)
+        .group_by(bucket, attempts.c.outcome)
+    ):
+        outcomes[(str(key), str(outcome))] = int(count)
+    result = []
+    for i in range(minutes):
+        moment = start + timedelta(minutes=i)
+        key = moment.strftime("%Y-%m-%d %H:%M")
+        result.append(
+            Minute(
+                moment,
+                received.get(key, 0),
+                outcomes.get((key, "processed"), 0),
+                outcomes.get((key, "failed"), 0) + outcomes.get((key, "dead"), 0),
+            )
+        )
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    counts: dict[str, int]
+    oldest_pending: datetime | None
+    minutes: list[Minute]
+    catch_up_at: datetime | None
+    catch_up_gap: float | None
+    refetch_queued: int
+    refetch_gave_up: int
+
+
+def overview(conn: Connection, *, now: datetime) -> Overview:
+    """What the overview page shows but the disputes (read through ``app.disputes``)."""
+    cursor = read_cursor(conn)
+    queued, gave_up = conn.execute(
+        select(
+            func.count().filter(refetches.c.gave_up_at.is_(None)),
+            func.count().filter(refetches.c.gave_up_at.is_not(None)),
+        )
+    ).one()
+    return Overview(
+        counts=count_by_status(conn),
+        oldest_pending=inbox.oldest_pending(conn),
+        minutes=per_minute(conn, now=now),
+        catch_up_at=cursor.updated_at if cursor else None,
+        catch_up_gap=catch_up_gap(conn, now),
+        refetch_queued=int(queued or 0),
+        refetch_gave_up=int(gave_up or 0),
+    )
