@@ -55,6 +55,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/lookup.py
 	$(BIN)/python bench/mirror.py --postgres $${STRIPELINE_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test}
 	$(BIN)/python bench/sandbox.py
+	$(BIN)/python bench/entitlements.py
+	$(BIN)/python bench/console.py
 
 # The proof suites (docs/reliability.md): the full form writes PROOF.md; the
 # short form (CI, a few minutes) prints its report and writes nothing. Both use
