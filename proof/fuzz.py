@@ -236,8 +236,31 @@ def _hostile_envelope(draw: Any) -> bytes:
         return b"[" * depth + (b"]" * depth if draw(st.booleans()) else b"")
     elif choice == 13:
         return dumps(draw(st.one_of(junk_values, st.just([valid_event("evt_fuzz_list")]))))
-    elif choice == 14:  # a thin event (v2): no object to store
-        event["object"] = "v2.core.event"
+    elif (
+        choice == 14
+    ):  # a thin event (v2) that cannot be stored (thin events are read by parse_thin)
+        thin: dict[str, Any] = {
+            "id": event["id"],
+            "object": "v2.core.event",
+            "type": "v1.customer.updated",
+            "created": "2026-11-27T10:00:00.000Z",
+            "livemode": False,
+            "related_object": {"id": "cus_1", "type": "customer", "url": "/v1/customers/cus_1"},
+        }
+        flaw = draw(st.sampled_from(["livemode", "created", "related", "id", "type", "long"]))
+        if flaw == "livemode":
+            del thin["livemode"]
+        elif flaw == "created":
+            thin["created"] = draw(
+                st.sampled_from(["yesterday", "", -5, True, "2026-13-40T00:00Z"])
+            )
+        elif flaw == "related":
+            thin["related_object"] = draw(st.sampled_from(["cus_1", 7, ["cus_1"]]))
+        elif flaw == "long":
+            thin["context"] = "acct_" + "x" * draw(st.integers(256, 600))
+        else:
+            thin[flaw] = draw(st.sampled_from(["", 0, None]))
+        return dumps(thin)
     else:  # created too large for any integer column, or for int() itself
         event["created"] = 0
         digits = b"1" + b"0" * draw(st.integers(19, 6000))
