@@ -358,11 +358,6 @@ def replay_everything(env: StripelineEnv) -> None:
     env.settle()
 
 
-# Seen once under CI load: the mirror kept ``past_due`` after the recovery's
-# events. Suspected: a tie's re-fetch stamped with the wall clock, which is
-# months past this test clock's (START is in the past), outranks the later
-# events for good. Under investigation (see the closing note); rerun meanwhile.
-@pytest.mark.flaky(reruns=2)
 def test_trial_renewal_failed_payment_and_recovery_run_each_hook_once(
     env: StripelineEnv,
 ) -> None:

@@ -16,7 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from sqlalchemy import Engine
 
-from stripeline.core.ordering import Decision, Seen, decide, fetch_marker, needs_data
+from stripeline.core.ordering import (
+    Decision,
+    Seen,
+    clock_read_marker,
+    decide,
+    fetch_marker,
+    needs_data,
+)
 from tests.test_mirror_convergence import BASE, run, scenario
 
 #: Forty days ahead of now: a clock advanced past a monthly renewal.
@@ -31,6 +38,21 @@ def test_a_read_is_stamped_past_the_state_it_started_after() -> None:
     assert fetch_marker(1_000, None) == 1_000
     assert fetch_marker(1_000, (900, 11)) == 1_000  # our clock is ahead: ours
     assert fetch_marker(1_000, (5_000, 11)) == 5_001  # the events' clock is ahead: past it
+
+
+def test_a_read_on_a_test_clock_is_stamped_with_the_clocks_time() -> None:
+    """Our clock says nothing of a test clock's (tests/test_mirror_test_clock.py)."""
+    assert clock_read_marker((BASE, 11), BASE - 5) == BASE  # the state it started after
+    assert clock_read_marker(None, BASE) == BASE  # nothing held: the object's creation
+    for created in (None, "1700000000", True, -1, 1.5):
+        assert clock_read_marker(None, created) == 0  # no time to go by: any event wins
+    # Stamped so, the read still wins over the state it started after…
+    held = Seen(BASE, 11, fetched=False, data={"status": "active"})
+    read = Seen(clock_read_marker((BASE, 11), BASE), 11, True, {"status": "past_due"}, (BASE, 11))
+    assert decide(held, read) is Decision.APPLY
+    # …and a later event of the clock's (a day on) wins over the read.
+    later = Seen(BASE + 86_400, 11, fetched=False, data={"status": "active"})
+    assert decide(Seen(read.marker, read.rank, True, read.data), later) is Decision.APPLY
 
 
 def test_a_read_wins_over_the_state_it_started_after() -> None:

@@ -26,6 +26,14 @@ stamped past it (``fetch_marker``). Its marker follows the clock the events
 come from, not only ours: after a clock was advanced (the sandbox's, or a
 Stripe test clock, whose events carry the clock's time) a read stamped with
 the wall clock alone would lose for good against the events it settles.
+
+An object on a Stripe test clock is the exception: its events carry the
+test clock's time, which may be frozen or far behind ours (a clock started
+in the past), so a read stamped with our clock would outrank every later
+event of the object for good. Such a read is stamped with the second of the
+state it started after (``clock_read_marker``): it still wins over that
+state (by ``over``), loses to later seconds, and is compared by rank and
+data with the events of its own second (a difference is a tie, read again).
 """
 
 from __future__ import annotations
@@ -135,6 +143,20 @@ def fetch_marker(fetched_at: int, over: tuple[int, int] | None) -> int:
     if over is None:
         return fetched_at
     return max(fetched_at, over[0] + 1)
+
+
+def clock_read_marker(over: tuple[int, int] | None, created: object) -> int:
+    """The marker of a read of an object on a Stripe test clock (see the
+    module doc): the held state's second, or with nothing held the object's
+    ``created`` (the clock's time when it was made; 0 when it has none).
+    Events of the object older than the read may then win over it for a
+    while; the newest of them carries what the read showed, so the mirror
+    still ends at Stripe's state."""
+    if over is not None:
+        return over[0]
+    if isinstance(created, int) and not isinstance(created, bool) and created >= 0:
+        return created
+    return 0
 
 
 def _read_after(held: Seen, incoming: Seen) -> bool:
