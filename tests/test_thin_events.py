@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,7 +46,6 @@ class Served:
         thin_secret: str,
         *,
         sdk_retries: int = 2,
-        api_base: str | None = None,
     ) -> None:
         settings = Settings(
             stripe_secret_key=SecretStr(key),
@@ -63,7 +61,7 @@ class Served:
         fetcher = StripeFetcher(
             stripe.StripeClient(
                 key,
-                base_addresses={"api": api_base or sandbox.url},
+                base_addresses={"api": sandbox.url},
                 max_network_retries=sdk_retries,
             ),
             reads_per_second=settings.reads_per_second,
@@ -437,46 +435,13 @@ def test_the_docs_handler_example_runs() -> None:
     exec(compile(example, "thin-events.md", "exec"), {})  # noqa: S102 - our own doc
 
 
-class RecordingProxy:
-    """Forwards GET requests to the sandbox and records each one's path and
-    ``Stripe-Account`` header: what reached Stripe's HTTP boundary."""
-
-    def __init__(self, upstream: str) -> None:
-        import urllib.request
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.seen: list[tuple[str, str | None]] = []
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                proxy.seen.append((self.path, self.headers.get("Stripe-Account")))
-                forwarded = urllib.request.Request(  # noqa: S310 - the local sandbox
-                    upstream + self.path,
-                    headers={k: v for k, v in self.headers.items() if k.lower() != "host"},
-                )
-                try:
-                    with urllib.request.urlopen(forwarded, timeout=5) as answer:  # noqa: S310
-                        status, body = answer.status, answer.read()
-                except urllib.error.HTTPError as error:
-                    status, body = error.code, error.read()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def _gets(log: list[tuple[str, str, str | None]], since: int = 0) -> dict[str, int]:
+    """The GETs of objects in the sandbox's request log (from position ``since``), per path."""
+    counts: dict[str, int] = {}
+    for method, path, _ in log[since:]:
+        if method == "GET" and path.count("/") >= 3 and not path.startswith("/v2/core/events"):
+            counts[path] = counts.get(path, 0) + 1
+    return counts
 
 
 def test_an_event_for_a_connected_account_is_read_with_its_stripe_account(
@@ -486,47 +451,35 @@ def test_an_event_for_a_connected_account_is_read_with_its_stripe_account(
     database_url: str,
     served: list[Served],
 ) -> None:
-    from stripeline_sandbox._signature import sign
-
-    proxy = RecordingProxy(stripe_sandbox.url)
-    try:
-        app = Served(
-            stripe_sandbox, stripe_key, database_url, "whsec_connected0", api_base=proxy.url
-        )
-        served.append(app)
-        # A connected account of the platform, and a customer of its own.
-        connected = stripe_client.v1.accounts.create({"type": "express"}).id
-        customer = stripe_client.v1.customers.create(
-            {"email": "connected@example.com"}, {"stripe_account": connected}
-        )
-        body = json.dumps(
-            {
-                "id": "evt_test_connected1",
-                "object": "v2.core.event",
-                "type": "v1.customer.created",
-                "created": "2026-11-27T10:00:00.000Z",
-                "livemode": False,
-                "context": connected,
-                "related_object": {
-                    "id": customer.id,
-                    "type": "customer",
-                    "url": f"/v1/customers/{customer.id}",
-                },
-                "snapshot_event": "evt_1ConnectedSnap",
-            }
-        ).encode()
-        answer = httpx.post(
-            app.url,
-            content=body,
-            headers={"Stripe-Signature": sign(body, "whsec_connected0", int(time.time()))},
-        )
-        assert answer.status_code == 200
-        app.settle(1)
-    finally:
-        proxy.close()
-    assert proxy.seen == [(f"/v1/customers/{customer.id}", connected)]
+    """The platform's thin destination takes its connected accounts' events
+    (``events_from: @accounts``): each carries ``context``, and the worker
+    reads the object on behalf of that account, as the sandbox saw."""
+    thin_id, thin_secret = stripe_sandbox.add_event_destination(
+        "http://127.0.0.1:9/none",
+        ["v1.customer.created", "v1.customer.updated"],
+        events_from=["@accounts"],
+        key=stripe_key,
+    )
+    app = Served(stripe_sandbox, stripe_key, database_url, thin_secret)
+    served.append(app)
+    stripe_client.v2.core.event_destinations.update(thin_id, {"webhook_endpoint": {"url": app.url}})
+    # A connected account of the platform, and a customer of its own.
+    connected = stripe_client.v1.accounts.create({"type": "express"}).id
+    on_behalf: Any = {"stripe_account": connected}
+    customer = stripe_client.v1.customers.create({"email": "connected@example.com"}, on_behalf)
+    stripe_client.v1.customers.update(customer.id, {"name": "Connected"}, on_behalf)
+    assert stripe_sandbox.wait_for_deliveries(10)
+    since = len(stripe_sandbox.request_log(stripe_key))
+    app.settle(2)
+    made = [r for r in stripe_sandbox.request_log(stripe_key)[since:] if r[0] == "GET"]
+    # Both changes (within the window) cost one read, made as the connected account.
+    assert made == [("GET", f"/v1/customers/{customer.id}", connected)]
+    snapshots = stripe_client.v1.events.list(
+        {"type": "customer.*"}, on_behalf
+    ).data  # the snapshot events of the two changes, under the connected account
     with connect(app.app.engine, readonly=True) as conn:
-        (row,) = conn.execute(select(Event.id, Event.account))
+        rows = set(conn.execute(select(Event.id, Event.account)))
         held = get_object(conn, customer.id, account=connected)
-    assert tuple(row) == ("evt_1ConnectedSnap", connected)
-    assert held is not None and held["email"] == "connected@example.com"
+    assert rows == {(e.id, connected) for e in snapshots}
+    assert held is not None and held["name"] == "Connected"
+    assert app.mirrored(customer.id) is None  # not the platform's own customer
