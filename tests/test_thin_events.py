@@ -15,7 +15,7 @@ import httpx
 import pytest
 import stripe
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
 from stripeline.app import ReceivedEvent, Stripeline
@@ -130,6 +130,15 @@ def _sqlite(template: Path, tmp_path: Path, name: str) -> str:
     return f"sqlite:///{path}"
 
 
+def _gets(log: list[tuple[str, str, str | None]], since: int = 0) -> dict[str, int]:
+    """The GETs of objects in the sandbox's request log (from position ``since``), per path."""
+    counts: dict[str, int] = {}
+    for method, path, _ in log[since:]:
+        if method == "GET" and path.count("/") >= 3 and not path.startswith("/v2/core/events"):
+            counts[path] = counts.get(path, 0) + 1
+    return counts
+
+
 def test_envelope_reads_a_thin_event_as_its_snapshot_change() -> None:
     body = {
         "id": "evt_test_thin1",
@@ -225,9 +234,9 @@ def test_thin_destination_keeps_the_mirror_a_snapshot_destination_keeps(
     events = stripe_sandbox.event_ids(key=stripe_key)
     assert stripe_sandbox.wait_for_deliveries(10)
     snapshot.settle(len(events))
-    before = stripe_sandbox.request_counts(stripe_key)  # the thin app reads from here on
+    since = len(stripe_sandbox.request_log(stripe_key))  # the thin app reads from here on
     thin.settle(len(events))
-    after = stripe_sandbox.request_counts(stripe_key)
+    gets = _gets(stripe_sandbox.request_log(stripe_key), since)
 
     # One inbox row per change on both sides, under the same (snapshot) ids.
     assert (
@@ -250,18 +259,12 @@ def test_thin_destination_keeps_the_mirror_a_snapshot_destination_keeps(
     assert not any(diffs.values()), diffs
     assert thin.mirrored(ids[0])["name"] == "Two"  # type: ignore[index]
     # The burst about each object cost one read (all arrived within the window):
-    # per object type, as many reads as objects the thin events named.
+    # the sandbox saw one GET of each object the thin events named, and no other.
     with connect(thin.app.engine, readonly=True) as conn:
-        named = set(conn.execute(select(Event.object_type, Event.object_id)))
-    per_type: dict[str, int] = {}
-    for object_type, _ in named:
-        assert object_type is not None
-        per_type[object_type] = per_type.get(object_type, 0) + 1
-    assert per_type["customer"] == 3 and per_type["payment_intent"] == 2
-    for object_type, count in per_type.items():
-        path = "/v1/" + object_type.replace(".", "/") + "s/{id}"
-        made = after.get("GET " + path, 0) - before.get("GET " + path, 0)
-        assert made == count, (object_type, made, count)
+        payloads = list(conn.scalars(select(Event.payload)))
+    named = {json.loads(p)["related_object"]["url"] for p in payloads}
+    assert {"/v1/customers/" + ids[0], "/v1/payment_intents/" + ids[2]} <= named
+    assert gets == dict.fromkeys(named, 1), gets
     # Handlers under either name ran for each customer.updated, with the object read.
     updates = [s for s in thin.seen if s[0] == "customer.updated"]
     assert len(updates) == 2 and all(name == "Two" for _, _, name in updates)
@@ -270,30 +273,101 @@ def test_thin_destination_keeps_the_mirror_a_snapshot_destination_keeps(
     )
 
 
+@pytest.mark.parametrize(
+    ("shown", "order"),
+    [("pushed", "together"), ("pulled", "together"), ("pulled", "thin_first")],
+)
 def test_both_destinations_at_once_apply_each_change_once(
     stripe_sandbox: Sandbox,
     stripe_key: str,
     stripe_client: stripe.StripeClient,
     database_url: str,
     served: list[Served],
+    shown: str,
+    order: str,
 ) -> None:
+    """A snapshot endpoint and a thin destination for the same changes: one
+    inbox row per change, two deliveries, handlers once. ``shown``: the thin
+    events name their snapshot event when pushed, or only when read from
+    ``/v2/core/events/{id}`` (the worker reads it, and stores the thin event
+    under that id). ``order``: the two deliveries together, or every thin
+    event processed before the snapshot events arrive."""
+    stripe_sandbox.set_thin_events(snapshot_event=shown, key=stripe_key)
     thin_id, thin_secret = stripe_sandbox.add_event_destination(
         "http://127.0.0.1:9/none", ["v1.customer.created", "v1.customer.updated"], key=stripe_key
     )
     app = Served(stripe_sandbox, stripe_key, database_url, thin_secret)
     served.append(app)
     stripe_client.v2.core.event_destinations.update(thin_id, {"webhook_endpoint": {"url": app.url}})
-    stripe_sandbox.listen(app.url, ["customer.created", "customer.updated"], key=stripe_key)
+    if order == "together":
+        stripe_sandbox.listen(app.url, ["customer.created", "customer.updated"], key=stripe_key)
+    since = len(stripe_sandbox.request_log(stripe_key))
     customer = stripe_client.v1.customers.create({"email": "both@example.com"})
     stripe_client.v1.customers.update(customer.id, {"name": "Both"})
     assert stripe_sandbox.wait_for_deliveries(10)
+    snapshots = stripe_sandbox.event_ids(key=stripe_key)[-2:]
     app.settle(2)
+    if order == "thin_first":
+        # The snapshot deliveries arrive late, after the thin ones were applied.
+        from stripeline_sandbox._signature import sign
+
+        for event_id in snapshots:
+            body = httpx.get(
+                f"{stripe_sandbox.url}/v1/events/{event_id}",
+                headers={"Authorization": f"Bearer {stripe_key}"},
+            ).content
+            signature = sign(body, stripe_sandbox.webhook_secret, int(time.time()))
+            answer = httpx.post(app.url, content=body, headers={"Stripe-Signature": signature})
+            assert answer.status_code == 200
+        app.settle(2)
     rows = app.rows()
-    assert len(rows) == 2 and all(r.deliveries == 2 for r in rows)
+    assert sorted(r.id for r in rows) == sorted(snapshots)
+    assert all(r.deliveries == 2 and r.status == "processed" for r in rows), rows
     # customer.updated's handlers ran once each, whichever delivery came first.
     assert sorted(s[0] for s in app.seen) == ["customer.updated", "v1.customer.updated"]
     assert len({s[1] for s in app.seen}) == 1
     assert app.mirrored(customer.id)["name"] == "Both"  # type: ignore[index]
+    reads = [path for method, path, _ in stripe_sandbox.request_log(stripe_key)[since:]]
+    # The full thin events were read only when they did not name their snapshot event.
+    thin_reads = [p for p in reads if p.startswith("/v2/core/events/")]
+    assert len(thin_reads) == (2 if shown == "pulled" else 0), reads
+    with connect(app.app.engine, readonly=True) as conn:
+        assert (
+            conn.scalar(
+                select(func.count()).select_from(Attempt).where(Attempt.event_id.not_in(snapshots))
+            )
+            == 0
+        )
+
+
+def test_a_thin_event_that_never_names_its_snapshot_event_is_applied_under_its_own_id(
+    stripe_sandbox: Sandbox,
+    stripe_key: str,
+    stripe_client: stripe.StripeClient,
+    database_url: str,
+    served: list[Served],
+) -> None:
+    """Neither the notification nor the full event names the snapshot event:
+    the thin event is one change of its own (logged), the mirror as right."""
+    stripe_sandbox.set_thin_events(snapshot_event="none", key=stripe_key)
+    thin_id, thin_secret = stripe_sandbox.add_event_destination(
+        "http://127.0.0.1:9/none", ["v1.customer.created"], key=stripe_key
+    )
+    app = Served(stripe_sandbox, stripe_key, database_url, thin_secret)
+    served.append(app)
+    stripe_client.v2.core.event_destinations.update(thin_id, {"webhook_endpoint": {"url": app.url}})
+    customer = stripe_client.v1.customers.create({"email": "unnamed@example.com"})
+    assert stripe_sandbox.wait_for_deliveries(10)
+    (thin_event,) = stripe_client.v2.core.events.list({"object_id": customer.id}).data
+    with capture_logs() as logs:
+        app.settle(1)
+    assert [(r.id, r.type, r.status) for r in app.rows()] == [
+        (thin_event.id, "customer.created", "processed")
+    ]
+    assert [
+        e["event_id"] for e in logs if e.get("action") == "thin_event_without_snapshot_event"
+    ] == [thin_event.id]
+    assert app.mirrored(customer.id)["email"] == "unnamed@example.com"  # type: ignore[index]
 
 
 def test_a_fetch_failing_with_429_and_500_is_applied_after_retries(
@@ -318,7 +392,12 @@ def test_a_fetch_failing_with_429_and_500_is_applied_after_retries(
     )
     customer = stripe_client.v1.customers.create({"email": "retry@example.com"})
     assert stripe_sandbox.wait_for_deliveries(10)
+    since = len(stripe_sandbox.request_log(stripe_key))
     app.settle(1)
+    # Two 429s, three 500s, then the read that answered.
+    assert _gets(stripe_sandbox.request_log(stripe_key), since) == {
+        f"/v1/customers/{customer.id}": 6
+    }
     assert app.mirrored(customer.id)["email"] == "retry@example.com"  # type: ignore[index]
     with connect(app.app.engine, readonly=True) as conn:
         outcomes = list(conn.scalars(select(Attempt.outcome).order_by(Attempt.id)))
@@ -342,7 +421,10 @@ def test_a_gone_object_is_applied_as_deleted_and_recorded(
     product = stripe_client.v1.products.create({"name": "Brief"})
     stripe_client.v1.products.delete(product.id)
     assert stripe_sandbox.wait_for_deliveries(10)
+    since = len(stripe_sandbox.request_log(stripe_key))
     app.settle(1)
+    # One read, answered 404: not tried again.
+    assert _gets(stripe_sandbox.request_log(stripe_key), since) == {f"/v1/products/{product.id}": 1}
     with connect(app.app.engine, readonly=True) as conn:
         outcomes = list(conn.scalars(select(Attempt.outcome).order_by(Attempt.id)))
     assert outcomes == ["object_gone", "processed"], outcomes
@@ -433,15 +515,6 @@ def test_the_docs_handler_example_runs() -> None:
     blocks = text.split("```python\n")[1:]
     example = next(b.split("```", 1)[0] for b in blocks if "handlers_for" in b)
     exec(compile(example, "thin-events.md", "exec"), {})  # noqa: S102 - our own doc
-
-
-def _gets(log: list[tuple[str, str, str | None]], since: int = 0) -> dict[str, int]:
-    """The GETs of objects in the sandbox's request log (from position ``since``), per path."""
-    counts: dict[str, int] = {}
-    for method, path, _ in log[since:]:
-        if method == "GET" and path.count("/") >= 3 and not path.startswith("/v2/core/events"):
-            counts[path] = counts.get(path, 0) + 1
-    return counts
 
 
 def test_an_event_for_a_connected_account_is_read_with_its_stripe_account(
