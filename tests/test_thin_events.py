@@ -46,6 +46,7 @@ class Served:
         thin_secret: str,
         *,
         sdk_retries: int = 2,
+        window: float = WINDOW,
     ) -> None:
         settings = Settings(
             stripe_secret_key=SecretStr(key),
@@ -53,7 +54,7 @@ class Served:
             stripe_thin_webhook_secret=SecretStr(thin_secret),
             stripe_api_base=sandbox.url,
             database_url=database_url,
-            mirror_coalesce_seconds=WINDOW,
+            mirror_coalesce_seconds=window,
             retry_schedule=(0,),
             max_attempts=3,
         )
@@ -556,3 +557,64 @@ def test_an_event_for_a_connected_account_is_read_with_its_stripe_account(
     assert rows == {(e.id, connected) for e in snapshots}
     assert held is not None and held["name"] == "Connected"
     assert app.mirrored(customer.id) is None  # not the platform's own customer
+
+
+def test_a_kept_read_serves_an_older_event_without_outranking_a_newer_state(
+    stripe_sandbox: Sandbox,
+    stripe_key: str,
+    stripe_client: stripe.StripeClient,
+    database_url: str,
+    served: list[Served],
+) -> None:
+    """The worker keeps its newest read of an object for the thin events
+    received before that read started. A kept read served to such an event
+    after the mirror took a newer state (here a snapshot delivery of a later
+    change) costs no API read and does not replace that state."""
+    from datetime import timedelta
+
+    from stripeline import inbox
+    from stripeline_sandbox._signature import sign
+
+    thin_id, thin_secret = stripe_sandbox.add_event_destination(
+        "http://127.0.0.1:9/none", ["v1.customer.created", "v1.customer.updated"], key=stripe_key
+    )
+    app = Served(stripe_sandbox, stripe_key, database_url, thin_secret, window=60.0)
+    served.append(app)
+    stripe_client.v2.core.event_destinations.update(thin_id, {"webhook_endpoint": {"url": app.url}})
+    # One event at a time, in the order they are due; the worker's clock is
+    # ahead of the wall clock, past the coalescing window of both thin events.
+    worker = Worker(
+        app.app, listen=False, batch_size=1, now=lambda: inbox.utcnow() + timedelta(minutes=5)
+    )
+    customer = stripe_client.v1.customers.create({"email": "kept@example.com"})
+    stripe_client.v1.customers.update(customer.id, {"name": "Older"})
+    assert stripe_sandbox.wait_for_deliveries(10)
+    created_id, older_id = stripe_sandbox.event_ids(key=stripe_key)[-2:]
+    since = len(stripe_sandbox.request_log(stripe_key))
+    assert worker.run_once() >= 1  # customer.created: the object read (name "Older")
+    time.sleep(2.1)  # the next change is seconds younger than that read
+    stripe_client.v2.core.event_destinations.disable(thin_id)
+    stripe_client.v1.customers.update(customer.id, {"name": "Newer"})
+    newer_id = stripe_sandbox.event_ids(key=stripe_key)[-1]
+    body = httpx.get(
+        f"{stripe_sandbox.url}/v1/events/{newer_id}",
+        headers={"Authorization": f"Bearer {stripe_key}"},
+    ).content
+    signature = sign(body, stripe_sandbox.webhook_secret, int(time.time()))
+    assert httpx.post(app.url, content=body, headers={"Stripe-Signature": signature}).is_success
+    assert worker.run_once() >= 1  # the snapshot of the newer change: due before the older one
+    assert app.mirrored(customer.id)["name"] == "Newer"  # type: ignore[index]
+    assert worker.run_once() >= 1  # the older change: served the kept read
+    with connect(app.app.engine, readonly=True) as conn:
+        statuses = {row.id: row.status for row in conn.execute(select(Event.id, Event.status))}
+    assert statuses == dict.fromkeys([created_id, older_id, newer_id], "processed")
+    assert app.mirrored(customer.id)["name"] == "Newer"  # type: ignore[index]
+    gets = _gets(stripe_sandbox.request_log(stripe_key), since)
+    assert {p: n for p, n in gets.items() if p.startswith("/v1/customers/")} == {
+        f"/v1/customers/{customer.id}": 1
+    }
+    # The older change's handlers saw the kept read.
+    assert [s for s in app.seen if s[1] == older_id] == [
+        ("customer.updated", older_id, "Older"),
+        ("v1.customer.updated", older_id, "Older"),
+    ]
