@@ -360,14 +360,37 @@ def test_a_thin_event_that_never_names_its_snapshot_event_is_applied_under_its_o
     customer = stripe_client.v1.customers.create({"email": "unnamed@example.com"})
     assert stripe_sandbox.wait_for_deliveries(10)
     (thin_event,) = stripe_client.v2.core.events.list({"object_id": customer.id}).data
+    # And one whose full event Stripe no longer has (404: kept 30 days).
+    from stripeline_sandbox._signature import sign
+
+    expired = json.dumps(
+        {
+            "id": "evt_test_expired1",
+            "object": "v2.core.event",
+            "type": "v1.customer.updated",
+            "created": "2026-11-27T10:00:00.000Z",
+            "livemode": False,
+            "context": None,
+            "related_object": {
+                "id": customer.id,
+                "type": "customer",
+                "url": f"/v1/customers/{customer.id}",
+            },
+        }
+    ).encode()
+    signature = sign(expired, thin_secret, int(time.time()))
+    assert httpx.post(app.url, content=expired, headers={"Stripe-Signature": signature}).is_success
     with capture_logs() as logs:
-        app.settle(1)
-    assert [(r.id, r.type, r.status) for r in app.rows()] == [
-        (thin_event.id, "customer.created", "processed")
-    ]
-    assert [
+        app.settle(2)
+    assert sorted((r.id, r.type, r.status) for r in app.rows()) == sorted(
+        [
+            ("evt_test_expired1", "customer.updated", "processed"),
+            (thin_event.id, "customer.created", "processed"),
+        ]
+    )
+    assert sorted(
         e["event_id"] for e in logs if e.get("action") == "thin_event_without_snapshot_event"
-    ] == [thin_event.id]
+    ) == sorted([thin_event.id, "evt_test_expired1"])
     assert app.mirrored(customer.id)["email"] == "unnamed@example.com"  # type: ignore[index]
 
 

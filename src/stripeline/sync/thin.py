@@ -393,8 +393,14 @@ def hydrate(
         related = note.get("related_object")
         try:
             if fetcher is not None and _wants_snapshot_id(item, note):
-                # Which change is it? The full event names its snapshot event.
-                full = _full_event(fetcher, note)
+                # Which change is it? The full event names its snapshot event
+                # (kept 30 days by Stripe: past that, the change stays its own).
+                try:
+                    full = _full_event(fetcher, note)
+                except StripeAPIError as exc:
+                    if exc.http_status != 404:
+                        raise
+                    full = None
                 if full is not None:
                     reads.count += 1
                 snapshot = (full or {}).get("snapshot_event")
