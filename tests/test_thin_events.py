@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import httpx
 import pytest
 import stripe
 from pydantic import SecretStr
-from sqlalchemy import select
+from sqlalchemy import func, select
 from structlog.testing import capture_logs
 
 from stripeline.app import ReceivedEvent, Stripeline
@@ -47,7 +46,7 @@ class Served:
         thin_secret: str,
         *,
         sdk_retries: int = 2,
-        api_base: str | None = None,
+        window: float = WINDOW,
     ) -> None:
         settings = Settings(
             stripe_secret_key=SecretStr(key),
@@ -55,7 +54,7 @@ class Served:
             stripe_thin_webhook_secret=SecretStr(thin_secret),
             stripe_api_base=sandbox.url,
             database_url=database_url,
-            mirror_coalesce_seconds=WINDOW,
+            mirror_coalesce_seconds=window,
             retry_schedule=(0,),
             max_attempts=3,
         )
@@ -63,7 +62,7 @@ class Served:
         fetcher = StripeFetcher(
             stripe.StripeClient(
                 key,
-                base_addresses={"api": api_base or sandbox.url},
+                base_addresses={"api": sandbox.url},
                 max_network_retries=sdk_retries,
             ),
             reads_per_second=settings.reads_per_second,
@@ -130,6 +129,15 @@ def _sqlite(template: Path, tmp_path: Path, name: str) -> str:
     path = tmp_path / name
     shutil.copyfile(template, path)
     return f"sqlite:///{path}"
+
+
+def _gets(log: list[tuple[str, str, str | None]], since: int = 0) -> dict[str, int]:
+    """The GETs of objects in the sandbox's request log (from position ``since``), per path."""
+    counts: dict[str, int] = {}
+    for method, path, _ in log[since:]:
+        if method == "GET" and path.count("/") >= 3 and not path.startswith("/v2/core/events"):
+            counts[path] = counts.get(path, 0) + 1
+    return counts
 
 
 def test_envelope_reads_a_thin_event_as_its_snapshot_change() -> None:
@@ -227,9 +235,9 @@ def test_thin_destination_keeps_the_mirror_a_snapshot_destination_keeps(
     events = stripe_sandbox.event_ids(key=stripe_key)
     assert stripe_sandbox.wait_for_deliveries(10)
     snapshot.settle(len(events))
-    before = stripe_sandbox.request_counts(stripe_key)  # the thin app reads from here on
+    since = len(stripe_sandbox.request_log(stripe_key))  # the thin app reads from here on
     thin.settle(len(events))
-    after = stripe_sandbox.request_counts(stripe_key)
+    gets = _gets(stripe_sandbox.request_log(stripe_key), since)
 
     # One inbox row per change on both sides, under the same (snapshot) ids.
     assert (
@@ -252,18 +260,12 @@ def test_thin_destination_keeps_the_mirror_a_snapshot_destination_keeps(
     assert not any(diffs.values()), diffs
     assert thin.mirrored(ids[0])["name"] == "Two"  # type: ignore[index]
     # The burst about each object cost one read (all arrived within the window):
-    # per object type, as many reads as objects the thin events named.
+    # the sandbox saw one GET of each object the thin events named, and no other.
     with connect(thin.app.engine, readonly=True) as conn:
-        named = set(conn.execute(select(Event.object_type, Event.object_id)))
-    per_type: dict[str, int] = {}
-    for object_type, _ in named:
-        assert object_type is not None
-        per_type[object_type] = per_type.get(object_type, 0) + 1
-    assert per_type["customer"] == 3 and per_type["payment_intent"] == 2
-    for object_type, count in per_type.items():
-        path = "/v1/" + object_type.replace(".", "/") + "s/{id}"
-        made = after.get("GET " + path, 0) - before.get("GET " + path, 0)
-        assert made == count, (object_type, made, count)
+        payloads = list(conn.scalars(select(Event.payload)))
+    named = {json.loads(p)["related_object"]["url"] for p in payloads}
+    assert {"/v1/customers/" + ids[0], "/v1/payment_intents/" + ids[2]} <= named
+    assert gets == dict.fromkeys(named, 1), gets
     # Handlers under either name ran for each customer.updated, with the object read.
     updates = [s for s in thin.seen if s[0] == "customer.updated"]
     assert len(updates) == 2 and all(name == "Two" for _, _, name in updates)
@@ -272,30 +274,124 @@ def test_thin_destination_keeps_the_mirror_a_snapshot_destination_keeps(
     )
 
 
+@pytest.mark.parametrize(
+    ("shown", "order"),
+    [("pushed", "together"), ("pulled", "together"), ("pulled", "thin_first")],
+)
 def test_both_destinations_at_once_apply_each_change_once(
     stripe_sandbox: Sandbox,
     stripe_key: str,
     stripe_client: stripe.StripeClient,
     database_url: str,
     served: list[Served],
+    shown: str,
+    order: str,
 ) -> None:
+    """A snapshot endpoint and a thin destination for the same changes: one
+    inbox row per change, two deliveries, handlers once. ``shown``: the thin
+    events name their snapshot event when pushed, or only when read from
+    ``/v2/core/events/{id}`` (the worker reads it, and stores the thin event
+    under that id). ``order``: the two deliveries together, or every thin
+    event processed before the snapshot events arrive."""
+    stripe_sandbox.set_thin_events(snapshot_event=shown, key=stripe_key)
     thin_id, thin_secret = stripe_sandbox.add_event_destination(
         "http://127.0.0.1:9/none", ["v1.customer.created", "v1.customer.updated"], key=stripe_key
     )
     app = Served(stripe_sandbox, stripe_key, database_url, thin_secret)
     served.append(app)
     stripe_client.v2.core.event_destinations.update(thin_id, {"webhook_endpoint": {"url": app.url}})
-    stripe_sandbox.listen(app.url, ["customer.created", "customer.updated"], key=stripe_key)
+    if order == "together":
+        stripe_sandbox.listen(app.url, ["customer.created", "customer.updated"], key=stripe_key)
+    since = len(stripe_sandbox.request_log(stripe_key))
     customer = stripe_client.v1.customers.create({"email": "both@example.com"})
     stripe_client.v1.customers.update(customer.id, {"name": "Both"})
     assert stripe_sandbox.wait_for_deliveries(10)
+    snapshots = stripe_sandbox.event_ids(key=stripe_key)[-2:]
     app.settle(2)
+    if order == "thin_first":
+        # The snapshot deliveries arrive late, after the thin ones were applied.
+        from stripeline_sandbox._signature import sign
+
+        for event_id in snapshots:
+            body = httpx.get(
+                f"{stripe_sandbox.url}/v1/events/{event_id}",
+                headers={"Authorization": f"Bearer {stripe_key}"},
+            ).content
+            signature = sign(body, stripe_sandbox.webhook_secret, int(time.time()))
+            answer = httpx.post(app.url, content=body, headers={"Stripe-Signature": signature})
+            assert answer.status_code == 200
+        app.settle(2)
     rows = app.rows()
-    assert len(rows) == 2 and all(r.deliveries == 2 for r in rows)
+    assert sorted(r.id for r in rows) == sorted(snapshots)
+    assert all(r.deliveries == 2 and r.status == "processed" for r in rows), rows
     # customer.updated's handlers ran once each, whichever delivery came first.
     assert sorted(s[0] for s in app.seen) == ["customer.updated", "v1.customer.updated"]
     assert len({s[1] for s in app.seen}) == 1
     assert app.mirrored(customer.id)["name"] == "Both"  # type: ignore[index]
+    reads = [path for method, path, _ in stripe_sandbox.request_log(stripe_key)[since:]]
+    # The full thin events were read only when they did not name their snapshot event.
+    thin_reads = [p for p in reads if p.startswith("/v2/core/events/")]
+    assert len(thin_reads) == (2 if shown == "pulled" else 0), reads
+    with connect(app.app.engine, readonly=True) as conn:
+        assert (
+            conn.scalar(
+                select(func.count()).select_from(Attempt).where(Attempt.event_id.not_in(snapshots))
+            )
+            == 0
+        )
+
+
+def test_a_thin_event_that_never_names_its_snapshot_event_is_applied_under_its_own_id(
+    stripe_sandbox: Sandbox,
+    stripe_key: str,
+    stripe_client: stripe.StripeClient,
+    database_url: str,
+    served: list[Served],
+) -> None:
+    """Neither the notification nor the full event names the snapshot event:
+    the thin event is one change of its own (logged), the mirror as right."""
+    stripe_sandbox.set_thin_events(snapshot_event="none", key=stripe_key)
+    thin_id, thin_secret = stripe_sandbox.add_event_destination(
+        "http://127.0.0.1:9/none", ["v1.customer.created"], key=stripe_key
+    )
+    app = Served(stripe_sandbox, stripe_key, database_url, thin_secret)
+    served.append(app)
+    stripe_client.v2.core.event_destinations.update(thin_id, {"webhook_endpoint": {"url": app.url}})
+    customer = stripe_client.v1.customers.create({"email": "unnamed@example.com"})
+    assert stripe_sandbox.wait_for_deliveries(10)
+    (thin_event,) = stripe_client.v2.core.events.list({"object_id": customer.id}).data
+    # And one whose full event Stripe no longer has (404: kept 30 days).
+    from stripeline_sandbox._signature import sign
+
+    expired = json.dumps(
+        {
+            "id": "evt_test_expired1",
+            "object": "v2.core.event",
+            "type": "v1.customer.updated",
+            "created": "2026-11-27T10:00:00.000Z",
+            "livemode": False,
+            "context": None,
+            "related_object": {
+                "id": customer.id,
+                "type": "customer",
+                "url": f"/v1/customers/{customer.id}",
+            },
+        }
+    ).encode()
+    signature = sign(expired, thin_secret, int(time.time()))
+    assert httpx.post(app.url, content=expired, headers={"Stripe-Signature": signature}).is_success
+    with capture_logs() as logs:
+        app.settle(2)
+    assert sorted((r.id, r.type, r.status) for r in app.rows()) == sorted(
+        [
+            ("evt_test_expired1", "customer.updated", "processed"),
+            (thin_event.id, "customer.created", "processed"),
+        ]
+    )
+    assert sorted(
+        e["event_id"] for e in logs if e.get("action") == "thin_event_without_snapshot_event"
+    ) == sorted([thin_event.id, "evt_test_expired1"])
+    assert app.mirrored(customer.id)["email"] == "unnamed@example.com"  # type: ignore[index]
 
 
 def test_a_fetch_failing_with_429_and_500_is_applied_after_retries(
@@ -320,7 +416,12 @@ def test_a_fetch_failing_with_429_and_500_is_applied_after_retries(
     )
     customer = stripe_client.v1.customers.create({"email": "retry@example.com"})
     assert stripe_sandbox.wait_for_deliveries(10)
+    since = len(stripe_sandbox.request_log(stripe_key))
     app.settle(1)
+    # Two 429s, three 500s, then the read that answered.
+    assert _gets(stripe_sandbox.request_log(stripe_key), since) == {
+        f"/v1/customers/{customer.id}": 6
+    }
     assert app.mirrored(customer.id)["email"] == "retry@example.com"  # type: ignore[index]
     with connect(app.app.engine, readonly=True) as conn:
         outcomes = list(conn.scalars(select(Attempt.outcome).order_by(Attempt.id)))
@@ -344,7 +445,10 @@ def test_a_gone_object_is_applied_as_deleted_and_recorded(
     product = stripe_client.v1.products.create({"name": "Brief"})
     stripe_client.v1.products.delete(product.id)
     assert stripe_sandbox.wait_for_deliveries(10)
+    since = len(stripe_sandbox.request_log(stripe_key))
     app.settle(1)
+    # One read, answered 404: not tried again.
+    assert _gets(stripe_sandbox.request_log(stripe_key), since) == {f"/v1/products/{product.id}": 1}
     with connect(app.app.engine, readonly=True) as conn:
         outcomes = list(conn.scalars(select(Attempt.outcome).order_by(Attempt.id)))
     assert outcomes == ["object_gone", "processed"], outcomes
@@ -437,48 +541,6 @@ def test_the_docs_handler_example_runs() -> None:
     exec(compile(example, "thin-events.md", "exec"), {})  # noqa: S102 - our own doc
 
 
-class RecordingProxy:
-    """Forwards GET requests to the sandbox and records each one's path and
-    ``Stripe-Account`` header: what reached Stripe's HTTP boundary."""
-
-    def __init__(self, upstream: str) -> None:
-        import urllib.request
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.seen: list[tuple[str, str | None]] = []
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                proxy.seen.append((self.path, self.headers.get("Stripe-Account")))
-                forwarded = urllib.request.Request(  # noqa: S310 - the local sandbox
-                    upstream + self.path,
-                    headers={k: v for k, v in self.headers.items() if k.lower() != "host"},
-                )
-                try:
-                    with urllib.request.urlopen(forwarded, timeout=5) as answer:  # noqa: S310
-                        status, body = answer.status, answer.read()
-                except urllib.error.HTTPError as error:
-                    status, body = error.code, error.read()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_an_event_for_a_connected_account_is_read_with_its_stripe_account(
     stripe_sandbox: Sandbox,
     stripe_key: str,
@@ -486,47 +548,96 @@ def test_an_event_for_a_connected_account_is_read_with_its_stripe_account(
     database_url: str,
     served: list[Served],
 ) -> None:
+    """The platform's thin destination takes its connected accounts' events
+    (``events_from: @accounts``): each carries ``context``, and the worker
+    reads the object on behalf of that account, as the sandbox saw."""
+    thin_id, thin_secret = stripe_sandbox.add_event_destination(
+        "http://127.0.0.1:9/none",
+        ["v1.customer.created", "v1.customer.updated"],
+        events_from=["@accounts"],
+        key=stripe_key,
+    )
+    app = Served(stripe_sandbox, stripe_key, database_url, thin_secret)
+    served.append(app)
+    stripe_client.v2.core.event_destinations.update(thin_id, {"webhook_endpoint": {"url": app.url}})
+    # A connected account of the platform, and a customer of its own.
+    connected = stripe_client.v1.accounts.create({"type": "express"}).id
+    on_behalf: Any = {"stripe_account": connected}
+    customer = stripe_client.v1.customers.create({"email": "connected@example.com"}, on_behalf)
+    stripe_client.v1.customers.update(customer.id, {"name": "Connected"}, on_behalf)
+    assert stripe_sandbox.wait_for_deliveries(10)
+    since = len(stripe_sandbox.request_log(stripe_key))
+    app.settle(2)
+    made = [r for r in stripe_sandbox.request_log(stripe_key)[since:] if r[0] == "GET"]
+    # Both changes (within the window) cost one read, made as the connected account.
+    assert made == [("GET", f"/v1/customers/{customer.id}", connected)]
+    snapshots = stripe_client.v1.events.list(
+        {"type": "customer.*"}, on_behalf
+    ).data  # the snapshot events of the two changes, under the connected account
+    with connect(app.app.engine, readonly=True) as conn:
+        rows = set(conn.execute(select(Event.id, Event.account)))
+        held = get_object(conn, customer.id, account=connected)
+    assert rows == {(e.id, connected) for e in snapshots}
+    assert held is not None and held["name"] == "Connected"
+    assert app.mirrored(customer.id) is None  # not the platform's own customer
+
+
+def test_a_kept_read_serves_an_older_event_without_outranking_a_newer_state(
+    stripe_sandbox: Sandbox,
+    stripe_key: str,
+    stripe_client: stripe.StripeClient,
+    database_url: str,
+    served: list[Served],
+) -> None:
+    """The worker keeps its newest read of an object for the thin events
+    received before that read started. A kept read served to such an event
+    after the mirror took a newer state (here a snapshot delivery of a later
+    change) costs no API read and does not replace that state."""
+    from datetime import timedelta
+
+    from stripeline import inbox
     from stripeline_sandbox._signature import sign
 
-    proxy = RecordingProxy(stripe_sandbox.url)
-    try:
-        app = Served(
-            stripe_sandbox, stripe_key, database_url, "whsec_connected0", api_base=proxy.url
-        )
-        served.append(app)
-        # A connected account of the platform, and a customer of its own.
-        connected = stripe_client.v1.accounts.create({"type": "express"}).id
-        customer = stripe_client.v1.customers.create(
-            {"email": "connected@example.com"}, {"stripe_account": connected}
-        )
-        body = json.dumps(
-            {
-                "id": "evt_test_connected1",
-                "object": "v2.core.event",
-                "type": "v1.customer.created",
-                "created": "2026-11-27T10:00:00.000Z",
-                "livemode": False,
-                "context": connected,
-                "related_object": {
-                    "id": customer.id,
-                    "type": "customer",
-                    "url": f"/v1/customers/{customer.id}",
-                },
-                "snapshot_event": "evt_1ConnectedSnap",
-            }
-        ).encode()
-        answer = httpx.post(
-            app.url,
-            content=body,
-            headers={"Stripe-Signature": sign(body, "whsec_connected0", int(time.time()))},
-        )
-        assert answer.status_code == 200
-        app.settle(1)
-    finally:
-        proxy.close()
-    assert proxy.seen == [(f"/v1/customers/{customer.id}", connected)]
+    thin_id, thin_secret = stripe_sandbox.add_event_destination(
+        "http://127.0.0.1:9/none", ["v1.customer.created", "v1.customer.updated"], key=stripe_key
+    )
+    app = Served(stripe_sandbox, stripe_key, database_url, thin_secret, window=60.0)
+    served.append(app)
+    stripe_client.v2.core.event_destinations.update(thin_id, {"webhook_endpoint": {"url": app.url}})
+    # One event at a time, in the order they are due; the worker's clock is
+    # ahead of the wall clock, past the coalescing window of both thin events.
+    worker = Worker(
+        app.app, listen=False, batch_size=1, now=lambda: inbox.utcnow() + timedelta(minutes=5)
+    )
+    customer = stripe_client.v1.customers.create({"email": "kept@example.com"})
+    stripe_client.v1.customers.update(customer.id, {"name": "Older"})
+    assert stripe_sandbox.wait_for_deliveries(10)
+    created_id, older_id = stripe_sandbox.event_ids(key=stripe_key)[-2:]
+    since = len(stripe_sandbox.request_log(stripe_key))
+    assert worker.run_once() >= 1  # customer.created: the object read (name "Older")
+    time.sleep(2.1)  # the next change is seconds younger than that read
+    stripe_client.v2.core.event_destinations.disable(thin_id)
+    stripe_client.v1.customers.update(customer.id, {"name": "Newer"})
+    newer_id = stripe_sandbox.event_ids(key=stripe_key)[-1]
+    body = httpx.get(
+        f"{stripe_sandbox.url}/v1/events/{newer_id}",
+        headers={"Authorization": f"Bearer {stripe_key}"},
+    ).content
+    signature = sign(body, stripe_sandbox.webhook_secret, int(time.time()))
+    assert httpx.post(app.url, content=body, headers={"Stripe-Signature": signature}).is_success
+    assert worker.run_once() >= 1  # the snapshot of the newer change: due before the older one
+    assert app.mirrored(customer.id)["name"] == "Newer"  # type: ignore[index]
+    assert worker.run_once() >= 1  # the older change: served the kept read
     with connect(app.app.engine, readonly=True) as conn:
-        (row,) = conn.execute(select(Event.id, Event.account))
-        held = get_object(conn, customer.id, account=connected)
-    assert tuple(row) == ("evt_1ConnectedSnap", connected)
-    assert held is not None and held["email"] == "connected@example.com"
+        statuses = {row.id: row.status for row in conn.execute(select(Event.id, Event.status))}
+    assert statuses == dict.fromkeys([created_id, older_id, newer_id], "processed")
+    assert app.mirrored(customer.id)["name"] == "Newer"  # type: ignore[index]
+    gets = _gets(stripe_sandbox.request_log(stripe_key), since)
+    assert {p: n for p, n in gets.items() if p.startswith("/v1/customers/")} == {
+        f"/v1/customers/{customer.id}": 1
+    }
+    # The older change's handlers saw the kept read.
+    assert [s for s in app.seen if s[1] == older_id] == [
+        ("customer.updated", older_id, "Older"),
+        ("v1.customer.updated", older_id, "Older"),
+    ]

@@ -167,3 +167,71 @@ def test_thin_event_fetch_answers_injected_faults(
         client.v2.core.events.retrieve(event_id, options={"max_network_retries": 0})
     fetched: Any = client.v2.core.events.retrieve(event_id)
     assert fetched.related_object.id == customer.id
+
+
+def test_a_connected_accounts_changes_reach_the_platforms_destination_with_context(
+    sandbox: Sandbox, key: str, client: stripe.StripeClient, inbox: Inbox
+) -> None:
+    """A destination with ``@accounts`` gets the connected accounts' thin events,
+    ``context`` naming the account; a ``@self`` one does not. The object and the
+    full event are read on behalf of the account (``Stripe-Account``, ``Stripe-Context``),
+    and the request log shows it."""
+    created = client.v2.core.event_destinations.create(
+        {
+            "name": "connect",
+            "type": "webhook_endpoint",
+            "event_payload": "thin",
+            "events_from": ["@accounts"],
+            "enabled_events": ["v1.customer.created"],
+            "webhook_endpoint": {"url": inbox.url},
+        }
+    )
+    assert created.events_from == ["@accounts"]
+    sandbox.add_event_destination("http://127.0.0.1:9/self", ["*"], key=key)  # @self only
+    connected = client.v1.accounts.create({"type": "express"}).id
+    customer = client.v1.customers.create({"email": "c@example.com"}, {"stripe_account": connected})
+    client.v1.customers.create({"email": "platform@example.com"})  # the platform's own: not sent
+    (body, _), *rest = inbox.wait(1)
+    assert sandbox.wait_for_deliveries(5) and not rest
+    note = json.loads(body)
+    assert note["type"] == "v1.customer.created" and note["context"] == connected
+    assert note["related_object"]["id"] == customer.id
+    assert note["snapshot_event"].startswith("evt_")
+    read = client.v1.customers.retrieve(customer.id, options={"stripe_account": connected})
+    assert read.email == "c@example.com"
+    full = client.v2.core.events.retrieve(note["id"], options={"stripe_context": connected})
+    assert full.id == note["id"]
+    log = sandbox.request_log(key)
+    assert ("GET", f"/v1/customers/{customer.id}", connected) in log
+    assert ("GET", f"/v2/core/events/{note['id']}", connected) in log
+    with pytest.raises(stripe.InvalidRequestError):
+        client.v2.core.event_destinations.create(
+            {
+                "name": "bad",
+                "type": "webhook_endpoint",
+                "event_payload": "thin",
+                "events_from": ["@everyone"],
+                "enabled_events": ["*"],
+                "webhook_endpoint": {"url": inbox.url},
+            }
+        )
+
+
+@pytest.mark.parametrize("mode", ["pushed", "pulled", "none"])
+def test_where_a_thin_event_shows_its_snapshot_event(
+    sandbox: Sandbox, key: str, client: stripe.StripeClient, inbox: Inbox, mode: str
+) -> None:
+    sandbox.set_thin_events(snapshot_event=mode, key=key)
+    sandbox.add_event_destination(inbox.url, ["v1.product.created"], key=key)
+    client.v1.products.create({"name": "Shown"})
+    ((body, _),) = inbox.wait(1)
+    note = json.loads(body)
+    full = client.v2.core.events.retrieve(note["id"])
+    pushed, pulled = note.get("snapshot_event"), full.to_dict().get("snapshot_event")
+    assert (pushed is not None, pulled is not None) == {
+        "pushed": (True, True),
+        "pulled": (False, True),
+        "none": (False, False),
+    }[mode]
+    with pytest.raises(ValueError, match="snapshot_event"):
+        sandbox.set_thin_events(snapshot_event="sometimes", key=key)

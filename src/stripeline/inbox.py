@@ -31,7 +31,7 @@ from stripeline.db.models import Attempt, Delivery, Event
 STATUSES = ("pending", "processing", "processed", "failed", "dead", "ignored")
 #: Statuses a worker may claim (when due).
 CLAIMABLE = ("pending", "failed", "processing")
-SOURCES = ("webhook", "connect", "catch-up", "replay", "eventbridge")
+SOURCES = ("webhook", "connect", "catch-up", "replay", "eventbridge", "eventgrid")
 #: PostgreSQL channel notified when new events are due (workers LISTEN on it).
 NOTIFY_CHANNEL = "stripeline_events"
 

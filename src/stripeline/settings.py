@@ -102,6 +102,10 @@ def sqlite_files_problem(url: str) -> str | None:
     return None
 
 
+#: The shortest shared secret an Event Grid endpoint takes.
+MIN_EVENT_GRID_SECRET_LENGTH = 16
+
+
 def _split_secrets(raw: SecretStr | None) -> tuple[SecretStr, ...]:
     if raw is None:
         return ()
@@ -344,6 +348,16 @@ class Settings(BaseSettings):
         ),
     )
 
+    stripe_event_grid_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("STRIPE_EVENT_GRID_SECRET", "stripe_event_grid_secret"),
+        description=(
+            "Shared secrets an Azure Event Grid delivery must carry (?code= or the "
+            "Stripeline-Event-Grid-Secret header), comma-separated (rotation); "
+            "set, `serve` answers Event Grid at /webhooks/eventgrid."
+        ),
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _retry_schedule_from_csv(cls, data: object) -> object:
@@ -414,6 +428,12 @@ class Settings(BaseSettings):
             for i, secret in enumerate(_split_secrets(raw), start=1):
                 if not WEBHOOK_SECRET_PATTERN.match(secret.get_secret_value()):
                     raise ValueError(f"{name} entry {i} is malformed: expected whsec_…")
+        for i, secret in enumerate(self.event_grid_secrets, start=1):
+            if len(secret.get_secret_value()) < MIN_EVENT_GRID_SECRET_LENGTH:
+                raise ValueError(
+                    f"STRIPE_EVENT_GRID_SECRET entry {i} is too short: at least "
+                    f"{MIN_EVENT_GRID_SECRET_LENGTH} characters (make it random)"
+                )
         if self.effective_mode == "live" and not self.webhook_secrets:
             raise ValueError("a live key needs STRIPE_WEBHOOK_SECRET: webhooks cannot be verified")
         if not self.retry_schedule or any(s < 0 for s in self.retry_schedule):
@@ -462,6 +482,11 @@ class Settings(BaseSettings):
     def thin_webhook_secrets(self) -> tuple[SecretStr, ...]:
         """The Event Destinations' secrets (``STRIPE_THIN_WEBHOOK_SECRET``)."""
         return _split_secrets(self.stripe_thin_webhook_secret)
+
+    @property
+    def event_grid_secrets(self) -> tuple[SecretStr, ...]:
+        """The Azure Event Grid endpoint's shared secrets (``STRIPE_EVENT_GRID_SECRET``)."""
+        return _split_secrets(self.stripe_event_grid_secret)
 
     @property
     def uses_sandbox(self) -> bool:

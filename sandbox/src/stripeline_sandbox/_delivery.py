@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from stripeline_sandbox._event_destinations import THIN_EVENT, destination_targets, notification
+from stripeline_sandbox._event_destinations import (
+    DESTINATION,
+    THIN_EVENT,
+    destination_targets,
+    notification,
+    snapshot_mode,
+)
 from stripeline_sandbox._event_destinations import target as destination_target
 from stripeline_sandbox._objects import copy
 from stripeline_sandbox._signature import sign
@@ -137,14 +143,17 @@ class Deliverer:
         jobs: list[_Job] = []
         platform = account.platform
         connect: list[Obj] = []
+        platform_destinations: list[Obj] = []
         if platform is not None:
-            # A connected account's events go to the platform's Connect endpoints.
+            # A connected account's events go to the platform's Connect endpoints
+            # (and to its Event Destinations with ``@accounts``).
             with platform.lock:
                 connect = [
                     e
                     for e in reversed(platform.all("webhook_endpoint"))
                     if platform.internal.get(e["id"], {}).get("connect")
                 ]
+                platform_destinations = [dict(d) for d in reversed(platform.all(DESTINATION))]
         with account.lock:
             # A Connect endpoint gets its connected accounts' events, not its own account's.
             endpoints = [
@@ -161,7 +170,18 @@ class Deliverer:
                 ]
                 # Event Destinations: snapshot ones get the event, thin ones its thin twin.
                 targets.extend(destination_targets(account, event))
-                platform_targets = [e for e in connect if not thin and _wants(e, event["type"])]
+                platform_targets = [
+                    e["id"] for e in connect if not thin and _wants(e, event["type"])
+                ]
+                thin_targets: list[tuple[str, str]] = []
+                if platform_destinations:
+                    for destination_id, event_id in destination_targets(
+                        account, event, platform_destinations
+                    ):
+                        if event_id == event["id"]:  # the event itself
+                            platform_targets.append(destination_id)
+                        else:  # its thin twin
+                            thin_targets.append((destination_id, event_id))
                 if not thin:
                     event["pending_webhooks"] = sum(e == event["id"] for _, e in targets) + len(
                         platform_targets
@@ -169,12 +189,11 @@ class Deliverer:
                 for target_id, event_id in targets:
                     for _ in range(max(1, mode.duplicate)):
                         jobs.append(_Job(0.0, 0, account, target_id, event_id))
-                for endpoint in platform_targets:
+                platform_jobs = [(e, event["id"]) for e in platform_targets] + thin_targets
+                for endpoint_id, event_id in platform_jobs:
                     assert platform is not None  # noqa: S101 - connect implies a platform
                     for _ in range(max(1, mode.duplicate)):
-                        jobs.append(
-                            _Job(0.0, 0, platform, endpoint["id"], event["id"], source=account)
-                        )
+                        jobs.append(_Job(0.0, 0, platform, endpoint_id, event_id, source=account))
             if mode.hold:
                 account.held.extend(jobs)
                 return
@@ -260,7 +279,7 @@ class Deliverer:
             if event is None:
                 return
             if event.get("object") == THIN_EVENT:
-                shown = notification(event)
+                shown = notification(event, snapshot_mode(source))
             else:
                 shown = _in_version(source, event, version)
             payload = json.dumps(shown, indent=2).encode()

@@ -27,6 +27,12 @@ from stripeline_sandbox._state import API_VERSION, Account, Obj
 DESTINATION = "v2.core.event_destination"
 THIN_EVENT = "v2.core.event"
 MAX_DESTINATIONS = 16
+#: ``events_from`` values: the account's own events, its connected accounts'.
+EVENTS_FROM = ("@self", "@accounts")
+#: Where v1 thin events show ``snapshot_event`` (``Sandbox.set_thin_events``).
+SNAPSHOT_EVENT_MODES = ("pushed", "pulled", "none")
+#: Hidden record of an account's thin event settings.
+THIN_SETTINGS = "__thin_events__"
 #: Collection paths of v1 objects whose path is not ``/v1/<object>s``.
 _PATHS = {
     "checkout.session": "/v1/checkout/sessions",
@@ -48,8 +54,27 @@ def object_url(object_type: str, object_id: str) -> str:
     return f"{base}/{object_id}"
 
 
-def _wants(destination: Obj, event_type: str) -> bool:
+def snapshot_mode(account: Account) -> str:
+    """Where ``account``'s v1 thin events show ``snapshot_event`` (a connected
+    account follows its platform)."""
+    owner = account.platform or account
+    return str(owner.hidden(THIN_SETTINGS).get("snapshot_event", "pushed"))
+
+
+def _events_from(value: Any) -> list[str]:
+    values = [str(v) for v in (value if isinstance(value, list) else [value])]
+    if not values or any(v not in EVENTS_FROM for v in values):
+        raise invalid(
+            f"events_from must be a list of {', '.join(EVENTS_FROM)}", param="events_from"
+        )
+    return values
+
+
+def _wants(destination: Obj, event_type: str, *, connected: bool = False) -> bool:
     if destination.get("status") != "enabled":
+        return False
+    source = "@accounts" if connected else "@self"
+    if source not in (destination.get("events_from") or ["@self"]):
         return False
     enabled = destination.get("enabled_events") or []
     return "*" in enabled or event_type in enabled
@@ -77,10 +102,12 @@ def add_destination(
     secret: str | None = None,
     description: str = "",
     metadata: dict[str, str] | None = None,
+    events_from: list[str] | None = None,
 ) -> Obj:
     """Register a webhook destination; the API and ``Sandbox.add_event_destination`` use this."""
     if payload not in ("thin", "snapshot"):
         raise invalid("event_payload must be thin or snapshot", param="event_payload")
+    sources = _events_from(events_from if events_from is not None else ["@self"])
     if len(account.all(DESTINATION)) >= MAX_DESTINATIONS:
         raise invalid(f"You have reached the maximum of {MAX_DESTINATIONS} event destinations.")
     if not url.startswith(("http://", "https://")):
@@ -94,7 +121,7 @@ def add_destination(
         "description": description,
         "enabled_events": list(enabled_events),
         "event_payload": payload,
-        "events_from": ["@self"],
+        "events_from": sources,
         "livemode": False,
         "metadata": dict(metadata or {}),
         "name": name,
@@ -143,6 +170,7 @@ def create_destination(request: Request) -> Obj:
         name=str(request.param("name")),
         description=str(params.get("description") or ""),
         metadata=params.get("metadata") or {},
+        events_from=params.get("events_from"),
     )
     return _shown(request.account, destination, _include(params))
 
@@ -160,6 +188,8 @@ def update_destination(request: Request) -> Obj:
         destination["name"] = str(params["name"])
     if "description" in params:
         destination["description"] = str(params["description"] or "")
+    if "events_from" in params:
+        destination["events_from"] = _events_from(params["events_from"])
     endpoint = params.get("webhook_endpoint")
     if isinstance(endpoint, dict) and endpoint.get("url"):
         destination["webhook_endpoint"]["url"] = str(endpoint["url"])
@@ -228,9 +258,11 @@ def thin_event(
     return event
 
 
-def notification(event: Obj) -> Obj:
-    """What a thin destination is sent: the event without ``data`` (fetch it)."""
-    return {k: v for k, v in event.items() if k not in ("data", "changes")}
+def notification(event: Obj, mode: str = "pushed") -> Obj:
+    """What a thin destination is sent: the event without ``data`` (fetch it);
+    ``snapshot_event`` only in the ``pushed`` mode (``snapshot_mode``)."""
+    hidden = ("data", "changes") if mode == "pushed" else ("data", "changes", "snapshot_event")
+    return {k: v for k, v in event.items() if k not in hidden}
 
 
 def thin_twin(account: Account, v1_event: Obj) -> Obj:
@@ -266,18 +298,26 @@ def thin_twin(account: Account, v1_event: Obj) -> Obj:
     return twin
 
 
-def destination_targets(account: Account, event: Obj) -> list[tuple[str, str]]:
+def destination_targets(
+    account: Account, event: Obj, destinations: list[Obj] | None = None
+) -> list[tuple[str, str]]:
     """(destination id, event id) for each destination that wants ``event``
-    (a v1 event; thin destinations get its thin twin). Caller holds the lock."""
+    of ``account`` (snapshot destinations get the event, thin ones its thin
+    twin). ``destinations``: the platform's, for a connected account's event
+    (those with ``@accounts`` in ``events_from`` want it); by default the
+    account's own (``@self``). Caller holds ``account``'s lock."""
+    connected = destinations is not None
+    candidates = destinations if destinations is not None else account.all(DESTINATION)[::-1]
     targets: list[tuple[str, str]] = []
-    for destination in reversed(account.all(DESTINATION)):
+    for destination in candidates:
+        kind = destination["event_payload"]
         if event.get("object") == THIN_EVENT:
-            if destination["event_payload"] == "thin" and _wants(destination, event["type"]):
+            if kind == "thin" and _wants(destination, event["type"], connected=connected):
                 targets.append((destination["id"], event["id"]))
-        elif destination["event_payload"] == "snapshot":
-            if _wants(destination, event["type"]):
+        elif kind == "snapshot":
+            if _wants(destination, event["type"], connected=connected):
                 targets.append((destination["id"], event["id"]))
-        elif _wants(destination, "v1." + str(event["type"])):
+        elif _wants(destination, "v1." + str(event["type"]), connected=connected):
             targets.append((destination["id"], thin_twin(account, event)["id"]))
     return targets
 
@@ -290,11 +330,17 @@ def target(account: Account, target_id: str) -> tuple[str, str] | None:
     return str(destination["webhook_endpoint"]["url"]), str(account.hidden(target_id)["secret"])
 
 
+def _shown_event(account: Account, event: Obj) -> Obj:
+    if snapshot_mode(account) == "none" and "snapshot_event" in event:
+        return {k: v for k, v in event.items() if k != "snapshot_event"}
+    return event
+
+
 def retrieve_thin_event(request: Request) -> Obj:
     event = request.account.find(THIN_EVENT, request.path_params["id"])
     if event is None:
         raise no_such("event", request.path_params["id"])
-    return event
+    return _shown_event(request.account, event)
 
 
 def list_thin_events(request: Request) -> Obj:
@@ -311,7 +357,8 @@ def list_thin_events(request: Request) -> Obj:
         if (object_id is None or (e.get("related_object") or {}).get("id") == object_id)
         and (wanted is None or e["type"] in wanted)
     ]
-    return {"data": rows[:limit], "next_page_url": None, "previous_page_url": None}
+    data = [_shown_event(request.account, e) for e in rows[:limit]]
+    return {"data": data, "next_page_url": None, "previous_page_url": None}
 
 
 def emit_health_event(request: Request) -> Obj:

@@ -228,13 +228,19 @@ class Sandbox:
         *,
         payload: str = "thin",
         secret: str | None = None,
+        events_from: Sequence[str] = ("@self",),
         key: str | None = None,
     ) -> tuple[str, str]:
         """An Event Destination (webhook type) sending ``events`` to ``url``
         as ``payload`` (``thin`` or ``snapshot``) events; returns (id, signing secret).
 
+        ``events_from``: ``@self`` (the account's own events) and/or
+        ``@accounts`` (its connected accounts' events, thin ones with their
+        ``context``).
+
         Raises:
-            ValueError: a payload other than thin or snapshot, or a bad URL.
+            ValueError: a payload other than thin or snapshot, a bad URL or
+                ``events_from``.
         """
         from stripeline_sandbox._errors import StripeError
         from stripeline_sandbox._event_destinations import add_destination
@@ -243,11 +249,34 @@ class Sandbox:
         with account.lock:
             try:
                 destination = add_destination(
-                    account, self.clock.now(), url, list(events), payload=payload, secret=secret
+                    account,
+                    self.clock.now(),
+                    url,
+                    list(events),
+                    payload=payload,
+                    secret=secret,
+                    events_from=list(events_from),
                 )
             except StripeError as error:
                 raise ValueError(error.message) from None
             return str(destination["id"]), str(account.hidden(destination["id"])["secret"])
+
+    def set_thin_events(self, *, snapshot_event: str = "pushed", key: str | None = None) -> None:
+        """Where the account's v1 thin events show their snapshot event's id
+        (``snapshot_event``): ``pushed`` (what a destination is sent and
+        ``/v2/core/events/{id}``, the default), ``pulled`` (only
+        ``/v2/core/events/{id}``) or ``none`` (nowhere).
+
+        Raises:
+            ValueError: another value.
+        """
+        from stripeline_sandbox._event_destinations import SNAPSHOT_EVENT_MODES, THIN_SETTINGS
+
+        if snapshot_event not in SNAPSHOT_EVENT_MODES:
+            raise ValueError(f"snapshot_event must be one of {SNAPSHOT_EVENT_MODES}")
+        account = self.account(key)
+        with account.lock:
+            account.hidden(THIN_SETTINGS)["snapshot_event"] = snapshot_event
 
     def emit_thin_event(
         self,
@@ -358,6 +387,15 @@ class Sandbox:
         account = self.account(key)
         with account.lock:
             return dict(account.requests)
+
+    def request_log(self, key: str | None = None) -> list[tuple[str, str, str | None]]:
+        """The newest API requests made with the key (at most 10,000), oldest
+        first: (method, path, the connected account they acted for through
+        ``Stripe-Account`` or ``Stripe-Context``, else None). Sandbox
+        controls are not logged."""
+        account = self.account(key)
+        with account.lock:
+            return list(account.request_log)
 
     def bulk_create(
         self, resource: str, count: int, *, key: str | None = None, **params: object

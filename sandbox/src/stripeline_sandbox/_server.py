@@ -114,6 +114,15 @@ def _authenticate(header: str | None, form_key: Any = None) -> str:
     return key
 
 
+def _context_account(context: str | None) -> str | None:
+    """The connected account a ``Stripe-Context`` header names (API v2: its
+    last segment, as in ``org_…/acct_…``), or None."""
+    if not context:
+        return None
+    last = context.strip().rsplit("/", 1)[-1]
+    return last if last.startswith("acct_") else None
+
+
 def _fingerprint(method: str, path: str, params: dict[str, Any]) -> str:
     text = json.dumps([method, path, params], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -213,7 +222,12 @@ class _Handler(BaseHTTPRequestHandler):
                 account = found_account
             else:
                 account = self.server.world.account(key)
-                on_behalf = self.headers.get("Stripe-Account")
+                on_behalf = self.headers.get("Stripe-Account") or _context_account(
+                    self.headers.get("Stripe-Context")
+                )
+                if not path.startswith("/_sandbox/"):
+                    with account.lock:
+                        account.request_log.append((method, path, on_behalf or None))
                 if on_behalf:
                     account = connected_account(self.server.world, account, on_behalf)
             found = self.server.router.match(method, path)

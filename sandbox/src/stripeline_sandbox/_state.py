@@ -28,6 +28,8 @@ PaymentOutcomeHandler = Callable[["Call", Obj], None]
 
 #: The API version of the installed SDK (checked by a test); events carry it.
 API_VERSION = "2026-10-28.endive"
+#: How many of an account's newest API requests ``Account.request_log`` keeps.
+REQUEST_LOG_LENGTH = 10_000
 
 
 @dataclass
@@ -61,6 +63,11 @@ class Account:
     rate_limited: int = 0
     #: API requests by ``"METHOD /route/{pattern}"`` (``Sandbox.request_counts``).
     requests: Counter[str] = field(default_factory=Counter)
+    #: The newest API requests made with this key, as (method, path, the
+    #: ``Stripe-Account`` or ``Stripe-Context`` they acted for) (``Sandbox.request_log``).
+    request_log: deque[tuple[str, str, str | None]] = field(
+        default_factory=lambda: deque(maxlen=REQUEST_LOG_LENGTH)
+    )
     delivery: DeliveryMode | None = None
     held: list[Any] = field(default_factory=list)
     attempts: list[Any] = field(default_factory=list)

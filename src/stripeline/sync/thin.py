@@ -11,6 +11,16 @@ changes to one object arrives before its read.
 When a worker claims thin events, ``hydrate`` reads, outside any
 transaction and through the app's rate-limited ``Fetcher``:
 
+- for a v1 thin event whose notification did not name its snapshot event
+  (``snapshot_event`` is optional in Stripe's API; the event was stored under
+  its own id): the full event (``/v2/core/events/{id}``). When it names the
+  snapshot event, the thin event is stored again under that id, as the
+  webhook route would have stored it (``_merge``: a new row, or one more
+  delivery of the snapshot delivery's row), and processed from there; when
+  it does not, the thin event is processed under its own id (logged
+  ``thin_event_without_snapshot_event``: a snapshot delivery of the same
+  change is then a change of its own);
+
 - for an event with a ``related_object``: the object as it is now, with the
   ``Stripe-Account`` of the event's ``context``; one read per object for
   every thin event received before that read started (the worker keeps each
@@ -37,11 +47,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, delete, select, update
 
 from stripeline import inbox
 from stripeline.core.backoff import scheduled
-from stripeline.core.envelope import THIN_OBJECT, Envelope
+from stripeline.core.envelope import ID_LENGTH, THIN_OBJECT, Envelope, parse_thin
 from stripeline.db.engine import connect
 from stripeline.errors import StripeAPIError
 from stripeline.log import get_logger
@@ -291,6 +301,72 @@ def _record_gone(
     )
 
 
+def _wants_snapshot_id(item: inbox.ClaimedEvent, note: dict[str, Any]) -> bool:
+    """A v1 thin event stored under its own id: its notification did not name
+    its snapshot event (``snapshot_event`` is optional in Stripe's API)."""
+    return (
+        str(note.get("type") or "").startswith("v1.")
+        and not note.get("snapshot_event")
+        and item.id == note.get("id")
+    )
+
+
+def _merge(
+    engine: Engine,
+    settings: Settings,
+    item: inbox.ClaimedEvent,
+    note: dict[str, Any],
+    snapshot: str,
+    *,
+    worker: str,
+) -> bool:
+    """Store a v1 thin event held under its own id under its snapshot event's
+    id instead, in one transaction: a new inbox row (the notification, now
+    naming ``snapshot``, due as the first was), or one more delivery of the
+    row that id already has (the snapshot delivery came first); the row under
+    the thin id and its attempts are deleted. False when ``worker`` no longer
+    holds the event (another worker took it after its lease ran out)."""
+    events = inbox.events
+    body = dict(note, snapshot_event=snapshot)
+    envelope = parse_thin(body)
+    with connect(engine) as conn:
+        row = conn.execute(
+            select(events.c.received_at, events.c.source, events.c.signed_at).where(
+                and_(
+                    events.c.id == item.id,
+                    events.c.lease_owner == worker,
+                    events.c.status == "processing",
+                )
+            )
+        ).first()
+        if row is None:
+            return False
+        received_at = row.received_at
+        (new,) = inbox.store(
+            conn,
+            [
+                inbox.IncomingEvent(
+                    envelope=envelope,
+                    payload=json.dumps(body).encode(),
+                    source=row.source,
+                    received_at=received_at,
+                    signed_at=row.signed_at,
+                    due_at=thin_due_at(settings, envelope, received_at),
+                )
+            ],
+        )
+        conn.execute(delete(events).where(events.c.id == item.id))
+        conn.execute(delete(inbox.attempts).where(inbox.attempts.c.event_id == item.id))
+    log.info(
+        "thin_event_merged",
+        action="thin_event_merged",
+        thin_event_id=item.id,
+        event_id=snapshot,
+        first_delivery=new,
+    )
+    return True
+
+
 def hydrate(
     engine: Engine,
     fetcher: Fetcher | None,
@@ -316,6 +392,28 @@ def hydrate(
         note = json.loads(item.payload)
         related = note.get("related_object")
         try:
+            if fetcher is not None and _wants_snapshot_id(item, note):
+                # Which change is it? The full event names its snapshot event
+                # (kept 30 days by Stripe: past that, the change stays its own).
+                try:
+                    full = _full_event(fetcher, note)
+                except StripeAPIError as exc:
+                    if exc.http_status != 404:
+                        raise
+                    full = None
+                if full is not None:
+                    reads.count += 1
+                snapshot = (full or {}).get("snapshot_event")
+                if isinstance(snapshot, str) and snapshot and len(snapshot) <= ID_LENGTH:
+                    _merge(engine, settings, item, note, snapshot, worker=worker)
+                    deferred.add(item.id)  # stored again under its snapshot id
+                    continue
+                log.warning(
+                    "thin_event_without_snapshot_event",
+                    action="thin_event_without_snapshot_event",
+                    event_id=item.id,
+                    event_type=note.get("type"),
+                )
             if (
                 isinstance(related, dict)
                 and related.get("id")

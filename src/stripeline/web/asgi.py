@@ -303,6 +303,11 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
+    if settings.event_grid_secrets:
+        from stripeline.sync.eventgrid import PATH, EventGridConsumer
+
+        consumer = EventGridConsumer(app.engine, settings)
+        routes.append(Route(PATH, consumer.respond, methods=["POST", "OPTIONS"]))
     console = _console(app)
     if console is not None:
         routes.append(Mount("/console", app=console))
