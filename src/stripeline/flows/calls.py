@@ -42,7 +42,6 @@ database's one write lock (``SecondWriteTransaction``).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import threading
@@ -70,6 +69,7 @@ from stripeline.errors import (
     StripeRateLimitError,
     StripeServerError,
 )
+from stripeline.flows._twin import in_thread
 from stripeline.inbox import utcnow
 from stripeline.mirror._store import (
     apply_states,
@@ -330,30 +330,7 @@ class Calls:
         replayed = _header(answer, "idempotent-replayed") == "true"
         return self._done(account_key, key, as_dict(answer), as_of=first_sent if replayed else None)
 
-    async def run_async(
-        self,
-        action: str,
-        reference: str,
-        params: Mapping[str, Any],
-        send: Send,
-        *,
-        find: Find | None = None,
-        account: str | None = None,
-        admit: Admit | None = None,
-        lock: str | None = None,
-    ) -> dict[str, Any]:
-        """``run`` in a worker thread (the SDK and the database calls block)."""
-        return await asyncio.to_thread(
-            self.run,
-            action,
-            reference,
-            params,
-            send,
-            find=find,
-            account=account,
-            admit=admit,
-            lock=lock,
-        )
+    run_async = in_thread(run)
 
     # -- the ledger -----------------------------------------------------------
 

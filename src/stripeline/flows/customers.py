@@ -46,7 +46,6 @@ Every method has an ``_async`` twin that runs it in a worker thread.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -67,6 +66,7 @@ from stripeline.errors import (
     StripeCardError,
     StripeInvalidRequestError,
 )
+from stripeline.flows._twin import in_thread
 from stripeline.flows.calls import as_dict, params_hash
 from stripeline.inbox import utcnow
 from stripeline.mirror._store import apply_states, held_marker, state_from_fetch
@@ -600,19 +600,11 @@ class Customers:
 
         return privacy.export(self._app, user_id, account=account)
 
-    async def forget_async(self, user_id: str, *, account: str | None = None) -> ErasureReport:
-        """``forget`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(self.forget, user_id, account=account)
+    forget_async = in_thread(forget)
 
-    async def forget_customer_async(
-        self, customer_id: str, *, account: str | None = None
-    ) -> ErasureReport:
-        """``forget_customer`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(self.forget_customer, customer_id, account=account)
+    forget_customer_async = in_thread(forget_customer)
 
-    async def export_async(self, user_id: str, *, account: str | None = None) -> dict[str, Any]:
-        """``export`` in a worker thread."""
-        return await asyncio.to_thread(self.export, user_id, account=account)
+    export_async = in_thread(export)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -692,86 +684,14 @@ class Customers:
 
     # -- async twins ----------------------------------------------------------------------
 
-    async def ensure_async(
-        self,
-        user_id: str,
-        *,
-        email: str | None = None,
-        name: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        account: str | None = None,
-    ) -> Customer:
-        """``ensure`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(
-            self.ensure, user_id, email=email, name=name, metadata=metadata, account=account
-        )
+    ensure_async = in_thread(ensure)
 
-    async def update_async(
-        self,
-        user_id: str,
-        *,
-        email: str | None = UNSET,
-        name: str | None = UNSET,
-        phone: str | None = UNSET,
-        address: Mapping[str, str | None] | None = UNSET,
-        metadata: Mapping[str, Any] | None = None,
-        reference: str | None = None,
-        account: str | None = None,
-    ) -> Customer:
-        """``update`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(
-            self.update,
-            user_id,
-            email=email,
-            name=name,
-            phone=phone,
-            address=address,
-            metadata=metadata,
-            reference=reference,
-            account=account,
-        )
+    update_async = in_thread(update)
 
-    async def setup_card_async(
-        self,
-        user_id: str,
-        *,
-        payment_method: str | None = None,
-        usage: Literal["off_session", "on_session"] = "off_session",
-        return_url: str | None = None,
-        reference: str | None = None,
-        account: str | None = None,
-    ) -> CardSetup:
-        """``setup_card`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(
-            self.setup_card,
-            user_id,
-            payment_method=payment_method,
-            usage=usage,
-            return_url=return_url,
-            reference=reference,
-            account=account,
-        )
+    setup_card_async = in_thread(setup_card)
 
-    async def payment_methods_async(
-        self, user_id: str, *, refresh: bool = False, account: str | None = None
-    ) -> list[PaymentMethod]:
-        """``payment_methods`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(
-            self.payment_methods, user_id, refresh=refresh, account=account
-        )
+    payment_methods_async = in_thread(payment_methods)
 
-    async def set_default_payment_method_async(
-        self, user_id: str, payment_method: str, *, account: str | None = None
-    ) -> Customer:
-        """``set_default_payment_method`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(
-            self.set_default_payment_method, user_id, payment_method, account=account
-        )
+    set_default_payment_method_async = in_thread(set_default_payment_method)
 
-    async def detach_payment_method_async(
-        self, user_id: str, payment_method: str, *, account: str | None = None
-    ) -> PaymentMethod:
-        """``detach_payment_method`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(
-            self.detach_payment_method, user_id, payment_method, account=account
-        )
+    detach_payment_method_async = in_thread(detach_payment_method)

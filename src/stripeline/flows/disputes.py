@@ -61,6 +61,7 @@ from stripeline.app import ReceivedEvent, once_keys, take_once
 from stripeline.db import models
 from stripeline.db.engine import connect, read
 from stripeline.errors import DisputeDeadlinePassed, DisputeNotFound, DisputeNotOpen
+from stripeline.flows._twin import in_thread
 from stripeline.flows.calls import params_hash
 from stripeline.inbox import utcnow
 from stripeline.mirror._store import get_object
@@ -763,62 +764,17 @@ class Disputes:
 
     # -- async twins ---------------------------------------------------------------
 
-    async def case_async(
-        self, dispute_id: str, *, account: str | None = None
-    ) -> DisputeCase | None:
-        """Async twin of ``case``."""
-        return await asyncio.to_thread(self.case, dispute_id, account=account)
+    case_async = in_thread(case)
 
-    async def cases_async(
-        self,
-        *,
-        status: str | Sequence[str] | None = None,
-        account: str | None = None,
-        limit: int = 100,
-    ) -> list[DisputeCase]:
-        """Async twin of ``cases``."""
-        return await asyncio.to_thread(self.cases, status=status, account=account, limit=limit)
+    cases_async = in_thread(cases)
 
-    async def due_async(
-        self,
-        within: timedelta = timedelta(days=7),
-        *,
-        now: datetime | None = None,
-        account: str | None = None,
-        limit: int = 100,
-    ) -> list[DisputeCase]:
-        """Async twin of ``due``."""
-        return await asyncio.to_thread(self.due, within, now=now, account=account, limit=limit)
+    due_async = in_thread(due)
 
-    async def check_deadlines_async(self, *, now: datetime | None = None) -> list[DueAlarm]:
-        """Async twin of ``check_deadlines``."""
-        return await asyncio.to_thread(self.check_deadlines, now=now)
+    check_deadlines_async = in_thread(check_deadlines)
 
-    async def submit_async(
-        self,
-        dispute_id: str,
-        evidence: Mapping[str, Any],
-        *,
-        submit: bool = True,
-        account: str | None = None,
-    ) -> DisputeCase:
-        """Async twin of ``submit``.
+    submit_async = in_thread(submit)
 
-        Raises:
-            DisputeNotFound, DisputeNotOpen, DisputeDeadlinePassed, ValueError,
-            CallConflict, StripeAPIError: see ``submit``.
-        """
-        return await asyncio.to_thread(
-            self.submit, dispute_id, evidence, submit=submit, account=account
-        )
-
-    async def accept_async(self, dispute_id: str, *, account: str | None = None) -> DisputeCase:
-        """Async twin of ``accept``.
-
-        Raises:
-            DisputeNotFound, DisputeNotOpen, StripeAPIError: see ``accept``.
-        """
-        return await asyncio.to_thread(self.accept, dispute_id, account=account)
+    accept_async = in_thread(accept)
 
     async def build_evidence_async(
         self, dispute_id: str, *, account: str | None = None, **extra: Any
@@ -832,17 +788,7 @@ class Disputes:
             lambda: self.build_evidence(dispute_id, account=account, **extra)
         )
 
-    async def upload_evidence_file_async(
-        self, content: bytes, filename: str, *, account: str | None = None
-    ) -> str:
-        """Async twin of ``upload_evidence_file``.
-
-        Raises:
-            StripeAPIError: see ``Calls.run``.
-        """
-        return await asyncio.to_thread(
-            self.upload_evidence_file, content, filename, account=account
-        )
+    upload_evidence_file_async = in_thread(upload_evidence_file)
 
 
 def _closed(found: Any) -> Any:

@@ -37,7 +37,6 @@ Every method takes the order id, or the PaymentIntent's id (``pi_…``).
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from stripeline.errors import (
     PaymentNotFound,
     StripeCardError,
 )
+from stripeline.flows._twin import in_thread
 from stripeline.flows.calls import as_dict, calls, write_to_mirror
 from stripeline.inbox import utcnow
 
@@ -791,80 +791,17 @@ class Payments:
 
     # -- async twins ----------------------------------------------------------------
 
-    async def start_async(
-        self,
-        order_id: str,
-        amount: int,
-        currency: str,
-        *,
-        customer: str | None = None,
-        capture: Capture = "automatic",
-        payment_method: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        payment_method_types: Sequence[str] | None = None,
-        return_url: str | None = None,
-        off_session: bool = False,
-    ) -> PaymentOutcome:
-        """``start`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(
-            self.start,
-            order_id,
-            amount,
-            currency,
-            customer=customer,
-            capture=capture,
-            payment_method=payment_method,
-            metadata=metadata,
-            payment_method_types=payment_method_types,
-            return_url=return_url,
-            off_session=off_session,
-        )
+    start_async = in_thread(start)
 
-    async def confirm_async(
-        self,
-        order_or_payment_intent: str,
-        *,
-        payment_method: str | None = None,
-        return_url: str | None = None,
-        off_session: bool = False,
-    ) -> PaymentOutcome:
-        """``confirm`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(
-            self.confirm,
-            order_or_payment_intent,
-            payment_method=payment_method,
-            return_url=return_url,
-            off_session=off_session,
-        )
+    confirm_async = in_thread(confirm)
 
-    async def capture_async(
-        self, order_or_payment_intent: str, amount: int | None = None
-    ) -> PaymentOutcome:
-        """``capture`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(self.capture, order_or_payment_intent, amount)
+    capture_async = in_thread(capture)
 
-    async def cancel_async(
-        self, order_or_payment_intent: str, *, reason: str | None = None
-    ) -> PaymentOutcome:
-        """``cancel`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(self.cancel, order_or_payment_intent, reason=reason)
+    cancel_async = in_thread(cancel)
 
-    async def refund_async(
-        self,
-        order_or_payment_intent: str,
-        amount: int | None = None,
-        *,
-        reason: str | None = None,
-        reference: str | None = None,
-    ) -> Refunded:
-        """``refund`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(
-            self.refund, order_or_payment_intent, amount, reason=reason, reference=reference
-        )
+    refund_async = in_thread(refund)
 
-    async def status_async(self, order_or_payment_intent: str) -> PaymentOutcome:
-        """``status`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(self.status, order_or_payment_intent)
+    status_async = in_thread(status)
 
 
 def fulfilment_of(event: ReceivedEvent) -> Fulfilment | None:
