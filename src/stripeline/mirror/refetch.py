@@ -16,6 +16,7 @@ again until a new request for the object comes in.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,9 @@ refetches = cast(Table, Refetch.__table__)
 
 #: Default coalescing window: a burst of events inside it costs one read.
 DEFAULT_WINDOW_SECONDS = 2.0
+#: Seconds a round of reads may take before no more start (``process_due``):
+#: the worker goes back to the inbox's events in between.
+ROUND_BUDGET_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +185,22 @@ def fail(conn: Connection, item: Claimed, *, error: str, retry_in: float, now: d
     )
 
 
+def _put_back(engine: Engine, items: Sequence[Claimed], *, worker: str, due_at: datetime) -> None:
+    """Reads claimed but not made this round: back in the queue, due at
+    ``due_at``, the attempt the claim counted taken back."""
+    with connect(engine) as conn:
+        for item in items:
+            conn.execute(
+                update(refetches)
+                .where(
+                    refetches.c.account == item.account,
+                    refetches.c.id == item.id,
+                    refetches.c.lease_owner == worker,
+                )
+                .values(lease_owner=None, attempts=refetches.c.attempts - 1, due_at=due_at)
+            )
+
+
 def give_up(conn: Connection, item: Claimed, *, error: str, now: datetime) -> None:
     """The read can never succeed: stop trying (until a new request comes in)."""
     conn.execute(
@@ -229,13 +249,28 @@ def process_due(
     window: float = DEFAULT_WINDOW_SECONDS,
     limit: int = 20,
     now: Callable[[], datetime] = _utcnow,
+    budget: float = ROUND_BUDGET_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
 ) -> int:
     """Read due objects through ``fetcher`` and apply them; return how many
-    were claimed. Each read runs outside any transaction (no network call
-    inside a DB write); its result is applied in a short one."""
+    reads were made. Each read runs outside any transaction (no network call
+    inside a DB write); its result is applied in a short one.
+
+    Reads never hold the inbox back for long (the worker processes events
+    between two rounds): no read starts once the round has taken ``budget``
+    seconds, and a read that fails for a reason that may pass (Stripe
+    unreachable, 429, 5xx, a timeout) ends the round, since the next ones
+    would most likely fail the same way, each after its own timeout and
+    retries. The reads not made are put back, their attempt not counted:
+    due at once after the budget, or when the failed read is retried."""
     with connect(engine) as conn:
         claimed = claim(conn, worker=worker, limit=limit, lease_seconds=lease_seconds, now=now())
-    for item in claimed:
+    started_round = clock()
+    for index, item in enumerate(claimed):
+        if index and clock() - started_round >= budget:
+            _put_back(engine, claimed[index:], worker=worker, due_at=now())
+            log.info("refetch_round_cut", action="refetch_round_cut", put_back=len(claimed) - index)
+            return index
         # What the mirror holds before the read starts: the read shows that
         # state or a newer one, and its marker is set past it (see
         # core.ordering), on the clock the object's events come from.
@@ -266,7 +301,19 @@ def process_due(
                     error=exc.message[:300],
                     retry_in=delay,
                 )
-                fail(conn, item, error=exc.message, retry_in=delay, now=now())
+                failed_at = now()
+                fail(conn, item, error=exc.message, retry_in=delay, now=failed_at)
+            if exc.retryable and index + 1 < len(claimed):
+                left = claimed[index + 1 :]
+                retry_at = failed_at + timedelta(seconds=delay)
+                _put_back(engine, left, worker=worker, due_at=retry_at)
+                log.warning(
+                    "refetch_round_stopped",
+                    action="refetch_round_stopped",
+                    put_back=len(left),
+                    retry_in=delay,
+                )
+                return index + 1
             continue
         state = state_from_fetch(
             fetched.data,
