@@ -329,7 +329,10 @@ def catch_up(
                         started_at=run_started,
                         now=clock(),
                         error=f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}",
-                        **progress,
+                        pages=progress["pages"],
+                        seen=progress["seen"],
+                        inserted=progress["inserted"],
+                        ignored=progress["ignored"],
                     )
             except Exception:  # the run's own error is the one to raise
                 log.warning("catch-up history not recorded", action="catch_up_history_failed")
