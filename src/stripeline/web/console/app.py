@@ -69,10 +69,10 @@ SECURITY_HEADERS = {
 FORM_LIMIT = 64 * 1024
 STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
 
-#: Keys whose values are never shown, whatever object holds them.
-SECRET_KEYS = frozenset(
-    {"client_secret", "secret", "password", "number", "cvc", "api_key", "webhook_secret"}
-)
+#: Keys whose values are never shown, whatever object holds them (a card
+#: number, under any key, is caught by its digits: an invoice's ``number``
+#: is shown).
+SECRET_KEYS = frozenset({"client_secret", "secret", "password", "cvc", "api_key", "webhook_secret"})
 _SECRET_TEXT = re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]+|\bwhsec_[A-Za-z0-9+/=]+")
 _CARD_NUMBER = re.compile(r"\b(?:\d[ -]?){13,19}\b")
 REDACTED = "[redacted]"
