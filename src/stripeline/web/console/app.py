@@ -709,9 +709,8 @@ def create_console(app: Stripeline) -> ASGIApp | None:
         refunds = [r for c in charges if c.amount_refunded for r in mirror.refunds(charge=c.id)]
         disputes = [d for c in charges if c.disputed for d in mirror.disputes(charge=c.id)]
         with connect(app.engine, readonly=True) as conn:
-            touched = queries.list_events(
-                conn, queries.EventFilter(object_id=customer_id), limit=20
-            ).events
+            about = queries.EventFilter(customer=customer_id).with_customer_objects(conn)
+            touched = queries.list_events(conn, about, limit=20).events
         return {
             "customer": customer,
             "entitlements": entitlements_of(customer_id),
