@@ -38,6 +38,19 @@ VERIFY_ACTION = "verify"
 #: Drifted objects kept in a stored report (the counts stay exact).
 REPORT_DRIFT_LIMIT = 500
 
+__all__ = [
+    "BackfillRun",
+    "CatchUpRun",
+    "StoredReport",
+    "TypeProgress",
+    "backfill_progress",
+    "catch_up_history",
+    "last_verify_report",
+    "record_backfill_page",
+    "record_catch_up",
+    "save_verify_report",
+]
+
 _cursors = cast(Table, Cursor.__table__)
 _audit = cast(Table, ConsoleAudit.__table__)
 
