@@ -336,6 +336,8 @@ def test_repair_from_the_sync_page_is_confirmed_audited_and_refused_when_read_on
         )
         assert done.status_code == 303 and "done=3" in done.headers["location"]
         after = client.get("/console/sync").text
+        audit = client.get("/console/audit").text
+        assert "a drift check's report" in audit and '"objects"' not in audit
         stale = client.post(
             "/console/sync/repair", data={"csrf": token, "report": report_id, "confirm": "yes"}
         )
@@ -344,12 +346,12 @@ def test_repair_from_the_sync_page_is_confirmed_audited_and_refused_when_read_on
     with connect(app.engine, readonly=True) as conn:
         customer = get_object(conn, ids["customer"])
         subscription = get_object(conn, ids["subscription"])
-        audit = conn.execute(
+        repairs = conn.execute(
             select(ConsoleAudit.__table__.c.actor, ConsoleAudit.__table__.c.count).where(
                 ConsoleAudit.__table__.c.action == "repair"
             )
         ).all()
     assert customer is not None and subscription is not None
     assert subscription["status"] == "trialing"
-    assert [tuple(row) for row in audit] == [(ADMIN[0], 3)]
+    assert [tuple(row) for row in repairs] == [(ADMIN[0], 3)]
     assert check_drift(app.engine, reader, ["customer", "subscription"]).clean
