@@ -92,6 +92,28 @@ def test_a_mirror_object_has_a_page_with_its_json_and_the_events_that_made_it(
     assert client.get("/console/objects/in_nowhere").status_code == 404
 
 
+def test_a_thin_event_names_its_related_object(app: Stripeline, client: TestClient) -> None:
+    processed(app, customer_events())
+    thin = {
+        "id": "evt_test_thin_console",
+        "object": "v2.core.event",
+        "type": "v1.customer.updated",
+        "created": "2026-11-27T10:00:00.000Z",
+        "livemode": False,
+        "related_object": {
+            "id": "cus_console01",
+            "type": "customer",
+            "url": "/v1/customers/cus_console01",
+        },
+        "snapshot_event": "evt_test_thin_snapshot",
+    }
+    store(app, [thin])
+    sign_in(client, ADMIN)
+    html = client.get("/console/events/evt_test_thin_snapshot").text
+    touched = html.split('data-testid="touched"')[1].split("</table>")[0]
+    assert "/console/objects/cus_console01" in touched and "customer" in touched
+
+
 def test_attempts_are_numbered_in_order_across_a_replay(
     app: Stripeline, client: TestClient
 ) -> None:

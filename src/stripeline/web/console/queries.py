@@ -383,13 +383,9 @@ class Touched:
 
 
 def touched_by(conn: Connection, event_id: str, payload: Any, account: str | None) -> list[Touched]:
-    """The mirror objects an event's object went to: its ``data.object`` and,
-    for a subscription, the items written with it."""
-    obj = payload.get("data", {}).get("object") if isinstance(payload, dict) else None
-    object_id = mirror_id(obj)
-    if object_id is None or not isinstance(obj, dict):
-        return []
-    found: list[Touched] = []
+    """The mirror objects an event's object went to: its ``data.object`` (a
+    thin event's ``related_object``, which the worker reads from the API)
+    and, for a subscription, the items written with it."""
 
     def describe(object_id: str, object_type: str) -> Touched:
         row = mirror_row(conn, object_id, account=account or "", object_type=object_type)
@@ -401,7 +397,21 @@ def touched_by(conn: Connection, event_id: str, payload: Any, account: str | Non
             return Touched(object_id, object_type, "an API read")
         return Touched(object_id, object_type, "a later event", row.event_id)
 
-    found.append(describe(object_id, str(obj["object"])))
+    if not isinstance(payload, dict):
+        return []
+    data = payload.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    object_id = mirror_id(obj)
+    if object_id is None or not isinstance(obj, dict):
+        related = payload.get("related_object")
+        if (
+            isinstance(related, dict)
+            and isinstance(related.get("id"), str)
+            and isinstance(related.get("type"), str)
+        ):
+            return [describe(related["id"], related["type"])]
+        return []
+    found = [describe(object_id, str(obj["object"]))]
     if obj["object"] == "subscription":
         items = table_for("subscription_item").table
         for (item_id,) in conn.execute(
