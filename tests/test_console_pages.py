@@ -138,6 +138,9 @@ def test_attempts_are_numbered_in_order_across_a_replay(
     assert '<td class="num">1</td><td>1' in rows[0] and "dead" in rows[0]
     assert '<td class="num">2</td><td>2' in rows[1] and "processed" in rows[1]
     assert "2 in all (1 since the last replay or retry)" in html
+    listed = client.get("/console/events", params={"object": "in_rounds"}).text
+    row = listed.split('data-testid="events"')[1].split("</table>")[0]
+    assert '"attempts logged, over every replay and retry">2</td>' in row
 
 
 def test_the_event_list_filters_by_customer(app: Stripeline, client: TestClient) -> None:
@@ -377,3 +380,54 @@ def test_repair_from_the_sync_page_is_confirmed_audited_and_refused_when_read_on
     assert subscription["status"] == "trialing"
     assert [tuple(row) for row in repairs] == [(ADMIN[0], 3)]
     assert check_drift(app.engine, reader, ["customer", "subscription"]).clean
+
+
+def test_repair_without_an_api_key_is_refused_and_changes_nothing(
+    app: Stripeline, client: TestClient
+) -> None:
+    from stripeline.inbox import utcnow
+    from stripeline.sync import history
+
+    report = {
+        "sample": None,
+        "repair": False,
+        "clean": False,
+        "drift": 1,
+        "unrepaired": 1,
+        "types": [
+            {
+                "object_type": "customer",
+                "checked": 1,
+                "mirrored": 0,
+                "changed": 0,
+                "missing": 1,
+                "extra": 0,
+                "differs": 0,
+                "drift": [
+                    {
+                        "object_type": "customer",
+                        "id": "cus_missing",
+                        "kind": "missing",
+                        "fields": [],
+                        "repaired": False,
+                    }
+                ],
+            }
+        ],
+    }
+    with connect(app.engine) as conn:
+        history.save_verify_report(conn, report, actor="nightly", now=utcnow())
+    token = sign_in(client, ADMIN)
+    page = client.get("/console/sync").text
+    assert "cus_missing" in page and "disabled" in page.split('data-testid="repair-form"')[1]
+    report_id = page.split('name="report" value="')[1].split('"')[0]
+    answer = client.post(
+        "/console/sync/repair", data={"csrf": token, "report": report_id, "confirm": "yes"}
+    )
+    assert answer.status_code == 409 and "No Stripe API key" in answer.text
+    with connect(app.engine, readonly=True) as conn:
+        kept = history.last_verify_report(conn)
+        repairs = conn.execute(
+            select(ConsoleAudit.__table__).where(ConsoleAudit.__table__.c.action == "repair")
+        ).all()
+    assert kept is not None and str(kept.id) == report_id and not repairs

@@ -519,14 +519,14 @@ def create_console(app: Stripeline) -> ASGIApp | None:
         where = filter_of(request)
         cursor = request.query_params.get("cursor")
 
-        def load() -> tuple[queries.EventPage, dict[str, int]]:
+        def load() -> tuple[queries.EventPage, dict[str, int], dict[str, int]]:
             with connect(app.engine, readonly=True) as conn:
                 found = where.with_customer_objects(conn)
-                return queries.list_events(conn, found, cursor=cursor), queries.count_by_status(
-                    conn
-                )
+                page = queries.list_events(conn, found, cursor=cursor)
+                totals = queries.attempt_totals(conn, [e.id for e in page.events])
+                return page, queries.count_by_status(conn), totals
 
-        page, counts = await run_in_threadpool(load)
+        page, counts, totals = await run_in_threadpool(load)
         params = filter_query(where)
         return render(
             request,
@@ -534,6 +534,7 @@ def create_console(app: Stripeline) -> ASGIApp | None:
             session,
             page=page,
             counts=counts,
+            totals=totals,
             where=where,
             params=params,
             next_url=(

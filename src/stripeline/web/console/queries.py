@@ -132,6 +132,19 @@ def list_events(
     return EventPage(rows, encode_cursor(rows[-1]) if more and rows else None)
 
 
+def attempt_totals(conn: Connection, event_ids: Sequence[str]) -> dict[str, int]:
+    """Attempts logged per event, over every round (a replay or retry starts
+    the event's own counter again, not this one): one indexed count."""
+    if not event_ids:
+        return {}
+    rows = conn.execute(
+        select(attempts.c.event_id, func.count())
+        .where(attempts.c.event_id.in_(list(event_ids)))
+        .group_by(attempts.c.event_id)
+    )
+    return {str(event_id): int(count) for event_id, count in rows}
+
+
 def dead_ids(conn: Connection, where: EventFilter, *, limit: int = BULK_LIMIT) -> list[str]:
     """The dead events matching ``where`` (the status filter is replaced by ``dead``)."""
     dead = replace(where, status="dead")
