@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
@@ -752,7 +752,7 @@ def create_console(app: Stripeline) -> ASGIApp | None:
         if "_" in q:
             obj = mirror.get(q)
             if obj is not None:
-                return f"/objects/{q}"
+                return f"/objects/{quote(q, safe='')}"
             with connect(app.engine, readonly=True) as conn:
                 page = queries.list_events(conn, queries.EventFilter(object_id=q), limit=1)
             if page.events:
@@ -868,7 +868,7 @@ def create_console(app: Stripeline) -> ASGIApp | None:
             "sync.html",
             session,
             gap_alarm=GAP_ALARM_SECONDS,
-            interval=settings.catch_up_interval,
+            interval=(settings.catch_up_interval if settings.stripe_secret_key is not None else 0),
             can_read_stripe=settings.stripe_secret_key is not None,
             done=request.query_params.get("done"),
             ago=lambda moment: _ago(moment, now),
