@@ -431,3 +431,22 @@ def test_repair_without_an_api_key_is_refused_and_changes_nothing(
             select(ConsoleAudit.__table__).where(ConsoleAudit.__table__.c.action == "repair")
         ).all()
     assert kept is not None and str(kept.id) == report_id and not repairs
+
+
+def test_the_sync_page_raises_the_gap_alarm(app: Stripeline, client: TestClient) -> None:
+    from stripeline.inbox import utcnow
+    from stripeline.sync.cursors import COVERED_CURSOR, save_cursor
+
+    now = utcnow()
+    old = int(now.timestamp()) - 27 * 86400  # past the alarm, before Stripe's 30 days
+    with connect(app.engine) as conn:
+        save_cursor(conn, "evt_old", old, now=now)
+        save_cursor(conn, "evt_old", old, now=now, name=COVERED_CURSOR)
+    sign_in(client, READER)
+    html = client.get("/console/sync").text
+    alarm = html.split('data-testid="gap-alarm"')[1].split("</p>")[0]
+    assert "GAP ALARM" in alarm and "27d 0h ago" in alarm and "stripeline sync events" in alarm
+    assert "ALARM" in client.get("/console/").text  # and on the overview's catch-up tile
+    with connect(app.engine) as conn:
+        save_cursor(conn, "evt_new", int(now.timestamp()) - 60, now=now, name=COVERED_CURSOR)
+    assert 'data-testid="gap-alarm"' not in client.get("/console/sync").text
