@@ -2,10 +2,13 @@
 
 Fills the inbox with EVENTS Stripe-shaped events received over a week (one in
 a hundred dead, with an error, a traceback and an attempt; the rest
-processed, with an attempt each), then times, in-process through the ASGI app
-(Starlette's TestClient, signed in as an admin), the pages an operator opens:
-the event list (newest, by status, by type, by object id, a page deep in the
-cursor), an event page and the overview. Target: under 100 ms median each.
+processed, with an attempt each) about 20,000 objects, and the mirror with
+those objects as their last event left them (one in 97 belongs to one big
+customer, ~200 objects and ~1,000 events), then times, in-process through the
+ASGI app (Starlette's TestClient, signed in as an admin), the pages an
+operator opens: the event list (newest, by status, by type, by object id, by
+customer, a page deep in the cursor), an event page, a mirror object's page,
+the overview, the Sync and Disputes pages. Target: under 100 ms median each.
 Baseline in the same run: the list's first page as one bare SQL statement on
 the driver. Talks to nothing but the local database.
 """
@@ -24,6 +27,10 @@ import _common as common
 
 EVENTS = 100_000
 REQUESTS = 40
+OBJECTS = 20_000
+#: One object in BIG_EVERY belongs to BIG_CUSTOMER.
+BIG_EVERY = 97
+BIG_CUSTOMER = "cus_console_big"
 ADMIN = ("bench", "bench password long enough")
 SECRET = "bench-console-secret-0123456789abcdef"
 
@@ -108,6 +115,43 @@ def fill(url: str, count: int) -> list[str]:
     return dead
 
 
+def fill_mirror(url: str, count: int) -> None:
+    """Mirror each object as its newest event left it (one in ``BIG_EVERY``
+    given to ``BIG_CUSTOMER``)."""
+    from stripeline import inbox
+    from stripeline.db import make_engine
+    from stripeline.db.engine import connect
+    from stripeline.mirror._store import apply_states, state_from_event
+
+    engine = make_engine(url)
+    objects = min(OBJECTS, count)
+    states = []
+    for k in range(objects):
+        n = k + objects * ((count - 1 - k) // objects)  # the newest event about object k
+        body = common.make_event(n, run="console", target_size=1500, objects=OBJECTS)
+        obj = body["data"]["object"]
+        if k % BIG_EVERY == 0:
+            obj["customer"] = BIG_CUSTOMER
+        states.append(
+            state_from_event(
+                obj,
+                account=None,
+                livemode=False,
+                created=body["created"],
+                event_type=body["type"],
+                event_id=body["id"],
+            )
+        )
+    for first in range(0, len(states), 1_000):
+        with connect(engine) as conn:
+            apply_states(conn, states[first : first + 1_000], now=inbox.utcnow())
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for table in ("customers", "payment_intents", "invoices", "charges"):
+                conn.exec_driver_sql(f"VACUUM ANALYZE stripeline_{table}")
+    engine.dispose()
+
+
 def bare(url: str) -> Any:
     sql = (
         "SELECT id, type, status, attempts, deliveries, created, received_at, account, "
@@ -147,7 +191,8 @@ def run(backend: str, postgres_url: str, count: int, requests: int) -> list[dict
         common.migrated(url)
         t0 = time.perf_counter()
         dead = fill(url, count)
-        print(f"{backend}: {count} events stored in {time.perf_counter() - t0:.0f} s")
+        fill_mirror(url, count)
+        print(f"{backend}: {count} events stored and mirrored in {time.perf_counter() - t0:.0f} s")
         settings = Settings(
             database_url=url,
             console_secret=SECRET,  # type: ignore[arg-type]
@@ -169,23 +214,32 @@ def run(backend: str, postgres_url: str, count: int, requests: int) -> list[dict
                 deep_url = found.group(1).replace("&amp;", "&")
                 deep = http.get(deep_url).text
             rng = random.Random(7)
-            object_id = json.loads(
-                json.dumps(common.make_event(4321, run="console", objects=20_000))
-            )["data"]["object"]["id"]
+            about = common.make_event(4321, run="console", objects=OBJECTS)["data"]["object"]
+            object_id = about["id"]
+            customer = about["customer"]
             pages = [
                 ("events list, newest", "/console/events"),
                 ("events list, status=dead", "/console/events?status=dead"),
                 ("events list, type=invoice.paid", "/console/events?type=invoice.paid"),
                 ("events list, type=invoice.*", "/console/events?type=invoice.*"),
                 ("events list, object id", f"/console/events?object={object_id}"),
+                ("events list, a customer", f"/console/events?customer={customer}"),
+                ("events list, big customer", f"/console/events?customer={BIG_CUSTOMER}"),
                 ("events list, 20 pages deep", deep_url),
                 ("event page (dead)", f"/console/events/{rng.choice(dead)}"),
+                ("mirror object page", f"/console/objects/{object_id}"),
                 ("overview", "/console/"),
+                ("sync page", "/console/sync"),
+                ("disputes page", "/console/disputes"),
             ]
             for name, path in pages:
                 answer = http.get(path)
                 assert answer.status_code == 200, (path, answer.status_code)
-                assert "evt_" in answer.text or name == "overview", name
+                assert "evt_" in answer.text or name in (
+                    "overview",
+                    "sync page",
+                    "disputes page",
+                ), name
                 timed(lambda p=path: http.get(p), 3)
                 rows.append(_row(backend, name, timed(lambda p=path: http.get(p), requests)))
         app.dispose()

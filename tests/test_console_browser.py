@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import uvicorn
 
 from stripeline.app import ReceivedEvent, Stripeline
 from stripeline.web import create_app
-from stripeline.web.console.auth import SESSION_COOKIE, Signer
+from stripeline.web.console.auth import ENDED_COOKIE, SESSION_COOKIE, Signer
 from tests.console_support import (
     ADMIN,
     CONSOLE_SECRET,
@@ -74,9 +75,9 @@ class Served:
             time.sleep(0.05)
 
 
-@pytest.fixture
-def served(sqlite_url: str) -> Iterator[Served]:
-    app = console_app(sqlite_url, max_attempts=1, worker_poll_seconds=0.1, catch_up_interval=0)
+@contextmanager
+def serving(app: Stripeline) -> Iterator[Served]:
+    """``app`` served with its worker on a free port, with a failing invoice handler."""
     port = _free_port()
     result = Served(app, f"http://127.0.0.1:{port}")
 
@@ -102,6 +103,22 @@ def served(sqlite_url: str) -> Iterator[Served]:
         server.should_exit = True
         thread.join(15)
         app.dispose()
+
+
+@pytest.fixture
+def served(sqlite_url: str, request: pytest.FixtureRequest) -> Iterator[Served]:
+    extra: dict[str, Any] = {}
+    if "stripe_client" in request.fixturenames:  # the test talks to the sandbox: so does the app
+        sandbox = request.getfixturevalue("stripe_sandbox")
+        extra = {
+            "stripe_secret_key": request.getfixturevalue("stripe_key"),
+            "stripe_api_base": sandbox.url,
+        }
+    app = console_app(
+        sqlite_url, max_attempts=1, worker_poll_seconds=0.1, catch_up_interval=0, **extra
+    )
+    with serving(app) as result:
+        yield result
 
 
 @pytest.fixture(scope="module")
@@ -272,13 +289,28 @@ def test_signed_out_after_expiry(
             }
         ]
     )
+    page.context.add_cookies(
+        [
+            {
+                "name": ENDED_COOKIE,
+                "value": Signer(CONSOLE_SECRET).ended_marker(int(time.time()) + 2),
+                "domain": "127.0.0.1",
+                "path": "/console",  # where sign-in sets it, and sign-out clears it
+                "httpOnly": True,
+                "sameSite": "Strict",
+            }
+        ]
+    )
     page.goto("/console/events")
     assert page.get_by_test_id("user").inner_text() == ADMIN[0]
     time.sleep(2.5)
     page.goto("/console/events")
     assert "/console/login" in page.url
     assert page.get_by_role("button", name="Sign in").is_visible()
+    assert page.get_by_test_id("expired").inner_text() == "Your session expired: sign in again."
     shot(page, "signed-out")
+    page.reload()  # said once
+    assert page.get_by_test_id("expired").count() == 0
 
 
 def test_overview_then_open_a_customer_by_email(
@@ -306,3 +338,161 @@ def test_overview_then_open_a_customer_by_email(
     shot(page, "2-customer")
     page.goto(f"/console/events/{dead_id}")
     assert page.get_by_test_id("status").inner_text() == "dead"
+
+
+def test_an_event_its_mirror_object_and_the_customer_filter(
+    page: Any, served: Served, shot: Callable[[Any, str], Path]
+) -> None:
+    served.failing = False
+    bodies = customer_events()
+    store(served.app, bodies)
+    store(served.app, [event("customer.updated") for _ in range(4)])
+    for body in bodies:
+        served.wait_for(str(body["id"]), "processed")
+    sign_in(page, ADMIN)
+    page.goto(f"/console/events/{bodies[2]['id']}")
+    touched = page.get_by_test_id("touched")
+    assert "this event's state" in touched.inner_text()
+    touched.get_by_role("link", name="in_console01").click()
+    page.wait_for_url(re.compile(r".*/console/objects/in_console01$"))
+    assert '"GH-0001"' in page.get_by_test_id("object-json").inner_text()
+    assert bodies[2]["id"] in page.get_by_test_id("object-events").inner_text()
+    page.get_by_role("button", name="expand / collapse all").click()  # script: collapse
+    assert page.locator("[data-testid=object-json] details[open]").count() == 0
+    page.get_by_role("button", name="expand / collapse all").click()
+    shot(page, "1-object")
+    page.goto("/console/events")
+    page.get_by_label("Customer").fill("cus_console01")
+    page.get_by_role("button", name="Filter", exact=True).click()
+    rows = page.get_by_test_id("events").locator("tbody tr")
+    assert rows.count() == 3
+    assert "not counted" in page.locator("ul.counts").inner_text()
+    shot(page, "2-customer-filter")
+
+
+def test_a_customer_with_entitlements(
+    page: Any, served: Served, shot: Callable[[Any, str], Path]
+) -> None:
+    now = int(time.time())
+    bodies = customer_events()
+    bodies[1]["data"]["object"]["items"] = {
+        "object": "list",
+        "has_more": False,
+        "data": [
+            {
+                "id": "si_console01",
+                "object": "subscription_item",
+                "subscription": "sub_console01",
+                "quantity": 1,
+                "price": {"id": "price_pro", "object": "price", "product": "prod_pro"},
+                "current_period_start": now - 3600,
+                "current_period_end": now + 30 * 86400,
+            }
+        ],
+    }
+    store(served.app, bodies)
+    for body in bodies:
+        served.wait_for(str(body["id"]), "processed")
+    served.app.entitlements.register("price_pro", "reports", "exports")
+    served.app.mirror.link_customer("user_42", "cus_console01")
+    sign_in(page, ADMIN)
+    page.goto("/console/customers/cus_console01")
+    granted = page.get_by_test_id("entitlements").inner_text()
+    assert "reports" in granted and "exports" in granted
+    assert page.get_by_test_id("users").inner_text() == "user_42"
+    shot(page, "customer")
+
+
+def test_disputes_due_with_countdowns(
+    page: Any, served: Served, shot: Callable[[Any, str], Path]
+) -> None:
+    now = int(time.time())
+
+    def dispute(dispute_id: str, status: str, due_in: int, submitted: int = 0) -> dict[str, Any]:
+        return {
+            "id": dispute_id,
+            "object": "dispute",
+            "charge": "ch_console01",
+            "amount": 4200,
+            "currency": "eur",
+            "status": status,
+            "reason": "fraudulent",
+            "created": now - 86400,
+            "evidence": {"customer_name": "Grace Hopper"}
+            if submitted or due_in > 86400 * 5
+            else {},
+            "evidence_details": {
+                "due_by": now + due_in,
+                "has_evidence": bool(submitted) or due_in > 86400 * 5,
+                "submission_count": submitted,
+                "past_due": False,
+            },
+            "balance_transactions": [],
+        }
+
+    charge = {
+        "id": "ch_console01",
+        "object": "charge",
+        "customer": "cus_console01",
+        "amount": 4200,
+        "currency": "eur",
+        "status": "succeeded",
+        "disputed": True,
+        "created": now - 86400,
+    }
+    bodies = [
+        event("charge.succeeded", obj=charge),
+        event("charge.dispute.created", obj=dispute("dp_urgent", "needs_response", 20 * 3600)),
+        event("charge.dispute.created", obj=dispute("dp_later", "needs_response", 9 * 86400)),
+        event("charge.dispute.closed", obj=dispute("dp_won", "won", -5 * 86400, 1)),
+    ]
+    store(served.app, bodies)
+    for body in bodies:
+        served.wait_for(str(body["id"]), "processed")
+    sign_in(page, ADMIN)
+    page.goto("/console/")
+    assert page.get_by_test_id("disputes-due").inner_text() == "1"
+    page.get_by_role("link", name=re.compile("Disputes due")).click()
+    page.wait_for_url(re.compile(r".*/console/disputes$"))
+    due = page.get_by_test_id("disputes-due")
+    countdowns = due.get_by_test_id("countdown").all_inner_texts()
+    assert countdowns[0].startswith("19h") and countdowns[0].endswith("left")
+    assert countdowns[1].startswith("8d 23h")
+    assert "none yet" in due.inner_text() and "draft, not submitted" in due.inner_text()
+    assert "won" in page.get_by_test_id("disputes-other").inner_text()
+    shot(page, "disputes")
+
+
+def test_the_sync_page_and_a_repair(
+    page: Any, served: Served, shot: Callable[[Any, str], Path], stripe_client: Any
+) -> None:
+    from stripeline.sync import backfill, catch_up, check_drift
+    from tests.test_verify import plant, world
+
+    app = served.app
+    fetcher = app.fetcher
+    assert fetcher is not None
+    reader = fetcher.reader  # type: ignore[attr-defined]
+    ids = world(stripe_client)
+    assert backfill(app.engine, reader, ["customer", "subscription"]).complete
+    catch_up(app.engine, reader, mode="test")
+    plant(app.engine, ids)
+    assert len(check_drift(app.engine, reader, ["customer", "subscription"]).drift) == 3
+    sign_in(page, ADMIN)
+    page.goto("/console/sync")
+    assert "complete" in page.get_by_test_id("catch-up-runs").inner_text()
+    assert "2 of 2 types finished" in page.get_by_test_id("backfill-summary").inner_text()
+    assert page.get_by_test_id("drifted").locator("tbody tr").count() == 3
+    shot(page, "1-drift")
+    page.get_by_role("button", name=re.compile("Repair the 3 drifted objects")).click()
+    assert "Confirm repair" in page.inner_text("h1")
+    shot(page, "2-confirm")
+    page.get_by_role("button", name="Yes, repair").click()
+    page.wait_for_url(re.compile(r".*/console/sync\?done=3$"))
+    assert "3 drifted objects repaired" in page.get_by_test_id("flash").inner_text()
+    assert "0 not repaired" in page.get_by_test_id("verify-summary").inner_text()
+    shot(page, "3-repaired")
+    page.get_by_test_id("drifted").get_by_role("link", name=ids["subscription"]).click()
+    assert '"trialing"' in page.get_by_test_id("object-json").inner_text()
+    page.goto("/console/audit")
+    assert "repair" in page.get_by_test_id("audit").inner_text()

@@ -37,6 +37,7 @@ from stripeline.log import get_logger
 from stripeline.mirror import refetch
 from stripeline.mirror._store import apply_states, state_from_fetch
 from stripeline.sync.cursors import read_cursor, save_cursor
+from stripeline.sync.history import record_backfill_page
 
 #: ``stripeline_cursors`` names: the run, and one cursor per type (``backfill:invoice``).
 RUN_CURSOR = "backfill:run"
@@ -168,6 +169,8 @@ def _apply_page(
             )
         value = FINISHED if finished else (page.cursor or "")
         save_cursor(conn, value, run, now=now, name=cursor_name(object_type))
+        if page.items:
+            record_backfill_page(conn, object_type, run=run, objects=len(page.items), now=now)
     result.applied += applied.applied
     result.ties += len(applied.ties)
 

@@ -45,6 +45,7 @@ from stripeline.inbox import utcnow
 from stripeline.log import get_logger
 from stripeline.settings import Mode
 from stripeline.sync.cursors import COVERED_CURSOR, catch_up_gap, read_cursor, save_cursor
+from stripeline.sync.history import record_catch_up
 
 if TYPE_CHECKING:
     from stripeline.gateway.reader import Reader
@@ -223,85 +224,119 @@ def catch_up(
             log.info("another process is catching up", action="catch_up_skipped")
             return CatchUpResult(0, 0, 0, 0, None, None, skipped=True)
         run_started = clock()
-        with connect(engine, readonly=True) as conn:
-            saved = read_cursor(conn)
-        pages = seen = inserted = ignored = 0
-        cursor = saved.event_id if saved else None
-        cursor_created = saved.created if saved else None
-        cursor_was_old = False
-        if saved is not None and saved.created is not None:
-            age = clock() - datetime.fromtimestamp(saved.created, UTC)
-            if age > CURSOR_WARN_AGE:
-                cursor_was_old = True
-                log.warning(
-                    "catch-up cursor is close to Stripe's 30-day event retention",
-                    action="catch_up_cursor_old",
-                    cursor=cursor,
-                    age_days=round(age.total_seconds() / 86400, 1),
-                )
+        progress = {"pages": 0, "seen": 0, "inserted": 0, "ignored": 0}
 
-        def take(items: list[dict[str, Any]]) -> None:
-            nonlocal seen, inserted, ignored, cursor, cursor_created
-            added, other_mode = _store_page(engine, items, livemode=livemode, now=clock())
-            seen += len(items)
-            inserted += added
-            ignored += other_mode
-            cursor, cursor_created = str(items[0]["id"]), int(items[0]["created"])
-            log.info(
-                "catch-up page stored",
-                action="catch_up_page",
-                listed=len(items),
-                inserted=added,
-                cursor=cursor,
-            )
+        def run() -> CatchUpResult:
+            with connect(engine, readonly=True) as conn:
+                saved = read_cursor(conn)
+            pages = seen = inserted = ignored = 0
+            cursor = saved.event_id if saved else None
+            cursor_created = saved.created if saved else None
+            cursor_was_old = False
+            if saved is not None and saved.created is not None:
+                age = clock() - datetime.fromtimestamp(saved.created, UTC)
+                if age > CURSOR_WARN_AGE:
+                    cursor_was_old = True
+                    log.warning(
+                        "catch-up cursor is close to Stripe's 30-day event retention",
+                        action="catch_up_cursor_old",
+                        cursor=cursor,
+                        age_days=round(age.total_seconds() / 86400, 1),
+                    )
 
-        if cursor is None:
-            first, fetched = _oldest_page(reader, since=since_ts, page_size=page_size)
-            pages += fetched
-            if first:
-                take(first)
-        while cursor is not None:
-            try:
-                items, has_more = _page(reader, {"limit": page_size, "ending_before": cursor})
-            except StripeInvalidRequestError as exc:
-                if exc.param != "ending_before" and exc.code != "resource_missing":
-                    raise
-                # The cursor's event is gone (past retention): restart from its time.
-                log.warning(
-                    "catch-up cursor is no longer known to Stripe; restarting from its time",
-                    action="catch_up_cursor_lost",
+            def take(items: list[dict[str, Any]]) -> None:
+                nonlocal seen, inserted, ignored, cursor, cursor_created
+                added, other_mode = _store_page(engine, items, livemode=livemode, now=clock())
+                seen += len(items)
+                inserted += added
+                ignored += other_mode
+                cursor, cursor_created = str(items[0]["id"]), int(items[0]["created"])
+                progress.update(pages=pages, seen=seen, inserted=inserted, ignored=ignored)
+                log.info(
+                    "catch-up page stored",
+                    action="catch_up_page",
+                    listed=len(items),
+                    inserted=added,
                     cursor=cursor,
                 )
-                first, fetched = _oldest_page(reader, since=cursor_created, page_size=page_size)
+
+            if cursor is None:
+                first, fetched = _oldest_page(reader, since=since_ts, page_size=page_size)
                 pages += fetched
-                if not first:
+                if first:
+                    take(first)
+            while cursor is not None:
+                try:
+                    items, has_more = _page(reader, {"limit": page_size, "ending_before": cursor})
+                except StripeInvalidRequestError as exc:
+                    if exc.param != "ending_before" and exc.code != "resource_missing":
+                        raise
+                    # The cursor's event is gone (past retention): restart from its time.
+                    log.warning(
+                        "catch-up cursor is no longer known to Stripe; restarting from its time",
+                        action="catch_up_cursor_lost",
+                        cursor=cursor,
+                    )
+                    first, fetched = _oldest_page(reader, since=cursor_created, page_size=page_size)
+                    pages += fetched
+                    if not first:
+                        break
+                    take(first)
+                    continue
+                pages += 1
+                if items:
+                    take(items)
+                if not has_more or not items:
                     break
-                take(first)
-                continue
-            pages += 1
-            if items:
-                take(items)
-            if not has_more or not items:
-                break
-        with connect(engine) as conn:
-            save_cursor(
-                conn,
-                cursor or "",
-                int(run_started.timestamp()),
-                now=clock(),
-                name=COVERED_CURSOR,
+            with connect(engine) as conn:
+                save_cursor(
+                    conn,
+                    cursor or "",
+                    int(run_started.timestamp()),
+                    now=clock(),
+                    name=COVERED_CURSOR,
+                )
+                record_catch_up(
+                    conn,
+                    started_at=run_started,
+                    now=clock(),
+                    pages=pages,
+                    seen=seen,
+                    inserted=inserted,
+                    ignored=ignored,
+                    cursor_was_old=cursor_was_old,
+                )
+            result = CatchUpResult(
+                pages=pages,
+                seen=seen,
+                inserted=inserted,
+                ignored=ignored,
+                cursor=cursor,
+                cursor_created=cursor_created,
+                cursor_was_old=cursor_was_old,
             )
-        result = CatchUpResult(
-            pages=pages,
-            seen=seen,
-            inserted=inserted,
-            ignored=ignored,
-            cursor=cursor,
-            cursor_created=cursor_created,
-            cursor_was_old=cursor_was_old,
-        )
-        log.info("catch-up done", action="catch_up_done", **asdict(result))
-        return result
+            log.info("catch-up done", action="catch_up_done", **asdict(result))
+            return result
+
+        try:
+            return run()
+        except Exception as exc:
+            # Record the failed run (what it stored is kept), then let it raise.
+            try:
+                with connect(engine) as conn:
+                    record_catch_up(
+                        conn,
+                        started_at=run_started,
+                        now=clock(),
+                        error=f"{type(exc).__name__}: {getattr(exc, 'message', None) or exc}",
+                        pages=progress["pages"],
+                        seen=progress["seen"],
+                        inserted=progress["inserted"],
+                        ignored=progress["ignored"],
+                    )
+            except Exception:  # the run's own error is the one to raise
+                log.warning("catch-up history not recorded", action="catch_up_history_failed")
+            raise
 
 
 def check_gap(engine: Engine, *, now: datetime | None = None) -> float | None:

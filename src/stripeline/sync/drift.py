@@ -35,6 +35,7 @@ from stripeline.inbox import utcnow
 from stripeline.log import get_logger
 from stripeline.mirror._store import apply_states, state_from_fetch
 from stripeline.mirror.tables import GENERIC, table_for
+from stripeline.sync.history import save_verify_report
 
 #: Longest wait for a new second before re-reading an object to repair.
 MAX_REPAIR_WAIT_SECONDS = FETCH_SLACK_SECONDS + 1.5
@@ -288,10 +289,14 @@ def check_drift(
     repair: bool = False,
     seed: int | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    actor: str = "stripeline verify",
 ) -> DriftReport:
     """Compare the mirror's ``types`` (default: every listable type) with
     Stripe; ``sample=N`` retrieves N random mirrored objects instead of
     listing; ``repair`` writes Stripe's state over every drift found.
+
+    The report is kept as the last one (``sync.history``, the console's Sync
+    page) under ``actor``.
 
     Raises:
         ValueError: an unknown type or a negative sample.
@@ -340,4 +345,63 @@ def check_drift(
         unrepaired=len(report.unrepaired),
         reads=report.reads,
     )
+    _keep(engine, report, actor)
     return report
+
+
+def _keep(engine: Engine, report: DriftReport, actor: str) -> None:
+    with connect(engine) as conn:
+        save_verify_report(conn, report.to_json(), actor=actor, now=utcnow())
+
+
+def repair_drift(
+    engine: Engine,
+    reader: Reader,
+    objects: Sequence[tuple[str, str, str, Sequence[str]]],
+    *,
+    actor: str,
+    sleep: Callable[[float], None] = time.sleep,
+) -> DriftReport:
+    """Read each drifted object again and write Stripe's state over the
+    mirror's: ``objects`` as (type, id, kind, fields) from a stored report.
+    The result (each object repaired or not) is kept as the last report.
+
+    Raises:
+        ValueError: an unknown object type.
+        StripeAPIError: Stripe kept refusing a read.
+    """
+    started = time.monotonic()
+    reads_before = reader.reads
+    repairer = _Repairer(engine, reader, sleep)
+    report = DriftReport(sample=None, repair=True)
+    by_type: dict[str, TypeDrift] = {}
+    for object_type, object_id, kind, fields in objects:
+        if object_type not in LISTERS:
+            raise ValueError(f"unknown object type {object_type!r}")
+        held = _rows_of(engine, object_type, object_id, reader.account or "")
+        repaired = repairer.repair(object_type, object_id, None, None, held)
+        entry = by_type.setdefault(object_type, TypeDrift(object_type))
+        entry.checked += 1
+        entry.drift.append(Drift(object_type, object_id, kind, tuple(fields), repaired))
+        log.info(
+            "drift repaired" if repaired else "drift not repaired",
+            action="verify_repair",
+            object_id=object_id,
+            object_type=object_type,
+            repaired=repaired,
+        )
+    report.types = list(by_type.values())
+    report.reads = reader.reads - reads_before
+    report.seconds = time.monotonic() - started
+    _keep(engine, report, actor)
+    return report
+
+
+def _rows_of(engine: Engine, object_type: str, object_id: str, account: str) -> int | None:
+    """The marker of the mirror's row of one object (None: no row)."""
+    table = table_for(object_type).table
+    with connect(engine, readonly=True) as conn:
+        marker = conn.execute(
+            select(table.c.marker).where(table.c.account == account, table.c.id == object_id)
+        ).scalar()
+    return None if marker is None else int(marker)

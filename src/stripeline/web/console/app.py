@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
@@ -30,11 +31,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from stripeline import inbox, ops
 from stripeline.app import Stripeline
 from stripeline.db import connect
+from stripeline.errors import StripeAPIError
 from stripeline.log import get_logger
 from stripeline.mirror import to_major
+from stripeline.sync import history
 from stripeline.sync.catch_up import GAP_ALARM_SECONDS
+from stripeline.sync.cursors import COVERED_CURSOR, catch_up_gap, read_cursor
+from stripeline.sync.drift import repair_drift
 from stripeline.web.console import queries
 from stripeline.web.console.auth import (
+    ENDED_COOKIE,
+    ENDED_GRACE_SECONDS,
     LOGIN_COOKIE,
     SESSION_COOKIE,
     Session,
@@ -62,10 +69,10 @@ SECURITY_HEADERS = {
 FORM_LIMIT = 64 * 1024
 STATIC = {"console.css": "text/css", "console.js": "text/javascript"}
 
-#: Keys whose values are never shown, whatever object holds them.
-SECRET_KEYS = frozenset(
-    {"client_secret", "secret", "password", "number", "cvc", "api_key", "webhook_secret"}
-)
+#: Keys whose values are never shown, whatever object holds them (a card
+#: number, under any key, is caught by its digits: an invoice's ``number``
+#: is shown).
+SECRET_KEYS = frozenset({"client_secret", "secret", "password", "cvc", "api_key", "webhook_secret"})
 _SECRET_TEXT = re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]+|\bwhsec_[A-Za-z0-9+/=]+")
 _CARD_NUMBER = re.compile(r"\b(?:\d[ -]?){13,19}\b")
 REDACTED = "[redacted]"
@@ -109,6 +116,33 @@ def _span(seconds: int) -> str:
     if seconds < 86400:
         return f"{seconds // 3600}h {seconds % 3600 // 60}m"
     return f"{seconds // 86400}d {seconds % 86400 // 3600}h"
+
+
+def countdown(due_by: datetime | None, now: datetime) -> dict[str, str]:
+    """A deadline as words and an urgency class, computed when the page is
+    rendered (no script): ``3d 4h left`` / ``late by 2h 5m``."""
+    if due_by is None:
+        return {"text": "no deadline", "level": "none"}
+    seconds = int((due_by - now).total_seconds())
+    if seconds < 0:
+        return {"text": f"late by {_span(-seconds)}", "level": "late"}
+    level = "urgent" if seconds < 2 * 86400 else "soon" if seconds < 7 * 86400 else "later"
+    return {"text": f"{_span(seconds)} left", "level": level}
+
+
+def attempt_rows(logged: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The attempt log numbered in order (``ordinal``, never restarting) with
+    its ``round``: a replay or a retry starts the stored counter (``number``,
+    the one ``max_attempts`` counts) again, and a new round."""
+    rows: list[dict[str, Any]] = []
+    round_ = 1
+    previous: int | None = None
+    for ordinal, attempt in enumerate(logged, start=1):
+        if previous is not None and attempt["number"] <= previous:
+            round_ += 1
+        previous = attempt["number"]
+        rows.append({**attempt, "ordinal": ordinal, "round": round_})
+    return rows
 
 
 def _when(moment: datetime | None) -> str:
@@ -317,6 +351,7 @@ def create_console(app: Stripeline) -> ASGIApp | None:
         if current(request) is not None:
             return RedirectResponse(f"{base(request)}/", status_code=303)
         nonce = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(16)
+        expired = signer.ended(request.cookies.get(ENDED_COOKIE))
         response = render(
             request,
             "login.html",
@@ -324,8 +359,13 @@ def create_console(app: Stripeline) -> ASGIApp | None:
             login_csrf=signer.csrf("login:" + nonce),
             next=request.query_params.get("next", ""),
             error=None,
+            expired=expired,
         )
         response.set_cookie(LOGIN_COOKIE, nonce, max_age=1800, **cookie_options(request))
+        if expired:
+            # Said once: the next visit of the sign-in page is a plain one.
+            response.delete_cookie(ENDED_COOKIE, path=base(request) or "/")
+            response.delete_cookie(SESSION_COOKIE, path=base(request) or "/")
         return response
 
     async def login_submit(request: Request) -> Response:
@@ -365,10 +405,18 @@ def create_console(app: Stripeline) -> ASGIApp | None:
         if not target.startswith(base(request) + "/") or target.startswith("//"):
             target = f"{base(request)}/"
         response = RedirectResponse(target, status_code=303)
+        issued = time.time()
+        seconds = settings.console_session_seconds
         response.set_cookie(
             SESSION_COOKIE,
-            signer.issue(user.name, user.role, settings.console_session_seconds),
-            max_age=settings.console_session_seconds,
+            signer.issue(user.name, user.role, seconds, now=issued),
+            max_age=seconds,
+            **cookie_options(request),
+        )
+        response.set_cookie(
+            ENDED_COOKIE,
+            signer.ended_marker(int(issued) + seconds),
+            max_age=seconds + ENDED_GRACE_SECONDS,
             **cookie_options(request),
         )
         response.delete_cookie(LOGIN_COOKIE, path=base(request) or "/")
@@ -386,6 +434,7 @@ def create_console(app: Stripeline) -> ASGIApp | None:
         )
         response = RedirectResponse(f"{base(request)}/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path=base(request) or "/")
+        response.delete_cookie(ENDED_COOKIE, path=base(request) or "/")
         return response
 
     def _audit(
@@ -410,17 +459,18 @@ def create_console(app: Stripeline) -> ASGIApp | None:
             return to_login(request)
         now = datetime.now(UTC)
 
-        def load() -> tuple[queries.Overview, list[Any]]:
+        def load() -> tuple[queries.Overview, list[Any], history.StoredReport | None]:
             with connect(app.engine, readonly=True) as conn:
                 seen = queries.overview(conn, now=now)
+                report = history.last_verify_report(conn)
             try:
                 due = app.disputes.due(timedelta(days=7), now=now, limit=20)
             except Exception:  # a mirror without disputes yet: the rest still shows
                 log.warning("console_disputes_unreadable", action="skipped", exc_info=True)
                 due = []
-            return seen, due
+            return seen, due, report
 
-        seen, due = await run_in_threadpool(load)
+        seen, due, report = await run_in_threadpool(load)
         backlog = sum(seen.counts[s] for s in ("pending", "processing", "failed"))
         return render(
             request,
@@ -430,6 +480,7 @@ def create_console(app: Stripeline) -> ASGIApp | None:
             backlog=backlog,
             chart=chart(seen.minutes),
             due=due,
+            report=report,
             ago=lambda moment: _ago(moment, now),
             span=_span,
             gap_alarm=GAP_ALARM_SECONDS,
@@ -444,6 +495,7 @@ def create_console(app: Stripeline) -> ASGIApp | None:
             object_id=(q.get("object") or "").strip() or None,
             since=_parse_time(q.get("since")),
             until=_parse_time(q.get("until")),
+            customer=(q.get("customer") or "").strip()[:255] or None,
         )
 
     def filter_query(where: queries.EventFilter) -> dict[str, str]:
@@ -455,6 +507,7 @@ def create_console(app: Stripeline) -> ASGIApp | None:
                 ("object", where.object_id),
                 ("since", where.since),
                 ("until", where.until),
+                ("customer", where.customer),
             )
             if value
         }
@@ -466,13 +519,14 @@ def create_console(app: Stripeline) -> ASGIApp | None:
         where = filter_of(request)
         cursor = request.query_params.get("cursor")
 
-        def load() -> tuple[queries.EventPage, dict[str, int]]:
+        def load() -> tuple[queries.EventPage, dict[str, int], dict[str, int]]:
             with connect(app.engine, readonly=True) as conn:
-                return queries.list_events(conn, where, cursor=cursor), queries.count_by_status(
-                    conn
-                )
+                found = where.with_customer_objects(conn)
+                page = queries.list_events(conn, found, cursor=cursor)
+                totals = queries.attempt_totals(conn, [e.id for e in page.events])
+                return page, queries.count_by_status(conn), totals
 
-        page, counts = await run_in_threadpool(load)
+        page, counts, totals = await run_in_threadpool(load)
         params = filter_query(where)
         return render(
             request,
@@ -480,6 +534,7 @@ def create_console(app: Stripeline) -> ASGIApp | None:
             session,
             page=page,
             counts=counts,
+            totals=totals,
             where=where,
             params=params,
             next_url=(
@@ -499,22 +554,30 @@ def create_console(app: Stripeline) -> ASGIApp | None:
             return to_login(request)
         event_id = request.path_params["event_id"]
 
-        def load() -> ops.EventDetail | None:
+        def load() -> tuple[ops.EventDetail | None, Any, list[queries.Touched]]:
             with connect(app.engine, readonly=True) as conn:
-                return ops.get_event(conn, event_id)
+                detail = ops.get_event(conn, event_id)
+                if detail is None:
+                    return None, None, []
+                try:
+                    raw: Any = json.loads(detail.payload)
+                except ValueError:
+                    return detail, None, []
+                touched = queries.touched_by(conn, event_id, raw, detail.summary.account)
+                return detail, redact(raw), touched
 
-        detail = await run_in_threadpool(load)
+        detail, payload, touched = await run_in_threadpool(load)
         if detail is None:
             return refuse(request, session, 404, "No event with this id is in the inbox.")
-        try:
-            payload: Any = redact(json.loads(detail.payload))
-        except ValueError:
-            payload = None
+        attempts = attempt_rows(detail.attempts)
         return render(
             request,
             "event.html",
             session,
             event=detail,
+            attempts=attempts,
+            rounds=attempts[-1]["round"] if attempts else 1,
+            touched=touched,
             payload=payload,
             scrub=scrub,
             done=request.query_params.get("done"),
@@ -580,11 +643,12 @@ def create_console(app: Stripeline) -> ASGIApp | None:
             object_id=form.get("object") or None,
             since=_parse_time(form.get("since")),
             until=_parse_time(form.get("until")),
+            customer=(form.get("customer") or "").strip()[:255] or None,
         )
 
         def matching() -> list[str]:
             with connect(app.engine, readonly=True) as conn:
-                return queries.dead_ids(conn, where)
+                return queries.dead_ids(conn, where.with_customer_objects(conn))
 
         if form.get("confirm") != "yes":
             ids = await run_in_threadpool(matching)
@@ -603,7 +667,7 @@ def create_console(app: Stripeline) -> ASGIApp | None:
 
         def act() -> int:
             with connect(app.engine) as conn:
-                ids = queries.dead_ids(conn, where)
+                ids = queries.dead_ids(conn, where.with_customer_objects(conn))
                 changed = sum(1 for event_id in ids if inbox.replay(conn, event_id))
                 queries.record(
                     conn,
@@ -624,6 +688,19 @@ def create_console(app: Stripeline) -> ASGIApp | None:
             status_code=303,
         )
 
+    def entitlements_of(customer_id: str) -> list[tuple[str, datetime]] | None:
+        """Each feature the customer may use now and until when (None: unreadable)."""
+        try:
+            granted = app.entitlements.features(customer_id)
+            return [
+                (feature, until)
+                for feature in sorted(granted)
+                if (until := app.entitlements.access_until(customer_id, feature)) is not None
+            ]
+        except Exception:  # the rest of the page still shows
+            log.warning("console_entitlements_unreadable", action="skipped", exc_info=True)
+            return None
+
     def customer_story(customer_id: str) -> dict[str, Any] | None:
         mirror = app.mirror
         customer = mirror.customer(customer_id)
@@ -633,11 +710,11 @@ def create_console(app: Stripeline) -> ASGIApp | None:
         refunds = [r for c in charges if c.amount_refunded for r in mirror.refunds(charge=c.id)]
         disputes = [d for c in charges if c.disputed for d in mirror.disputes(charge=c.id)]
         with connect(app.engine, readonly=True) as conn:
-            touched = queries.list_events(
-                conn, queries.EventFilter(object_id=customer_id), limit=20
-            ).events
+            about = queries.EventFilter(customer=customer_id).with_customer_objects(conn)
+            touched = queries.list_events(conn, about, limit=20).events
         return {
             "customer": customer,
+            "entitlements": entitlements_of(customer_id),
             "subscriptions": mirror.subscriptions(customer_id, limit=50),
             "invoices": mirror.invoices(customer_id, limit=50),
             "payment_intents": mirror.payment_intents(customer_id, limit=50),
@@ -674,8 +751,8 @@ def create_console(app: Stripeline) -> ASGIApp | None:
             return f"/customers/{q}"
         if "_" in q:
             obj = mirror.get(q)
-            if obj is not None and isinstance(obj.get("customer"), str):
-                return f"/customers/{obj['customer']}"
+            if obj is not None:
+                return f"/objects/{quote(q, safe='')}"
             with connect(app.engine, readonly=True) as conn:
                 page = queries.list_events(conn, queries.EventFilter(object_id=q), limit=1)
             if page.events:
@@ -706,6 +783,172 @@ def create_console(app: Stripeline) -> ASGIApp | None:
 
         return render(request, "audit.html", session, rows=await run_in_threadpool(load))
 
+    async def object_page(request: Request) -> Response:
+        session = current(request)
+        if session is None:
+            return to_login(request)
+        object_id = request.path_params["object_id"]
+        cursor = request.query_params.get("cursor")
+
+        def load() -> tuple[queries.MirrorRow | None, queries.EventPage]:
+            with connect(app.engine, readonly=True) as conn:
+                row = queries.mirror_row(conn, object_id)
+                made = queries.list_events(
+                    conn, queries.EventFilter(object_id=object_id), cursor=cursor
+                )
+                return row, made
+
+        row, made = await run_in_threadpool(load)
+        if row is None and not made.events:
+            return refuse(
+                request, session, 404, "No object with this id is in the mirror or the inbox."
+            )
+        customer = row.data.get("customer") if row is not None else None
+        return render(
+            request,
+            "object.html",
+            session,
+            object_id=object_id,
+            row=row,
+            data=redact(row.data) if row is not None else None,
+            customer=customer if isinstance(customer, str) else None,
+            made=made,
+            next_url=(
+                f"{base(request)}/objects/{object_id}?{urlencode({'cursor': made.next_cursor})}"
+                if made.next_cursor
+                else None
+            ),
+            ago=lambda moment: _ago(moment, datetime.now(UTC)),
+        )
+
+    async def disputes_page(request: Request) -> Response:
+        session = current(request)
+        if session is None:
+            return to_login(request)
+        now = datetime.now(UTC)
+
+        def load() -> tuple[list[Any], list[Any]]:
+            due = app.disputes.due(timedelta(days=30), now=now, limit=200)
+            shown = {case.id for case in due}
+            others = [c for c in app.disputes.cases(limit=100) if c.id not in shown]
+            return due, others
+
+        due, others = await run_in_threadpool(load)
+        return render(
+            request,
+            "disputes.html",
+            session,
+            due=due,
+            others=others,
+            countdown=lambda moment: countdown(moment, now),
+        )
+
+    def sync_story() -> dict[str, Any]:
+        now = datetime.now(UTC)
+        with connect(app.engine, readonly=True) as conn:
+            cursor = read_cursor(conn)
+            covered = read_cursor(conn, COVERED_CURSOR)
+            return {
+                "cursor": cursor,
+                "covered": covered,
+                "gap": catch_up_gap(conn, now),
+                "runs": history.catch_up_history(conn),
+                "backfill": history.backfill_progress(conn),
+                "report": history.last_verify_report(conn),
+            }
+
+    async def sync_page(request: Request) -> Response:
+        session = current(request)
+        if session is None:
+            return to_login(request)
+        story = await run_in_threadpool(sync_story)
+        now = datetime.now(UTC)
+        return render(
+            request,
+            "sync.html",
+            session,
+            gap_alarm=GAP_ALARM_SECONDS,
+            interval=(settings.catch_up_interval if settings.stripe_secret_key is not None else 0),
+            can_read_stripe=settings.stripe_secret_key is not None,
+            done=request.query_params.get("done"),
+            ago=lambda moment: _ago(moment, now),
+            span=_span,
+            **story,
+        )
+
+    async def sync_repair(request: Request) -> Response:
+        checked = await acting(request)
+        if isinstance(checked, Response):
+            return checked
+        session, form = checked
+
+        def last() -> history.StoredReport | None:
+            with connect(app.engine, readonly=True) as conn:
+                return history.last_verify_report(conn)
+
+        report = await run_in_threadpool(last)
+        if report is None or not report.unrepaired:
+            return refuse(request, session, 409, "The last verify report has nothing to repair.")
+        if str(report.id) != form.get("report"):
+            return refuse(
+                request,
+                session,
+                409,
+                "A newer verify report came in since this page was shown: look at it first.",
+            )
+        from stripeline.gateway import StripeFetcher
+
+        fetcher = app.fetcher
+        if not isinstance(fetcher, StripeFetcher):
+            return refuse(
+                request, session, 409, "No Stripe API key is configured: the mirror cannot be read."
+            )
+        objects = report.unrepaired
+        if form.get("confirm") != "yes":
+            return render(
+                request,
+                "confirm.html",
+                session,
+                action="repair",
+                event_id=None,
+                count=len(objects),
+                url=f"{base(request)}/sync/repair",
+                cancel=f"{base(request)}/sync",
+                fields={"report": str(report.id)},
+                message=(
+                    f"Read the {len(objects)} drifted object{'' if len(objects) == 1 else 's'} "
+                    "of the last verify report again from Stripe and write Stripe's state "
+                    "over the mirror's?"
+                ),
+            )
+
+        def act() -> int:
+            done = repair_drift(
+                app.engine,
+                fetcher.reader,
+                [(d["type"], d["id"], d["kind"], d.get("fields", ())) for d in objects],
+                actor=f"console:{session.user}",
+            )
+            repaired = sum(1 for d in done.drift if d.repaired)
+            _audit(
+                session.user,
+                session.role,
+                "repair",
+                f"verify report {report.id}",
+                repaired,
+                client_of(request),
+            )
+            return repaired
+
+        try:
+            repaired = await run_in_threadpool(act)
+        except StripeAPIError as exc:
+            return refuse(request, session, 502, f"Stripe refused a read: {scrub(exc.message)}")
+        log.info("console_action", action="repair", changed=repaired, actor=session.user)
+        return RedirectResponse(
+            f"{base(request)}/sync?{urlencode({'done': repaired})}", status_code=303
+        )
+
     async def static(request: Request) -> Response:
         name = request.path_params["name"]
         if name not in STATIC:
@@ -724,6 +967,10 @@ def create_console(app: Stripeline) -> ASGIApp | None:
         Route("/events/{event_id}/{action}", event_action, methods=["POST"]),
         Route("/audit", audit_page, methods=["GET"]),
         Route("/customers/{customer_id}", customer_page, methods=["GET"]),
+        Route("/objects/{object_id}", object_page, methods=["GET"]),
+        Route("/disputes", disputes_page, methods=["GET"]),
+        Route("/sync", sync_page, methods=["GET"]),
+        Route("/sync/repair", sync_repair, methods=["POST"]),
         Route("/search", search, methods=["GET"]),
         Route("/static/{name}", static, methods=["GET"]),
     ]

@@ -30,6 +30,11 @@ Role = Literal["admin", "read"]
 
 SESSION_COOKIE = "stripeline_console"
 LOGIN_COOKIE = "stripeline_console_login"
+#: Outlives the session cookie by ``ENDED_GRACE_SECONDS`` and holds only the
+#: session's signed expiry, so that the sign-in page can say "your session
+#: expired" rather than show a bare form (it grants nothing).
+ENDED_COOKIE = "stripeline_console_ended"
+ENDED_GRACE_SECONDS = 7 * 86400
 
 _hasher = PasswordHasher()
 #: Verified against when the user is unknown, so that a wrong name costs the
@@ -111,6 +116,19 @@ class Signer:
         if session.expires <= (time.time() if now is None else now):
             return None
         return session
+
+    def ended_marker(self, expires: int) -> str:
+        """The value of ``ENDED_COOKIE`` for a session ending at ``expires``."""
+        return f"{expires}.{self._mac('ended', str(expires))}"
+
+    def ended(self, marker: str | None, *, now: float | None = None) -> bool:
+        """Whether ``marker`` (``ENDED_COOKIE``) is genuine and its session's end has passed."""
+        if not marker or "." not in marker:
+            return False
+        expires, _, mac = marker.partition(".")
+        if not expires.isdigit() or not hmac.compare_digest(mac, self._mac("ended", expires)):
+            return False
+        return int(expires) <= (time.time() if now is None else now)
 
     def csrf(self, nonce: str) -> str:
         """The CSRF token of forms shown to the holder of ``nonce``."""

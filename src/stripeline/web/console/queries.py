@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -17,7 +17,9 @@ from sqlalchemy import Connection, Table, and_, func, or_, select
 from stripeline import inbox
 from stripeline.db.models import ConsoleAudit
 from stripeline.inbox import attempts, events, utcnow
+from stripeline.mirror._store import mirror_id, summary_id
 from stripeline.mirror.refetch import refetches
+from stripeline.mirror.tables import all_tables, table_for
 from stripeline.ops import _SUMMARY_COLUMNS, EventSummary
 from stripeline.sync.cursors import catch_up_gap, read_cursor
 
@@ -38,6 +40,10 @@ class EventFilter:
     object_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    #: Events touching this customer's objects (``customer_objects`` holds
+    #: their ids, read from the mirror by ``with_customer_objects``).
+    customer: str | None = None
+    customer_objects: tuple[str, ...] = ()
 
     def conditions(self) -> list[Any]:
         conds: list[Any] = []
@@ -55,7 +61,15 @@ class EventFilter:
             conds.append(events.c.received_at >= self.since)
         if self.until is not None:
             conds.append(events.c.received_at < self.until)
+        if self.customer:
+            conds.append(events.c.object_id.in_(self.customer_objects or (self.customer,)))
         return conds
+
+    def with_customer_objects(self, conn: Connection, *, account: str = "") -> EventFilter:
+        """This filter with its customer's object ids read from the mirror."""
+        if not self.customer:
+            return self
+        return replace(self, customer_objects=tuple(customer_objects(conn, self.customer, account)))
 
     def describe(self) -> str:
         """The filter in words, for the audit log and confirmations."""
@@ -67,6 +81,7 @@ class EventFilter:
                 ("object", self.object_id),
                 ("since", self.since),
                 ("until", self.until),
+                ("customer", self.customer),
             )
             if value
         ]
@@ -117,9 +132,22 @@ def list_events(
     return EventPage(rows, encode_cursor(rows[-1]) if more and rows else None)
 
 
+def attempt_totals(conn: Connection, event_ids: Sequence[str]) -> dict[str, int]:
+    """Attempts logged per event, over every round (a replay or retry starts
+    the event's own counter again, not this one): one indexed count."""
+    if not event_ids:
+        return {}
+    rows = conn.execute(
+        select(attempts.c.event_id, func.count())
+        .where(attempts.c.event_id.in_(list(event_ids)))
+        .group_by(attempts.c.event_id)
+    )
+    return {str(event_id): int(count) for event_id, count in rows}
+
+
 def dead_ids(conn: Connection, where: EventFilter, *, limit: int = BULK_LIMIT) -> list[str]:
     """The dead events matching ``where`` (the status filter is replaced by ``dead``)."""
-    dead = EventFilter(where.type, "dead", where.object_id, where.since, where.until)
+    dead = replace(where, status="dead")
     stmt = (
         select(events.c.id)
         .where(*dead.conditions())
@@ -263,3 +291,147 @@ def overview(conn: Connection, *, now: datetime) -> Overview:
         refetch_queued=int(queued or 0),
         refetch_gave_up=int(gave_up or 0),
     )
+
+
+#: Per type, at most this many of a customer's objects are looked for in the
+#: event list's customer filter (the newest ones).
+CUSTOMER_OBJECTS_PER_TYPE = 200
+#: The mirror's types that name their customer (each by an indexed column).
+_CUSTOMER_TYPES = (
+    "subscription",
+    "invoice",
+    "payment_intent",
+    "charge",
+    "payment_method",
+    "checkout.session",
+)
+
+
+def customer_objects(conn: Connection, customer: str, account: str = "") -> list[str]:
+    """The ids of a customer's objects in the mirror: the customer, its
+    subscriptions, invoices, payment intents, charges, payment methods,
+    checkout sessions, the refunds and disputes of its charges, its
+    entitlement summary (each type's newest ``CUSTOMER_OBJECTS_PER_TYPE``)."""
+    ids = [customer, summary_id(customer)]
+    charges: list[str] = []
+    for object_type in _CUSTOMER_TYPES:
+        table = table_for(object_type).table
+        found = [
+            str(row[0])
+            for row in conn.execute(
+                select(table.c.id)
+                .where(table.c.account == account, table.c.customer == customer)
+                .order_by(table.c.marker.desc())
+                .limit(CUSTOMER_OBJECTS_PER_TYPE)
+            )
+        ]
+        ids.extend(found)
+        if object_type == "charge":
+            charges = found
+    for object_type in ("refund", "dispute"):
+        table = table_for(object_type).table
+        for start in range(0, len(charges), 100):
+            ids.extend(
+                str(row[0])
+                for row in conn.execute(
+                    select(table.c.id).where(
+                        table.c.account == account,
+                        table.c.charge.in_(charges[start : start + 100]),
+                    )
+                )
+            )
+    return list(dict.fromkeys(ids))
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorRow:
+    """One object as the mirror holds it, with where its state came from."""
+
+    id: str
+    object_type: str
+    data: dict[str, Any]
+    marker: int
+    #: The event whose state the row holds (None: a read from the API).
+    event_id: str | None
+    deleted: bool
+    updated_at: datetime
+
+
+def mirror_row(
+    conn: Connection, object_id: str, *, account: str = "", object_type: str | None = None
+) -> MirrorRow | None:
+    """The mirror's row of ``object_id`` (any table; deleted ones included)."""
+    tables = [table_for(object_type)] if object_type else all_tables()
+    for mirror_table in tables:
+        table = mirror_table.table
+        row = conn.execute(
+            select(
+                table.c.data, table.c.marker, table.c.event_id, table.c.deleted, table.c.updated_at
+            ).where(table.c.account == account, table.c.id == object_id)
+        ).first()
+        if row is not None:
+            data = dict(row.data)
+            return MirrorRow(
+                object_id,
+                str(data.get("object") or object_type or "object"),
+                data,
+                int(row.marker),
+                row.event_id,
+                bool(row.deleted),
+                row.updated_at,
+            )
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Touched:
+    """A mirror object an event wrote (or meant to)."""
+
+    id: str
+    object_type: str
+    #: this event | a later event | an API read | not mirrored
+    holds: str
+    #: The event whose state the mirror holds instead (``a later event``).
+    other_event: str | None = None
+
+
+def touched_by(conn: Connection, event_id: str, payload: Any, account: str | None) -> list[Touched]:
+    """The mirror objects an event's object went to: its ``data.object`` (a
+    thin event's ``related_object``, which the worker reads from the API)
+    and, for a subscription, the items written with it."""
+
+    def describe(object_id: str, object_type: str) -> Touched:
+        row = mirror_row(conn, object_id, account=account or "", object_type=object_type)
+        if row is None:
+            return Touched(object_id, object_type, "not mirrored")
+        if row.event_id == event_id:
+            return Touched(object_id, object_type, "this event")
+        if row.event_id is None:
+            return Touched(object_id, object_type, "an API read")
+        return Touched(object_id, object_type, "a later event", row.event_id)
+
+    if not isinstance(payload, dict):
+        return []
+    data = payload.get("data")
+    obj = data.get("object") if isinstance(data, dict) else None
+    object_id = mirror_id(obj)
+    if object_id is None or not isinstance(obj, dict):
+        related = payload.get("related_object")
+        if (
+            isinstance(related, dict)
+            and isinstance(related.get("id"), str)
+            and isinstance(related.get("type"), str)
+        ):
+            return [describe(related["id"], related["type"])]
+        return []
+    found = [describe(object_id, str(obj["object"]))]
+    if obj["object"] == "subscription":
+        items = table_for("subscription_item").table
+        for (item_id,) in conn.execute(
+            select(items.c.id)
+            .where(items.c.account == (account or ""), items.c.subscription == object_id)
+            .order_by(items.c.id)
+            .limit(50)
+        ):
+            found.append(describe(str(item_id), "subscription_item"))
+    return found
