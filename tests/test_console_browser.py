@@ -23,8 +23,11 @@ from typing import Any
 
 import pytest
 import uvicorn
+from sqlalchemy import func, select
 
+from stripeline import inbox
 from stripeline.app import ReceivedEvent, Stripeline
+from stripeline.db.engine import connect
 from stripeline.web import create_app
 from stripeline.web.console.auth import ENDED_COOKIE, SESSION_COOKIE, Signer
 from tests.console_support import (
@@ -475,7 +478,21 @@ def test_the_sync_page_and_a_repair(
     reader = fetcher.reader  # type: ignore[attr-defined]
     ids = world(stripe_client)
     assert backfill(app.engine, reader, ["customer", "subscription"]).complete
-    catch_up(app.engine, reader, mode="test")
+    assert catch_up(app.engine, reader, mode="test").inserted
+    # The served worker applies the events caught up: plant the drift after it
+    # did, or those events would mend it first.
+    deadline = time.monotonic() + 20
+    while True:
+        with connect(app.engine, readonly=True) as conn:
+            waiting = conn.scalar(
+                select(func.count())
+                .select_from(inbox.events)
+                .where(inbox.events.c.status.in_(["pending", "processing"]))
+            )
+        if not waiting:
+            break
+        assert time.monotonic() < deadline, f"{waiting} events never processed"
+        time.sleep(0.05)
     plant(app.engine, ids)
     assert len(check_drift(app.engine, reader, ["customer", "subscription"]).drift) == 3
     sign_in(page, ADMIN)
