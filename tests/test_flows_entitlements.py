@@ -154,11 +154,11 @@ def sub_event(obj: dict[str, Any], created: int, kind: str = "updated") -> dict[
 
 
 def summary_event(customer: str, created: int, *lookup_keys: str) -> dict[str, Any]:
-    event = make_event("customer.entitlements.active_entitlement_summary.updated", created=created)
-    # make_event starts this type from the customer example: Stripe's summary
-    # is its own object, without an id.
-    event["data"]["object"] = summary(customer, *lookup_keys)
-    return event
+    return make_event(
+        "entitlements.active_entitlement_summary.updated",
+        summary(customer, *lookup_keys),
+        created=created,
+    )
 
 
 def fresh(prefix: str) -> str:
