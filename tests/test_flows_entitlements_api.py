@@ -112,9 +112,7 @@ def test_access_follows_the_summary_event_and_the_mapping_answers_the_same(
     from_stripe = env.app.entitlements  # no mapping: every feature from the summary
     assert from_stripe.source == "auto" and from_stripe.mapping == {}
     strict = Entitlements(env.app, source="stripe")
-    mapping = Entitlements(
-        env.app, {basic: {"reports"}, pro: {"reports", "api"}}, source="mapping"
-    )
+    mapping = Entitlements(env.app, {basic: {"reports"}, pro: {"reports", "api"}}, source="mapping")
     subscriptions = env.app.subscriptions
     seen: list[tuple[str, set[str], set[str], set[str]]] = []
 

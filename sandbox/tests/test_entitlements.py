@@ -62,9 +62,9 @@ def test_features_are_created_retrieved_listed_updated_and_their_lookup_key_is_u
     assert [f.id for f in client.v1.entitlements.features.list({"archived": True}).data] == [
         feature.id
     ]
-    assert [
-        f.id for f in client.v1.entitlements.features.list({"lookup_key": "seats"}).data
-    ] == [other.id]
+    assert [f.id for f in client.v1.entitlements.features.list({"lookup_key": "seats"}).data] == [
+        other.id
+    ]
     with pytest.raises(stripe.InvalidRequestError) as unknown:
         client.v1.entitlements.features.retrieve("feat_missing")
     assert unknown.value.http_status == 404

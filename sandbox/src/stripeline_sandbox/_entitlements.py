@@ -151,7 +151,8 @@ def _attached(call: Call, product_id: str) -> list[Obj]:
     return [
         found
         for found in call.account.all(PRODUCT_FEATURE)
-        if not found.get("deleted") and call.account.hidden(found["id"]).get("product") == product_id
+        if not found.get("deleted")
+        and call.account.hidden(found["id"]).get("product") == product_id
     ]
 
 

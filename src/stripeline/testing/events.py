@@ -124,9 +124,7 @@ def make_event(
     return event
 
 
-def entitlement_summary(
-    customer: str, *lookup_keys: str, livemode: bool = False
-) -> dict[str, Any]:
+def entitlement_summary(customer: str, *lookup_keys: str, livemode: bool = False) -> dict[str, Any]:
     """Stripe's ``entitlements.active_entitlement_summary`` of ``customer``:
     one active entitlement per feature ``lookup_key`` (its feature id
     ``feat_test_<key>`` and entitlement id ``ent_test_<key>``, the same for a
