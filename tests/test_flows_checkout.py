@@ -322,4 +322,4 @@ def test_the_documented_shop_runs(pytester: pytest.Pytester) -> None:
         """
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", timeout=240)
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=2)
