@@ -158,7 +158,7 @@ def _attached(call: Call, product_id: str) -> list[Obj]:
 
 def _render(call: Call, product_feature: Obj) -> Obj:
     """A product feature with its feature as it is now (name, lookup key, active)."""
-    shown = copy(product_feature)
+    shown: Obj = copy(product_feature)
     feature = call.account.find(FEATURE, product_feature["entitlement_feature"]["id"])
     if feature is not None:
         shown["entitlement_feature"] = copy(feature)
