@@ -67,7 +67,8 @@ def pay(
 
 
 def redeliver(env: StripelineEnv) -> None:
-    env.deliver([e.data for e in env.events()], order="shuffled", seed=3, copies=2)
+    # Duplicated and shuffled ("shuffled" alone sends each event once).
+    env.deliver([e.data for e in env.events()] * 2, order="shuffled", seed=3)
     env.settle()
 
 
