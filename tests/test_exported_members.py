@@ -177,6 +177,7 @@ PUBLIC: dict[str, set[str]] = {
         "advance_clock",
         "deliver",
         "drain",
+        "entitlement_summary",
         "failures",
         "make_event",
         "object_shape",

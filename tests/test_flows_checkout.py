@@ -67,7 +67,8 @@ def pay(
 
 
 def redeliver(env: StripelineEnv) -> None:
-    env.deliver([e.data for e in env.events()], order="shuffled", seed=3, copies=2)
+    # Duplicated and shuffled ("shuffled" alone sends each event once).
+    env.deliver([e.data for e in env.events()] * 2, order="shuffled", seed=3)
     env.settle()
 
 
@@ -218,6 +219,42 @@ def test_a_subscription_checkout_for_a_user(env: StripelineEnv, app: Stripeline)
     assert later.order_id == f"{started.order_id}:after:{started.session_id}"
 
 
+def test_a_paid_subscription_checkout_is_not_an_order_and_access_follows_it(
+    env: StripelineEnv, app: Stripeline
+) -> None:
+    """Only ``payment`` sessions reach ``@app.fulfil``: a paid subscription
+    checkout (no trial: its first invoice is charged) does not, and access is
+    read from the subscription (``app.entitlements``)."""
+    fulfilments = fulfilled_by(app)
+    price = env.client.v1.prices.create(
+        {
+            "currency": "usd",
+            "unit_amount": 1200,
+            "recurring": {"interval": "month"},
+            "product_data": {"name": "Plus"},
+        }
+    )
+    app.entitlements.register(price.id, "plus")
+    started = app.checkout.start_subscription("lin", [price.id], success_url=OK)
+    assert not app.entitlements.has_access("lin", "plus")
+    done = pay(env, started)
+    env.settle()
+    assert (done["mode"], done["payment_status"], done["status"]) == (
+        "subscription",
+        "paid",
+        "complete",
+    )
+    assert env.events("checkout.session.completed")  # it was received and processed
+    assert fulfilments == []
+    assert app.entitlements.has_access("lin", "plus")
+    # A payment session of the same app still fulfils its order.
+    order = app.checkout.start_payment("order_plus", 700, "usd", user_id="lin", success_url=OK)
+    pay(env, order)
+    env.settle()
+    redeliver(env)
+    assert [(f.order_id, f.amount) for f in fulfilments] == [("order_plus", 700)]
+
+
 def test_the_portal_link_is_the_users_customers(
     app: Stripeline, stripe_sandbox: Sandbox, stripe_client: stripe.StripeClient
 ) -> None:
@@ -286,4 +323,4 @@ def test_the_documented_shop_runs(pytester: pytest.Pytester) -> None:
         """
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", timeout=240)
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=2)

@@ -154,11 +154,11 @@ def sub_event(obj: dict[str, Any], created: int, kind: str = "updated") -> dict[
 
 
 def summary_event(customer: str, created: int, *lookup_keys: str) -> dict[str, Any]:
-    event = make_event("customer.entitlements.active_entitlement_summary.updated", created=created)
-    # make_event starts this type from the customer example: Stripe's summary
-    # is its own object, without an id.
-    event["data"]["object"] = summary(customer, *lookup_keys)
-    return event
+    return make_event(
+        "entitlements.active_entitlement_summary.updated",
+        summary(customer, *lookup_keys),
+        created=created,
+    )
 
 
 def fresh(prefix: str) -> str:
@@ -699,7 +699,8 @@ def test_the_docs_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     page = (Path(__file__).resolve().parent.parent / "docs" / "entitlements.md").read_text()
     example = page.split("## A runnable example", 1)[1].split("```python\n", 1)[1].split("```")[0]
     exec(compile(example, "docs/entitlements.md", "exec"), {"__name__": "docs_example"})  # noqa: S102
-    assert "user-42 has pro until" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "user-42 has pro until" in out and "user-42 has api: False" in out
 
 
 def test_a_dead_pooled_connection_is_read_again(postgres_url: str) -> None:

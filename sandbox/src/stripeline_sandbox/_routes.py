@@ -40,6 +40,9 @@ class Call:
     request_id: str = field(default_factory=new_request_id)
     idempotency_key: str | None = None
     events: list[Obj] = field(default_factory=list)
+    #: Customers whose entitlements are not computed again in this call for now
+    #: (a subscription being created reports itself first, see ``_entitlements``).
+    quiet_entitlements: set[str] = field(default_factory=set)
 
     def now(self) -> int:
         return self.world.clock.now()
@@ -56,11 +59,14 @@ class Call:
         return obj
 
     def emit(self, type: str, obj: Obj, previous: Obj | None = None) -> Obj:
-        """Record the Event for a state change (delivered once the call ends)."""
+        """Record the Event for a state change (delivered once the call ends),
+        then any event it leads to (a customer's entitlement summary)."""
+        from stripeline_sandbox._entitlements import after_event
         from stripeline_sandbox._events import create_event
 
         event = create_event(self, type, obj, previous)
         self.events.append(event)
+        after_event(self, type, obj)
         return event
 
 

@@ -244,6 +244,8 @@ def create_subscription_op(call: Call, params: dict[str, Any]) -> Obj:
         reset_anchor(call, subscription, now)
     _cancel_options(call, subscription, params)
     mark = len(call.events)
+    # Entitlements are computed once the subscription is reported (created, below).
+    call.quiet_entitlements.add(subscription["customer"])
     invoice = cycle_invoice(call, subscription, "subscription_create")
     if trial_end:
         collect(call, invoice)
@@ -279,6 +281,7 @@ def create_subscription_op(call: Call, params: dict[str, Any]) -> Obj:
         ):
             call.events.remove(event)
             call.account.remove(event["id"])
+    call.quiet_entitlements.discard(subscription["customer"])
     created = call.emit("customer.subscription.created", subscription)
     call.events.remove(created)
     call.events.insert(mark, created)

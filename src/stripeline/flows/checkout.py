@@ -214,7 +214,8 @@ class Checkout:
 
         Its ``order_id`` (``metadata["stripeline_order_id"]``) is
         ``subscription:<user>:<prices' digest>`` (``…:after:<session>`` for a
-        later one): ``@app.fulfil`` sees a paid subscription checkout under it.
+        later one). ``@app.fulfil`` never sees it: a subscription is not an
+        order; read access from ``app.entitlements`` (docs/checkout.md).
 
         Raises:
             ValueError: no prices, a quantity under 1, a negative trial, a

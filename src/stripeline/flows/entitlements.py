@@ -18,7 +18,7 @@ call.
 Features come from a local mapping of price or product ids to feature names
 (``features=`` and ``register``) or from Stripe's Entitlements API: the
 mirror keeps each customer's newest active-entitlement summary
-(``customer.entitlements.active_entitlement_summary.updated``), whose
+(``entitlements.active_entitlement_summary.updated``), whose
 entitlements are named by their feature's ``lookup_key``. With
 ``source="auto"`` (the default) a feature the mapping names is answered by
 the mapping and any other one by Stripe's summary.

@@ -805,8 +805,10 @@ class Payments:
 
 
 def fulfilment_of(event: ReceivedEvent) -> Fulfilment | None:
-    """The order an event pays, or None (not a payment, not paid, or a
-    PaymentIntent not started by ``Payments``)."""
+    """The order an event pays, or None (not a payment, not paid, a
+    PaymentIntent not started by ``Payments``, or a Checkout Session not in
+    ``payment`` mode: a subscription is not an order, its access follows its
+    own state, see ``app.entitlements``)."""
     obj = event.object
     if event.type == "payment_intent.succeeded":
         order_id = (obj.get("metadata") or {}).get(ORDER_KEY)
@@ -822,6 +824,8 @@ def fulfilment_of(event: ReceivedEvent) -> Fulfilment | None:
         )
     if event.type not in FULFILLING_EVENTS or obj.get("object") != "checkout.session":
         return None
+    if obj.get("mode") != "payment":
+        return None  # subscription and setup sessions: no order was paid
     if event.type == "checkout.session.completed" and obj.get("payment_status") != "paid":
         return None  # an asynchronous payment: async_payment_succeeded fulfils it
     order_id = (

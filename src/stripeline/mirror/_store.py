@@ -65,7 +65,7 @@ class State:
 
 
 #: Stripe's per-customer summary of active entitlements has no id of its own
-#: (``customer.entitlements.active_entitlement_summary.updated``): the mirror
+#: (``entitlements.active_entitlement_summary.updated``): the mirror
 #: keeps the newest one per customer in the generic table under
 #: ``summary_id(customer)``.
 ENTITLEMENT_SUMMARY = "entitlements.active_entitlement_summary"

@@ -1,7 +1,7 @@
 """Testing a Stripe integration with stripeline: signed events, delivery, the sandbox env.
 
-* ``stripeline.testing.events``: ``make_event``, ``object_shape``,
-  ``resource_for``, ``sign_event`` (the standard library only).
+* ``stripeline.testing.events``: ``make_event``, ``entitlement_summary``,
+  ``object_shape``, ``resource_for``, ``sign_event`` (the standard library only).
 * ``stripeline.testing.delivery``: ``deliver`` signed events to a webhook route.
 * ``stripeline.testing.env``: ``StripelineEnv`` (a sandbox account, an SDK
   client and a served app), ``advance_clock`` and ``EventFailed`` (what
@@ -27,7 +27,13 @@ from stripeline.testing.env import (
     drain,
     failures,
 )
-from stripeline.testing.events import make_event, object_shape, resource_for, sign_event
+from stripeline.testing.events import (
+    entitlement_summary,
+    make_event,
+    object_shape,
+    resource_for,
+    sign_event,
+)
 
 __all__ = [
     "DEFAULT_WEBHOOK_PATH",
@@ -41,6 +47,7 @@ __all__ = [
     "advance_clock",
     "deliver",
     "drain",
+    "entitlement_summary",
     "failures",
     "make_event",
     "object_shape",

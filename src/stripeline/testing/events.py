@@ -15,7 +15,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, cast
 
-__all__ = ["make_event", "object_shape", "resource_for", "sign_event"]
+__all__ = ["entitlement_summary", "make_event", "object_shape", "resource_for", "sign_event"]
 
 #: Event type prefixes whose object is not the prefix itself.
 _EVENT_RESOURCES = {
@@ -96,7 +96,8 @@ def make_event(
     except KeyError:
         body = {}
     if body:
-        body["id"] = _fresh_id(str(body.get("id") or "obj"))
+        if "id" in body:  # an entitlement summary has no id of its own
+            body["id"] = _fresh_id(str(body.get("id") or "obj"))
         if "livemode" in body:
             body["livemode"] = livemode
         if "created" in body:
@@ -121,6 +122,37 @@ def make_event(
     if account is not None:
         event["account"] = account
     return event
+
+
+def entitlement_summary(customer: str, *lookup_keys: str, livemode: bool = False) -> dict[str, Any]:
+    """Stripe's ``entitlements.active_entitlement_summary`` of ``customer``:
+    one active entitlement per feature ``lookup_key`` (its feature id
+    ``feat_test_<key>`` and entitlement id ``ent_test_<key>``, the same for a
+    key every time). The object of ``entitlements.active_entitlement_summary.updated``::
+
+        make_event("entitlements.active_entitlement_summary.updated",
+                   entitlement_summary("cus_123", "pro", "api"))
+    """
+    return {
+        "object": "entitlements.active_entitlement_summary",
+        "customer": customer,
+        "entitlements": {
+            "object": "list",
+            "data": [
+                {
+                    "id": f"ent_test_{key}",
+                    "object": "entitlements.active_entitlement",
+                    "feature": f"feat_test_{key}",
+                    "livemode": livemode,
+                    "lookup_key": key,
+                }
+                for key in lookup_keys
+            ],
+            "has_more": False,
+            "url": "/v1/entitlements/active_entitlements",
+        },
+        "livemode": livemode,
+    }
 
 
 def _payload(event: Mapping[str, Any] | bytes) -> bytes:
