@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -166,12 +165,6 @@ class Scene:
         return int(clock.frozen_time)
 
     def to(self, moment: int) -> None:
-        # The sandbox stamps a test clock's events with its own clock, so a
-        # step's events may share a second with the previous step's. Without
-        # this pause the mirror kept a stale state now and then (past_due after
-        # the retry paid, or the period before a renewal): the convergence bug
-        # being fixed in core/ordering.py. Remove the pause with the fix.
-        time.sleep(1.05)
         self.env.advance_clock(to=moment, test_clock=self.clock)
 
     def period_end(self) -> int:
