@@ -39,7 +39,6 @@ whichever comes first, whatever the duplicates: never from the redirect to
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import uuid
@@ -49,6 +48,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from stripeline.errors import StripeInvalidRequestError
+from stripeline.flows._twin import in_thread
 from stripeline.flows.calls import as_dict
 from stripeline.flows.payments import ORDER_KEY
 
@@ -344,62 +344,8 @@ class Checkout:
 
     # -- async twins -------------------------------------------------------------------------
 
-    async def start_payment_async(
-        self,
-        order_id: str,
-        amount: int | None = None,
-        currency: str | None = None,
-        *,
-        line_items: Sequence[Mapping[str, Any]] | None = None,
-        user_id: str | None = None,
-        email: str | None = None,
-        success_url: str,
-        cancel_url: str | None = None,
-        description: str | None = None,
-        capture: Literal["automatic", "manual"] = "automatic",
-        payment_method_types: Sequence[str] | None = None,
-        metadata: Mapping[str, str] | None = None,
-    ) -> StartedCheckout:
-        """``start_payment`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(
-            self.start_payment,
-            order_id,
-            amount,
-            currency,
-            line_items=line_items,
-            user_id=user_id,
-            email=email,
-            success_url=success_url,
-            cancel_url=cancel_url,
-            description=description,
-            capture=capture,
-            payment_method_types=payment_method_types,
-            metadata=metadata,
-        )
+    start_payment_async = in_thread(start_payment)
 
-    async def start_subscription_async(
-        self,
-        user_id: str,
-        prices: Sequence[str] | Mapping[str, int],
-        *,
-        trial_days: int | None = None,
-        email: str | None = None,
-        success_url: str,
-        cancel_url: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-    ) -> StartedCheckout:
-        """``start_subscription`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(
-            self.start_subscription,
-            user_id,
-            prices,
-            trial_days=trial_days,
-            email=email,
-            success_url=success_url,
-            cancel_url=cancel_url,
-            metadata=metadata,
-        )
+    start_subscription_async = in_thread(start_subscription)
 
-    async def portal_async(self, user_id: str, return_url: str, *, email: str | None = None) -> str:
-        """``portal`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(self.portal, user_id, return_url, email=email)
+    portal_async = in_thread(portal)

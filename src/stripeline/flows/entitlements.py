@@ -29,7 +29,6 @@ docs/entitlements.md).
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import Engine
 
+from stripeline.flows._twin import in_thread
 from stripeline.mirror._store import summary_id
 
 if TYPE_CHECKING:
@@ -584,50 +584,8 @@ class Entitlements:
 
     # -- async twins ----------------------------------------------------------------------
 
-    async def has_access_async(
-        self,
-        user_or_customer: str,
-        feature: str,
-        *,
-        at: datetime | None = None,
-        account: str | None = None,
-    ) -> bool:
-        """Async twin of ``has_access`` (run in a worker thread).
+    has_access_async = in_thread(has_access)
 
-        Raises:
-            ValueError: an empty id or feature, or a naive ``at``.
-        """
-        return await asyncio.to_thread(
-            self.has_access, user_or_customer, feature, at=at, account=account
-        )
+    access_until_async = in_thread(access_until)
 
-    async def access_until_async(
-        self,
-        user_or_customer: str,
-        feature: str,
-        *,
-        at: datetime | None = None,
-        account: str | None = None,
-    ) -> datetime | None:
-        """Async twin of ``access_until`` (run in a worker thread).
-
-        Raises:
-            ValueError: an empty id or feature, or a naive ``at``.
-        """
-        return await asyncio.to_thread(
-            self.access_until, user_or_customer, feature, at=at, account=account
-        )
-
-    async def features_async(
-        self,
-        user_or_customer: str,
-        *,
-        at: datetime | None = None,
-        account: str | None = None,
-    ) -> set[str]:
-        """Async twin of ``features`` (run in a worker thread).
-
-        Raises:
-            ValueError: an empty id or a naive ``at``.
-        """
-        return await asyncio.to_thread(self.features, user_or_customer, at=at, account=account)
+    features_async = in_thread(features)

@@ -31,7 +31,6 @@ once done and undone since (swap A→B, B→A, then A→B again) is a new call
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, TypeVar, cast
 
 from stripeline.declines import DeclineAdvice, advise
 from stripeline.errors import StripeAPIError, StripeInvalidRequestError, SubscriptionNotFound
+from stripeline.flows._twin import in_thread
 from stripeline.flows.calls import MAX_KEY_LENGTH, as_dict
 from stripeline.mirror.records import Subscription
 
@@ -977,142 +977,27 @@ class Subscriptions:
 
     # -- async twins ------------------------------------------------------------------
 
-    async def start_async(
-        self,
-        user_id_or_customer: str,
-        prices: PriceSpec | Sequence[PriceSpec],
-        *,
-        trial_days: int | None = None,
-        trial_end: datetime | int | None = None,
-        payment_behavior: PaymentBehavior = "default_incomplete",
-        payment_method: str | None = None,
-        coupon: str | None = None,
-        promotion_code: str | None = None,
-        metadata: Mapping[str, str] | None = None,
-        reference: str | None = None,
-    ) -> Started:
-        """``start`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(
-            self.start,
-            user_id_or_customer,
-            prices,
-            trial_days=trial_days,
-            trial_end=trial_end,
-            payment_behavior=payment_behavior,
-            payment_method=payment_method,
-            coupon=coupon,
-            promotion_code=promotion_code,
-            metadata=metadata,
-            reference=reference,
-        )
+    start_async = in_thread(start)
 
-    async def get_async(self, subscription: str | Subscription) -> Subscription:
-        """``get`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(self.get, subscription)
+    get_async = in_thread(get)
 
-    async def preview_swap_async(
-        self,
-        subscription: str | Subscription,
-        new_price: str,
-        *,
-        item: str | None = None,
-        proration_behavior: ProrationBehavior = "create_prorations",
-        proration_date: int | None = None,
-    ) -> SwapPreview:
-        """``preview_swap`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(
-            self.preview_swap,
-            subscription,
-            new_price,
-            item=item,
-            proration_behavior=proration_behavior,
-            proration_date=proration_date,
-        )
+    preview_swap_async = in_thread(preview_swap)
 
-    async def swap_async(
-        self,
-        subscription: str | Subscription,
-        new_price: str,
-        *,
-        item: str | None = None,
-        proration_behavior: ProrationBehavior = "create_prorations",
-        proration_date: int | None = None,
-    ) -> Subscription:
-        """``swap`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(
-            self.swap,
-            subscription,
-            new_price,
-            item=item,
-            proration_behavior=proration_behavior,
-            proration_date=proration_date,
-        )
+    swap_async = in_thread(swap)
 
-    async def change_quantity_async(
-        self,
-        subscription: str | Subscription,
-        quantity: int,
-        *,
-        item: str | None = None,
-        proration_behavior: ProrationBehavior = "create_prorations",
-    ) -> Subscription:
-        """``change_quantity`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(
-            self.change_quantity,
-            subscription,
-            quantity,
-            item=item,
-            proration_behavior=proration_behavior,
-        )
+    change_quantity_async = in_thread(change_quantity)
 
-    async def cancel_async(
-        self, subscription: str | Subscription, *, at_period_end: bool = True
-    ) -> Subscription:
-        """``cancel`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(self.cancel, subscription, at_period_end=at_period_end)
+    cancel_async = in_thread(cancel)
 
-    async def resume_async(self, subscription: str | Subscription) -> Subscription:
-        """``resume`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(self.resume, subscription)
+    resume_async = in_thread(resume)
 
-    async def pause_collection_async(
-        self,
-        subscription: str | Subscription,
-        *,
-        behavior: PauseBehavior = "void",
-        resumes_at: datetime | int | None = None,
-    ) -> Subscription:
-        """``pause_collection`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(
-            self.pause_collection, subscription, behavior=behavior, resumes_at=resumes_at
-        )
+    pause_collection_async = in_thread(pause_collection)
 
-    async def unpause_async(self, subscription: str | Subscription) -> Subscription:
-        """``unpause`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(self.unpause, subscription)
+    unpause_async = in_thread(unpause)
 
-    async def end_trial_now_async(self, subscription: str | Subscription) -> Subscription:
-        """``end_trial_now`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(self.end_trial_now, subscription)
+    end_trial_now_async = in_thread(end_trial_now)
 
-    async def report_usage_async(
-        self,
-        user_id_or_customer: str,
-        meter_event_name: str,
-        value: int | float,
-        *,
-        identifier: str | None = None,
-        timestamp: datetime | int | None = None,
-    ) -> UsageReported:
-        """``report_usage`` in a worker thread (same Raises)."""
-        return await asyncio.to_thread(
-            self.report_usage,
-            user_id_or_customer,
-            meter_event_name,
-            value,
-            identifier=identifier,
-            timestamp=timestamp,
-        )
+    report_usage_async = in_thread(report_usage)
 
 
 # -- the notices ------------------------------------------------------------------------
