@@ -333,6 +333,33 @@ def test_default_incomplete_confirmed_by_the_client(
     receiver.wait_for_type("invoice.paid")
 
 
+def test_default_incomplete_never_charges_the_default_card(client: stripe.StripeClient) -> None:
+    """Stripe waits for the customer's confirmation: no attempt, no charge,
+    even with a default payment method that would succeed."""
+    clock, customer, price = _setup(client, card="pm_card_visa")
+    subscription = client.v1.subscriptions.create(
+        {
+            "customer": customer.id,
+            "items": [{"price": price.id}],
+            "payment_behavior": "default_incomplete",
+            "expand": ["latest_invoice.payments"],
+        }
+    )
+    assert subscription.status == "incomplete"
+    invoice = subscription.latest_invoice
+    assert isinstance(invoice, stripe.Invoice) and invoice.payments is not None
+    assert (invoice.status, invoice.attempted, invoice.attempt_count) == ("open", False, 0)
+    assert invoice.next_payment_attempt is None
+    intent_id = str(invoice.payments.data[0].payment.payment_intent)
+    intent = client.v1.payment_intents.retrieve(intent_id)
+    assert intent.status == "requires_payment_method" and intent.latest_charge is None
+    assert client.v1.charges.list({"customer": customer.id}).data == []
+    # Nothing is tried while the clock moves on: it expires unpaid.
+    _advance(client, clock.id, START + 24 * 3600)
+    assert client.v1.subscriptions.retrieve(subscription.id).status == "incomplete_expired"
+    assert client.v1.charges.list({"customer": customer.id}).data == []
+
+
 def test_incomplete_expires_after_23_hours(client: stripe.StripeClient) -> None:
     clock, customer, price = _setup(client, card="pm_card_chargeCustomerFail")
     subscription = client.v1.subscriptions.create(

@@ -27,6 +27,7 @@ from stripeline_sandbox._errors import StripeError, invalid
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._invoicing import (
     end_subscription,
+    finalize,
     include_pending_items,
     new_invoice,
     void,
@@ -252,10 +253,16 @@ def create_subscription_op(call: Call, params: dict[str, Any]) -> Obj:
         if trial_end - now <= TRIAL_WILL_END_NOTICE:
             call.account.hidden(sub_id)["trial_will_end_sent"] = True
             call.emit("customer.subscription.trial_will_end", subscription)
-    elif payment_behavior == "default_incomplete" or collection_method == "send_invoice":
+    elif collection_method == "send_invoice":
         collect(call, invoice)
-        if collection_method == "send_invoice":
-            subscription["status"] = "active"
+        subscription["status"] = "active"
+    elif payment_behavior == "default_incomplete":
+        # Stripe waits for the customer to confirm the first invoice's
+        # PaymentIntent (Stripe.js, with the invoice's confirmation_secret):
+        # no payment is attempted, even with a default payment method.
+        invoice["auto_advance"] = True
+        finalize(call, invoice)
+        invoice["next_payment_attempt"] = None
     else:
         collect(call, invoice, off_session=False)
         if invoice["status"] == "paid":
