@@ -6,6 +6,7 @@ import pytest
 import stripe
 
 from stripeline_sandbox import Sandbox
+from stripeline_sandbox._refunds import REFUND_PENDING_SECONDS
 
 from .conftest import Receiver, control
 
@@ -172,6 +173,29 @@ def test_cancel_and_refund_fail(client: stripe.StripeClient) -> None:
     refund = client.v1.refunds.create({"payment_intent": paid.id})
     assert refund.status == "failed"
     assert client.v1.charges.retrieve(str(paid.latest_charge)).amount_refunded == 0
+
+
+def test_a_pending_refund_succeeds_later(
+    sandbox: Sandbox, client: stripe.StripeClient, receiver: Receiver
+) -> None:
+    paid = client.v1.payment_intents.create(
+        {"amount": 900, "currency": "usd", "payment_method": "pm_card_pendingRefund",
+         "confirm": True}
+    )  # fmt: skip
+    refund = client.v1.refunds.create({"payment_intent": paid.id})
+    assert refund.status == "pending"
+    assert client.v1.charges.retrieve(str(paid.latest_charge)).amount_refunded == 900
+    sandbox.advance_clock(REFUND_PENDING_SECONDS - 60)
+    assert client.v1.refunds.retrieve(refund.id).status == "pending"
+    sandbox.advance_clock(61)
+    settled = client.v1.refunds.retrieve(refund.id)
+    assert settled.status == "succeeded"
+    assert settled.destination_details is not None and settled.destination_details.card
+    assert settled.destination_details.card.reference_status == "available"
+    (updated,) = receiver.wait_for_type("charge.refund.updated")
+    assert updated["data"]["object"]["status"] == "succeeded"
+    assert updated["data"]["previous_attributes"]["status"] == "pending"
+    assert updated["request"] == {"id": None, "idempotency_key": None}
 
 
 def test_setup_intent_then_off_session_payment(

@@ -24,6 +24,8 @@ class TestCard:
     #: "product_not_received"), or "inquiry".
     dispute: str | None = None
     refund_fails: bool = False
+    #: Its refunds start ``pending`` and succeed later (``REFUND_PENDING_SECONDS``).
+    refund_pending: bool = False
     #: Radar: the risk level of its charges; ``blocked`` ones never reach the network.
     risk_level: str = "normal"
     blocked: bool = False
@@ -122,7 +124,7 @@ CARDS_BY_NUMBER: dict[str, TestCard] = {
     "4000000000002685": TestCard("visa", "2685", dispute="product_not_received"),
     "4000000000005423": TestCard("visa", "5423", early_fraud_warning=True),
     # -- refunds and balances (they succeed as plain cards here)
-    "4000000000007726": TestCard("visa", "7726"),
+    "4000000000007726": TestCard("visa", "7726", refund_pending=True),
     "4000000000000077": TestCard("visa", "0077"),
     "4000003720000278": TestCard("visa", "0278", country="GB"),
     # -- 3-D Secure

@@ -42,6 +42,7 @@ from stripeline_sandbox._payment_methods import (
     payment_method_from,
     resolve,
 )
+from stripeline_sandbox._refunds import settle_pending_refunds
 from stripeline_sandbox._routes import (
     Call,
     Endpoint,
@@ -403,6 +404,7 @@ def settle_due(call: Call) -> None:
 
     Their events carry no request (as Stripe's events for asynchronous outcomes).
     """
+    settle_pending_refunds(call)
     due = call.account.hidden(_PROCESSING)
     if not due:
         return

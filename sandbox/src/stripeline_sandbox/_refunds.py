@@ -7,8 +7,12 @@ from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
-from stripeline_sandbox._routes import Endpoint, Request, as_int, optional_str
+from stripeline_sandbox._routes import Call, Endpoint, Request, as_int, optional_str
 from stripeline_sandbox._state import Obj
+
+#: Seconds of sandbox time a ``pm_card_pendingRefund`` refund stays ``pending``.
+REFUND_PENDING_SECONDS = 3600
+_PENDING = "__pending_refunds__"
 
 _REASONS = (None, "duplicate", "fraudulent", "requested_by_customer")
 
@@ -96,8 +100,13 @@ def create_refund(request: Request) -> Obj:
     }
     card = request.account.hidden(charge["id"]).get("card")
     fails = isinstance(card, TestCard) and card.refund_fails
-    if fails:
+    pending = isinstance(card, TestCard) and card.refund_pending
+    if fails or pending:
         refund["status"] = "pending"
+    if pending:
+        # pm_card_pendingRefund: pending, then succeeded some time later.
+        due = request.account.hidden(_PENDING)
+        due[refund["id"]] = int(refund["created"]) + REFUND_PENDING_SECONDS
     request.account.add(refund)
     before = copy(charge)
     charge["amount_refunded"] = int(charge["amount_refunded"]) + amount
@@ -118,6 +127,32 @@ def create_refund(request: Request) -> Obj:
         request.emit("refund.updated", refund, changed)
         request.emit("charge.refund.updated", refund, changed)
     return refund
+
+
+def settle_pending_refunds(call: Call) -> None:
+    """Refunds of ``pm_card_pendingRefund`` whose time has come: ``pending`` →
+    ``succeeded`` (``refund.updated``, ``charge.refund.updated``; no request)."""
+    due = call.account.hidden(_PENDING)
+    if not due:
+        return
+    now = call.now()
+    for refund_id, moment in sorted(due.items(), key=lambda entry: (entry[1], entry[0])):
+        if moment > now:
+            continue
+        due.pop(refund_id, None)
+        refund = call.account.find("refund", refund_id)
+        if refund is None or refund["status"] != "pending":
+            continue
+        before = copy(refund)
+        refund["status"] = "succeeded"
+        refund["destination_details"]["card"]["reference_status"] = "available"
+        refund["destination_details"]["card"]["reference"] = new_id("arn")[4:]
+        changed = previous_attributes(before, refund)
+        first = len(call.events)
+        call.emit("refund.updated", refund, changed)
+        call.emit("charge.refund.updated", refund, changed)
+        for event in call.events[first:]:
+            event["request"] = {"id": None, "idempotency_key": None}
 
 
 def retrieve_refund(request: Request) -> Obj:
