@@ -491,7 +491,7 @@ def test_the_sync_page_and_a_repair(
                 .select_from(inbox.events)
                 .where(inbox.events.c.status.in_(["pending", "processing"]))
             )
-            waiting += refetch.pending(conn)
+            waiting = (waiting or 0) + refetch.pending(conn)
         if not waiting:
             break
         assert time.monotonic() < deadline, f"{waiting} events or reads never done"
