@@ -13,6 +13,7 @@ orjson cannot write (``json`` writes them, or fails as before).
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -39,3 +40,17 @@ def dumps(value: Any) -> str:
         return orjson.dumps(value).decode()
     except TypeError:
         return json.dumps(value, separators=(",", ":"))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def dumps_rows(rows: Any) -> str:
+    """Rows (dicts of plain values, aware datetimes as ISO 8601) as JSON text."""
+    try:
+        return orjson.dumps(rows).decode()
+    except TypeError:
+        return json.dumps(rows, separators=(",", ":"), default=_plain)

@@ -109,11 +109,12 @@ class RowWriter:
     """A table's columns, in order, with how each value is passed.
 
     SQLite: ``source(n)`` is a multi-row ``VALUES`` clause of ``n`` rows and
-    ``params(rows)`` its flat parameters. PostgreSQL: ``source(n)`` is one
-    ``SELECT * FROM unnest(…)`` with an array per column, whatever ``n``,
-    and ``params(rows)`` those arrays: one statement text, parsed by the
-    driver once (splitting a statement of thousands of marks was slower
-    than running it) and prepared once by the server."""
+    ``params(rows)`` its flat parameters. PostgreSQL: ``source(n)`` reads
+    the rows from one JSON document (``jsonb_to_recordset``), whatever
+    ``n``, and ``params(rows)`` is that document: one statement text, parsed
+    by the driver once and prepared once by the server (thousands of
+    parameter marks took longer to split than to run, and arrays of JSON
+    text longer to escape)."""
 
     def __init__(self, dialect: str, table: Table) -> None:
         self.sqlite = dialect == "sqlite"
@@ -129,10 +130,11 @@ class RowWriter:
             self._unnest = ""
         else:
             self.chunk = 1_000_000
-            types = [_array_type(column.type) for column in table.columns]
-            # Type names of our own columns: nothing from outside the code.
-            columns = ", ".join(f"CAST(%s AS {name}[])" for name in types)
-            self._unnest = f"SELECT * FROM unnest({columns})"  # noqa: S608
+            # Names and types of our own columns: nothing from outside the code.
+            record = ", ".join(
+                f"{column.name} {_record_type(column.type)}" for column in table.columns
+            )
+            self._unnest = f"SELECT * FROM jsonb_to_recordset(CAST(%s AS jsonb)) AS r({record})"  # noqa: S608
 
     def source(self, count: int) -> str:
         """The rows' source in ``INSERT INTO t (columns) <source>``."""
@@ -149,20 +151,17 @@ class RowWriter:
                     value = row.get(name)
                     flat.append(value if convert is None else convert(value))
             return flat
-        arrays: list[Any] = []
-        for name, convert in pairs:
-            values = [row.get(name) for row in rows]
-            arrays.append(values if convert is None else [convert(value) for value in values])
-        return arrays
+        columns = self.columns
+        return [_json.dumps_rows([{name: row.get(name) for name in columns} for row in rows])]
 
 
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
-def _array_type(column_type: Any) -> str:
-    """The element type of a column's ``unnest`` array. Strings are cast to
-    ``TEXT`` (a cast to ``VARCHAR(n)`` would cut a longer value short; the
-    insert into the column refuses it instead, as a plain insert does)."""
+def _record_type(column_type: Any) -> str:
+    """A column's type in ``jsonb_to_recordset``'s record. Strings are read as
+    ``TEXT`` (the insert into the column refuses one too long, as a plain
+    insert does)."""
     if isinstance(column_type, JSON):
         return "JSONB"
     if isinstance(column_type, String):
