@@ -175,6 +175,31 @@ def test_list_filters_by_type_status_and_limit(cli: Engine) -> None:
     assert {row["id"] for row in pending} == {"evt_000000000002", "evt_000000000003"}
 
 
+def test_show_an_event_processed_in_bulk(cli: Engine, database_url: str) -> None:
+    """No handler wants it: the worker applies it in bulk and logs no attempt
+    row; the event row holds its one attempt, and `show` says so."""
+    from pydantic import SecretStr
+
+    from stripeline.app import Stripeline
+    from stripeline.settings import Settings
+    from stripeline.worker import Worker
+    from tests.factories import SECRET
+
+    _store(cli, "evt_000000000009", "customer.created", received=inbox.utcnow())
+    app = Stripeline(
+        Settings(stripe_webhook_secret=SecretStr(SECRET), database_url=database_url),
+        engine=cli,
+    )
+    assert Worker(app, listen=False).drain(timeout=30) == 1
+
+    result = run("events", "show", "evt_000000000009")
+    assert result.exit_code == 0, result.output
+    assert "processed on its first attempt, in bulk" in result.stdout
+    doc = json.loads(run("events", "show", "evt_000000000009", "--json").stdout)
+    assert doc["status"] == "processed" and doc["attempts"] == 1
+    assert doc["processed_at"] is not None and doc["attempt_log"] == []
+
+
 def test_show_an_event_with_its_history(cli: Engine) -> None:
     _store(cli, "evt_000000000001", "invoice.paid")
     _store(cli, "evt_000000000001", "invoice.paid", received=T0 + timedelta(seconds=5))

@@ -189,3 +189,61 @@ def test_readyz_is_503_while_the_database_refuses_writes(
     finally:
         readonly.dispose()
         writable.dispose()
+
+
+#: SQLite, no handler: also refuse to mark an event processed, so that the
+#: batch fails in bulk, then event by event, and its attempt log (written last,
+#: outside any SAVEPOINT) is refused: the transaction of the claim and its
+#: first group cannot commit.
+SQLITE_FINISH_FAULT = """CREATE TRIGGER finish_refused BEFORE UPDATE ON stripeline_events
+   WHEN NEW.status = 'processed' AND (SELECT broken FROM fault) = 1
+   BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"""
+
+
+def test_a_claim_committed_with_its_group_still_counts_its_attempts(
+    faulty: tuple[str, Engine],
+) -> None:
+    """SQLite commits the claim of a batch no handler wants together with its
+    first group: when that cannot commit, the attempts are counted and the
+    events marked failed in a transaction of their own, dead at the limit."""
+    url, engine = faulty
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL commits every claim on its own")
+    with connect(engine) as conn:
+        conn.execute(text(SQLITE_FINISH_FAULT))
+    ids = store(engine, EVENTS)
+    app = Stripeline(
+        Settings(
+            stripe_webhook_secret=SecretStr(SECRET),
+            database_url=url,
+            max_attempts=MAX_ATTEMPTS,
+            retry_schedule=(0,),
+        )
+    )
+    worker = Worker(app, listen=False)
+    failed_commits = 0
+    try:
+        for _ in range(2 * MAX_ATTEMPTS):
+            try:
+                worker.run_once()
+            except DBAPIError:
+                failed_commits += 1
+    finally:
+        worker.close()
+    assert failed_commits == MAX_ATTEMPTS  # then every event is dead
+    events = inbox.events
+    with connect(engine, readonly=True) as conn:
+        rows = conn.execute(
+            events.select().with_only_columns(
+                events.c.id, events.c.status, events.c.attempts, events.c.last_error
+            )
+        ).all()
+    assert sorted(row.id for row in rows) == sorted(ids)
+    assert {row.status for row in rows} == {"dead"}
+    assert {row.attempts for row in rows} == {MAX_ATTEMPTS}
+    assert all("could not commit" in row.last_error for row in rows)
+
+    with connect(engine) as conn:
+        conn.execute(text("UPDATE fault SET broken = 0"))
+        assert inbox.retry(conn, dead=True) == EVENTS
+    assert Worker(app, listen=False).drain(timeout=30) == EVENTS

@@ -87,3 +87,84 @@ def test_0005_adds_gave_up_to_the_refetch_queue(engine: Engine) -> None:
 
 
 REFETCHES = "stripeline_refetches"
+
+
+def test_0008_upgrades_an_inbox_with_pending_events(engine: Engine, database_url: str) -> None:
+    """Up from 0007 on SQLite and PostgreSQL with events waiting and processed:
+    the two unused indexes go, processed rows are indexed by ``processed_at``
+    (PostgreSQL: the payload stored apart), and a worker then processes the
+    pending events as before."""
+    from datetime import UTC, datetime
+
+    from pydantic import SecretStr
+    from sqlalchemy import text
+
+    from stripeline import inbox
+    from stripeline.app import Stripeline
+    from stripeline.db import migrate
+    from stripeline.db.engine import connect
+    from stripeline.settings import Settings
+    from stripeline.worker import Worker
+    from tests.factories import SECRET, encode, event
+
+    command.downgrade(alembic_config(engine), "0007")
+    names = {index["name"] for index in inspect(engine).get_indexes("stripeline_events")}
+    assert {"ix_stripeline_events_type", "ix_stripeline_events_created"} <= names
+    assert "ix_stripeline_events_processed" not in names
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    at = now if engine.dialect.name == "postgresql" else now.replace(tzinfo=None)
+    bodies = [
+        event(
+            "customer.created", id=f"evt_0008_{i}", obj={"id": f"cus_08_{i}", "object": "customer"}
+        )
+        for i in range(3)
+    ]
+    with engine.begin() as conn:
+        for i, body in enumerate(bodies):
+            conn.execute(
+                text(
+                    "INSERT INTO stripeline_events (id, type, livemode, created, payload, source,"
+                    " status, attempts, deliveries, received_at, last_received_at,"
+                    " next_attempt_at, processed_at)"
+                    " VALUES (:id, 'customer.created', false, :created, :payload, 'webhook',"
+                    " :status, :attempts, 1, :t, :t, :due, :done)"
+                ),
+                {
+                    "id": body["id"],
+                    "created": body["created"],
+                    "payload": encode(body),
+                    "status": "processed" if i == 0 else "pending",
+                    "attempts": 1 if i == 0 else 0,
+                    "t": at,
+                    "due": None if i == 0 else at,
+                    "done": at if i == 0 else None,
+                },
+            )
+    migrate(engine)
+    assert current_revision(engine) == head_revision()
+    names = {index["name"] for index in inspect(engine).get_indexes("stripeline_events")}
+    assert "ix_stripeline_events_processed" in names
+    assert not {"ix_stripeline_events_type", "ix_stripeline_events_created"} & names
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            storage = conn.execute(
+                text(
+                    "SELECT attstorage FROM pg_attribute"
+                    " WHERE attrelid = 'stripeline_events'::regclass AND attname = 'payload'"
+                )
+            ).scalar_one()
+        assert storage == "e"  # EXTERNAL
+    with connect(engine, readonly=True) as conn:
+        assert inbox.queue_depth(conn)["pending"] == 2
+    app = Stripeline(
+        Settings(stripe_webhook_secret=SecretStr(SECRET), database_url=database_url),
+        engine=engine,
+    )
+    assert Worker(app, listen=False).drain(timeout=30) == 2
+    with connect(engine, readonly=True) as conn:
+        depth = inbox.queue_depth(conn)
+        processed = conn.execute(
+            text("SELECT count(*) FROM stripeline_events WHERE processed_at IS NOT NULL")
+        ).scalar_one()
+    assert depth["processed"] == 3 and depth["pending"] == 0
+    assert processed == 3

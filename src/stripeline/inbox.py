@@ -25,6 +25,7 @@ from sqlalchemy import Connection, Table, and_, func, select, update
 
 from stripeline.core.backoff import scheduled
 from stripeline.core.envelope import Envelope
+from stripeline.db import raw
 from stripeline.db.engine import insert_for
 from stripeline.db.models import Attempt, Delivery, Event
 
@@ -187,6 +188,27 @@ def known_ids(conn: Connection, ids: Sequence[str]) -> set[str]:
     return set(conn.execute(select(events.c.id).where(events.c.id.in_(ids))).scalars())
 
 
+#: ``claim``'s statement per backend (run on the driver: ``db.raw``).
+_CLAIM = {
+    "sqlite": (
+        "UPDATE stripeline_events SET status = 'processing', lease_owner = ?,"
+        " next_attempt_at = ?, attempts = attempts + 1"
+        " WHERE id IN (SELECT id FROM stripeline_events"
+        " WHERE status IN ('pending', 'failed', 'processing') AND next_attempt_at <= ?"
+        " ORDER BY next_attempt_at LIMIT ?)"
+        " RETURNING id, type, payload, attempts, created, account"
+    ),
+    "postgresql": (
+        "UPDATE stripeline_events SET status = 'processing', lease_owner = %s,"
+        " next_attempt_at = %s, attempts = attempts + 1"
+        " WHERE id IN (SELECT id FROM stripeline_events"
+        " WHERE status IN ('pending', 'failed', 'processing') AND next_attempt_at <= %s"
+        " ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED)"
+        " RETURNING id, type, payload, attempts, created, account"
+    ),
+}
+
+
 def claim(
     conn: Connection, *, worker: str, limit: int, lease_seconds: int, now: datetime | None = None
 ) -> list[ClaimedEvent]:
@@ -197,34 +219,16 @@ def claim(
     IMMEDIATE`` makes this the one writer.
     """
     now = now or utcnow()
-    due = (
-        select(events.c.id)
-        .where(events.c.status.in_(CLAIMABLE), events.c.next_attempt_at <= now)
-        .order_by(events.c.next_attempt_at)
-        .limit(limit)
-    )
-    if conn.dialect.name == "postgresql":
-        due = due.with_for_update(skip_locked=True)
-    stmt = (
-        update(events)
-        .where(events.c.id.in_(due.scalar_subquery()))
-        .values(
-            status="processing",
-            lease_owner=worker,
-            next_attempt_at=now + timedelta(seconds=lease_seconds),
-            attempts=events.c.attempts + 1,
-        )
-        .returning(
-            events.c.id,
-            events.c.type,
-            events.c.payload,
-            events.c.attempts,
-            events.c.created,
-            events.c.account,
-        )
-    )
-    rows = conn.execute(stmt).all()
-    claimed = [ClaimedEvent(*row) for row in rows]
+    rows = conn.exec_driver_sql(
+        _CLAIM[conn.dialect.name],
+        (
+            worker,
+            raw.stamp(conn, now + timedelta(seconds=lease_seconds)),
+            raw.stamp(conn, now),
+            limit,
+        ),
+    ).all()
+    claimed = [ClaimedEvent(row[0], row[1], bytes(row[2]), row[3], row[4], row[5]) for row in rows]
     claimed.sort(key=lambda e: e.created)
     return claimed
 
@@ -247,12 +251,25 @@ def renew(
     now: datetime | None = None,
 ) -> int:
     """Extend ``worker``'s lease on events it still holds; return how many."""
+    _lock_in_order(conn, event_ids)
     stmt = (
         update(events)
         .where(_held_by(worker, event_ids))
         .values(next_attempt_at=(now or utcnow()) + timedelta(seconds=lease_seconds))
     )
     return int(conn.execute(stmt).rowcount)
+
+
+def _lock_in_order(conn: Connection, event_ids: Sequence[str]) -> None:
+    """PostgreSQL: lock the rows of ``event_ids`` in id order first, as the
+    ingest writer takes them (an UPDATE of many rows takes its locks in
+    whatever order its plan reads them: crossing the writer's duplicate
+    deliveries, that order could deadlock)."""
+    if conn.dialect.name == "postgresql" and len(event_ids) > 1:
+        conn.exec_driver_sql(
+            "SELECT id FROM stripeline_events WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE",
+            (sorted(event_ids),),
+        )
 
 
 def finish(conn: Connection, event_id: str, *, worker: str, now: datetime) -> bool:
@@ -270,20 +287,19 @@ def finish_many(
     conn: Connection, event_ids: Sequence[str], *, worker: str, now: datetime
 ) -> set[str]:
     """``finish`` for many events at once; returns the ids this worker still owned."""
-    stmt = (
-        update(events)
-        .where(_held_by(worker, event_ids))
-        .values(
-            status="processed",
-            processed_at=now,
-            next_attempt_at=None,
-            lease_owner=None,
-            last_error=None,
-            last_traceback=None,
-        )
-        .returning(events.c.id)
+    if not event_ids:
+        return set()
+    ids = list(event_ids)
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    sql = (
+        "UPDATE stripeline_events SET status = 'processed',"  # noqa: S608 (marks only)
+        f" processed_at = {mark}, next_attempt_at = NULL, lease_owner = NULL,"
+        f" last_error = NULL, last_traceback = NULL"
+        f" WHERE lease_owner = {mark} AND status = 'processing'"
+        f" AND {raw.in_list(conn, 'id', len(ids))} RETURNING id"
     )
-    return set(conn.execute(stmt).scalars())
+    params = [raw.stamp(conn, now), worker, *raw.in_params(conn, ids)]
+    return {row[0] for row in conn.exec_driver_sql(sql, tuple(params))}
 
 
 def release(conn: Connection, event_ids: Sequence[str], *, worker: str, now: datetime) -> int:
@@ -291,6 +307,7 @@ def release(conn: Connection, event_ids: Sequence[str], *, worker: str, now: dat
     due at ``now``, their claim's attempt not counted. Returns how many."""
     if not event_ids:
         return 0
+    _lock_in_order(conn, event_ids)
     stmt = (
         update(events)
         .where(_held_by(worker, sorted(event_ids)))
@@ -369,14 +386,88 @@ def abandon(
     return marked
 
 
+_ATTEMPT_COLUMNS = (
+    "event_id",
+    "number",
+    "worker",
+    "started_at",
+    "finished_at",
+    "outcome",
+    "error",
+    "traceback",
+)
+
+
+def abandon_claim(
+    conn: Connection,
+    claimed: Sequence[tuple[str, int]],
+    *,
+    error: str,
+    max_attempts: int,
+    schedule: Sequence[int],
+    now: datetime,
+) -> int:
+    """Events ``(id, attempt)`` whose claim was rolled back with the group
+    processed in its transaction: count that attempt and mark them ``failed``
+    with a next attempt, or ``dead`` at ``max_attempts``, as ``abandon`` marks
+    a batch claimed apart. Only events still as the claim found them
+    (``attempt - 1`` attempts, claimable): one another worker claimed since
+    is left alone. Returns how many were marked."""
+    marked = 0
+    for event_id, attempt in claimed:
+        status = "dead" if attempt >= max_attempts else "failed"
+        next_at = (
+            None if status == "dead" else now + timedelta(seconds=scheduled(attempt, schedule))
+        )
+        marked += int(
+            conn.execute(
+                update(events)
+                .where(
+                    events.c.id == event_id,
+                    events.c.attempts == attempt - 1,
+                    events.c.status.in_(CLAIMABLE),
+                )
+                .values(
+                    status=status,
+                    attempts=attempt,
+                    next_attempt_at=next_at,
+                    lease_owner=None,
+                    last_error=error[:4000],
+                    last_traceback=None,
+                )
+            ).rowcount
+        )
+    return marked
+
+
 def record_attempt(
     conn: Connection,
     rows: Sequence[dict[str, Any]],
 ) -> None:
     """Append rows to the attempt log (event_id, number, worker, started_at,
     finished_at, outcome, error, traceback)."""
-    if rows:
-        conn.execute(attempts.insert(), list(rows))
+    if not rows:
+        return
+    sql = (
+        f"INSERT INTO stripeline_attempts ({', '.join(_ATTEMPT_COLUMNS)})"  # noqa: S608
+        f" VALUES ({raw.marks(conn, len(_ATTEMPT_COLUMNS))})"
+    )
+    conn.exec_driver_sql(
+        sql,
+        [
+            (
+                row["event_id"],
+                row["number"],
+                row["worker"],
+                raw.stamp(conn, row["started_at"]),
+                raw.stamp(conn, row["finished_at"]),
+                row["outcome"],
+                row.get("error"),
+                row.get("traceback"),
+            )
+            for row in rows
+        ],
+    )
 
 
 def retry(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import dataclasses
-import json
 import os
 import queue
 import random
@@ -39,10 +38,10 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 import structlog
-from sqlalchemy import Connection, select, text
+from sqlalchemy import Connection, text
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from stripeline import inbox
+from stripeline import _json, inbox
 from stripeline.app import Handler, ReceivedEvent, Stripeline
 from stripeline.core.backoff import exponential
 from stripeline.db.engine import connect, handler_transaction, is_postgres
@@ -50,7 +49,7 @@ from stripeline.inbox import NOTIFY_CHANNEL
 from stripeline.log import get_logger
 from stripeline.mirror import refetch
 from stripeline.mirror._store import lock_objects, object_keys
-from stripeline.mirror.policy import EventObject, apply_events
+from stripeline.mirror.policy import READ_KEY, EventObject, apply_events
 
 log = get_logger("stripeline.worker")
 
@@ -71,6 +70,11 @@ HANDLER_GRACE_SECONDS = 0.5
 RELEASE_AFTER_SECONDS = 1.0
 #: Seconds between two checks of the dispute deadlines (``flows.disputes``).
 DEADLINE_CHECK_SECONDS = 60.0
+
+
+#: PostgreSQL: the inbox rows of a run, locked in id order (``_take_locks``).
+_LOCK_ROWS = "SELECT id FROM stripeline_events WHERE id = ANY(%s) ORDER BY id FOR NO KEY UPDATE"
+_TRY_LOCK_ROWS = _LOCK_ROWS + " SKIP LOCKED"
 
 
 class HandlerTimeout(Exception):
@@ -238,6 +242,9 @@ class Worker:
         #: Payloads parsed to find the objects an event touches (PostgreSQL),
         #: and the events of the current group whose handlers started.
         self._bodies: dict[str, Any] = {}
+        self._handled: dict[str, bool] = {}
+        #: Events claimed so far (each claim counts an attempt).
+        self.claimed = 0
         self._ran_in_group: list[inbox.ClaimedEvent] = []
         self._clock = clock
         self._now = now
@@ -357,20 +364,17 @@ class Worker:
         otherwise has its events marked failed in a transaction of their own
         (when the database takes one), and the error goes to ``run()``.
         """
-        with connect(self.app.engine) as conn:
-            claimed = inbox.claim(
-                conn,
-                worker=self.id,
-                limit=self.batch_size,
-                lease_seconds=self.lease_seconds,
-                now=self._now(),
-            )
-        # Thin events' reads count against the lease: a long one renews it below.
-        leased_at = self._clock()
-        claimed = self._hydrate(claimed)
-        position = 0
         self._released_from = None
         self._bodies = {}
+        # Whether each type has handlers, asked once per batch (a handler
+        # registered meanwhile counts from the next batch).
+        self._handled = {}
+        claimed, position = self._claim()
+        self.claimed += len(claimed)
+        # Thin events' reads count against the lease: a long one renews it below.
+        leased_at = self._clock()
+        if position == 0:
+            claimed = self._hydrate(claimed)
         deadlocks = 0
         while position < self._end(claimed):
             start = position
@@ -412,6 +416,75 @@ class Worker:
                 raise
             position = reached  # the events past ``_end`` went to other workers
         return len(claimed) + self.refetch_once()
+
+    def _claim(self) -> tuple[list[inbox.ClaimedEvent], int]:
+        """Claim a batch; return it and the position processed up to.
+
+        The claim commits on its own (position 0), except on SQLite when no
+        event of the batch has handlers, is thin or is past its last attempt:
+        then the batch's first group is processed in the claim's transaction,
+        one commit instead of two, and each event's row written to the
+        write-ahead log once instead of twice. No handler runs in that
+        transaction, so nothing outside the database can be repeated when it
+        does not commit; the events' attempts are then counted all the same,
+        and the events marked failed (dead at the limit), in a transaction of
+        their own (``inbox.abandon_claim``), as a batch claimed apart would be
+        by ``_abandon``. PostgreSQL keeps the claim apart: a group there first
+        waits for its objects' locks holding nothing else (``_process_group``).
+        """
+        claimed: list[inbox.ClaimedEvent] = []
+        together = False
+        try:
+            with connect(self.app.engine) as conn:
+                claimed = inbox.claim(
+                    conn,
+                    worker=self.id,
+                    limit=self.batch_size,
+                    lease_seconds=self.lease_seconds,
+                    now=self._now(),
+                )
+                together = self._claim_with_group(conn, claimed)
+                if not together:
+                    return claimed, 0
+                reached = self._process_group(conn, claimed, 0)
+        except DBAPIError as exc:
+            if not together:
+                raise
+            self._abandon_claim(claimed, exc)
+            raise
+        return claimed, reached
+
+    def _claim_with_group(self, conn: Connection, claimed: list[inbox.ClaimedEvent]) -> bool:
+        """Whether ``claimed``'s first group may commit with its claim (``_claim``)."""
+        if conn.dialect.name != "sqlite" or not claimed:
+            return False
+        from stripeline.sync import thin
+
+        return all(self._bulk_ok(c) and not thin.is_thin(c.payload) for c in claimed)
+
+    def _abandon_claim(self, claimed: list[inbox.ClaimedEvent], exc: DBAPIError) -> None:
+        """The transaction of a claim and its first group did not commit: count
+        the attempt of each event and mark it failed (dead at the limit), in a
+        transaction of its own, unless another worker claimed it meanwhile."""
+        settings = self.app.settings
+        try:
+            with connect(self.app.engine) as conn:
+                inbox.abandon_claim(
+                    conn,
+                    [(e.id, e.attempts) for e in claimed],
+                    error="the transaction could not commit: " + _first_line(exc),
+                    max_attempts=settings.max_attempts,
+                    schedule=settings.retry_schedule,
+                    now=self._now(),
+                )
+        except DBAPIError as again:  # claimed again later: the attempt is counted then
+            log.warning(
+                "abandon_failed",
+                action="abandon_failed",
+                worker=self.id,
+                events=len(claimed),
+                error=_first_line(again),
+            )
 
     def _hydrate(self, claimed: list[inbox.ClaimedEvent]) -> list[inbox.ClaimedEvent]:
         """Thin events of the batch: their object (or full event) read first,
@@ -653,7 +726,7 @@ class Worker:
         for claimed in run:
             body = self._bodies.get(claimed.id)
             if body is None:
-                body = self._bodies[claimed.id] = json.loads(claimed.payload)
+                body = self._bodies[claimed.id] = _json.loads(claimed.payload)
             data = body.get("data") if isinstance(body, dict) else None
             keys |= object_keys(
                 claimed.account, data.get("object") if isinstance(data, dict) else None
@@ -663,24 +736,22 @@ class Worker:
         if wait and len(run) == 1:
             return True  # ``finish`` locks its one row
         ids = sorted(e.id for e in run)
-        rows = (
-            select(inbox.events.c.id)
-            .where(inbox.events.c.id.in_(ids))
-            .order_by(inbox.events.c.id)
-            .with_for_update(key_share=True, skip_locked=not wait)
-        )
-        return len(conn.execute(rows).all()) == len(ids) or wait
+        rows = conn.exec_driver_sql(_LOCK_ROWS if wait else _TRY_LOCK_ROWS, (ids,)).all()
+        return len(rows) == len(ids) or wait
 
     def _body(self, claimed: inbox.ClaimedEvent) -> Any:
         """The event's parsed payload (parsed once when its locks were taken;
         handed over, so that a group run again parses afresh)."""
         body = self._bodies.pop(claimed.id, None)
-        return json.loads(claimed.payload) if body is None else body
+        return _json.loads(claimed.payload) if body is None else body
 
     def _bulk_ok(self, claimed: inbox.ClaimedEvent) -> bool:
-        return claimed.attempts <= self.app.settings.max_attempts and not self.app.handlers_for(
-            claimed.type
-        )
+        if claimed.attempts > self.app.settings.max_attempts:
+            return False
+        handled = self._handled.get(claimed.type)
+        if handled is None:
+            handled = self._handled[claimed.type] = bool(self.app.handlers_for(claimed.type))
+        return not handled
 
     def _process_bulk(
         self, conn: Connection, run: list[inbox.ClaimedEvent]
@@ -695,6 +766,7 @@ class Worker:
         try:
             with conn.begin_nested():
                 owned = inbox.finish_many(conn, [e.id for e in run], worker=self.id, now=started_at)
+                done = [claimed for claimed in run if claimed.id in owned]
                 events = [
                     EventObject(
                         claimed.id,
@@ -703,8 +775,7 @@ class Worker:
                         claimed.account,
                         self._body(claimed),
                     )
-                    for claimed in run
-                    if claimed.id in owned
+                    for claimed in done
                 ]
                 self._mirror(conn, events, now=started_at)
         except Exception as exc:
@@ -719,11 +790,21 @@ class Worker:
             results = [self._process(conn, claimed) for claimed in run]
             return [row for row in results if row is not None]
         elapsed = time.perf_counter() - t0
-        done = [claimed for claimed in run if claimed.id in owned]
-        for claimed in done:
-            self.app.metrics.processing_seconds.observe(elapsed / len(run))
-            self.app.metrics.processed.labels(claimed.type).inc()
-        return [self._attempt_row(claimed, started_at, elapsed, "processed") for claimed in done]
+        metrics = self.app.metrics
+        by_type: dict[str, int] = {}
+        logged: list[dict[str, Any]] = []
+        for claimed, event in zip(done, events, strict=True):
+            metrics.processing_seconds.observe(elapsed / len(run))
+            by_type[claimed.type] = by_type.get(claimed.type, 0) + 1
+            # A first attempt that succeeds in bulk writes no attempt row: it
+            # is on the event row (``attempts`` 1, ``processed_at``). One that
+            # ends a story the log tells (earlier attempts, a thin event's
+            # reads) is logged, as failures and handler runs are.
+            if claimed.attempts > 1 or READ_KEY in event.body:
+                logged.append(self._attempt_row(claimed, started_at, elapsed, "processed"))
+        for event_type, count in by_type.items():
+            metrics.processed.labels(event_type).inc(count)
+        return logged
 
     def _attempt_row(
         self,

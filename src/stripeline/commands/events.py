@@ -147,7 +147,10 @@ def show(event_id: str, as_json: bool) -> None:
         )
     out.print(deliveries)
     out.print("\n[bold]attempts[/]")
-    if not detail.attempts:
+    if not detail.attempts and summary.status == "processed":
+        # The worker logs no row for a first attempt applied in bulk.
+        out.print("processed on its first attempt, in bulk (no handler): no row logged")
+    elif not detail.attempts:
         out.print("none yet")
     else:
         attempts = Table(box=None, header_style="dim", pad_edge=False)

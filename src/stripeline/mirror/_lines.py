@@ -202,7 +202,7 @@ def write_subscription_items(conn: Connection, rows: list[dict[str, Any]]) -> No
                     item_rows[(account, item_id)] = _item_row(row, stub, subscription_id, True)
     if item_rows:
         # One lock order for every transaction (see ``mirror._store``).
-        conn.execute(_upsert(conn, _items), [item_rows[key] for key in sorted(item_rows)])
+        _upsert(conn, _items, [item_rows[key] for key in sorted(item_rows)])
 
 
 def _by_account(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:

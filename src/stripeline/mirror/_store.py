@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, and_, or_, select, text
+from sqlalchemy import Connection, Table, select, text
 
 from stripeline.core.ordering import (
     Decision,
@@ -38,7 +38,8 @@ from stripeline.core.ordering import (
     needs_data,
     rank,
 )
-from stripeline.db.engine import insert_for
+from stripeline.db import raw
+from stripeline.db.raw import RowWriter
 from stripeline.mirror.erasure import guard_states
 from stripeline.mirror.tables import MirrorTable, all_tables, table_for
 
@@ -230,30 +231,39 @@ def lock_objects(conn: Connection, keys: Iterable[int], *, wait: bool = True) ->
     return not refused
 
 
-_UPSERTS: dict[tuple[str, str], Any] = {}
-_COMMON = ("livemode", "data", "marker", "marker_rank", "event_id", "deleted", "updated_at")
+#: Per (backend, table): the columns and how their values are passed.
+_WRITERS: dict[tuple[str, str], RowWriter] = {}
 
 
-def _upsert(conn: Connection, table: Table) -> Any:
-    """The guarded upsert for ``table``, built once per dialect."""
+def _writer(conn: Connection, table: Table) -> RowWriter:
     cache_key = (conn.dialect.name, table.name)
-    stmt = _UPSERTS.get(cache_key)
-    if stmt is None:
-        insert = insert_for(conn)
-        base = insert(table)
-        ex = base.excluded
-        newer = or_(
-            ex.marker > table.c.marker,
-            and_(ex.marker == table.c.marker, ex.marker_rank > table.c.marker_rank),
+    writer = _WRITERS.get(cache_key)
+    if writer is None:
+        writer = _WRITERS[cache_key] = RowWriter(conn.dialect.name, table)
+    return writer
+
+
+def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """The guarded upsert of ``rows`` into ``table`` (multi-row ``VALUES``,
+    on the driver); returns the (account, id) of the rows written."""
+    writer = _writer(conn, table)
+    keys = {"account", "id"}
+    updates = ", ".join(f"{name} = excluded.{name}" for name in writer.columns if name not in keys)
+    name = table.name
+    written: set[tuple[str, str]] = set()
+    for start in range(0, len(rows), writer.chunk):
+        chunk = rows[start : start + writer.chunk]
+        sql = (
+            f"INSERT INTO {name} ({', '.join(writer.columns)}) {writer.source(len(chunk))}"
+            f" ON CONFLICT (account, id) DO UPDATE SET {updates}"
+            f" WHERE excluded.marker > {name}.marker OR (excluded.marker = {name}.marker"
+            f" AND excluded.marker_rank > {name}.marker_rank)"
+            " RETURNING account, id"
         )
-        keys = {"account", "id"}
-        stmt = base.on_conflict_do_update(
-            index_elements=[table.c.account, table.c.id],
-            set_={c.name: getattr(ex, c.name) for c in table.columns if c.name not in keys},
-            where=newer,
+        written.update(
+            (row[0], row[1]) for row in conn.exec_driver_sql(sql, tuple(writer.params(chunk)))
         )
-        _UPSERTS[cache_key] = stmt
-    return stmt
+    return written
 
 
 def _held(
@@ -263,17 +273,19 @@ def _held(
     for account, object_id in keys:
         by_account.setdefault(account, []).append(object_id)
     held: dict[tuple[str, str], Seen] = {}
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
     for account, ids in by_account.items():
         # account = ? AND id IN (…): a primary-key lookup on every backend
         # (a row-value IN is not always one).
         for start in range(0, len(ids), 500):
-            rows = conn.execute(
-                select(table.c.id, table.c.marker, table.c.marker_rank, table.c.event_id).where(
-                    table.c.account == account, table.c.id.in_(ids[start : start + 500])
-                )
+            some = ids[start : start + 500]
+            rows = conn.exec_driver_sql(
+                f"SELECT id, marker, marker_rank, event_id IS NULL FROM {table.name}"  # noqa: S608
+                f" WHERE account = {mark} AND {raw.in_list(conn, 'id', len(some))}",
+                (account, *raw.in_params(conn, some)),
             )
-            for object_id, marker, marker_rank, event_id in rows:
-                held[(account, object_id)] = Seen(marker, marker_rank, event_id is None)
+            for object_id, marker, marker_rank, fetched in rows:
+                held[(account, object_id)] = Seen(marker, marker_rank, bool(fetched))
     return held
 
 
@@ -365,10 +377,11 @@ def apply_states(conn: Connection, states: Sequence[State], *, now: datetime) ->
     On PostgreSQL the objects' advisory locks are taken first (``lock_objects``),
     unless the transaction holds them already. States of an erased customer's
     objects are scrubbed of personal data (``erasure.guard_states``)."""
-    keys: set[int] = set()
-    for state in states:
-        keys |= object_keys(state.account, state.data) | {object_key(state.account, state.id)}
-    lock_objects(conn, keys)
+    if conn.dialect.name == "postgresql":
+        keys: set[int] = set()
+        for state in states:
+            keys |= object_keys(state.account, state.data) | {object_key(state.account, state.id)}
+        lock_objects(conn, keys)
     states = guard_states(conn, states)
     states = _stamp_clock_reads(conn, states)
     result = ApplyResult()
@@ -419,12 +432,7 @@ def apply_states(conn: Connection, states: Sequence[State], *, now: datetime) ->
             applying[state.key] = state
             rows.append(row)
         if rows:
-            written = {
-                (account, object_id)
-                for account, object_id in conn.execute(
-                    _upsert(conn, table).returning(table.c.account, table.c.id), rows
-                )
-            }
+            written = _upsert(conn, table, rows)
             if len(written) < len(rows):
                 # Another transaction wrote some of these objects between our
                 # read and our write (PostgreSQL, several workers): the guard

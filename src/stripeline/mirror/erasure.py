@@ -246,7 +246,13 @@ def erased_owners(
     """For each (account, object): the erased customer it belongs to, or None.
 
     One query on ``stripeline_erasures`` (an index lookup); objects that name
-    no customer first look theirs up in the mirror (one query per table)."""
+    no customer first look theirs up in the mirror (one query per table).
+    When no erasure was ever recorded, one read of a single row says so and
+    nothing else is queried. It is asked of the database in the caller's
+    transaction every time, never remembered: an erasure another process
+    records is seen by the next batch, exactly as the lookups would see it."""
+    if not objects or not any_erasure(conn):
+        return [None] * len(objects)
     owners: list[str | None] = []
     indirect: dict[tuple[str, str], set[str]] = {}
     for account, obj in objects:
@@ -282,6 +288,11 @@ def erased_owners(
         c if c is not None and (account, c) in erased else None
         for (account, _), c in zip(objects, candidates, strict=True)
     ]
+
+
+def any_erasure(conn: Connection) -> bool:
+    """Whether ``stripeline_erasures`` holds any row (one primary-key read)."""
+    return conn.exec_driver_sql("SELECT 1 FROM stripeline_erasures LIMIT 1").first() is not None
 
 
 def _erased(conn: Connection, wanted: set[tuple[str, str]]) -> list[tuple[str, str]]:

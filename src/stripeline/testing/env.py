@@ -266,10 +266,13 @@ class StripelineEnv:
         from stripeline.worker import Worker
 
         deadline = time.monotonic() + timeout
-        attempts_before = self._attempts()
+        attempts = 0
         while True:
             self.wait_for_webhooks(max(0.1, deadline - time.monotonic()))
-            if Worker(self.app).drain(timeout=max(0.1, deadline - time.monotonic())):
+            worker = Worker(self.app)
+            drained = worker.drain(timeout=max(0.1, deadline - time.monotonic()))
+            attempts += worker.claimed
+            if drained:
                 continue
             failures = [f for f in self.failures() if f.id not in self._accepted]
             if failures:
@@ -278,7 +281,7 @@ class StripelineEnv:
                 self._accepted.update(f.id for f in failures)
             wait = self._next_refetch()
             if wait is None:
-                return self._attempts() - attempts_before
+                return attempts
             left = deadline - time.monotonic()
             if wait > left:
                 raise TimeoutError(
@@ -286,15 +289,6 @@ class StripelineEnv:
                     "(STRIPELINE_MIRROR_COALESCE_SECONDS longer than the timeout?)"
                 )
             time.sleep(max(0.005, wait))
-
-    def _attempts(self) -> int:
-        from sqlalchemy import func, select
-
-        from stripeline.db.engine import connect
-        from stripeline.db.models import Attempt
-
-        with connect(self.app.engine, readonly=True) as conn:
-            return int(conn.execute(select(func.count()).select_from(Attempt)).scalar_one())
 
     def failures(self) -> list[FailedEvent]:
         """What ``settle()`` raises for (see ``failures``)."""

@@ -229,8 +229,12 @@ def _minute_of(conn: Connection, column: Any) -> Any:
 
 
 def per_minute(conn: Connection, *, now: datetime, minutes: int = 60) -> list[Minute]:
-    """Events received, and attempts processed or failed, per minute over the
-    last ``minutes`` (oldest first; both counted in SQL from an index)."""
+    """Events received, events processed and attempts failed, per minute over
+    the last ``minutes`` (oldest first; each counted in SQL from an index).
+
+    Processed events are counted by their ``processed_at`` (the worker writes
+    no attempt row for the events it applies in bulk); failed attempts from
+    the attempt log."""
     end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
     start = end - timedelta(minutes=minutes)
     received: dict[str, int] = {}
@@ -239,25 +243,29 @@ def per_minute(conn: Connection, *, now: datetime, minutes: int = 60) -> list[Mi
         select(bucket, func.count()).where(events.c.received_at >= start).group_by(bucket)
     ):
         received[str(key)] = int(count)
-    outcomes: dict[tuple[str, str], int] = {}
-    bucket = _minute_of(conn, attempts.c.finished_at)
-    for key, outcome, count in conn.execute(
-        select(bucket, attempts.c.outcome, func.count())
-        .where(attempts.c.finished_at >= start)
-        .group_by(bucket, attempts.c.outcome)
+    processed: dict[str, int] = {}
+    bucket = _minute_of(conn, events.c.processed_at)
+    for key, count in conn.execute(
+        select(bucket, func.count())
+        # Both conditions: the partial index of processed rows is chosen.
+        .where(events.c.processed_at.is_not(None), events.c.processed_at >= start)
+        .group_by(bucket)
     ):
-        outcomes[(str(key), str(outcome))] = int(count)
+        processed[str(key)] = int(count)
+    failed: dict[str, int] = {}
+    bucket = _minute_of(conn, attempts.c.finished_at)
+    for key, count in conn.execute(
+        select(bucket, func.count())
+        .where(attempts.c.finished_at >= start, attempts.c.outcome.in_(("failed", "dead")))
+        .group_by(bucket)
+    ):
+        failed[str(key)] = int(count)
     result = []
     for i in range(minutes):
         moment = start + timedelta(minutes=i)
         key = moment.strftime("%Y-%m-%d %H:%M")
         result.append(
-            Minute(
-                moment,
-                received.get(key, 0),
-                outcomes.get((key, "processed"), 0),
-                outcomes.get((key, "failed"), 0) + outcomes.get((key, "dead"), 0),
-            )
+            Minute(moment, received.get(key, 0), processed.get(key, 0), failed.get(key, 0))
         )
     return result
 
