@@ -46,6 +46,12 @@ class Endpoint:
             mirror_coalesce_seconds=0.0,
         )
         self.app = Stripeline(settings)
+        # The session's sandbox clock may have been advanced by earlier tests
+        # (its events are stamped ahead of our clock): read on its clock, as
+        # reads from Stripe are on Stripe's (the same as ours).
+        fetcher = self.app.fetcher
+        assert fetcher is not None
+        fetcher.reader.clock = lambda: float(sandbox.clock.now())  # type: ignore[attr-defined]
         self._served = _ServedApp(create_app(self.app))
         self.url = f"{self._served.url}{PATH}"
 
