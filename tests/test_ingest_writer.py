@@ -325,7 +325,7 @@ def test_an_in_process_transaction_holds_the_writer_back_until_it_commits(
 
         async def main() -> bool:
             task = asyncio.ensure_future(writer.submit(incoming()))
-            while not lock._waiters:  # the writer queued on the lock
+            while not lock._waiters:  # noqa: ASYNC110 (a thread, not a task, queues)
                 await asyncio.sleep(0.001)
             assert not task.done()
             holder.commit()
