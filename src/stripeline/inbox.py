@@ -179,18 +179,15 @@ _COLUMNS = (
     "source, status, attempts, deliveries, received_at, last_received_at, signed_at, "
     "next_attempt_at"
 )
-_SQLITE_INSERT = (
-    f"INSERT INTO stripeline_events ({_COLUMNS}) "  # noqa: S608 (constant)
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 1, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
-)
 _PG_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, 1, %s, %s, %s, %s)"
-_PG_INSERTS: dict[int, str] = {}
+_SQLITE_ROW = _PG_ROW.replace("%s", "?")
+_INSERTS: dict[tuple[bool, int], str] = {}
 _UPSERT_TAIL = (
     " ON CONFLICT (id) DO UPDATE SET deliveries = stripeline_events.deliveries + 1, "
     "last_received_at = excluded.last_received_at RETURNING deliveries"
 )
-_SQLITE_UPSERT = _SQLITE_INSERT.removesuffix(" ON CONFLICT (id) DO NOTHING") + _UPSERT_TAIL
 _PG_UPSERT = f"INSERT INTO stripeline_events ({_COLUMNS}) VALUES {_PG_ROW}" + _UPSERT_TAIL  # noqa: S608
+_SQLITE_UPSERT = _PG_UPSERT.replace("%s", "?")
 _SQLITE_DELIVERY = (
     "INSERT INTO stripeline_deliveries (event_id, received_at, source, signed_at) "
     "VALUES (?, ?, ?, ?)"
@@ -198,16 +195,19 @@ _SQLITE_DELIVERY = (
 _PG_DELIVERY = _SQLITE_DELIVERY.replace("?", "%s")
 
 
-def _pg_insert(count: int) -> str:
-    """The multi-row ``INSERT … DO NOTHING`` of ``count`` events (one round trip)."""
-    sql = _PG_INSERTS.get(count)
+def _insert(count: int, postgres: bool) -> str:
+    """The multi-row ``INSERT … DO NOTHING`` of ``count`` events: one
+    statement (PostgreSQL: one round trip; SQLite: one step, so the writer
+    lets go of the GIL once, not once per row, and never waits to get it
+    back from the event loop more than once)."""
+    sql = _INSERTS.get((postgres, count))
     if sql is None:
         sql = (
             f"INSERT INTO stripeline_events ({_COLUMNS}) VALUES "  # noqa: S608 (constant)
-            + ", ".join([_PG_ROW] * count)
+            + ", ".join([_PG_ROW if postgres else _SQLITE_ROW] * count)
             + " ON CONFLICT (id) DO NOTHING"
         )
-        _PG_INSERTS[count] = sql
+        _INSERTS[(postgres, count)] = sql
     return sql
 
 
@@ -261,13 +261,9 @@ def insert_new(cursor: Any, items: Sequence[IncomingEvent], *, postgres: bool) -
     back and stores the group with ``store_counting`` instead."""
     if not items:
         return True
-    order = _by_id(items)
-    if postgres:
-        cursor.execute(
-            _pg_insert(len(items)), [v for i in order for v in _row(items[i], postgres=True)]
-        )
-    else:
-        cursor.executemany(_SQLITE_INSERT, [_row(items[i], postgres=False) for i in order])
+    cursor.execute(
+        _insert(len(items), postgres), [v for i in _by_id(items) for v in _row(items[i], postgres)]
+    )
     return bool(cursor.rowcount == len(items))
 
 
