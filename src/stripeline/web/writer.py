@@ -21,7 +21,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import (
@@ -141,10 +141,7 @@ class IngestWriter:
         try:
             return self._engine.raw_connection()
         except Exception as exc:
-            wrapped = self._wrap(exc, None)
-            if wrapped is exc:
-                raise
-            raise wrapped from exc
+            self._raise(exc, None)
 
     def _store(self, conn: _Raw | None, batch: Sequence[_Item]) -> tuple[_Raw, list[bool]]:
         """Store the group on ``conn`` (or a new connection); a connection that
@@ -165,6 +162,12 @@ class IngestWriter:
         except BaseException:
             _discard(conn)
             raise
+
+    def _raise(self, exc: Exception, conn: _Raw | None) -> NoReturn:
+        wrapped = self._wrap(exc, conn)
+        if wrapped is exc:
+            raise exc
+        raise wrapped from exc
 
     def _wrap(self, exc: Exception, conn: _Raw | None) -> Exception:
         """A driver's error as SQLAlchemy's (``OperationalError``, ``DataError``
@@ -213,10 +216,7 @@ class IngestWriter:
                 with contextlib.suppress(Exception):
                     cursor.close()
         except Exception as exc:
-            wrapped = self._wrap(exc, conn)
-            if wrapped is exc:
-                raise
-            raise wrapped from exc
+            self._raise(exc, conn)
         return result
 
     def _commit(self, conn: _Raw, items: list[inbox.IncomingEvent]) -> list[bool]:
