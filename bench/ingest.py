@@ -499,7 +499,14 @@ def measure(
             requests = prepare(server.port, args.events, run=run, start=args.warmup)
             result = run_load(server, requests, args.max_seconds)
             if worker is not None:
+                # End to end: from the first POST until the worker applied the last event.
                 extra["processed_during_load"] = processed_rows(url) - args.warmup
+                waited = time.perf_counter()
+                while processed_rows(url) < args.warmup + result.ok:
+                    if time.perf_counter() - waited > args.max_seconds:
+                        break
+                    time.sleep(0.05)
+                extra["end_to_end_s"] = round(result.seconds + time.perf_counter() - waited, 2)
             if worker == "thread":
                 extra["peak_rss_mb"] = round(server.peak_rss_mb(), 1)
         finally:
@@ -519,7 +526,12 @@ def measure(
         f"  {backend:10} {s['app']:26} round {round_no}: {s['events_per_s']:8.1f} ev/s  "
         f"p50 {s['p50_ms']:6.2f} ms  p99 {s['p99_ms']:7.2f} ms  ok {s['ok']} err {s['errors']} "
         f"stored {s['stored']}  server cpu {s['server_cpu_ms_per_event']} ms/ev"
-        + (f"  processed {extra['processed_during_load']}" if worker else "")
+        + (
+            f"  processed {extra['processed_during_load']} during load, "
+            f"all in {extra['end_to_end_s']} s"
+            if worker
+            else ""
+        )
         + (f"  peak RSS {extra['peak_rss_mb']} MB" if worker == "thread" else ""),
         flush=True,
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -52,6 +53,8 @@ _T = TypeVar("_T")
 #: PostgreSQL serialise commits on a server-wide lock; under load one per
 #: interval wakes the workers just as well, and one owed is sent when idle.
 NOTIFY_INTERVAL = 0.05
+#: SQLite: seconds between two tries for the write lock another process holds.
+BUSY_POLL = 0.0005
 
 
 class IngestWriter:
@@ -139,9 +142,43 @@ class IngestWriter:
 
     def _connect(self) -> _Raw:
         try:
-            return self._engine.raw_connection()
+            conn = self._engine.raw_connection()
+            driver: Any = conn.dbapi_connection
+            if isinstance(driver, WriteLockedConnection) and driver.write_lock is not None:
+                # A SQLite file: this connection waits for the write lock its
+                # own way (``_begin``), so it leaves the pool for good (its
+                # busy timeout is 0 until it is closed).
+                conn.detach()
+                driver.execute("PRAGMA busy_timeout = 0")
+            return conn
         except Exception as exc:
             self._raise(exc, None)
+
+    def _begin(self, cursor: Any, driver: Any) -> None:
+        """SQLite's ``BEGIN IMMEDIATE``, after the process's other writers to
+        the file (``WriteLock``: in turn, no sleeping).
+
+        A writer in another process (``stripeline worker``) may hold the
+        lock: SQLite's busy handler would sleep 1, 2, 5 … up to 100 ms at a
+        time between tries and wake long after it committed. The writer tries
+        again every ``BUSY_POLL`` seconds instead, up to the busy timeout."""
+        if not isinstance(driver, WriteLockedConnection) or driver.write_lock is None:
+            cursor.execute("BEGIN IMMEDIATE")  # in memory: one connection, never busy
+            return
+        driver.take_write_lock()
+        try:
+            deadline = time.monotonic() + driver.lock_timeout
+            while True:
+                try:
+                    cursor.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                        raise
+                time.sleep(BUSY_POLL)
+        except BaseException:
+            driver.give_write_lock()
+            raise
 
     def _store(self, conn: _Raw | None, batch: Sequence[_Item]) -> tuple[_Raw, list[bool]]:
         """Store the group on ``conn`` (or a new connection); a connection that
@@ -177,7 +214,7 @@ class IngestWriter:
         base = dialect.loaded_dbapi.Error
         if not isinstance(exc, base):
             return exc
-        driver = conn.driver_connection if conn is not None else None
+        driver = conn.dbapi_connection if conn is not None else None
         return DBAPIError.instance(
             None,
             None,
@@ -192,19 +229,12 @@ class IngestWriter:
         """Run ``work(cursor)`` in one committed transaction on ``conn``
         (SQLite: ``BEGIN IMMEDIATE``, after this file's other writers in the
         process); rolled back if anything fails."""
-        driver = conn.driver_connection
+        driver = conn.dbapi_connection
         try:
             cursor = conn.cursor()
             try:
                 if not self._postgres:
-                    if isinstance(driver, WriteLockedConnection):
-                        driver.take_write_lock()
-                    try:
-                        cursor.execute("BEGIN IMMEDIATE")
-                    except BaseException:
-                        if isinstance(driver, WriteLockedConnection):
-                            driver.give_write_lock()
-                        raise
+                    self._begin(cursor, driver)
                 try:
                     result = work(cursor)
                     conn.commit()
