@@ -222,11 +222,12 @@ def sqlite_time(value: datetime) -> str:
 
 def _row(item: IncomingEvent, postgres: bool) -> tuple[Any, ...]:
     env = item.envelope
-    received: Any = item.received_at
-    due: Any = (item.due_at or received) if item.status == "pending" else None
-    if not postgres:
-        received = sqlite_time(received)
-        due = None if due is None else sqlite_time(due)
+    received: Any = item.received_at if postgres else sqlite_time(item.received_at)
+    due: Any = None
+    if item.status == "pending":
+        due = received if item.due_at is None else item.due_at
+        if not postgres and item.due_at is not None:
+            due = sqlite_time(item.due_at)
     return (
         env.id,
         env.type,
