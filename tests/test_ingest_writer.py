@@ -337,3 +337,40 @@ def test_an_in_process_transaction_holds_the_writer_back_until_it_commits(
         writer.stop()
     assert stored(engine) == 1
     engine.dispose()
+
+
+def test_a_write_lock_held_by_another_process_is_waited_for_not_refused(
+    sqlite_url: str,
+) -> None:
+    """A writer outside the process (here a plain sqlite3 connection, which
+    shares no lock with us) holds the write lock for a while: the writer
+    tries again until it is free and stores the event, well within the busy
+    timeout, instead of answering 503."""
+    import sqlite3
+    import threading
+
+    engine = make_engine(sqlite_url)
+    writer = IngestWriter(engine)
+    writer.start()
+    other = sqlite3.connect(
+        sqlite_url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False
+    )
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        released = threading.Event()
+
+        def release_later() -> None:
+            time.sleep(0.3)
+            other.execute("COMMIT")
+            released.set()
+
+        threading.Thread(target=release_later).start()
+        started = time.monotonic()
+        assert asyncio.run(submit(writer, incoming())) is True
+        assert released.is_set()  # stored only once the other writer let go
+        assert time.monotonic() - started < 2.0
+    finally:
+        writer.stop()
+        other.close()
+    assert stored(engine) == 1
+    engine.dispose()
