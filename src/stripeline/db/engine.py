@@ -6,6 +6,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -222,34 +223,57 @@ class WriteLock:
         self._mutex = threading.Lock()
         self._held = False
         self._waiters: deque[threading.Lock] = deque()
+        #: The connection holding the lock, when known (None: unknown, or
+        #: being handed over).
+        self._owner: weakref.ref[Any] | None = None
 
-    def acquire(self, timeout: float) -> bool:
-        """Take the lock, waiting at most ``timeout`` seconds; False: not taken."""
+    def acquire(self, timeout: float, owner: Any = None) -> bool:
+        """Take the lock for ``owner`` (a connection), waiting at most
+        ``timeout`` seconds; False: not taken.
+
+        A holder that is garbage-collected without letting go (a connection
+        dropped without commit, rollback or close) is found while waiting,
+        and the lock passes on: it never stays held by nobody."""
+        deadline = time.monotonic() + timeout
         with self._mutex:
             if not self._held:
                 self._held = True
+                self._owner = None if owner is None else weakref.ref(owner)
                 return True
             waiter = threading.Lock()
             waiter.acquire()
             self._waiters.append(waiter)
-        if waiter.acquire(timeout=timeout):
-            return True  # handed over by ``release``
-        with self._mutex:
-            try:
-                self._waiters.remove(waiter)
-            except ValueError:
-                return True  # handed over just as the wait ran out
-        return False
+        while True:
+            remaining = deadline - time.monotonic()
+            if waiter.acquire(timeout=max(0.0, min(remaining, ORPHAN_CHECK_SECONDS))):
+                break  # handed over by ``release``
+            with self._mutex:
+                if waiter not in self._waiters:
+                    break  # handed over just as the wait ran out
+                if self._owner is not None and self._owner() is None:
+                    self._hand_over()  # to the first waiter, perhaps this one
+                    continue
+                if remaining <= 0:
+                    self._waiters.remove(waiter)
+                    return False
+        self._owner = None if owner is None else weakref.ref(owner)
+        return True
 
     def release(self) -> None:
         """Give the lock to the longest waiting thread, or free it."""
         with self._mutex:
-            if self._waiters:
-                self._waiters.popleft().release()  # still held: now by that thread
-            else:
-                self._held = False
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        self._owner = None
+        if self._waiters:
+            self._waiters.popleft().release()  # still held: now by that thread
+        else:
+            self._held = False
 
 
+#: How often a thread waiting for a ``WriteLock`` checks that its holder still exists.
+ORPHAN_CHECK_SECONDS = 0.05
 _write_locks: dict[str, WriteLock] = {}
 _write_locks_mutex = threading.Lock()
 
@@ -278,7 +302,7 @@ class WriteLockedConnection(sqlite3.Connection):
         the process, before ``BEGIN IMMEDIATE``. When the wait runs out,
         SQLite's busy handler decides, as without the lock."""
         if self.write_lock is not None and not self.holds_write_lock:
-            self.holds_write_lock = self.write_lock.acquire(self.lock_timeout)
+            self.holds_write_lock = self.write_lock.acquire(self.lock_timeout, self)
 
     def give_write_lock(self) -> None:
         if self.holds_write_lock:
