@@ -7,8 +7,8 @@ statements:
   rate limit, backoff);
 - the webhook route: in ``src/stripeline/web/asgi.py`` the functions a
   ``POST /webhooks/stripe`` (or ``/webhooks/stripe/connect``) request runs
-  through (``_read_body``, ``webhook``, ``webhook_connect``, ``receive``,
-  ``answer``), the decisions they take in ``src/stripeline/web/intake.py``
+  through (``_read_body``, ``_Webhooks.__call__``, ``_route_path``, ``receive``,
+  ``answer``, ``_stored_body``), the decisions they take in ``src/stripeline/web/intake.py``
   (shared with the synchronous servers, whose ``store`` and ``receive`` are
   there too), the WSGI route's body reading and webhook in
   ``src/stripeline/web/wsgi.py``, and all of ``src/stripeline/web/writer.py``, the group commit
@@ -37,7 +37,14 @@ SRC = ROOT / "src" / "stripeline"
 WRITER = SRC / "web" / "writer.py"
 WHOLE_FILES = [*sorted((SRC / "core").glob("*.py")), WRITER]
 FUNCTIONS = {
-    SRC / "web" / "asgi.py": ("_read_body", "webhook", "webhook_connect", "receive", "answer"),
+    SRC / "web" / "asgi.py": (
+        "_read_body",
+        "_stored_body",
+        "_route_path",
+        "__call__",
+        "receive",
+        "answer",
+    ),
     SRC / "web" / "intake.py": (
         "refuse",
         "not_configured",

@@ -1,12 +1,17 @@
-"""Ingest benchmark: signed ~3 KB webhooks into stripeline vs a bare floor app.
+"""Ingest benchmark: signed ~3 KB webhooks into stripeline vs bare floor apps.
 
-For each backend (SQLite in WAL mode, PostgreSQL) and each round, two servers
-run one after the other under the same stack (uvicorn, Starlette, in a
-subprocess each) on a fresh scratch database:
+For each backend (SQLite in WAL mode with ``synchronous=FULL``, PostgreSQL
+with ``synchronous_commit=on``) and each round, three servers run one after
+the other under the same stack (uvicorn, Starlette, in a subprocess each) on a
+fresh scratch database:
 
-* ``floor``: a bare Starlette app that verifies the signature with ``hmac``,
-  reads the event id, and inserts the raw event with one SQL statement per
-  request (autocommit), then answers;
+* ``floor-group``: the floor stripeline is measured against. A bare app that
+  verifies the signature with ``hmac``, reads the event id and type, and hands
+  the raw event to a writer thread that inserts whatever is queued with one
+  statement and commits once per group (the same durability as stripeline:
+  every 2xx is on disk), then answers each request of the group;
+* ``floor-request``: the same app committing once per request (autocommit),
+  the floor earlier BENCHMARKS.md sections compared with;
 * ``stripeline``: ``stripeline serve --no-worker``.
 
 The load generator is this process: 16 keep-alive HTTP/1.1 connections over
@@ -16,8 +21,12 @@ machine. Each event is distinct, each 2xx is checked, and afterwards the
 number of stored rows must equal the number of 2xx answers (every event
 committed before its answer).
 
-A last phase runs plain ``stripeline serve`` (in-process worker on) under the
-same load and reads the server's peak resident memory (``VmHWM``).
+Then, with a worker draining the same database while the events arrive:
+
+* ``stripeline+worker``: plain ``stripeline serve`` (in-process worker), also
+  read for the server's peak resident memory (``VmHWM``);
+* ``stripeline+worker-process`` (SQLite): ``serve --no-worker`` and a
+  separate ``stripeline worker`` process on the same file.
 
     python bench/ingest.py            # full run
     python bench/ingest.py --quick    # smaller, one round
@@ -48,8 +57,11 @@ CONNECTIONS = 16
 # -- the floor app (run in a subprocess: ``ingest.py --serve-floor``) ---------
 
 
-def floor_app(database_url: str, secret: str, pg_threads: int) -> Any:
-    """Verify with hmac, insert the raw event with one statement, answer."""
+def floor_app(database_url: str, secret: str, pg_threads: int, *, group: bool) -> Any:
+    """Verify with hmac, insert the raw event, answer once it is committed:
+    with ``group``, a writer thread commits whatever is queued at once (one
+    statement, one transaction); else one autocommitted statement a request."""
+    import queue
     import threading
     from concurrent.futures import ThreadPoolExecutor
     from datetime import UTC, datetime
@@ -83,7 +95,7 @@ def floor_app(database_url: str, secret: str, pg_threads: int) -> Any:
             else:
                 import psycopg
 
-                conn = psycopg.connect(database_url, autocommit=True)
+                conn = psycopg.connect(database_url, autocommit=not group)
             local.conn = conn
         return conn
 
@@ -116,6 +128,59 @@ def floor_app(database_url: str, secret: str, pg_threads: int) -> Any:
         good = hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
         return any(hmac.compare_digest(c.encode(), good.encode()) for c in candidates)
 
+    pending: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def write_groups() -> None:
+        """Take everything queued, insert it in one transaction, commit,
+        then answer the group (one wake-up of the event loop per group)."""
+        conn = connection()
+        while True:
+            batch = [pending.get()]
+            while len(batch) < 128:
+                try:
+                    batch.append(pending.get_nowait())
+                except queue.Empty:
+                    break
+            received = datetime.now(UTC)
+            at: Any = received.isoformat() if sqlite else received
+            rows = sorted(
+                (event_id, event_type, body, at) for event_id, event_type, body, _, _ in batch
+            )
+            if sqlite:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(sql, rows)
+                conn.execute("COMMIT")
+            else:
+                with conn.cursor() as cursor:
+                    cursor.execute(group_sql(len(rows)), [v for row in rows for v in row])
+                conn.commit()
+            loop = batch[0][4]
+            loop.call_soon_threadsafe(answer_all, [future for _, _, _, future, _ in batch])
+
+    def answer_all(futures: list[asyncio.Future[None]]) -> None:
+        for future in futures:
+            if not future.done():
+                future.set_result(None)
+
+    group_sqls: dict[int, str] = {}
+
+    def group_sql(n: int) -> str:
+        if n not in group_sqls:
+            group_sqls[n] = (
+                "INSERT INTO floor_events (id, type, payload, received_at) VALUES "  # noqa: S608
+                + ", ".join(["(%s, %s, %s, %s)"] * n)
+                + " ON CONFLICT (id) DO NOTHING"
+            )
+        return group_sqls[n]
+
+    threads = [
+        threading.Thread(target=write_groups, daemon=True)
+        for _ in range(1 if (sqlite or not group) else 2)
+    ]
+    if group:
+        for thread in threads:
+            thread.start()
+
     async def webhook(request: Request) -> Response:
         body = await request.body()
         if not verified(body, request.headers.get("stripe-signature")):
@@ -126,7 +191,12 @@ def floor_app(database_url: str, secret: str, pg_threads: int) -> Any:
         except (ValueError, KeyError, TypeError):
             return JSONResponse({"error": "bad_payload"}, status_code=400)
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(executor, insert, event_id, event_type, body)
+        if group:
+            future: asyncio.Future[None] = loop.create_future()
+            pending.put((event_id, event_type, body, future, loop))
+            await future
+        else:
+            await loop.run_in_executor(executor, insert, event_id, event_type, body)
         return JSONResponse({"received": True, "id": event_id})
 
     async def healthz(request: Request) -> Response:
@@ -219,7 +289,7 @@ class Server:
                 self.proc.wait(5)
 
 
-def start_floor(database_url: str, pg_threads: int) -> Server:
+def start_floor(database_url: str, pg_threads: int, *, group: bool) -> Server:
     port = free_port()
     cmd = [
         sys.executable,
@@ -231,15 +301,15 @@ def start_floor(database_url: str, pg_threads: int) -> Server:
         database_url,
         "--floor-pg-threads",
         str(pg_threads),
+        *(["--floor-group"] if group else []),
     ]
     proc = subprocess.Popen(cmd, env={**os.environ, "BENCH_SECRET": common.SECRET})
     common.wait_ready(port, proc)
-    return Server("floor", proc, port)
+    return Server("floor-group" if group else "floor-request", proc, port)
 
 
-def start_stripeline(database_url: str, *, worker: bool) -> Server:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "STRIPELINE_"))} | {
+def stripeline_env(database_url: str) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE_", "STRIPELINE_"))} | {
         "STRIPE_SECRET_KEY": common.FAKE_KEY,
         "STRIPE_WEBHOOK_SECRET": common.SECRET,
         "STRIPELINE_DATABASE_URL": database_url,
@@ -250,6 +320,11 @@ def start_stripeline(database_url: str, *, worker: bool) -> Server:
         "STRIPELINE_CATCH_UP_INTERVAL": "0",
         "STRIPELINE_STRIPE_API_BASE": "http://127.0.0.1:9",
     }
+
+
+def start_stripeline(database_url: str, *, worker: bool) -> Server:
+    port = free_port()
+    env = stripeline_env(database_url)
     args = ["serve", "--host", "127.0.0.1", "--port", str(port)]
     if not worker:
         args.append("--no-worker")
@@ -257,6 +332,17 @@ def start_stripeline(database_url: str, *, worker: bool) -> Server:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
     common.wait_ready(port, proc)
     return Server("stripeline", proc, port)
+
+
+def start_worker_process(database_url: str) -> subprocess.Popen[bytes]:
+    """``stripeline worker`` on the same database, in a process of its own."""
+    cmd = [sys.executable, "-c", "from stripeline.cli import main; main()", "worker"]
+    return subprocess.Popen(cmd, env=stripeline_env(database_url), stdout=subprocess.DEVNULL)
+
+
+def processed_rows(database_url: str) -> int:
+    """Events the worker has finished (the rest were still waiting)."""
+    return count_rows(database_url, "stripeline_events WHERE status = 'processed'")
 
 
 # -- the load generator -------------------------------------------------------
@@ -388,36 +474,65 @@ def measure(
     round_no: int,
     args: argparse.Namespace,
     *,
-    worker: bool = False,
+    worker: str | None = None,
 ) -> Measurement:
-    run = f"{app[:2]}{round_no}{int(time.time()) % 100000:05d}"
+    """One app under load on a fresh database. ``worker``: ``"thread"``
+    (``serve`` with its in-process worker) or ``"process"`` (a separate
+    ``stripeline worker`` on the same database) drains while events arrive."""
+    run = f"{app[-2:]}{round_no}{int(time.time()) % 100000:05d}"
+    worker_proc: subprocess.Popen[bytes] | None = None
     with common.scratch_database(backend, args.postgres_url) as url:
-        if app == "floor":
+        if app.startswith("floor"):
             create_floor_table(url)
-            server = start_floor(url, args.floor_pg_threads)
+            server = start_floor(url, args.floor_pg_threads, group=app == "floor-group")
             table = "floor_events"
         else:
             common.migrated(url)
-            server = start_stripeline(url, worker=worker)
+            server = start_stripeline(url, worker=worker == "thread")
             table = "stripeline_events"
+            if worker == "process":
+                worker_proc = start_worker_process(url)
+        extra: dict[str, Any] = {}
         try:
             warm = prepare(server.port, args.warmup, run=run)
             run_load(server, warm, args.max_seconds)
             requests = prepare(server.port, args.events, run=run, start=args.warmup)
             result = run_load(server, requests, args.max_seconds)
-            extra: dict[str, Any] = {}
-            if worker:
+            if worker is not None:
+                # End to end: from the first POST until the worker applied the last event.
+                extra["processed_during_load"] = processed_rows(url) - args.warmup
+                waited = time.perf_counter()
+                while processed_rows(url) < args.warmup + result.ok:
+                    if time.perf_counter() - waited > args.max_seconds:
+                        break
+                    time.sleep(0.05)
+                extra["end_to_end_s"] = round(result.seconds + time.perf_counter() - waited, 2)
+            if worker == "thread":
                 extra["peak_rss_mb"] = round(server.peak_rss_mb(), 1)
         finally:
             server.stop()
+            if worker_proc is not None:
+                worker_proc.send_signal(signal.SIGINT)
+                try:
+                    worker_proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    worker_proc.kill()
+                    worker_proc.wait(5)
         stored = count_rows(url, table) - args.warmup
-    m = Measurement(backend, app + ("+worker" if worker else ""), round_no, result, stored, extra)
+    name = app + {None: "", "thread": "+worker", "process": "+worker-process"}[worker]
+    m = Measurement(backend, name, round_no, result, stored, extra)
     s = m.summary()
     print(
-        f"  {backend:10} {s['app']:18} round {round_no}: {s['events_per_s']:8.1f} ev/s  "
-        f"p50 {s['p50_ms']:6.2f} ms  p99 {s['p99_ms']:6.2f} ms  ok {s['ok']} err {s['errors']} "
+        f"  {backend:10} {s['app']:26} round {round_no}: {s['events_per_s']:8.1f} ev/s  "
+        f"p50 {s['p50_ms']:6.2f} ms  p99 {s['p99_ms']:7.2f} ms  ok {s['ok']} err {s['errors']} "
         f"stored {s['stored']}  server cpu {s['server_cpu_ms_per_event']} ms/ev"
-        + (f"  peak RSS {extra['peak_rss_mb']} MB" if worker else ""),
+        + (
+            f"  processed {extra['processed_during_load']} during load, "
+            f"all in {extra['end_to_end_s']} s"
+            if worker
+            else ""
+        )
+        + (f"  peak RSS {extra['peak_rss_mb']} MB" if worker == "thread" else ""),
         flush=True,
     )
     if stored < result.ok:
@@ -430,27 +545,51 @@ def best(ms: list[Measurement], backend: str, app: str) -> Measurement | None:
     return max(found, key=lambda m: m.result.rate) if found else None
 
 
+APPS = (
+    "floor-group",
+    "floor-request",
+    "stripeline",
+    "stripeline+worker",
+    "stripeline+worker-process",
+)
+
+
 def report(ms: list[Measurement], backends: list[str]) -> list[dict[str, Any]]:
+    """Each round's stripeline beside the floors of the same round, then the
+    ratio per round (same-run ratios: the machine is shared and noisy)."""
     rows = []
-    print("\nIngest (best round of each; 16 keep-alive connections, ~3 KB signed events)")
+    print("\nIngest (16 keep-alive connections, ~3 KB signed events; % of the same round's floor)")
     print(
-        f"{'backend':10} {'app':18} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'% floor':>8} {'peak RSS':>9}"
+        f"{'backend':10} {'app':26} {'round':>5} {'events/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'% group':>8} {'% request':>9} {'peak RSS':>9}"
     )
     for backend in backends:
-        floor = best(ms, backend, "floor")
-        for app in ("floor", "stripeline", "stripeline+worker"):
-            m = best(ms, backend, app)
-            if m is None:
-                continue
-            s = m.summary()
-            share = 100 * m.result.rate / floor.result.rate if floor and floor.result.rate else 0
-            s["pct_of_floor"] = round(share, 1)
-            rows.append(s)
-            rss = f"{s['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in s else "-"
-            print(
-                f"{backend:10} {s['app']:18} {s['events_per_s']:9.0f} {s['p50_ms']:8.2f} "
-                f"{s['p99_ms']:8.2f} {share:7.0f}% {rss:>9}"
-            )
+        rounds = sorted({m.round for m in ms if m.backend == backend})
+        for round_no in rounds:
+            here = {m.app: m for m in ms if m.backend == backend and m.round == round_no}
+            group = here.get("floor-group")
+            request = here.get("floor-request")
+            for app in APPS:
+                m = here.get(app)
+                if m is None:
+                    continue
+                s = m.summary()
+                s["pct_of_floor_group"] = (
+                    round(100 * m.result.rate / group.result.rate, 1) if group else None
+                )
+                s["pct_of_floor_request"] = (
+                    round(100 * m.result.rate / request.result.rate, 1) if request else None
+                )
+                rows.append(s)
+                rss = f"{s['peak_rss_mb']:.0f} MB" if "peak_rss_mb" in s else "-"
+                pg = s["pct_of_floor_group"]
+                pr = s["pct_of_floor_request"]
+                print(
+                    f"{backend:10} {s['app']:26} {round_no:5} {s['events_per_s']:9.0f} "
+                    f"{s['p50_ms']:8.2f} {s['p99_ms']:8.2f} "
+                    f"{'-' if pg is None else f'{pg:.0f}%':>8} "
+                    f"{'-' if pr is None else f'{pr:.0f}%':>9} {rss:>9}"
+                )
     return rows
 
 
@@ -470,18 +609,26 @@ def main() -> None:
         help="a PostgreSQL server to create scratch databases on",
     )
     parser.add_argument("--floor-pg-threads", type=int, default=CONNECTIONS)
-    parser.add_argument("--no-rss", action="store_true", help="skip the peak-memory phase")
+    parser.add_argument(
+        "--no-worker", action="store_true", help="skip the phases with a worker draining"
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     # internal: run the floor app
     parser.add_argument("--serve-floor", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
+    parser.add_argument("--floor-group", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.serve_floor:
         import uvicorn
 
-        app = floor_app(args.database_url, os.environ["BENCH_SECRET"], args.floor_pg_threads)
+        app = floor_app(
+            args.database_url,
+            os.environ["BENCH_SECRET"],
+            args.floor_pg_threads,
+            group=args.floor_group,
+        )
         uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
         return
 
@@ -500,12 +647,16 @@ def main() -> None:
     ms: list[Measurement] = []
     for backend in backends:
         for round_no in range(1, args.rounds + 1):
-            # Alternate the order so that neither app always runs first.
-            order = ("floor", "stripeline") if round_no % 2 else ("stripeline", "floor")
+            # Alternate the order so that no app always runs first.
+            order = ["floor-group", "stripeline", "floor-request"]
+            if round_no % 2 == 0:
+                order.reverse()
             for app in order:
                 ms.append(measure(backend, app, round_no, args))
-        if not args.no_rss:
-            ms.append(measure(backend, "stripeline", 1, args, worker=True))
+            if not args.no_worker:
+                ms.append(measure(backend, "stripeline", round_no, args, worker="thread"))
+                if backend == "sqlite":
+                    ms.append(measure(backend, "stripeline", round_no, args, worker="process"))
     rows = report(ms, backends)
     if args.json:
         with open(args.json, "w") as fh:

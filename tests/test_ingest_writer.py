@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -177,4 +178,228 @@ def test_an_owed_notify_on_a_dead_connection_leaves_the_writer_working(
     finally:
         writer.stop()
     assert stored(engine) == 3
+    engine.dispose()
+
+
+# -- duplicates: found only when the group's INSERT … DO NOTHING comes up short --
+
+
+def incoming_as(payload: bytes) -> inbox.IncomingEvent:
+    return inbox.IncomingEvent(
+        envelope=parse_envelope(payload)[0],
+        payload=payload,
+        source="webhook",
+        received_at=inbox.utcnow(),
+        signed_at=1_760_000_000,
+    )
+
+
+async def one_group(writer: IngestWriter, items: list[inbox.IncomingEvent]) -> list[bool]:
+    tasks = [asyncio.ensure_future(writer.submit(item)) for item in items]
+    await asyncio.sleep(0.05)  # all queued before the writer looks: one group
+    writer.start()
+    return list(await asyncio.wait_for(asyncio.gather(*tasks), timeout=20))
+
+
+def test_a_group_holding_duplicates_counts_each_delivery(engine: Engine) -> None:
+    """One event already held, one new, one twice in the group: the group's
+    row count comes up short, so it is stored again counting every delivery,
+    and only the new ones are answered new."""
+    held, new, twice = (encode(event()) for _ in range(3))
+    with connect(engine) as conn:
+        inbox.store(conn, [incoming_as(held)])
+    writer = IngestWriter(engine)
+    items = [incoming_as(p) for p in (held, new, twice, twice)]
+    try:
+        results = asyncio.run(one_group(writer, items))
+    finally:
+        writer.stop()
+    assert results == [False, True, True, False]
+    ids = [parse_envelope(p)[0].id for p in (held, new, twice)]
+    with connect(engine, readonly=True) as conn:
+        counted = {r[0]: r[1] for r in conn.execute(select(Event.id, Event.deliveries))}
+        again = sorted(
+            (r[0], r[1])
+            for r in conn.execute(select(inbox.deliveries.c.event_id, inbox.deliveries.c.signed_at))
+        )
+        received = conn.execute(select(Event.received_at).where(Event.id == ids[1])).scalar_one()
+    assert counted == {ids[0]: 2, ids[1]: 1, ids[2]: 2}
+    assert again == sorted([(ids[0], 1_760_000_000), (ids[2], 1_760_000_000)])
+    # The plain-DBAPI path stores times SQLAlchemy reads back as they were.
+    assert received == items[1].received_at
+
+
+def test_a_group_of_new_events_is_stored_as_sqlalchemy_would(engine: Engine) -> None:
+    """The fast path (every row new) stores each column as ``inbox.store`` does."""
+    payloads = [encode(event()) for _ in range(5)]
+    items = [incoming_as(p) for p in payloads]
+    items[1] = dataclasses.replace(items[1], status="ignored")
+    items[2] = dataclasses.replace(items[2], due_at=items[2].received_at.replace(year=2100))
+    writer = IngestWriter(engine)
+    try:
+        assert asyncio.run(one_group(writer, items)) == [True] * 5
+    finally:
+        writer.stop()
+    columns = (
+        Event.id,
+        Event.status,
+        Event.next_attempt_at,
+        Event.last_received_at,
+        Event.deliveries,
+        Event.attempts,
+        Event.payload,
+        Event.livemode,
+        Event.signed_at,
+    )
+    with connect(engine, readonly=True) as conn:
+        rows = {r[0]: r for r in conn.execute(select(*columns))}
+        assert conn.execute(select(func.count()).select_from(inbox.deliveries)).scalar_one() == 0
+    for i, item in enumerate(items):
+        row = rows[item.envelope.id]
+        due = None if i == 1 else (item.due_at or item.received_at)
+        assert tuple(row[1:]) == (
+            item.status,
+            due,
+            item.received_at,
+            1,
+            0,
+            item.payload,
+            False,
+            1_760_000_000,
+        )
+
+
+def test_the_write_lock_is_handed_over_in_arrival_order(sqlite_url: str) -> None:
+    """SQLite: the process's writers to one file queue for its write lock
+    first come, first served, and one that waits past its timeout is not
+    left holding it."""
+    import threading
+
+    from stripeline.db.engine import sqlite_write_lock
+
+    lock = sqlite_write_lock(sqlite_url.removeprefix("sqlite:///"))
+    assert lock.acquire(1.0)
+    order: list[int] = []
+    ready = threading.Barrier(2)
+
+    def take(n: int) -> None:
+        if n == 1:
+            ready.wait()
+        assert lock.acquire(5.0)
+        order.append(n)
+        lock.release()
+
+    first = threading.Thread(target=take, args=(0,))
+    first.start()
+    while not lock._waiters:
+        time.sleep(0.001)
+    second = threading.Thread(target=take, args=(1,))
+    second.start()
+    ready.wait()
+    while len(lock._waiters) < 2:
+        time.sleep(0.001)
+    assert lock.acquire(0.01) is False  # waited past its timeout: not queued any more
+    assert len(lock._waiters) == 2
+    lock.release()
+    first.join(5)
+    second.join(5)
+    assert order == [0, 1]
+    assert lock.acquire(0.01)  # free again
+    lock.release()
+
+
+def test_an_in_process_transaction_holds_the_writer_back_until_it_commits(
+    sqlite_url: str,
+) -> None:
+    """The writer waits on the process lock (not SQLite's busy handler) while
+    another connection of the process holds the write lock, then goes on at
+    once when it commits."""
+    engine = make_engine(sqlite_url)
+    writer = IngestWriter(engine)
+    writer.start()
+    try:
+        holder = engine.connect()
+        holder.begin()  # BEGIN IMMEDIATE: takes the process lock first
+        lock = holder.connection.dbapi_connection.write_lock  # type: ignore[union-attr]
+        assert lock is not None and lock._held
+
+        async def main() -> bool:
+            task = asyncio.ensure_future(writer.submit(incoming()))
+            while not lock._waiters:  # noqa: ASYNC110 (a thread, not a task, queues)
+                await asyncio.sleep(0.001)
+            assert not task.done()
+            holder.commit()
+            return await asyncio.wait_for(task, timeout=5)
+
+        assert asyncio.run(main()) is True
+        holder.close()
+    finally:
+        writer.stop()
+    assert stored(engine) == 1
+    engine.dispose()
+
+
+def test_a_write_lock_held_by_another_process_is_waited_for_not_refused(
+    sqlite_url: str,
+) -> None:
+    """A writer outside the process (here a plain sqlite3 connection, which
+    shares no lock with us) holds the write lock for a while: the writer
+    tries again until it is free and stores the event, well within the busy
+    timeout, instead of answering 503."""
+    import sqlite3
+    import threading
+
+    engine = make_engine(sqlite_url)
+    writer = IngestWriter(engine)
+    writer.start()
+    other = sqlite3.connect(
+        sqlite_url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False
+    )
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        released = threading.Event()
+
+        def release_later() -> None:
+            time.sleep(0.3)
+            other.execute("COMMIT")
+            released.set()
+
+        threading.Thread(target=release_later).start()
+        started = time.monotonic()
+        assert asyncio.run(submit(writer, incoming())) is True
+        assert released.is_set()  # stored only once the other writer let go
+        assert time.monotonic() - started < 2.0
+    finally:
+        writer.stop()
+        other.close()
+    assert stored(engine) == 1
+    engine.dispose()
+
+
+def test_a_write_lock_whose_holder_is_gone_passes_on(sqlite_url: str) -> None:
+    """A connection dropped while it held the process lock (never committed,
+    rolled back nor closed) does not leave it held by nobody: the next writer
+    gets it, and the writer stores events."""
+    import gc
+    import sqlite3
+
+    from stripeline.db.engine import WriteLockedConnection, sqlite_write_lock
+
+    path = sqlite_url.removeprefix("sqlite:///")
+    lock = sqlite_write_lock(path)
+    dropped = sqlite3.connect(path, factory=WriteLockedConnection)
+    dropped.write_lock = lock
+    dropped.take_write_lock()
+    assert dropped.holds_write_lock and lock._held
+    del dropped
+    gc.collect()
+    assert lock.acquire(30.0)  # without the check: False, after the whole wait
+    lock.release()
+    engine = make_engine(sqlite_url)
+    writer = IngestWriter(engine)
+    writer.start()
+    try:
+        assert asyncio.run(submit(writer, incoming())) is True
+    finally:
+        writer.stop()
     engine.dispose()

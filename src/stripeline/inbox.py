@@ -166,6 +166,142 @@ def store(conn: Connection, items: Sequence[IncomingEvent], *, notify: bool = Tr
     return results
 
 
+# -- the webhook writer's path: plain DBAPI ------------------------------------
+#
+# The group-commit writer (``web.writer``) stores on a DBAPI connection of its
+# own, with these statements built once: an ``INSERT … ON CONFLICT DO
+# NOTHING`` for the whole group, whose row count says whether every event was
+# new (nearly always). Only when it comes up short does the writer roll the
+# group back and store it again with ``store_counting``, which finds the
+# duplicates and counts their deliveries exactly as ``store`` does.
+
+_COLUMNS = (
+    "id, type, account, livemode, api_version, created, object_id, object_type, payload, "
+    "source, status, attempts, deliveries, received_at, last_received_at, signed_at, "
+    "next_attempt_at"
+)
+_PG_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, 1, %s, %s, %s, %s)"
+_SQLITE_ROW = _PG_ROW.replace("%s", "?")
+_INSERTS: dict[tuple[bool, int], str] = {}
+_UPSERT_TAIL = (
+    " ON CONFLICT (id) DO UPDATE SET deliveries = stripeline_events.deliveries + 1, "
+    "last_received_at = excluded.last_received_at RETURNING deliveries"
+)
+_PG_UPSERT = f"INSERT INTO stripeline_events ({_COLUMNS}) VALUES {_PG_ROW}" + _UPSERT_TAIL  # noqa: S608
+_SQLITE_UPSERT = _PG_UPSERT.replace("%s", "?")
+_SQLITE_DELIVERY = (
+    "INSERT INTO stripeline_deliveries (event_id, received_at, source, signed_at) "
+    "VALUES (?, ?, ?, ?)"
+)
+_PG_DELIVERY = _SQLITE_DELIVERY.replace("?", "%s")
+
+
+def _insert(count: int, postgres: bool) -> str:
+    """The multi-row ``INSERT … DO NOTHING`` of ``count`` events: one
+    statement (PostgreSQL: one round trip; SQLite: one step, so the writer
+    lets go of the GIL once, not once per row, and never waits to get it
+    back from the event loop more than once)."""
+    sql = _INSERTS.get((postgres, count))
+    if sql is None:
+        sql = (
+            f"INSERT INTO stripeline_events ({_COLUMNS}) VALUES "  # noqa: S608 (constant)
+            + ", ".join([_PG_ROW if postgres else _SQLITE_ROW] * count)
+            + " ON CONFLICT (id) DO NOTHING"
+        )
+        _INSERTS[(postgres, count)] = sql
+    return sql
+
+
+def sqlite_time(value: datetime) -> str:
+    """``value`` as the text SQLAlchemy stores in a SQLite ``UTCDateTime`` column."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _row(item: IncomingEvent, postgres: bool) -> tuple[Any, ...]:
+    env = item.envelope
+    received: Any = item.received_at if postgres else sqlite_time(item.received_at)
+    due: Any = None
+    if item.status == "pending":
+        due = received if item.due_at is None else item.due_at
+        if not postgres and item.due_at is not None:
+            due = sqlite_time(item.due_at)
+    return (
+        env.id,
+        env.type,
+        env.account,
+        env.livemode,
+        env.api_version,
+        env.created,
+        env.object_id,
+        env.object_type,
+        item.payload,
+        item.source,
+        item.status,
+        received,
+        received,
+        item.signed_at,
+        due,
+    )
+
+
+def _by_id(items: Sequence[IncomingEvent]) -> list[int]:
+    """Positions of ``items`` in event-id order (stable): two writers storing
+    the same events take their row locks in one order and cannot deadlock
+    (PostgreSQL)."""
+    return sorted(range(len(items)), key=lambda i: items[i].envelope.id)
+
+
+def insert_new(cursor: Any, items: Sequence[IncomingEvent], *, postgres: bool) -> bool:
+    """Insert every event of ``items`` not already held, on a DBAPI ``cursor``
+    inside the caller's transaction; True if all of them were new.
+
+    False means some event was held already (or came twice): the caller rolls
+    back and stores the group with ``store_counting`` instead."""
+    if not items:
+        return True
+    cursor.execute(
+        _insert(len(items), postgres), [v for i in _by_id(items) for v in _row(items[i], postgres)]
+    )
+    return bool(cursor.rowcount == len(items))
+
+
+def store_counting(cursor: Any, items: Sequence[IncomingEvent], *, postgres: bool) -> list[bool]:
+    """``store`` on a DBAPI ``cursor``: per item, True when new to the inbox;
+    a delivery of an event already held is counted on it and recorded.
+    Row by row, in event-id order: the writer's path once a group holds a
+    duplicate (``insert_new`` came up short)."""
+    upsert, delivery = (
+        (_PG_UPSERT, _PG_DELIVERY) if postgres else (_SQLITE_UPSERT, _SQLITE_DELIVERY)
+    )
+    results = [False] * len(items)
+    for i in _by_id(items):
+        cursor.execute(upsert, _row(items[i], postgres))
+        (deliveries,) = cursor.fetchone()
+        results[i] = deliveries == 1
+    again = [
+        (
+            item.envelope.id,
+            item.received_at if postgres else sqlite_time(item.received_at),
+            item.source,
+            item.signed_at,
+        )
+        for item, new in zip(items, results, strict=True)
+        if not new
+    ]
+    if again:  # first arrivals are recorded on the event row itself
+        cursor.executemany(delivery, again)
+    return results
+
+
+def notify_sql(postgres: bool) -> str | None:
+    """The statement that wakes the workers (``notify_workers``), None on SQLite."""
+    return f"NOTIFY {NOTIFY_CHANNEL}" if postgres else None
+
+
 def wakes_workers(items: Sequence[IncomingEvent], results: Sequence[bool]) -> bool:
     """Whether storing ``items`` gave the workers something new to do."""
     return any(new and item.status == "pending" for new, item in zip(results, items, strict=True))

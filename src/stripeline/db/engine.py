@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -86,7 +90,12 @@ def make_engine(
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": sqlite_busy_timeout_ms / 1000},
+            connect_args={
+                "check_same_thread": False,
+                "timeout": sqlite_busy_timeout_ms / 1000,
+                "factory": WriteLockedConnection,
+                **kwargs.pop("connect_args", {}),
+            },
             poolclass=kwargs.pop("poolclass", None) or _sqlite_pool(url),
             **kwargs,
         )
@@ -197,7 +206,133 @@ def handler_transaction(conn: Connection) -> Iterator[None]:
         _handler_event.reset(token)
 
 
+class WriteLock:
+    """A first-come, first-served lock: the threads of one process that write
+    to one SQLite file take it before ``BEGIN IMMEDIATE`` and give it back
+    once they commit or roll back.
+
+    SQLite's own lock has no queue: a writer that finds it taken sleeps in
+    the busy handler (1, 2, 5, 10 … 100 ms at a time) and may wake long after
+    the holder finished, or lose the race again. Inside a process this lock
+    hands the write lock over in order instead: the webhook writer waits for
+    at most the transaction in progress (the worker's are short). Writers in
+    other processes still meet on SQLite's busy handler (docs/deployment.md).
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = False
+        self._waiters: deque[threading.Lock] = deque()
+        #: The connection holding the lock, when known (None: unknown, or
+        #: being handed over).
+        self._owner: weakref.ref[Any] | None = None
+
+    def acquire(self, timeout: float, owner: Any = None) -> bool:
+        """Take the lock for ``owner`` (a connection), waiting at most
+        ``timeout`` seconds; False: not taken.
+
+        A holder that is garbage-collected without letting go (a connection
+        dropped without commit, rollback or close) is found while waiting,
+        and the lock passes on: it never stays held by nobody."""
+        deadline = time.monotonic() + timeout
+        with self._mutex:
+            if not self._held:
+                self._held = True
+                self._owner = None if owner is None else weakref.ref(owner)
+                return True
+            waiter = threading.Lock()
+            waiter.acquire()
+            self._waiters.append(waiter)
+        while True:
+            remaining = deadline - time.monotonic()
+            if waiter.acquire(timeout=max(0.0, min(remaining, ORPHAN_CHECK_SECONDS))):
+                break  # handed over by ``release``
+            with self._mutex:
+                if waiter not in self._waiters:
+                    break  # handed over just as the wait ran out
+                if self._owner is not None and self._owner() is None:
+                    self._hand_over()  # to the first waiter, perhaps this one
+                    continue
+                if remaining <= 0:
+                    self._waiters.remove(waiter)
+                    return False
+        self._owner = None if owner is None else weakref.ref(owner)
+        return True
+
+    def release(self) -> None:
+        """Give the lock to the longest waiting thread, or free it."""
+        with self._mutex:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        self._owner = None
+        if self._waiters:
+            self._waiters.popleft().release()  # still held: now by that thread
+        else:
+            self._held = False
+
+
+#: How often a thread waiting for a ``WriteLock`` checks that its holder still exists.
+ORPHAN_CHECK_SECONDS = 0.05
+_write_locks: dict[str, WriteLock] = {}
+_write_locks_mutex = threading.Lock()
+
+
+def sqlite_write_lock(path: str) -> WriteLock:
+    """The process's ``WriteLock`` for the SQLite file at ``path``."""
+    path = os.path.realpath(path)
+    with _write_locks_mutex:
+        lock = _write_locks.get(path)
+        if lock is None:
+            lock = _write_locks[path] = WriteLock()
+        return lock
+
+
+class WriteLockedConnection(sqlite3.Connection):
+    """A SQLite connection that gives the process's ``WriteLock`` back when
+    its write transaction ends (commit, rollback or close), whatever ended it."""
+
+    write_lock: WriteLock | None = None
+    holds_write_lock = False
+    #: How long to wait for the lock: the connection's busy timeout.
+    lock_timeout = SQLITE_BUSY_TIMEOUT_MS / 1000
+
+    def take_write_lock(self) -> None:
+        """Wait (at most the busy timeout) for this file's other writers in
+        the process, before ``BEGIN IMMEDIATE``. When the wait runs out,
+        SQLite's busy handler decides, as without the lock."""
+        if self.write_lock is not None and not self.holds_write_lock:
+            self.holds_write_lock = self.write_lock.acquire(self.lock_timeout, self)
+
+    def give_write_lock(self) -> None:
+        if self.holds_write_lock:
+            self.holds_write_lock = False
+            if self.write_lock is not None:
+                self.write_lock.release()
+
+    def commit(self) -> None:
+        try:
+            super().commit()
+        finally:
+            self.give_write_lock()
+
+    def rollback(self) -> None:
+        try:
+            super().rollback()
+        finally:
+            self.give_write_lock()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.give_write_lock()
+
+
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    database = sqlite_file(engine)
+    lock = sqlite_write_lock(database) if database is not None else None
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the driver, decide when transactions begin.
@@ -208,13 +343,31 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+        if isinstance(dbapi_connection, WriteLockedConnection):
+            dbapi_connection.write_lock = lock
+            dbapi_connection.lock_timeout = busy_timeout_ms / 1000
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if mode == "IMMEDIATE" else "BEGIN")
+        if mode != "IMMEDIATE":
+            conn.exec_driver_sql("BEGIN")
+            return
+        dbapi_connection: Any = conn.connection.dbapi_connection
+        held = _handler_event.get()
+        if isinstance(dbapi_connection, WriteLockedConnection) and (
+            held is None or held[0] != database or held[1] is dbapi_connection
+        ):
+            # (A handler's second writer is refused below, at once: it must
+            # not wait for the lock its own event holds.)
+            dbapi_connection.take_write_lock()
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            if isinstance(dbapi_connection, WriteLockedConnection):
+                dbapi_connection.give_write_lock()
+            raise
 
-    database = sqlite_file(engine)
     if database is None:
         return
 
