@@ -229,6 +229,24 @@ def test_a_group_holding_duplicates_counts_each_delivery(engine: Engine) -> None
     assert received == items[1].received_at
 
 
+def test_an_in_memory_database_is_written_without_the_file_lock() -> None:
+    """``sqlite://`` (one connection, shared): no file, no process write lock
+    to take; a group with a duplicate is stored and counted all the same."""
+    engine = make_engine("sqlite://")
+    migrate(engine)
+    first, second = encode(event()), encode(event())
+    writer = IngestWriter(engine)
+    try:
+        results = asyncio.run(one_group(writer, [incoming_as(p) for p in (first, second, first)]))
+    finally:
+        writer.stop()
+    assert results == [True, True, False]
+    with connect(engine, readonly=True) as conn:
+        counted = dict(conn.execute(select(Event.id, Event.deliveries)).all())
+    assert counted == {parse_envelope(first)[0].id: 2, parse_envelope(second)[0].id: 1}
+    engine.dispose()
+
+
 def test_a_group_of_new_events_is_stored_as_sqlalchemy_would(engine: Engine) -> None:
     """The fast path (every row new) stores each column as ``inbox.store`` does."""
     payloads = [encode(event()) for _ in range(5)]
