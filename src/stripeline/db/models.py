@@ -100,6 +100,13 @@ class Event(Base):
 
     __table_args__ = (
         Index("ix_stripeline_events_due", "status", "next_attempt_at"),
+        # The claim's: only the events still to process, in due order (0009).
+        Index(
+            "ix_stripeline_events_claim",
+            "next_attempt_at",
+            sqlite_where=text("status IN ('pending', 'failed', 'processing')"),
+            postgresql_where=text("status IN ('pending', 'failed', 'processing')"),
+        ),
         # By type: the console's (type, received_at, id) index below (0007);
         # ``type`` and ``created`` alone are not indexed since 0008.
         Index("ix_stripeline_events_object", "object_id"),
