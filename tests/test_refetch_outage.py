@@ -11,7 +11,7 @@ Stripe answers again every object is read and mirrored.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -58,6 +58,19 @@ def queue(engine: Engine, ids: list[str], now: datetime) -> None:
         )
 
 
+def read_round(
+    engine: Engine,
+    fetcher: StripeFetcher,
+    now: Callable[[], datetime],
+    budget: float = refetch.ROUND_BUDGET_SECONDS,
+) -> int:
+    """One round of ``process_due`` as the worker runs it (worker w1)."""
+    return refetch.process_due(
+        engine, fetcher, worker="w1", lease_seconds=30, schedule=SCHEDULE, max_attempts=5,
+        window=0, now=now, budget=budget,
+    )  # fmt: skip
+
+
 def rows(engine: Engine) -> dict[str, tuple[int, datetime, str | None]]:
     table = refetch.refetches
     with connect(engine, readonly=True) as conn:
@@ -91,16 +104,7 @@ def test_a_failing_read_ends_the_round_and_the_rest_wait_uncounted(
     since = len(stripe_sandbox.request_log(stripe_key))
 
     clock = Ticking(t0)
-    made = refetch.process_due(
-        engine,
-        fetcher,
-        worker="w1",
-        lease_seconds=30,
-        schedule=SCHEDULE,
-        max_attempts=5,
-        window=0,
-        now=clock,
-    )
+    made = read_round(engine, fetcher, clock)
 
     assert made == 1 and reads_of(stripe_sandbox, stripe_key, since) == 1
     held = rows(engine)
@@ -113,33 +117,11 @@ def test_a_failing_read_ends_the_round_and_the_rest_wait_uncounted(
     for i in set(ids) - set(failed):
         assert held[i] == (0, retry_at, None)
     # Nothing is due before then: Stripe is not asked again meanwhile.
-    assert (
-        refetch.process_due(
-            engine,
-            fetcher,
-            worker="w1",
-            lease_seconds=30,
-            schedule=SCHEDULE,
-            max_attempts=5,
-            window=0,
-            now=Ticking(t0 + timedelta(seconds=30)),
-        )
-        == 0
-    )
+    assert read_round(engine, fetcher, Ticking(t0 + timedelta(seconds=30))) == 0
 
     stripe_sandbox.clear_faults(key=stripe_key)
     later = retry_at + timedelta(seconds=1)
-    made = refetch.process_due(
-        engine,
-        fetcher,
-        worker="w1",
-        lease_seconds=30,
-        schedule=SCHEDULE,
-        max_attempts=5,
-        window=0,
-        now=Ticking(later),
-        budget=60,
-    )
+    made = read_round(engine, fetcher, Ticking(later), budget=60)
     assert made == 8 and rows(engine) == {}
     with connect(engine, readonly=True) as conn:
         assert all(get_object(conn, i) is not None for i in ids)
@@ -160,17 +142,7 @@ def test_a_round_past_its_budget_puts_the_rest_back_due_at_once(
     clock = Ticking(t0)
     # A budget of 0: one read per round (the first read of a round always starts).
     while rows(engine):
-        made = refetch.process_due(
-            engine,
-            fetcher,
-            worker="w1",
-            lease_seconds=30,
-            schedule=SCHEDULE,
-            max_attempts=5,
-            window=0,
-            now=clock,
-            budget=0,
-        )
+        made = read_round(engine, fetcher, clock, budget=0)
         rounds.append(made)
         left = rows(engine)
         # Those put back are due at once, unleased, their attempt not counted.
