@@ -329,6 +329,31 @@ def test_refunds_by_reference_and_outside_refunds_are_counted(
     assert sorted(r.amount for r in refunds) == [200, 300, 500]
 
 
+def test_a_refund_that_failed_gives_its_amount_back_to_what_is_left(
+    app: Stripeline, stripe_client: stripe.StripeClient
+) -> None:
+    # pm_card_refundFail: Stripe accepts the refund, then the card network
+    # returns it (refund.failed): the money was never given back.
+    payments = Payments(app)
+    paid = payments.start("order_rf", 1000, "usd", payment_method="pm_card_refundFail")
+    first = payments.refund("order_rf", 400, reference="return-1")
+    held = stripe_client.v1.refunds.retrieve(first.refund_id)
+    assert held.status == "failed"
+    # The same reference is still that refund, failed; nothing new is sent.
+    assert payments.refund("order_rf", 400, reference="return-1") == first
+    # Its 400 counts no more: the whole 1,000 is left to refund.
+    second = payments.refund("order_rf", 1000, reference="return-2")
+    assert second.amount == 1000
+    rest = payments.refund("order_rf")  # nothing succeeded: all of it, again
+    assert rest.amount == 1000
+    # Three refunds sent, every one returned by the card network.
+    refunds = list(
+        stripe_client.v1.refunds.list({"payment_intent": paid.payment_intent_id}).auto_paging_iter()
+    )
+    assert sorted(r.amount for r in refunds) == [400, 1000, 1000]
+    assert {r.status for r in refunds} == {"failed"}
+
+
 def test_manual_capture_partial_then_refund_what_was_captured(
     app: Stripeline, stripe_client: stripe.StripeClient
 ) -> None:

@@ -545,7 +545,9 @@ class Payments:
         The refunds recorded for the order (made, or sent and not yet
         answered), the refunds made outside stripeline and this one never
         exceed what was received, even when refunds are asked at once from
-        several processes: they are admitted one at a time per order.
+        several processes: they are admitted one at a time per order. A
+        refund Stripe reports failed or canceled (returned by the card
+        network) counts no more; its reference still answers with it.
 
         Raises:
             ValueError: ``amount`` is not positive, or ``reference`` holds ``:``.
@@ -583,9 +585,9 @@ class Payments:
                 "cancel it instead (nothing was sent to Stripe)",
                 refundable=0,
             )
-        outside = self._refunded_outside(pi_id)
+        outside, returned = self._refunds_at_stripe(pi_id)
         if amount is None:
-            amount = received - outside - sum(made.values())
+            amount = received - outside - _counted(made, prefix, returned)
             if amount <= 0:
                 raise NotRefundable(
                     f"{order_id} is refunded in full already (nothing was sent to Stripe)",
@@ -601,7 +603,7 @@ class Payments:
                     f"not {asked} (nothing was sent to Stripe)",
                     key=f"{prefix}{reference}",
                 )
-            refundable = received - outside - sum(taken.values())
+            refundable = received - outside - _counted(taken, prefix, returned)
             if asked > refundable:
                 raise NotRefundable(
                     f"{order_id}: {asked} asked, {max(refundable, 0)} left to refund of "
@@ -672,21 +674,31 @@ class Payments:
                 found[reference] = int(amount)
         return found
 
-    def _refunded_outside(self, pi_id: str) -> int:
-        """Refunds of the PaymentIntent made elsewhere (the Dashboard), not failed."""
+    def _refunds_at_stripe(self, pi_id: str) -> tuple[int, set[str]]:
+        """What Stripe holds of the PaymentIntent's refunds, in one listing.
+
+        The amount refunded elsewhere (the Dashboard), failed and canceled
+        refunds left out; and the ledger keys of stripeline's own refunds
+        that failed or were canceled after Stripe accepted them (the money
+        came back: ``pm_card_refundFail``), which no longer count against
+        what is left to refund.
+        """
         from stripeline.gateway.client import stripe_errors
 
         total = 0
+        returned: set[str] = set()
         with stripe_errors():
             listed = self._app.calls.client.v1.refunds.list({"payment_intent": pi_id, "limit": 100})
             for found in listed.auto_paging_iter():
                 refund = as_dict(found)
-                if (refund.get("metadata") or {}).get(REFUND_KEY):
-                    continue
-                if refund.get("status") in ("failed", "canceled"):
-                    continue
-                total += int(refund.get("amount") or 0)
-        return total
+                ours = (refund.get("metadata") or {}).get(REFUND_KEY)
+                gone = refund.get("status") in ("failed", "canceled")
+                if ours:
+                    if gone:
+                        returned.add(str(ours))
+                elif not gone:
+                    total += int(refund.get("amount") or 0)
+        return total, returned
 
     # -- reading ----------------------------------------------------------------
 
@@ -841,4 +853,17 @@ def fulfilment_of(event: ReceivedEvent) -> Fulfilment | None:
         currency=str(obj.get("currency") or ""),
         customer=obj.get("customer") if isinstance(obj.get("customer"), str) else None,
         event=event,
+    )
+
+
+def _counted(recorded: dict[str, int], prefix: str, returned: set[str]) -> int:
+    """The ledger's refunds of an order that still hold money back.
+
+    ``recorded`` maps reference → amount; a refund whose ledger key Stripe
+    reports failed or canceled (``returned``) is left out.
+    """
+    return sum(
+        amount
+        for reference, amount in recorded.items()
+        if f"{prefix}{reference}:{amount}" not in returned
     )
