@@ -154,17 +154,19 @@ def _create_schema(engine: Engine, schema: Any) -> None:
         )
 
 
-#: The app's cached properties built from its settings and engine.
-_BUILT = (
-    "metrics",
-    "calls",
-    "customers",
-    "payments",
-    "disputes",
-    "subscriptions",
-    "entitlements",
-    "checkout",
-)
+def _built() -> tuple[str, ...]:
+    """The app's cached properties (metrics, the calls ledger, the flows):
+    what it builds once from its settings and engine."""
+    from functools import cached_property
+
+    from stripeline.app import Stripeline
+
+    return tuple(
+        name
+        for klass in Stripeline.__mro__
+        for name, value in vars(klass).items()
+        if isinstance(value, cached_property)
+    )
 
 
 @contextmanager
@@ -176,14 +178,15 @@ def _pointed_at(base: Stripeline, app: Stripeline) -> Iterator[None]:
     saved = {name: base.__dict__[name] for name in names}
     # What the app builds once from its settings (cached properties: metrics,
     # the calls ledger and its client, the flows) is built afresh meanwhile.
-    cached = {name: base.__dict__.pop(name) for name in _BUILT if name in base.__dict__}
+    built = _built()
+    cached = {name: base.__dict__.pop(name) for name in built if name in base.__dict__}
     base.__dict__.update(
         _settings=app.settings, _engine=app.engine, _fetcher=None, _limiter=None, _secrets={}
     )
     try:
         yield
     finally:
-        for name in _BUILT:
+        for name in built:
             base.__dict__.pop(name, None)
         base.__dict__.update(saved)
         base.__dict__.update(cached)
