@@ -54,10 +54,17 @@ from stripeline.mirror.policy import READ_KEY, EventObject, apply_events
 log = get_logger("stripeline.worker")
 
 #: Longest a processing transaction runs before it commits. On SQLite it
-#: holds the one write lock meanwhile, and webhooks wait behind it: short.
-DEFAULT_MAX_TRANSACTION_SECONDS = {"sqlite": 0.05, "postgresql": 0.2}
+#: holds the one write lock meanwhile, and webhooks wait behind it (those of
+#: another process too): short.
+DEFAULT_MAX_TRANSACTION_SECONDS = {"sqlite": 0.02, "postgresql": 0.2}
 #: Most events applied to the mirror in one bulk statement.
 BULK_SIZE = 500
+#: SQLite: the fewest events a claim or a bulk run takes, however slow the
+#: last ones were (``Worker._rows_within``).
+SQLITE_MIN_RUN = 16
+#: SQLite: a handler-less event's share of a transaction (claim, mirror,
+#: finish, commit) until one is measured: the first claim's size.
+SQLITE_EVENT_SECONDS = 0.0005
 #: Times a group that deadlocked is run again before the error counts.
 MAX_DEADLOCK_RETRIES = 20
 #: PostgreSQL's SQLSTATE for a deadlock (the victim's transaction is aborted).
@@ -250,6 +257,11 @@ class Worker:
         self._now = now
         #: The reads made for thin events, kept for the coalescing window.
         self._thin_reads: Any = None
+        #: SQLite: what a handler-less event costs a transaction, measured
+        #: (``_rows_within``), and whether the group in progress had only those.
+        self._sqlite = app.engine.dialect.name == "sqlite"
+        self._event_seconds = SQLITE_EVENT_SECONDS
+        self._bulk_only = True
         self.deadline_check_seconds = deadline_check_seconds
         self._deadline_now = deadline_now or now
 
@@ -382,7 +394,7 @@ class Worker:
                 if self._clock() - leased_at > self.lease_seconds / 3:
                     # Slow handlers: keep the rest of the batch ours (in a
                     # transaction of its own: no row lock held meanwhile).
-                    with connect(self.app.engine) as conn:
+                    with connect(self.app.engine, background=True) as conn:
                         inbox.renew(
                             conn,
                             [e.id for e in claimed[position:]],
@@ -391,8 +403,10 @@ class Worker:
                             now=self._now(),
                         )
                     leased_at = self._clock()
-                with connect(self.app.engine) as conn:
+                with connect(self.app.engine, background=True) as conn:
+                    began = self._clock()
                     reached = self._process_group(conn, claimed, position)
+                self._measured(self._clock() - began, reached - start)
             except _GivenUp as given_up:
                 # Those released while the handler ran are other workers' now.
                 end = len(claimed) if self._released_from is None else self._released_from
@@ -434,12 +448,18 @@ class Worker:
         """
         claimed: list[inbox.ClaimedEvent] = []
         together = False
+        limit = self.batch_size
+        if self._sqlite:
+            # The claim rewrites each event's row, and its first group may
+            # commit with it: no more than one transaction's worth.
+            limit = self._rows_within(self.max_transaction_seconds, limit)
         try:
-            with connect(self.app.engine) as conn:
+            with connect(self.app.engine, background=True) as conn:
+                began = self._clock()
                 claimed = inbox.claim(
                     conn,
                     worker=self.id,
-                    limit=self.batch_size,
+                    limit=limit,
                     lease_seconds=self.lease_seconds,
                     now=self._now(),
                 )
@@ -452,7 +472,31 @@ class Worker:
                 raise
             self._abandon_claim(claimed, exc)
             raise
+        self._measured(self._clock() - began, reached)
         return claimed, reached
+
+    def _rows_within(self, seconds: float, most: int) -> int:
+        """SQLite: how many handler-less events one transaction processes in
+        ``seconds`` at the pace measured so far (``_measured``): at least
+        ``SQLITE_MIN_RUN``, at most ``most``.
+
+        The worker's transaction holds SQLite's one write lock, which the
+        webhook writer waits for (in another process, the ``stripeline
+        worker`` beside ``serve --no-worker``, too): its length, not its
+        number of events, is what is bounded; how many events fit depends on
+        the machine, the disk and the payloads."""
+        if self._event_seconds <= 0:
+            return most
+        return max(min(SQLITE_MIN_RUN, most), min(most, int(seconds / self._event_seconds)))
+
+    def _measured(self, seconds: float, events: int) -> None:
+        """A committed group of ``events`` handler-less events took ``seconds``
+        from ``BEGIN`` to the end of its commit: the pace ``_rows_within``
+        sizes the next ones by (a moving average, quick to follow a slower disk)."""
+        if not self._sqlite or not self._bulk_only or events <= 0:
+            return
+        sample = max(seconds, 0.0) / events
+        self._event_seconds = 0.5 * self._event_seconds + 0.5 * sample
 
     def _claim_with_group(self, conn: Connection, claimed: list[inbox.ClaimedEvent]) -> bool:
         """Whether ``claimed``'s first group may commit with its claim (``_claim``)."""
@@ -683,11 +727,17 @@ class Worker:
         postgres = conn.dialect.name == "postgresql"
         fresh = True  # nothing taken yet in this transaction
         self._ran_in_group = []
+        self._bulk_only = True
         while position < self._end(claimed):
             # Events no handler wants are applied to the mirror in bulk;
-            # the others one by one, each in its own SAVEPOINT.
+            # the others one by one, each in its own SAVEPOINT. SQLite: a
+            # bulk run takes what fits in the transaction's time left.
+            most = BULK_SIZE
+            if self._sqlite:
+                left = self.max_transaction_seconds - (self._clock() - started)
+                most = self._rows_within(left, BULK_SIZE)
             end = position
-            while end < self._end(claimed) and end - position < BULK_SIZE:
+            while end < self._end(claimed) and end - position < most:
                 if not self._bulk_ok(claimed[end]):
                     break
                 end += 1
@@ -699,6 +749,7 @@ class Worker:
                 attempt_rows.extend(self._process_bulk(conn, run))
                 position = end
             else:
+                self._bulk_only = False
                 if not timeout_set and postgres:
                     # Handlers' SQL (and the rest of this transaction's) runs
                     # under the handler timeout. Set outside the event's
@@ -787,6 +838,7 @@ class Worker:
                 events=len(run),
                 error=f"{type(exc).__name__}: {exc}"[:300],
             )
+            self._bulk_only = False  # a slower pace than the bulk's: not measured
             results = [self._process(conn, claimed) for claimed in run]
             return [row for row in results if row is not None]
         elapsed = time.perf_counter() - t0
