@@ -49,6 +49,14 @@ BUSY_POLL_SECONDS = 0.0005
 YIELD_SECONDS = 0.05
 #: Beside the database file: where writers of any process say they wait (``WriteLock``).
 WRITERS_FILE_SUFFIX = "-stripeline-writers"
+#: SQLite checkpoints the write-ahead log into the database (a copy and an
+#: fsync, tens of milliseconds) in the thread whose commit takes the log past
+#: ``wal_autocheckpoint`` pages. Background transactions (the worker's) do it
+#: at SQLite's usual 1,000 pages (4 MB); other writers, the webhook writer
+#: among them (whose requests would wait for it), only past 10,000 (40 MB),
+#: should no worker commit meanwhile.
+BACKGROUND_AUTOCHECKPOINT_PAGES = 1_000
+FOREGROUND_AUTOCHECKPOINT_PAGES = 10_000
 T = TypeVar("T")
 
 #: A pooled PostgreSQL connection idle longer than this is pinged before use.
@@ -407,6 +415,14 @@ class WriteLockedConnection(sqlite3.Connection):
     announced = False
     #: How long to wait for the lock: the connection's busy timeout.
     lock_timeout = SQLITE_BUSY_TIMEOUT_MS / 1000
+    #: The connection's ``wal_autocheckpoint`` (``checkpoint_at``).
+    autocheckpoint = FOREGROUND_AUTOCHECKPOINT_PAGES
+
+    def checkpoint_at(self, pages: int) -> None:
+        """Checkpoint after the commits that take the log past ``pages``."""
+        if pages != self.autocheckpoint:
+            self.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
+            self.autocheckpoint = pages
 
     def take_write_lock(self, *, announce: bool = True) -> None:
         """Wait (at most the busy timeout) for this file's other writers in
@@ -463,6 +479,8 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if database is not None:
+            cursor.execute(f"PRAGMA wal_autocheckpoint={FOREGROUND_AUTOCHECKPOINT_PAGES}")
         cursor.close()
         if isinstance(dbapi_connection, WriteLockedConnection):
             dbapi_connection.write_lock = lock
@@ -485,6 +503,9 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
             background = bool(options.get("sqlite_background"))
             if background:
                 lock.yield_to_others()
+            dbapi_connection.checkpoint_at(
+                BACKGROUND_AUTOCHECKPOINT_PAGES if background else FOREGROUND_AUTOCHECKPOINT_PAGES
+            )
             dbapi_connection.take_write_lock(announce=not background)
         try:
             _begin_immediate(conn, dbapi_connection, busy_timeout_ms)
