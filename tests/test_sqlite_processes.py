@@ -226,3 +226,31 @@ def test_the_worker_transactions_are_bounded_by_time_not_the_batch(app: Stripeli
     assert max(claimed for claimed, _ in per_transaction) <= 250, per_transaction
     assert max(processed for _, processed in per_transaction) <= 250, per_transaction
     assert sum(1 for _, processed in per_transaction if processed) >= 3
+
+
+def test_the_worker_checkpoints_the_log_not_the_webhook_writer(sqlite_url: str, path: str) -> None:
+    """SQLite copies the write-ahead log into the database in whichever
+    commit takes it past ``wal_autocheckpoint`` pages, and that commit's
+    caller waits for the copy. 6 MB written by a foreground writer (the
+    webhook writer's kind) stay in the log; the next background (worker)
+    commit copies them into the database file."""
+    import os
+    import sqlite3
+
+    engine = make_engine(sqlite_url)
+    try:
+        with connect(engine) as conn:
+            conn.exec_driver_sql("CREATE TABLE t_blobs (b BLOB)")
+        plain = sqlite3.connect(path, isolation_level=None)
+        plain.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        plain.close()
+        size = os.path.getsize(path)
+        with connect(engine) as conn:
+            for _ in range(6):
+                conn.exec_driver_sql("INSERT INTO t_blobs VALUES (zeroblob(1000000))")
+        assert os.path.getsize(path) < size + 1_000_000  # still in the log
+        with connect(engine, background=True) as conn:
+            conn.exec_driver_sql("INSERT INTO t_blobs VALUES (x'00')")
+        assert os.path.getsize(path) > size + 6_000_000  # copied by the worker's commit
+    finally:
+        engine.dispose()
