@@ -11,7 +11,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -544,18 +544,22 @@ def _begin_immediate(conn: Connection, dbapi_connection: Any, busy_timeout_ms: i
     tens of milliseconds after the lock was free. The busy timeout is off for
     this statement only (reads keep theirs)."""
     dbapi_connection.execute("PRAGMA busy_timeout = 0")
+    restore = f"PRAGMA busy_timeout = {int(busy_timeout_ms)}"
+    deadline = time.monotonic() + busy_timeout_ms / 1000
     try:
-        deadline = time.monotonic() + busy_timeout_ms / 1000
         while True:
             try:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
-                return
+                break
             except DBAPIError as exc:
                 if not _is_busy(exc) or time.monotonic() >= deadline:
                     raise
             time.sleep(BUSY_POLL_SECONDS)
-    finally:
-        dbapi_connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    except BaseException:
+        with suppress(Exception):  # the error that matters is the one raised
+            dbapi_connection.execute(restore)
+        raise
+    dbapi_connection.execute(restore)
 
 
 @contextmanager
