@@ -254,3 +254,48 @@ def test_the_worker_checkpoints_the_log_not_the_webhook_writer(sqlite_url: str, 
         assert os.path.getsize(path) > size + 6_000_000  # copied by the worker's commit
     finally:
         engine.dispose()
+
+
+def test_the_worker_commits_early_when_another_process_writer_waits(
+    app: Stripeline, path: str
+) -> None:
+    """With no other writer, a group of handled events runs until
+    ``max_transaction_seconds`` (here a minute: all 8 in one transaction).
+    With a writer of another process waiting, the worker commits after each
+    event, so that the writer waits for one event at most, not the group."""
+    ran: list[str] = []
+
+    @app.on("customer.updated")
+    def handle(e: Any) -> None:
+        ran.append(e.id)
+
+    per_transaction: list[int] = []
+    seen = [0]
+
+    @sa_event.listens_for(app.engine, "commit")
+    def tally(conn: Any) -> None:
+        (processed,) = conn.connection.dbapi_connection.execute(
+            "SELECT count(*) FROM stripeline_events WHERE status = 'processed'"
+        ).fetchone()
+        per_transaction.append(processed - seen[0])
+        seen[0] = processed
+
+    def drain() -> list[int]:
+        per_transaction.clear()
+        worker = Worker(app, listen=False, max_transaction_seconds=60)
+        try:
+            worker.drain(timeout=60)
+        finally:
+            worker.close()
+        return [n for n in per_transaction if n]
+
+    put(app, *(event(type="customer.updated", created=1_700_000_000 + i) for i in range(8)))
+    assert drain() == [8]
+
+    put(app, *(event(type="customer.updated", created=1_700_000_100 + i) for i in range(8)))
+    child = Child(path, "announce")
+    try:
+        assert drain() == [1] * 8
+    finally:
+        child.close()
+    assert len(ran) == 16

@@ -44,7 +44,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from stripeline import _json, inbox
 from stripeline.app import Handler, ReceivedEvent, Stripeline
 from stripeline.core.backoff import exponential
-from stripeline.db.engine import connect, handler_transaction, is_postgres
+from stripeline.db.engine import connect, handler_transaction, is_postgres, writers_waiting
 from stripeline.inbox import NOTIFY_CHANNEL
 from stripeline.log import get_logger
 from stripeline.mirror import refetch
@@ -258,10 +258,9 @@ class Worker:
         #: The reads made for thin events, kept for the coalescing window.
         self._thin_reads: Any = None
         #: SQLite: what a handler-less event costs a transaction, measured
-        #: (``_rows_within``), and whether the group in progress had only those.
+        #: on the bulk runs (``_rows_within``).
         self._sqlite = app.engine.dialect.name == "sqlite"
         self._event_seconds = SQLITE_EVENT_SECONDS
-        self._bulk_only = True
         self.deadline_check_seconds = deadline_check_seconds
         self._deadline_now = deadline_now or now
 
@@ -404,9 +403,7 @@ class Worker:
                         )
                     leased_at = self._clock()
                 with connect(self.app.engine, background=True) as conn:
-                    began = self._clock()
                     reached = self._process_group(conn, claimed, position)
-                self._measured(self._clock() - began, reached - start)
             except _GivenUp as given_up:
                 # Those released while the handler ran are other workers' now.
                 end = len(claimed) if self._released_from is None else self._released_from
@@ -455,7 +452,6 @@ class Worker:
             limit = self._rows_within(self.max_transaction_seconds, limit)
         try:
             with connect(self.app.engine, background=True) as conn:
-                began = self._clock()
                 claimed = inbox.claim(
                     conn,
                     worker=self.id,
@@ -472,7 +468,6 @@ class Worker:
                 raise
             self._abandon_claim(claimed, exc)
             raise
-        self._measured(self._clock() - began, reached)
         return claimed, reached
 
     def _rows_within(self, seconds: float, most: int) -> int:
@@ -490,13 +485,11 @@ class Worker:
         return max(min(SQLITE_MIN_RUN, most), min(most, int(seconds / self._event_seconds)))
 
     def _measured(self, seconds: float, events: int) -> None:
-        """A committed group of ``events`` handler-less events took ``seconds``
-        from ``BEGIN`` to the end of its commit: the pace ``_rows_within``
+        """A bulk run of ``events`` took ``seconds``: the pace ``_rows_within``
         sizes the next ones by (a moving average, quick to follow a slower disk)."""
-        if not self._sqlite or not self._bulk_only or events <= 0:
-            return
-        sample = max(seconds, 0.0) / events
-        self._event_seconds = 0.5 * self._event_seconds + 0.5 * sample
+        if self._sqlite and events > 0:
+            sample = max(seconds, 0.0) / events
+            self._event_seconds = 0.5 * self._event_seconds + 0.5 * sample
 
     def _claim_with_group(self, conn: Connection, claimed: list[inbox.ClaimedEvent]) -> bool:
         """Whether ``claimed``'s first group may commit with its claim (``_claim``)."""
@@ -727,7 +720,6 @@ class Worker:
         postgres = conn.dialect.name == "postgresql"
         fresh = True  # nothing taken yet in this transaction
         self._ran_in_group = []
-        self._bulk_only = True
         while position < self._end(claimed):
             # Events no handler wants are applied to the mirror in bulk;
             # the others one by one, each in its own SAVEPOINT. SQLite: a
@@ -749,7 +741,6 @@ class Worker:
                 attempt_rows.extend(self._process_bulk(conn, run))
                 position = end
             else:
-                self._bulk_only = False
                 if not timeout_set and postgres:
                     # Handlers' SQL (and the rest of this transaction's) runs
                     # under the handler timeout. Set outside the event's
@@ -765,6 +756,10 @@ class Worker:
                     attempt_rows.append(row)
                 position += 1
             if self._clock() - started > self.max_transaction_seconds:
+                break
+            if self._sqlite and writers_waiting(conn):
+                # A webhook (or any writer) waits for SQLite's write lock:
+                # commit now; the next group lets it go first.
                 break
         inbox.record_attempt(conn, attempt_rows)
         return position
@@ -814,6 +809,7 @@ class Worker:
         """
         started_at = self._now()
         t0 = time.perf_counter()
+        began = self._clock()
         try:
             with conn.begin_nested():
                 owned = inbox.finish_many(conn, [e.id for e in run], worker=self.id, now=started_at)
@@ -838,10 +834,10 @@ class Worker:
                 events=len(run),
                 error=f"{type(exc).__name__}: {exc}"[:300],
             )
-            self._bulk_only = False  # a slower pace than the bulk's: not measured
             results = [self._process(conn, claimed) for claimed in run]
             return [row for row in results if row is not None]
         elapsed = time.perf_counter() - t0
+        self._measured(self._clock() - began, len(run))
         metrics = self.app.metrics
         by_type: dict[str, int] = {}
         logged: list[dict[str, Any]] = []

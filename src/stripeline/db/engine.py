@@ -340,6 +340,14 @@ class WriteLock:
             fcntl.flock(files[1], fcntl.LOCK_UN)
             return False
 
+    def anyone_waiting(self, holder: Any = None) -> bool:
+        """Whether a writer other than ``holder``, of this process or of
+        another, announced that it wants the lock."""
+        with self._mutex:
+            if any(writer is not holder for writer in self._announcers):
+                return True
+        return self.others_waiting()
+
     def yield_to_others(self, timeout: float = YIELD_SECONDS) -> None:
         """Wait while writers of other processes announced (at most ``timeout``)."""
         deadline = time.monotonic() + timeout
@@ -528,6 +536,17 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
                 "Write through the event's transaction: event.mirror, event.session, "
                 "event.connection, event.once() (see docs/handlers.md)"
             )
+
+
+def writers_waiting(conn: Connection) -> bool:
+    """SQLite: whether a writer, of this process or another, announced that it
+    waits for the write lock ``conn``'s transaction holds (the worker then
+    commits early, and lets it go first). False on PostgreSQL and in memory."""
+    if conn.dialect.name != "sqlite":
+        return False
+    dbapi_connection = conn.connection.dbapi_connection
+    lock = getattr(dbapi_connection, "write_lock", None)
+    return lock is not None and lock.anyone_waiting(dbapi_connection)
 
 
 def _is_busy(exc: BaseException) -> bool:
