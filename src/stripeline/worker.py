@@ -62,8 +62,8 @@ BULK_SIZE = 500
 #: SQLite: the fewest events a claim or a bulk run takes, however slow the
 #: last ones were (``Worker._rows_within``).
 SQLITE_MIN_RUN = 16
-#: SQLite: a handler-less event's share of a transaction (claim, mirror,
-#: finish, commit) until one is measured: the first claim's size.
+#: SQLite: what applying a handler-less event in bulk costs (its ``finish``
+#: and mirror writes) until it is measured: the first claim's size.
 SQLITE_EVENT_SECONDS = 0.0005
 #: Times a group that deadlocked is run again before the error counts.
 MAX_DEADLOCK_RETRIES = 20
