@@ -44,7 +44,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from stripeline import _json, inbox
 from stripeline.app import Handler, ReceivedEvent, Stripeline
 from stripeline.core.backoff import exponential
-from stripeline.db.engine import connect, handler_transaction, is_postgres
+from stripeline.db.engine import connect, handler_transaction, is_postgres, writers_waiting
 from stripeline.inbox import NOTIFY_CHANNEL
 from stripeline.log import get_logger
 from stripeline.mirror import refetch
@@ -54,10 +54,17 @@ from stripeline.mirror.policy import READ_KEY, EventObject, apply_events
 log = get_logger("stripeline.worker")
 
 #: Longest a processing transaction runs before it commits. On SQLite it
-#: holds the one write lock meanwhile, and webhooks wait behind it: short.
-DEFAULT_MAX_TRANSACTION_SECONDS = {"sqlite": 0.05, "postgresql": 0.2}
+#: holds the one write lock meanwhile, and webhooks wait behind it (those of
+#: another process too): short.
+DEFAULT_MAX_TRANSACTION_SECONDS = {"sqlite": 0.02, "postgresql": 0.2}
 #: Most events applied to the mirror in one bulk statement.
 BULK_SIZE = 500
+#: SQLite: the fewest events a claim or a bulk run takes, however slow the
+#: last ones were (``Worker._rows_within``).
+SQLITE_MIN_RUN = 16
+#: SQLite: what applying a handler-less event in bulk costs (its ``finish``
+#: and mirror writes) until it is measured: the first claim's size.
+SQLITE_EVENT_SECONDS = 0.0005
 #: Times a group that deadlocked is run again before the error counts.
 MAX_DEADLOCK_RETRIES = 20
 #: PostgreSQL's SQLSTATE for a deadlock (the victim's transaction is aborted).
@@ -250,6 +257,10 @@ class Worker:
         self._now = now
         #: The reads made for thin events, kept for the coalescing window.
         self._thin_reads: Any = None
+        #: SQLite: what a handler-less event costs a transaction, measured
+        #: on the bulk runs (``_rows_within``).
+        self._sqlite = app.engine.dialect.name == "sqlite"
+        self._event_seconds = SQLITE_EVENT_SECONDS
         self.deadline_check_seconds = deadline_check_seconds
         self._deadline_now = deadline_now or now
 
@@ -382,7 +393,7 @@ class Worker:
                 if self._clock() - leased_at > self.lease_seconds / 3:
                     # Slow handlers: keep the rest of the batch ours (in a
                     # transaction of its own: no row lock held meanwhile).
-                    with connect(self.app.engine) as conn:
+                    with connect(self.app.engine, background=True) as conn:
                         inbox.renew(
                             conn,
                             [e.id for e in claimed[position:]],
@@ -391,7 +402,7 @@ class Worker:
                             now=self._now(),
                         )
                     leased_at = self._clock()
-                with connect(self.app.engine) as conn:
+                with connect(self.app.engine, background=True) as conn:
                     reached = self._process_group(conn, claimed, position)
             except _GivenUp as given_up:
                 # Those released while the handler ran are other workers' now.
@@ -434,12 +445,17 @@ class Worker:
         """
         claimed: list[inbox.ClaimedEvent] = []
         together = False
+        limit = self.batch_size
+        if self._sqlite:
+            # The claim rewrites each event's row, and its first group may
+            # commit with it: no more than one transaction's worth.
+            limit = self._rows_within(self.max_transaction_seconds, limit)
         try:
-            with connect(self.app.engine) as conn:
+            with connect(self.app.engine, background=True) as conn:
                 claimed = inbox.claim(
                     conn,
                     worker=self.id,
-                    limit=self.batch_size,
+                    limit=limit,
                     lease_seconds=self.lease_seconds,
                     now=self._now(),
                 )
@@ -453,6 +469,27 @@ class Worker:
             self._abandon_claim(claimed, exc)
             raise
         return claimed, reached
+
+    def _rows_within(self, seconds: float, most: int) -> int:
+        """SQLite: how many handler-less events one transaction processes in
+        ``seconds`` at the pace measured so far (``_measured``): at least
+        ``SQLITE_MIN_RUN``, at most ``most``.
+
+        The worker's transaction holds SQLite's one write lock, which the
+        webhook writer waits for (in another process, the ``stripeline
+        worker`` beside ``serve --no-worker``, too): its length, not its
+        number of events, is what is bounded; how many events fit depends on
+        the machine, the disk and the payloads."""
+        if self._event_seconds <= 0:
+            return most
+        return max(min(SQLITE_MIN_RUN, most), min(most, int(seconds / self._event_seconds)))
+
+    def _measured(self, seconds: float, events: int) -> None:
+        """A bulk run of ``events`` took ``seconds``: the pace ``_rows_within``
+        sizes the next ones by (a moving average, quick to follow a slower disk)."""
+        if self._sqlite and events > 0:
+            sample = max(seconds, 0.0) / events
+            self._event_seconds = 0.5 * self._event_seconds + 0.5 * sample
 
     def _claim_with_group(self, conn: Connection, claimed: list[inbox.ClaimedEvent]) -> bool:
         """Whether ``claimed``'s first group may commit with its claim (``_claim``)."""
@@ -685,9 +722,14 @@ class Worker:
         self._ran_in_group = []
         while position < self._end(claimed):
             # Events no handler wants are applied to the mirror in bulk;
-            # the others one by one, each in its own SAVEPOINT.
+            # the others one by one, each in its own SAVEPOINT. SQLite: a
+            # bulk run takes what fits in the transaction's time left.
+            most = BULK_SIZE
+            if self._sqlite:
+                left = self.max_transaction_seconds - (self._clock() - started)
+                most = self._rows_within(left, BULK_SIZE)
             end = position
-            while end < self._end(claimed) and end - position < BULK_SIZE:
+            while end < self._end(claimed) and end - position < most:
                 if not self._bulk_ok(claimed[end]):
                     break
                 end += 1
@@ -714,6 +756,10 @@ class Worker:
                     attempt_rows.append(row)
                 position += 1
             if self._clock() - started > self.max_transaction_seconds:
+                break
+            if self._sqlite and writers_waiting(conn):
+                # A webhook (or any writer) waits for SQLite's write lock:
+                # commit now; the next group lets it go first.
                 break
         inbox.record_attempt(conn, attempt_rows)
         return position
@@ -763,6 +809,7 @@ class Worker:
         """
         started_at = self._now()
         t0 = time.perf_counter()
+        began = self._clock()
         try:
             with conn.begin_nested():
                 owned = inbox.finish_many(conn, [e.id for e in run], worker=self.id, now=started_at)
@@ -790,6 +837,7 @@ class Worker:
             results = [self._process(conn, claimed) for claimed in run]
             return [row for row in results if row is not None]
         elapsed = time.perf_counter() - t0
+        self._measured(self._clock() - began, len(run))
         metrics = self.app.metrics
         by_type: dict[str, int] = {}
         logged: list[dict[str, Any]] = []

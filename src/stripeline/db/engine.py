@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import sqlite3
 import threading
@@ -9,7 +11,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any, TypeVar
 
@@ -39,6 +41,22 @@ from stripeline.errors import SecondWriteTransaction
 
 #: How long SQLite waits for the write lock before giving up (and we answer 503).
 SQLITE_BUSY_TIMEOUT_MS = 5_000
+#: SQLite: seconds between two tries of ``BEGIN IMMEDIATE`` while another
+#: process holds the write lock (SQLite's busy handler sleeps 1, 2, 5 … 100 ms).
+BUSY_POLL_SECONDS = 0.0005
+#: SQLite: longest a background writer (the worker) lets writers of other
+#: processes that wait for the write lock go first, before it queues as they do.
+YIELD_SECONDS = 0.05
+#: Beside the database file: where writers of any process say they wait (``WriteLock``).
+WRITERS_FILE_SUFFIX = "-stripeline-writers"
+#: SQLite checkpoints the write-ahead log into the database (a copy and an
+#: fsync, tens of milliseconds) in the thread whose commit takes the log past
+#: ``wal_autocheckpoint`` pages. Background transactions (the worker's) do it
+#: at SQLite's usual 1,000 pages (4 MB); other writers, the webhook writer
+#: among them (whose requests would wait for it), only past 10,000 (40 MB),
+#: should no worker commit meanwhile.
+BACKGROUND_AUTOCHECKPOINT_PAGES = 1_000
+FOREGROUND_AUTOCHECKPOINT_PAGES = 10_000
 T = TypeVar("T")
 
 #: A pooled PostgreSQL connection idle longer than this is pinged before use.
@@ -215,17 +233,34 @@ class WriteLock:
     the busy handler (1, 2, 5, 10 … 100 ms at a time) and may wake long after
     the holder finished, or lose the race again. Inside a process this lock
     hands the write lock over in order instead: the webhook writer waits for
-    at most the transaction in progress (the worker's are short). Writers in
-    other processes still meet on SQLite's busy handler (docs/deployment.md).
+    at most the transaction in progress (the worker's are short).
+
+    Across processes, writers try ``BEGIN IMMEDIATE`` every
+    ``BUSY_POLL_SECONDS`` instead of sleeping in the busy handler, and those
+    that want the lock say so (``announce``) with a shared ``flock`` on a file
+    beside the database (``WRITERS_FILE_SUFFIX``): a background writer (the
+    worker, ``connect(background=True)``) sees them (``others_waiting``) and
+    lets them go first, for at most ``YIELD_SECONDS``, before each of its
+    transactions. Without the file (a read-only directory) the writers only
+    poll.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, path: str | None = None) -> None:
         self._mutex = threading.Lock()
         self._held = False
         self._waiters: deque[threading.Lock] = deque()
         #: The connection holding the lock, when known (None: unknown, or
         #: being handed over).
         self._owner: weakref.ref[Any] | None = None
+        #: The writers file (None: in memory, or no file to lock), and the
+        #: process's two descriptors of it: one announces, one probes.
+        self._path = None if path is None else path + WRITERS_FILE_SUFFIX
+        self._files: tuple[int, int] | None = None
+        self._files_pid = 0
+        #: This process's writers that announced themselves; whether its
+        #: shared ``flock`` is taken.
+        self._announcers: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._announced = False
 
     def acquire(self, timeout: float, owner: Any = None) -> bool:
         """Take the lock for ``owner`` (a connection), waiting at most
@@ -271,6 +306,96 @@ class WriteLock:
         else:
             self._held = False
 
+    # -- across processes --------------------------------------------------
+
+    def announce(self, writer: Any) -> None:
+        """``writer`` (a connection) wants the write lock, or holds it, until
+        ``withdraw``: background writers of other processes let it go first."""
+        with self._mutex:
+            self._announcers.add(writer)
+            self._sync_announced()
+
+    def withdraw(self, writer: Any) -> None:
+        with self._mutex:
+            self._announcers.discard(writer)
+            self._sync_announced()
+
+    def others_waiting(self) -> bool:
+        """Whether a writer of another process announced itself. False while
+        one of this process does (it is queued here, first come, first served;
+        the file cannot tell the two apart then), or without the file."""
+        with self._mutex:
+            self._sync_announced()  # an announcer garbage-collected meanwhile
+            if self._announced:
+                return False
+            files = self._open()
+            if files is None:
+                return False
+            try:
+                fcntl.flock(files[1], fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    return True
+                return False
+            fcntl.flock(files[1], fcntl.LOCK_UN)
+            return False
+
+    def anyone_waiting(self, holder: Any = None) -> bool:
+        """Whether a writer other than ``holder``, of this process or of
+        another, announced that it wants the lock."""
+        with self._mutex:
+            if any(writer is not holder for writer in self._announcers):
+                return True
+        return self.others_waiting()
+
+    def yield_to_others(self, timeout: float = YIELD_SECONDS) -> None:
+        """Wait while writers of other processes announced (at most ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        while self.others_waiting() and time.monotonic() < deadline:
+            time.sleep(BUSY_POLL_SECONDS)
+
+    def _sync_announced(self) -> None:
+        """Hold the shared ``flock`` while any announcer of this process lives."""
+        want = len(self._announcers) > 0
+        if want == self._announced:
+            return
+        files = self._open()
+        if files is None:
+            return
+        try:
+            fcntl.flock(files[0], fcntl.LOCK_SH if want else fcntl.LOCK_UN)
+        except OSError:
+            return
+        self._announced = want
+
+    def _open(self) -> tuple[int, int] | None:
+        """The writers file, opened once per process (a forked child opens
+        its own: ``flock`` locks belong to the open file, shared across fork)."""
+        if self._path is None:
+            return None
+        pid = os.getpid()
+        if self._files is not None and self._files_pid == pid:
+            return self._files
+        self._files, self._files_pid, self._announced = None, pid, False
+        descriptors: list[int] = []
+        try:
+            for _ in range(2):
+                descriptors.append(_open_writers_file(self._path))
+        except OSError:
+            for fd in descriptors:
+                os.close(fd)
+            self._path = None  # no file: writers only poll
+            return None
+        self._files = (descriptors[0], descriptors[1])
+        return self._files
+
+
+def _open_writers_file(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except PermissionError:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # flock needs no write access
+
 
 #: How often a thread waiting for a ``WriteLock`` checks that its holder still exists.
 ORPHAN_CHECK_SECONDS = 0.05
@@ -284,7 +409,7 @@ def sqlite_write_lock(path: str) -> WriteLock:
     with _write_locks_mutex:
         lock = _write_locks.get(path)
         if lock is None:
-            lock = _write_locks[path] = WriteLock()
+            lock = _write_locks[path] = WriteLock(path)
         return lock
 
 
@@ -294,17 +419,37 @@ class WriteLockedConnection(sqlite3.Connection):
 
     write_lock: WriteLock | None = None
     holds_write_lock = False
+    #: Whether this connection announced itself to other processes' writers.
+    announced = False
     #: How long to wait for the lock: the connection's busy timeout.
     lock_timeout = SQLITE_BUSY_TIMEOUT_MS / 1000
+    #: The connection's ``wal_autocheckpoint`` (``checkpoint_at``).
+    autocheckpoint = FOREGROUND_AUTOCHECKPOINT_PAGES
 
-    def take_write_lock(self) -> None:
+    def checkpoint_at(self, pages: int) -> None:
+        """Checkpoint after the commits that take the log past ``pages``."""
+        if pages != self.autocheckpoint:
+            self.execute(f"PRAGMA wal_autocheckpoint = {int(pages)}")
+            self.autocheckpoint = pages
+
+    def take_write_lock(self, *, announce: bool = True) -> None:
         """Wait (at most the busy timeout) for this file's other writers in
         the process, before ``BEGIN IMMEDIATE``. When the wait runs out,
-        SQLite's busy handler decides, as without the lock."""
-        if self.write_lock is not None and not self.holds_write_lock:
-            self.holds_write_lock = self.write_lock.acquire(self.lock_timeout, self)
+        SQLite decides, as without the lock. With ``announce``, background
+        writers of other processes let this one go first until it gives the
+        lock back (``WriteLock.announce``)."""
+        if self.write_lock is None or self.holds_write_lock:
+            return
+        if announce and not self.announced:
+            self.write_lock.announce(self)
+            self.announced = True
+        self.holds_write_lock = self.write_lock.acquire(self.lock_timeout, self)
 
     def give_write_lock(self) -> None:
+        if self.announced:
+            self.announced = False
+            if self.write_lock is not None:
+                self.write_lock.withdraw(self)
         if self.holds_write_lock:
             self.holds_write_lock = False
             if self.write_lock is not None:
@@ -342,6 +487,8 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if database is not None:
+            cursor.execute(f"PRAGMA wal_autocheckpoint={FOREGROUND_AUTOCHECKPOINT_PAGES}")
         cursor.close()
         if isinstance(dbapi_connection, WriteLockedConnection):
             dbapi_connection.write_lock = lock
@@ -349,23 +496,29 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        if mode != "IMMEDIATE":
+        options = conn.get_execution_options()
+        if options.get("sqlite_begin", "IMMEDIATE") != "IMMEDIATE":
             conn.exec_driver_sql("BEGIN")
             return
         dbapi_connection: Any = conn.connection.dbapi_connection
+        if not isinstance(dbapi_connection, WriteLockedConnection) or lock is None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # in memory: one connection
+            return
         held = _handler_event.get()
-        if isinstance(dbapi_connection, WriteLockedConnection) and (
-            held is None or held[0] != database or held[1] is dbapi_connection
-        ):
+        if held is None or held[0] != database or held[1] is dbapi_connection:
             # (A handler's second writer is refused below, at once: it must
             # not wait for the lock its own event holds.)
-            dbapi_connection.take_write_lock()
+            background = bool(options.get("sqlite_background"))
+            if background:
+                lock.yield_to_others()
+            dbapi_connection.checkpoint_at(
+                BACKGROUND_AUTOCHECKPOINT_PAGES if background else FOREGROUND_AUTOCHECKPOINT_PAGES
+            )
+            dbapi_connection.take_write_lock(announce=not background)
         try:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            _begin_immediate(conn, dbapi_connection, busy_timeout_ms)
         except BaseException:
-            if isinstance(dbapi_connection, WriteLockedConnection):
-                dbapi_connection.give_write_lock()
+            dbapi_connection.give_write_lock()
             raise
 
     if database is None:
@@ -385,15 +538,68 @@ def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
             )
 
 
+def writers_waiting(conn: Connection) -> bool:
+    """SQLite: whether a writer, of this process or another, announced that it
+    waits for the write lock ``conn``'s transaction holds (the worker then
+    commits early, and lets it go first). False on PostgreSQL and in memory."""
+    if conn.dialect.name != "sqlite":
+        return False
+    dbapi_connection = conn.connection.dbapi_connection
+    lock = getattr(dbapi_connection, "write_lock", None)
+    return lock is not None and lock.anyone_waiting(dbapi_connection)
+
+
+def _is_busy(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", exc)
+    code = getattr(orig, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_BUSY
+
+
+def _begin_immediate(conn: Connection, dbapi_connection: Any, busy_timeout_ms: int) -> None:
+    """``BEGIN IMMEDIATE``, tried again every ``BUSY_POLL_SECONDS`` while
+    another process holds the write lock, for at most the busy timeout (then
+    SQLite's "database is locked", as before). Polling, not SQLite's busy
+    handler, which sleeps 1, 2, 5 … up to 100 ms between tries: it would wake
+    tens of milliseconds after the lock was free. The busy timeout is off for
+    this statement only (reads keep theirs)."""
+    dbapi_connection.execute("PRAGMA busy_timeout = 0")
+    restore = f"PRAGMA busy_timeout = {int(busy_timeout_ms)}"
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    try:
+        while True:
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                break
+            except DBAPIError as exc:
+                if not _is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(BUSY_POLL_SECONDS)
+    except BaseException:
+        with suppress(Exception):  # the error that matters is the one raised
+            dbapi_connection.execute(restore)
+        raise
+    dbapi_connection.execute(restore)
+
+
 @contextmanager
-def connect(engine: Engine, *, readonly: bool = False) -> Iterator[Connection]:
+def connect(
+    engine: Engine, *, readonly: bool = False, background: bool = False
+) -> Iterator[Connection]:
     """A connection in a transaction, committed on success.
 
     ``readonly=True`` starts a deferred SQLite transaction that never takes the
     write lock (reads in WAL mode never wait for the writer); on PostgreSQL it
     runs in autocommit, each statement its own snapshot.
+
+    ``background=True`` (the worker's transactions), SQLite: before it takes
+    the write lock, the transaction lets writers of other processes that wait
+    for it go first (``WriteLock.yield_to_others``): the webhook writer of a
+    ``serve --no-worker`` waits for at most the worker's transaction in
+    progress, not for the next ones too.
     """
     conn = engine.connect()
+    if background and not readonly and engine.dialect.name == "sqlite":
+        conn = conn.execution_options(sqlite_background=True)
     if readonly:
         # SQLite: a deferred transaction never takes the write lock.
         # PostgreSQL: autocommit, so a read costs no BEGIN and COMMIT round trips.
