@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
+from stripeline._json import may_exceed_64_bits
 from stripeline.errors import EnvelopeError
 
 #: The inbox's column lengths for the envelope's text fields (characters).
@@ -134,6 +137,31 @@ def _refuse_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
+def _decode(payload: bytes | str) -> Any:
+    """The JSON value of a body, read as ``json.loads`` reads it (``NaN`` and
+    the infinities refused).
+
+    orjson reads a ~3 KB event several times faster. What it accepts, it
+    reads as ``json`` does, but for integers past 64 bits (it reads them as
+    floats: a body with a run of 19 digits goes to ``json``); what it
+    refuses (bytes that are not UTF-8, UTF-16 or -32, a lone surrogate,
+    ``NaN``, nesting past 1,024 levels, anything not JSON) is read by
+    ``json`` as before, which refuses it or returns what the checks below
+    then refuse, with the same reason as ever."""
+    if isinstance(payload, bytes) and not may_exceed_64_bits(payload):
+        try:
+            return orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            pass
+    # As json.loads reads bytes: UTF-8, -16 or -32, found from the first bytes.
+    text = (
+        payload
+        if isinstance(payload, str)
+        else payload.decode(json.detect_encoding(payload), "surrogatepass")
+    )
+    return _DECODER.decode(text)
+
+
 def parse_envelope(payload: bytes | str | dict[str, Any]) -> tuple[Envelope, dict[str, Any]]:
     """Parse and check an event body; return its envelope and the parsed dict.
 
@@ -150,13 +178,7 @@ def parse_envelope(payload: bytes | str | dict[str, Any]) -> tuple[Envelope, dic
         body: Any = payload
     else:
         try:
-            # As json.loads reads bytes: UTF-8, -16 or -32, found from the first bytes.
-            text = (
-                payload
-                if isinstance(payload, str)
-                else payload.decode(json.detect_encoding(payload), "surrogatepass")
-            )
-            body = _DECODER.decode(text)
+            body = _decode(payload)
         except RecursionError:
             raise EnvelopeError(
                 "invalid_json", f"body is nested deeper than {MAX_DEPTH} levels"
