@@ -24,15 +24,9 @@ _ZEROS = bytes.maketrans(b"123456789", b"000000000")
 _LONG = b"0" * 19
 
 
-def may_exceed_64_bits(payload: bytes) -> bool:
-    """Whether ``payload`` has a run of 19 digits or more (an integer orjson
-    may read as a float)."""
-    return _LONG in payload.translate(_ZEROS)
-
-
 def loads(payload: bytes) -> Any:
     """``json.loads(payload)``, faster."""
-    if not may_exceed_64_bits(payload):
+    if _LONG not in payload.translate(_ZEROS):
         try:
             return orjson.loads(payload)
         except orjson.JSONDecodeError:
