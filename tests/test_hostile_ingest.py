@@ -451,6 +451,56 @@ def test_parse_envelope_refuses_what_json_cannot_bear() -> None:
     assert parse_envelope(body)[1] is body
 
 
+#: Bodies orjson and ``json`` might read apart: each must be read by
+#: ``parse_envelope`` exactly as ``json.loads`` reads it, or refused as before.
+_EDGES = [
+    b'"a":1,"a":2',  # a repeated key: the last one counts
+    b'"a":"\\ud83d\\ude00"',
+    b'"a":18446744073709551615',  # 2**64 - 1
+    b'"a":18446744073709551616',  # 2**64: read as a float by orjson
+    b'"a":-9223372036854775809',
+    b'"a":123456789012345678901234567890',
+    b'"a":1e999',
+    b'"a":-0',
+    b'"a":1.0000000000000001',
+    b'"a":2.2250738585072011e-308',
+    b'"a":"\x7f\xe2\x80\xa8\xc3\xa9"',
+]
+
+
+@pytest.mark.parametrize("edge", _EDGES)
+def test_parse_envelope_reads_a_body_as_json_does(edge: bytes) -> None:
+    payload = encode(event(obj={"id": "cus_1", "object": "customer"})).replace(
+        b'"object":"customer"', b'"object":"customer",' + edge
+    )
+    assert payload.count(edge) == 1
+    expected = json.loads(payload)
+    (_, body) = parse_envelope(payload)
+    assert body == expected
+    assert repr(body) == repr(expected)  # the same types too (an int stays an int)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b"\x01", id="a-raw-control-character"),
+        pytest.param(b"\t", id="a-raw-tab"),
+        pytest.param(b"\xc0\x80", id="overlong-utf8"),
+        pytest.param(b"\xf4\x90\x80\x80", id="past-the-last-code-point"),
+        pytest.param(b"\xff", id="not-utf8"),
+    ],
+)
+def test_text_json_refuses_is_refused(raw: bytes) -> None:
+    with pytest.raises(EnvelopeError) as caught:
+        parse_envelope(_with_raw(raw))
+    assert caught.value.reason == "invalid_json"
+
+
+def test_a_utf8_bom_is_read_as_json_reads_it() -> None:
+    payload = b"\xef\xbb\xbf" + encode(event())
+    assert parse_envelope(payload)[1] == json.loads(payload)
+
+
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_nan_and_infinity_are_400_and_never_reach_the_worker(
     client: TestClient, app: Stripeline, constant: str

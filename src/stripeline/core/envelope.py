@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from stripeline.errors import EnvelopeError
 
 #: The inbox's column lengths for the envelope's text fields (characters).
@@ -87,20 +89,25 @@ def _check_string(value: str) -> None:
             ) from None
 
 
-def _check_tree(body: dict[str, Any], raw: bytes | str | None) -> None:
+def _check_tree(body: dict[str, Any], raw: bytes | str | None, *, strict: bool = False) -> None:
     """Every string of ``body`` storable text, and no nesting over ``MAX_DEPTH``.
 
     ``raw`` is what ``body`` was read from (None: a dict was given). Most
     events are spared the walk: in UTF-8, a NUL or a lone surrogate comes only
     from a ``\\u`` escape or from bytes that encode a surrogate (lead 0xED),
-    and a body with few brackets cannot nest deep. Iterative: a hostile body
-    cannot exhaust the stack here.
+    and a body with few brackets cannot nest deep. ``strict``: orjson read
+    ``raw`` (strict UTF-8, no lone surrogate, no raw control character), so
+    a NUL can only come from the escape ``\\u0000``. Iterative: a hostile
+    body cannot exhaust the stack here.
     """
     check_text = True
     if raw is not None:
         data = raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogatepass")
-        # (NUL bytes: a UTF-16 or UTF-32 body, which json.loads also reads)
-        check_text = b"\\u" in data or b"\xed" in data or b"\x00" in data
+        if strict:
+            check_text = b"\\u0000" in data
+        else:
+            # (NUL bytes: a UTF-16 or UTF-32 body, which json.loads also reads)
+            check_text = b"\\u" in data or b"\xed" in data or b"\x00" in data
         if not check_text and data.count(b"[") + data.count(b"{") <= MAX_DEPTH:
             return
     stack: list[tuple[Any, int]] = [(body, 1)]
@@ -134,6 +141,38 @@ def _refuse_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
+#: Every digit read as ``0``: a run of 19 zeros is then a number that may not
+#: fit in 64 bits, which orjson would read as a float (as ``stripeline._json``).
+_ZEROS = bytes.maketrans(b"123456789", b"000000000")
+_LONG = b"0" * 19
+
+
+def _decode(payload: bytes | str) -> tuple[Any, bool]:
+    """The JSON value of a body, read as ``json.loads`` reads it (``NaN`` and
+    the infinities refused), and whether orjson read it (``_check_tree``'s
+    ``strict``).
+
+    orjson reads a ~3 KB event several times faster. What it accepts, it
+    reads as ``json`` does, but for integers past 64 bits (it reads them as
+    floats: a body with a run of 19 digits goes to ``json``); what it
+    refuses (bytes that are not UTF-8, UTF-16 or -32, a lone surrogate,
+    ``NaN``, nesting past 1,024 levels, anything not JSON) is read by
+    ``json`` as before, which refuses it or returns what the checks below
+    then refuse, with the same reason as ever."""
+    if isinstance(payload, bytes) and _LONG not in payload.translate(_ZEROS):
+        try:
+            return orjson.loads(payload), True
+        except orjson.JSONDecodeError:
+            pass
+    # As json.loads reads bytes: UTF-8, -16 or -32, found from the first bytes.
+    text = (
+        payload
+        if isinstance(payload, str)
+        else payload.decode(json.detect_encoding(payload), "surrogatepass")
+    )
+    return _DECODER.decode(text), False
+
+
 def parse_envelope(payload: bytes | str | dict[str, Any]) -> tuple[Envelope, dict[str, Any]]:
     """Parse and check an event body; return its envelope and the parsed dict.
 
@@ -146,17 +185,12 @@ def parse_envelope(payload: bytes | str | dict[str, Any]) -> tuple[Envelope, dic
             names the field). A thin ``v2.core.event`` is read by
             ``parse_thin``.
     """
+    strict = False
     if isinstance(payload, dict):
         body: Any = payload
     else:
         try:
-            # As json.loads reads bytes: UTF-8, -16 or -32, found from the first bytes.
-            text = (
-                payload
-                if isinstance(payload, str)
-                else payload.decode(json.detect_encoding(payload), "surrogatepass")
-            )
-            body = _DECODER.decode(text)
+            body, strict = _decode(payload)
         except RecursionError:
             raise EnvelopeError(
                 "invalid_json", f"body is nested deeper than {MAX_DEPTH} levels"
@@ -166,7 +200,7 @@ def parse_envelope(payload: bytes | str | dict[str, Any]) -> tuple[Envelope, dic
     _require(isinstance(body, dict), "body is not a JSON object")
     if body.get("object") == THIN_OBJECT:
         envelope = parse_thin(body)
-        _check_tree(body, None if isinstance(payload, dict) else payload)
+        _check_tree(body, None if isinstance(payload, dict) else payload, strict=strict)
         return envelope, body
     _require(body.get("object") == "event", "object is not 'event'")
     event_id = body.get("id")
@@ -190,7 +224,7 @@ def parse_envelope(payload: bytes | str | dict[str, Any]) -> tuple[Envelope, dic
     object_type = obj.get("object") if isinstance(obj.get("object"), str) else None
     _optional_text(object_id, "data.object.id", OBJECT_ID_LENGTH)
     _optional_text(object_type, "data.object.object", OBJECT_TYPE_LENGTH)
-    _check_tree(body, None if isinstance(payload, dict) else payload)
+    _check_tree(body, None if isinstance(payload, dict) else payload, strict=strict)
     return (
         Envelope(
             id=event_id,

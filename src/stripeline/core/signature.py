@@ -13,7 +13,6 @@ timestamp must be neither older nor newer than ``tolerance`` seconds.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Sequence
 
@@ -32,7 +31,8 @@ MAX_TIMESTAMP_DIGITS = 18
 def compute_signature(payload: bytes, secret: str, timestamp: int) -> str:
     """The hex ``v1`` signature of ``payload`` at ``timestamp`` under ``secret``."""
     signed = str(int(timestamp)).encode("ascii") + b"." + payload
-    return hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
+    # hmac.digest: OpenSSL's one-shot HMAC, no HMAC object built per call.
+    return hmac.digest(secret.encode("utf-8"), signed, "sha256").hex()
 
 
 def sign(payload: bytes, secrets: str | Sequence[str], timestamp: int) -> str:

@@ -18,11 +18,11 @@ waits for a writer nobody started.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from json.encoder import encode_basestring
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -82,13 +82,15 @@ _JSON_TYPE = (b"content-type", b"application/json")
 
 def _stored_body(event_id: str, duplicate: bool, status: str) -> bytes:
     """The 200's body for a stored event, as ``JSONResponse`` would write
-    ``{"received": true, "id": …, "duplicate": …, "status": …}``."""
+    ``{"received": true, "id": …, "duplicate": …, "status": …}``
+    (``encode_basestring``: what ``json.dumps(…, ensure_ascii=False)`` writes
+    for a string, without building an encoder per call)."""
     return b"".join(
         (
             b'{"received":true,"id":',
-            json.dumps(event_id, ensure_ascii=False).encode(),
+            encode_basestring(event_id).encode(),
             b',"duplicate":true,"status":' if duplicate else b',"duplicate":false,"status":',
-            json.dumps(status).encode(),
+            encode_basestring(status).encode(),
             b"}",
         )
     )

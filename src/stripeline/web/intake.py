@@ -76,6 +76,17 @@ class WebhookIntake:
         self.settings = app.settings
         self.metrics = app.metrics
         self._on_commit = on_commit
+        #: ``stripeline_webhooks_total``'s series by (endpoint, outcome): found
+        #: once, not through ``labels()`` (a lock and a lookup) per request.
+        self._counters: dict[tuple[str, str], Any] = {}
+
+    def count(self, endpoint: str, outcome: str) -> None:
+        """Count one request in ``stripeline_webhooks_total``."""
+        counter = self._counters.get((endpoint, outcome))
+        if counter is None:
+            counter = self.metrics.webhooks.labels(endpoint, outcome)
+            self._counters[(endpoint, outcome)] = counter
+        counter.inc()
 
     # -- refusals ------------------------------------------------------------
 
@@ -92,7 +103,7 @@ class WebhookIntake:
         headers: Mapping[str, str] | None = None,
     ) -> WebhookAnswer:
         """Refuse a webhook request: counted, logged, answered; nothing stored."""
-        self.metrics.webhooks.labels(endpoint, outcome).inc()
+        self.count(endpoint, outcome)
         log.warning(
             "webhook_rejected",
             action="webhook_rejected",
@@ -218,7 +229,7 @@ class WebhookIntake:
         when the request began)."""
         envelope = item.envelope
         outcome = "ignored" if item.status == "ignored" else ("stored" if new else "duplicate")
-        self.metrics.webhooks.labels(endpoint, outcome).inc()
+        self.count(endpoint, outcome)
         self.metrics.ingest_seconds.observe(time.perf_counter() - started)
         if item.status == "ignored" and new:
             log.warning(
@@ -237,7 +248,7 @@ class WebhookIntake:
 
     def unavailable(self, endpoint: str, exc: DatabaseUnavailable) -> WebhookAnswer:
         """503 with ``Retry-After``: not stored, so the sender must send it again."""
-        self.metrics.webhooks.labels(endpoint, "unavailable").inc()
+        self.count(endpoint, "unavailable")
         return WebhookAnswer(
             503,
             {"error": "unavailable", "message": exc.message},
