@@ -62,6 +62,11 @@ BULK_SIZE = 500
 #: SQLite: the fewest events a claim or a bulk run takes, however slow the
 #: last ones were (``Worker._rows_within``).
 SQLITE_MIN_RUN = 16
+#: SQLite: how long after a writer was last seen waiting for the write lock
+#: the worker keeps sizing its transactions by time (``Worker._short``);
+#: otherwise it claims whole batches and applies them in full bulk runs (a
+#: backlog drains faster with fewer commits when nobody waits).
+SQLITE_CONTENDED_SECONDS = 10.0
 #: SQLite: what applying a handler-less event in bulk costs (its ``finish``
 #: and mirror writes) until it is measured: the first claim's size.
 SQLITE_EVENT_SECONDS = 0.0005
@@ -261,6 +266,8 @@ class Worker:
         #: on the bulk runs (``_rows_within``).
         self._sqlite = app.engine.dialect.name == "sqlite"
         self._event_seconds = SQLITE_EVENT_SECONDS
+        #: SQLite: until when transactions stay short (a writer was seen waiting).
+        self._contended_until = float("-inf")
         self.deadline_check_seconds = deadline_check_seconds
         self._deadline_now = deadline_now or now
 
@@ -446,12 +453,12 @@ class Worker:
         claimed: list[inbox.ClaimedEvent] = []
         together = False
         limit = self.batch_size
-        if self._sqlite:
-            # The claim rewrites each event's row, and its first group may
-            # commit with it: no more than one transaction's worth.
-            limit = self._rows_within(self.max_transaction_seconds, limit)
         try:
             with connect(self.app.engine, background=True) as conn:
+                if self._short(conn):
+                    # The claim rewrites each event's row, and its first group
+                    # may commit with it: no more than one transaction's worth.
+                    limit = self._rows_within(self.max_transaction_seconds, limit)
                 claimed = inbox.claim(
                     conn,
                     worker=self.id,
@@ -469,6 +476,18 @@ class Worker:
             self._abandon_claim(claimed, exc)
             raise
         return claimed, reached
+
+    def _short(self, conn: Connection) -> bool:
+        """SQLite: whether to size this transaction by time: a writer (the
+        webhook writer, of this process or another) waits for the write lock
+        now, or did within ``SQLITE_CONTENDED_SECONDS``."""
+        if not self._sqlite:
+            return False
+        now = self._clock()
+        if writers_waiting(conn):
+            self._contended_until = now + SQLITE_CONTENDED_SECONDS
+            return True
+        return now < self._contended_until
 
     def _rows_within(self, seconds: float, most: int) -> int:
         """SQLite: how many handler-less events one transaction processes in
@@ -725,7 +744,7 @@ class Worker:
             # the others one by one, each in its own SAVEPOINT. SQLite: a
             # bulk run takes what fits in the transaction's time left.
             most = BULK_SIZE
-            if self._sqlite:
+            if self._short(conn):
                 left = self.max_transaction_seconds - (self._clock() - started)
                 most = self._rows_within(left, BULK_SIZE)
             end = position
@@ -759,7 +778,9 @@ class Worker:
                 break
             if self._sqlite and writers_waiting(conn):
                 # A webhook (or any writer) waits for SQLite's write lock:
-                # commit now; the next group lets it go first.
+                # commit now; the next group lets it go first (and the next
+                # transactions are sized by time: ``_short``).
+                self._contended_until = self._clock() + SQLITE_CONTENDED_SECONDS
                 break
         inbox.record_attempt(conn, attempt_rows)
         return position
