@@ -18,15 +18,12 @@ from typing import Any
 
 import orjson
 
-#: Every digit read as ``0``: a run of 19 zeros is then a number that may
-#: not fit in 64 bits (a translate and a search: far cheaper than a regex).
-_ZEROS = bytes.maketrans(b"123456789", b"000000000")
-_LONG = b"0" * 19
+from stripeline.core.fastjson import may_hold_long_integer
 
 
 def loads(payload: bytes) -> Any:
     """``json.loads(payload)``, faster."""
-    if _LONG not in payload.translate(_ZEROS):
+    if not may_hold_long_integer(payload):
         try:
             return orjson.loads(payload)
         except orjson.JSONDecodeError:

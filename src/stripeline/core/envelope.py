@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from stripeline.core.fastjson import may_hold_long_integer
 from stripeline.errors import EnvelopeError
 
 #: The inbox's column lengths for the envelope's text fields (characters).
@@ -141,12 +142,6 @@ def _refuse_constant(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
-#: Every digit read as ``0``: a run of 19 zeros is then a number that may not
-#: fit in 64 bits, which orjson would read as a float (as ``stripeline._json``).
-_ZEROS = bytes.maketrans(b"123456789", b"000000000")
-_LONG = b"0" * 19
-
-
 def _decode(payload: bytes | str) -> tuple[Any, bool]:
     """The JSON value of a body, read as ``json.loads`` reads it (``NaN`` and
     the infinities refused), and whether orjson read it (``_check_tree``'s
@@ -159,7 +154,7 @@ def _decode(payload: bytes | str) -> tuple[Any, bool]:
     ``NaN``, nesting past 1,024 levels, anything not JSON) is read by
     ``json`` as before, which refuses it or returns what the checks below
     then refuse, with the same reason as ever."""
-    if isinstance(payload, bytes) and _LONG not in payload.translate(_ZEROS):
+    if isinstance(payload, bytes) and not may_hold_long_integer(payload):
         try:
             return orjson.loads(payload), True
         except orjson.JSONDecodeError:
