@@ -328,3 +328,34 @@ def test_the_plugin_says_how_to_install_the_sandbox(pytester: pytest.Pytester) -
     assert "stripe_sandbox needs the offline Stripe sandbox" in output
     assert "pip install 'stripeline[sandbox]'" in output
     assert "During handling" not in output and "ImportError" not in output
+
+
+def test_a_subclass_cached_property_is_built_afresh_against_the_test_app(tmp_path: Path) -> None:
+    """``stripeline_base_app`` may be a subclass with cached properties of its
+    own (built from its settings): while a test runs they are built again from
+    the test app's, and the user's come back afterwards."""
+    from functools import cached_property
+
+    from stripeline.settings import Settings
+    from stripeline.testing.plugin import _pointed_at
+
+    class Billing(Stripeline):
+        @cached_property
+        def database(self) -> str:
+            return self.settings.database_url
+
+    def app_at(name: str, cls: type[Stripeline]) -> Stripeline:
+        return cls(
+            Settings(stripe_webhook_secret=SECRET, database_url=f"sqlite:///{tmp_path}/{name}")
+        )
+
+    base = app_at("user.db", Billing)
+    test_app = app_at("test.db", Stripeline)
+    try:
+        assert base.database.endswith("user.db")  # type: ignore[attr-defined]
+        with _pointed_at(base, test_app):
+            assert base.database.endswith("test.db")  # type: ignore[attr-defined]
+        assert base.database.endswith("user.db")  # type: ignore[attr-defined]
+    finally:
+        base.dispose()
+        test_app.dispose()

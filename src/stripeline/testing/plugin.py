@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -154,17 +155,17 @@ def _create_schema(engine: Engine, schema: Any) -> None:
         )
 
 
-def _built() -> tuple[str, ...]:
-    """The app's cached properties (metrics, the calls ledger, the flows):
-    what it builds once from its settings and engine."""
+@cache
+def _built(klass: type) -> tuple[str, ...]:
+    """The cached properties of ``klass`` (an app class: metrics, the calls
+    ledger, the flows, and a subclass's own): what an app builds once from
+    its settings and engine. Found once per class."""
     from functools import cached_property
-
-    from stripeline.app import Stripeline
 
     return tuple(
         name
-        for klass in Stripeline.__mro__
-        for name, value in vars(klass).items()
+        for base in klass.__mro__
+        for name, value in vars(base).items()
         if isinstance(value, cached_property)
     )
 
@@ -178,7 +179,7 @@ def _pointed_at(base: Stripeline, app: Stripeline) -> Iterator[None]:
     saved = {name: base.__dict__[name] for name in names}
     # What the app builds once from its settings (cached properties: metrics,
     # the calls ledger and its client, the flows) is built afresh meanwhile.
-    built = _built()
+    built = _built(type(base))
     cached = {name: base.__dict__.pop(name) for name in built if name in base.__dict__}
     base.__dict__.update(
         _settings=app.settings, _engine=app.engine, _fetcher=None, _limiter=None, _secrets={}
