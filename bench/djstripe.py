@@ -8,15 +8,18 @@ starts. Per backend and round, two servers on a fresh scratch database each:
 * ``dj-stripe``: a minimal Django project with dj-stripe's webhook view
   (``djstripe.urls``, one ``WebhookEndpoint`` holding the endpoint secret,
   validation ``verify_signature``, the production setting its docs give),
-  served by uvicorn (ASGI, one process like ``stripeline serve``). dj-stripe
-  processes each event inside its request: it stores the delivery, verifies
-  the signature, stores the event, then, for these four types, *retrieves the
-  object from the Stripe API* (and every related object it does not hold yet:
-  the customer, the payment method …) and upserts it. The API here is
-  stripeline's offline sandbox on 127.0.0.1 (stripe SDK ``api_base`` pointed
-  at it), seeded before the clock with the objects the events name. Its
-  end-to-end time is the last answer's: an event is applied when its 2xx is
-  sent, or failed with a 500 (counted, from the delivery rows' ``exception``).
+  served by uvicorn (ASGI, one process like ``stripeline serve``; Django runs
+  each request's sync view in a thread of its own). dj-stripe processes each
+  event inside its request: it stores the delivery, verifies the signature,
+  stores the event, then, for these four types, *retrieves the object from
+  the Stripe API* (and every related object it does not hold yet: the
+  customer, the payment method …) and upserts it. The API here is
+  stripeline's offline sandbox on 127.0.0.1 (the stripe SDK's ``api_base``
+  pointed at it), seeded before the clock with the objects the events name;
+  two requests it refuses and Stripe serves are made as it takes them (see
+  ``SETTINGS``). Its end-to-end time is the last answer's: an event is
+  applied when its 2xx is sent, or failed with a 500 (counted, with the
+  exception its delivery row keeps or the server logged).
 * ``stripeline+worker``: ``stripeline serve`` with its in-process worker
   (bench/ingest.py's server), the same event bodies; end to end is from the
   first POST until the worker has processed the last event.
@@ -27,7 +30,7 @@ builds it again). When that fails the dj-stripe rows are skipped with the
 reason and stripeline still runs. All traffic is to 127.0.0.1.
 
     python bench/djstripe.py                       # 2,000 events, SQLite and PostgreSQL
-    python bench/djstripe.py --backend sqlite --events 200 --warmup 50
+    python bench/djstripe.py --backend sqlite --events 200 --warmup 50 --objects 10
 """
 
 from __future__ import annotations
