@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/sandbox.py
 	$(BIN)/python bench/entitlements.py
 	$(BIN)/python bench/console.py
+	$(BIN)/python bench/djstripe.py
 
 # The proof suites (docs/reliability.md): the full form writes PROOF.md; the
 # short form (CI, a few minutes) prints its report and writes nothing. Both use
