@@ -204,3 +204,66 @@ def test_the_claim_reads_the_due_events_in_order_without_sorting_them(postgres_u
     finally:
         engine.dispose()
     assert "ix_stripeline_events_claim" in plan and "Sort" not in plan, plan
+
+
+def _index_conditions(engine: Engine) -> dict[str, str | None]:
+    """Each index of the inbox and its condition as the database holds it."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            rows = conn.execute(
+                text(
+                    "SELECT name, sql FROM sqlite_master"
+                    " WHERE type = 'index' AND tbl_name = 'stripeline_events' AND sql IS NOT NULL"
+                )
+            )
+            return {
+                name: sql.split(" WHERE ", 1)[1] if " WHERE " in sql else None for name, sql in rows
+            }
+        rows = conn.execute(
+            text(
+                "SELECT c.relname, pg_get_expr(i.indpred, i.indrelid) FROM pg_index i"
+                " JOIN pg_class c ON c.oid = i.indexrelid"
+                " WHERE i.indrelid = 'stripeline_events'::regclass AND NOT i.indisprimary"
+            )
+        )
+        return {str(name): where for name, where in rows}
+
+
+def test_0010_leaves_the_pending_events_out_of_the_type_and_object_indexes(
+    engine: Engine,
+) -> None:
+    """Down to 0009 and up again on SQLite and PostgreSQL: the (status,
+    next_attempt_at) index goes, the indexes by type and object get the
+    models' condition (``alembic check`` does not compare conditions), and
+    the downgrade gives the old indexes back."""
+    from typing import cast
+
+    from sqlalchemy import Table
+
+    from stripeline.db import migrate
+    from stripeline.db.models import NOT_PENDING, Event
+
+    partial = {"ix_stripeline_events_type_received", "ix_stripeline_events_object"}
+    command.downgrade(alembic_config(engine), "0009")
+    before = _index_conditions(engine)
+    assert "ix_stripeline_events_due" in before
+    assert all(before[name] is None for name in partial)
+    migrate(engine)
+    after = _index_conditions(engine)
+    modelled = {
+        str(index.name): index.dialect_options[engine.dialect.name]["where"]
+        for index in cast(Table, Event.__table__).indexes
+    }
+    assert set(after) == set(modelled)
+    for name, where in modelled.items():
+        assert (after[name] is None) == (where is None), name
+    for name in partial:
+        assert str(modelled[name]) == NOT_PENDING
+        found = after[name]
+        assert found is not None
+        if engine.dialect.name == "sqlite":
+            assert found == NOT_PENDING
+        else:
+            assert found == "((status)::text <> 'pending'::text)"
+    command.downgrade(alembic_config(engine), "0009")
+    assert _index_conditions(engine) == before

@@ -10,12 +10,15 @@ conversion of datetimes and bytes).
 from __future__ import annotations
 
 import dataclasses
+import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Row, and_, or_, select, text
 
+from stripeline.db.models import NOT_PENDING
 from stripeline.inbox import attempts, deliveries, events
 from stripeline.mirror.refetch import refetches
 
@@ -76,6 +79,69 @@ _SUMMARY_COLUMNS = (
 )
 
 
+def newest_events(
+    conn: Connection,
+    columns: Sequence[Any],
+    where: Sequence[Any] = (),
+    *,
+    status: str | None = None,
+    by_type_or_object: bool = False,
+    after: tuple[datetime, str] | None = None,
+    limit: int = 50,
+) -> list[Row[Any]]:
+    """``columns`` of the events matching ``where`` (and ``status``), newest
+    received first (``received_at, id`` descending), at most ``limit``, those
+    after the position ``after`` (keyset pagination).
+
+    ``by_type_or_object``: ``where`` names one type (``type = …``) or objects
+    (``object_id = …``/``IN …``), whose indexes leave the pending events out
+    (``NOT_PENDING``, migration 0010). The events are then read in two
+    halves, each newest first from an index: the others by the partial index
+    (the query holds its condition as written), the pending ones by
+    ``(status, received_at, id)``, merged here. With many events pending, the
+    second half reads the pending events until it has ``limit`` of them (all
+    of them when few match): the price of a webhook insert that writes
+    neither index.
+    """
+    conds = list(where)
+    if status:
+        conds.append(events.c.status == status)
+    if after is not None:
+        at, event_id = after
+        conds.append(
+            or_(
+                events.c.received_at < at,
+                and_(events.c.received_at == at, events.c.id < event_id),
+            )
+        )
+    if not by_type_or_object or status == "pending":
+        halves: list[list[Any]] = [[]]
+    elif status:
+        halves = [[text(NOT_PENDING)]]
+    else:
+        halves = [[text(NOT_PENDING)], [events.c.status == "pending"]]
+    received, by_id = events.c.received_at, events.c.id
+    found = [
+        list(
+            conn.execute(
+                select(*columns)
+                .where(*conds, *half)
+                .order_by(received.desc(), by_id.desc())
+                .limit(limit)
+            )
+        )
+        for half in halves
+    ]
+    if len(found) == 1:
+        return found[0]
+    merged = heapq.merge(
+        *found,
+        key=lambda row: (row._mapping[received], row._mapping[by_id]),
+        reverse=True,
+    )
+    return [row for _, row in zip(range(limit), merged, strict=False)]
+
+
 def list_events(
     conn: Connection,
     *,
@@ -84,14 +150,20 @@ def list_events(
     limit: int = 50,
 ) -> list[EventSummary]:
     """Newest received first. ``type`` may end with ``*`` (``invoice.*``)."""
-    stmt = select(*_SUMMARY_COLUMNS).order_by(events.c.received_at.desc(), events.c.id).limit(limit)
-    if status:
-        stmt = stmt.where(events.c.status == status)
+    where = []
     if type:
-        stmt = stmt.where(
+        where.append(
             events.c.type.like(type[:-1] + "%") if type.endswith("*") else events.c.type == type
         )
-    return [_summary(tuple(row)) for row in conn.execute(stmt)]
+    rows = newest_events(
+        conn,
+        _SUMMARY_COLUMNS,
+        where,
+        status=status,
+        by_type_or_object=type is not None and not type.endswith("*"),
+        limit=limit,
+    )
+    return [_summary(tuple(row)) for row in rows]
 
 
 @dataclass(frozen=True, slots=True)

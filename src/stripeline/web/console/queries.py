@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, func, or_, select
+from sqlalchemy import Connection, Table, func, select
 
 from stripeline import inbox
 from stripeline.db.models import ConsoleAudit
@@ -20,7 +20,7 @@ from stripeline.inbox import attempts, events, utcnow
 from stripeline.mirror._store import mirror_id, summary_id
 from stripeline.mirror.refetch import refetches
 from stripeline.mirror.tables import all_tables, table_for
-from stripeline.ops import _SUMMARY_COLUMNS, EventSummary
+from stripeline.ops import _SUMMARY_COLUMNS, EventSummary, newest_events
 from stripeline.sync.cursors import catch_up_gap, read_cursor
 
 audit = cast(Table, ConsoleAudit.__table__)
@@ -45,7 +45,14 @@ class EventFilter:
     customer: str | None = None
     customer_objects: tuple[str, ...] = ()
 
+    @property
+    def by_type_or_object(self) -> bool:
+        """Whether the filter names one type or objects: indexes that leave
+        the pending events out serve it (``ops.newest_events``)."""
+        return bool((self.type and not self.type.endswith("*")) or self.object_id or self.customer)
+
     def conditions(self) -> list[Any]:
+        """The filter's conditions but the status (``ops.newest_events`` adds it)."""
         conds: list[Any] = []
         if self.type:
             conds.append(
@@ -53,8 +60,6 @@ class EventFilter:
                 if self.type.endswith("*")
                 else events.c.type == self.type
             )
-        if self.status:
-            conds.append(events.c.status == self.status)
         if self.object_id:
             conds.append(events.c.object_id == self.object_id)
         if self.since is not None:
@@ -115,18 +120,16 @@ def list_events(
     conn: Connection, where: EventFilter, *, cursor: str | None = None, limit: int = PAGE_SIZE
 ) -> EventPage:
     """Newest received first, ``limit`` per page, after ``cursor``."""
-    stmt = select(*_SUMMARY_COLUMNS).where(*where.conditions())
-    after = decode_cursor(cursor)
-    if after is not None:
-        at, event_id = after
-        stmt = stmt.where(
-            or_(
-                events.c.received_at < at,
-                and_(events.c.received_at == at, events.c.id < event_id),
-            )
-        )
-    stmt = stmt.order_by(events.c.received_at.desc(), events.c.id.desc()).limit(limit + 1)
-    rows = [EventSummary(*tuple(row)) for row in conn.execute(stmt)]
+    found = newest_events(
+        conn,
+        _SUMMARY_COLUMNS,
+        where.conditions(),
+        status=where.status,
+        by_type_or_object=where.by_type_or_object,
+        after=decode_cursor(cursor),
+        limit=limit + 1,
+    )
+    rows = [EventSummary(*tuple(row)) for row in found]
     more = len(rows) > limit
     rows = rows[:limit]
     return EventPage(rows, encode_cursor(rows[-1]) if more and rows else None)
@@ -147,14 +150,15 @@ def attempt_totals(conn: Connection, event_ids: Sequence[str]) -> dict[str, int]
 
 def dead_ids(conn: Connection, where: EventFilter, *, limit: int = BULK_LIMIT) -> list[str]:
     """The dead events matching ``where`` (the status filter is replaced by ``dead``)."""
-    dead = replace(where, status="dead")
-    stmt = (
-        select(events.c.id)
-        .where(*dead.conditions())
-        .order_by(events.c.received_at.desc(), events.c.id.desc())
-        .limit(limit)
+    found = newest_events(
+        conn,
+        (events.c.id, events.c.received_at),
+        where.conditions(),
+        status="dead",
+        by_type_or_object=where.by_type_or_object,
+        limit=limit,
     )
-    return [str(row[0]) for row in conn.execute(stmt)]
+    return [str(row.id) for row in found]
 
 
 #: The statuses counted on every page: the ones a person may need to act on.
