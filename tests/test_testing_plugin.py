@@ -336,6 +336,8 @@ def test_a_subclass_cached_property_is_built_afresh_against_the_test_app(tmp_pat
     the test app's, and the user's come back afterwards."""
     from functools import cached_property
 
+    from pydantic import SecretStr
+
     from stripeline.settings import Settings
     from stripeline.testing.plugin import _pointed_at
 
@@ -346,7 +348,9 @@ def test_a_subclass_cached_property_is_built_afresh_against_the_test_app(tmp_pat
 
     def app_at(name: str, cls: type[Stripeline]) -> Stripeline:
         return cls(
-            Settings(stripe_webhook_secret=SECRET, database_url=f"sqlite:///{tmp_path}/{name}")
+            Settings(
+                stripe_webhook_secret=SecretStr(SECRET), database_url=f"sqlite:///{tmp_path}/{name}"
+            )
         )
 
     base = app_at("user.db", Billing)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -155,19 +154,25 @@ def _create_schema(engine: Engine, schema: Any) -> None:
         )
 
 
-@cache
+#: ``_built``'s answers, by class.
+_BUILT: dict[type, tuple[str, ...]] = {}
+
+
 def _built(klass: type) -> tuple[str, ...]:
     """The cached properties of ``klass`` (an app class: metrics, the calls
     ledger, the flows, and a subclass's own): what an app builds once from
     its settings and engine. Found once per class."""
     from functools import cached_property
 
-    return tuple(
-        name
-        for base in klass.__mro__
-        for name, value in vars(base).items()
-        if isinstance(value, cached_property)
-    )
+    found = _BUILT.get(klass)
+    if found is None:
+        found = _BUILT[klass] = tuple(
+            name
+            for base in klass.__mro__
+            for name, value in vars(base).items()
+            if isinstance(value, cached_property)
+        )
+    return found
 
 
 @contextmanager
