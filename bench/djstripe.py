@@ -139,18 +139,11 @@ def start_sandbox() -> ingest.Server:
     return ingest.Server("sandbox", proc, port)
 
 
-def own_account(api: str) -> str:
-    import stripe
-
-    client = stripe.StripeClient(SANDBOX_KEY, base_addresses={"api": api})
-    return str(client.v1.accounts.retrieve_current().id)
-
-
 def seed(api: str, per_kind: int) -> dict[str, list[tuple[str, str]]]:
     """Objects the events will name, as ``kind -> [(id, customer id)]``: a
-    customer, a confirmed PaymentIntent (manual capture: its Charge is
-    authorized, with no balance transaction, which the sandbox does not serve)
-    and its Charge, and a draft Invoice, ``per_kind`` of each."""
+    customer, a confirmed PaymentIntent and its captured Charge (which names a
+    balance transaction, retrieved by dj-stripe too), and a draft Invoice,
+    ``per_kind`` of each."""
     import stripe
 
     client = stripe.StripeClient(SANDBOX_KEY, base_addresses={"api": api})
@@ -170,7 +163,6 @@ def seed(api: str, per_kind: int) -> dict[str, list[tuple[str, str]]]:
                 "currency": "eur",
                 "customer": customer.id,
                 "payment_method": "pm_card_visa",
-                "capture_method": "manual",
                 "confirm": True,
             }
         )
@@ -278,18 +270,8 @@ LOGGING = {
     "loggers": {"django.request": {"handlers": ["stderr"], "level": "ERROR"}},
 }
 
-# Two requests dj-stripe makes that Stripe serves and the sandbox refuses, made
-# as the sandbox takes them (BENCHMARKS.md says what they change):
-# * Stripe-Account naming the key's own account (dj-stripe's owner account, on
-#   every retrieve): the sandbox reads the header as a connected account only
-#   and answers 403; the header is dropped for that account;
-# * expand=sources on a customer (a Customer's expand_fields): the sandbox
-#   answers 400; that expansion is dropped (these customers have no sources).
-from urllib.parse import parse_qsl, urlencode, urlsplit
-
+# dj-stripe's requests go to the sandbox as they are, counted.
 import stripe
-
-_OWN_ACCOUNT = os.environ["BENCH_OWN_ACCOUNT"]
 
 
 class _SandboxClient(stripe.RequestsClient):
@@ -297,14 +279,6 @@ class _SandboxClient(stripe.RequestsClient):
 
     def request(self, method, url, headers, post_data=None):
         _SandboxClient.calls += 1
-        if headers and headers.get("Stripe-Account") == _OWN_ACCOUNT:
-            headers = {k: v for k, v in headers.items() if k != "Stripe-Account"}
-        parts = urlsplit(url)
-        if parts.path.startswith("/v1/customers/") and "sources" in parts.query:
-            query = [
-                (k, v) for k, v in parse_qsl(parts.query) if not (k.startswith("expand") and v == "sources")
-            ]
-            url = parts._replace(query=urlencode(query)).geturl()
         return super().request(method, url, headers, post_data)
 
 
@@ -408,15 +382,12 @@ def django_database(url: str) -> dict[str, Any]:
     }
 
 
-def start_djstripe(
-    python: Path, directory: Path, url: str, api: str, account: str
-) -> tuple[ingest.Server, str]:
+def start_djstripe(python: Path, directory: Path, url: str, api: str) -> tuple[ingest.Server, str]:
     """Migrate, add the endpoint, serve under uvicorn; return the server and the webhook path."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STRIPE", "DJANGO"))} | {
         "BENCH_DJANGO_DATABASE": json.dumps(django_database(url)),
         "BENCH_STRIPE_KEY": SANDBOX_KEY,
         "BENCH_STRIPE_API": api,
-        "BENCH_OWN_ACCOUNT": account,
         "BENCH_WEBHOOK_SECRET": common.SECRET,
         "DJANGO_SETTINGS_MODULE": "benchproj.settings",
         "PYTHONPATH": str(directory),
@@ -510,7 +481,7 @@ def measure_djstripe(
     try:
         with common.scratch_database(backend, args.postgres_url) as url:
             write_project(directory)
-            server, path = start_djstripe(python, directory, url, api, own_account(api))
+            server, path = start_djstripe(python, directory, url, api)
             try:
                 warm = bodies(args.warmup, run=run, start=0, objects=objects)
                 ingest.run_load(server, requests(server.port, path, warm), args.max_seconds)
@@ -533,7 +504,14 @@ def measure_djstripe(
             # What it mirrored (each object re-fetched from the API and upserted).
             mirrored = {
                 kind: ingest.count_rows(url, f"djstripe_{kind}")
-                for kind in ("event", "customer", "paymentintent", "charge", "invoice")
+                for kind in (
+                    "event",
+                    "customer",
+                    "paymentintent",
+                    "charge",
+                    "balancetransaction",
+                    "invoice",
+                )
             }
             # Grouped without the request ids that Stripe's errors name.
             reasons = Counter(

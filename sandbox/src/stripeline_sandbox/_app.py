@@ -7,6 +7,7 @@ A new resource is a new module with a ``ROUTES`` table; add it here.
 from __future__ import annotations
 
 from stripeline_sandbox import (
+    _balance_transactions,
     _billing_portal,
     _billing_settings,
     _charges,
@@ -54,6 +55,7 @@ RESOURCES: tuple[tuple[Endpoint, ...], ...] = (
     _charges.ROUTES,
     _legacy_charges.ROUTES,
     _refunds.ROUTES,
+    _balance_transactions.ROUTES,
     _disputes.ROUTES,
     _files.ROUTES,
     _products.ROUTES,

@@ -5,6 +5,7 @@ A bank debit's charge is ``pending`` until it settles (``settle_charge``).
 
 from __future__ import annotations
 
+from stripeline_sandbox._balance_transactions import for_charge
 from stripeline_sandbox._cards import DECLINE_MESSAGES, TestCard
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
@@ -37,7 +38,7 @@ def new_charge(
         "application": None,
         "application_fee": None,
         "application_fee_amount": None,
-        "balance_transaction": None if failed or not captured else new_id("txn"),
+        "balance_transaction": None,
         "billing_details": copy(payment_method["billing_details"]),
         "calculated_statement_descriptor": "STRIPELINE SANDBOX",
         "captured": captured and not failed,
@@ -93,6 +94,8 @@ def new_charge(
     if card is not None:
         _radar(charge, card)
     call.account.add(charge)
+    if captured and not failed:
+        charge["balance_transaction"] = for_charge(call, charge, amount)
     if card is not None:
         call.account.hidden(charge_id)["card"] = card
     return charge

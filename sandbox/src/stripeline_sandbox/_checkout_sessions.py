@@ -23,9 +23,9 @@ from typing import Any
 from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import random_part
 from stripeline_sandbox._lists import list_object
-from stripeline_sandbox._objects import apply_metadata
+from stripeline_sandbox._objects import apply_metadata, includable
 from stripeline_sandbox._routes import Call, Endpoint, Request, as_bool, as_int, optional_str
-from stripeline_sandbox._state import Obj
+from stripeline_sandbox._state import Account, Obj
 
 NOUN = "checkout.session"
 #: Stripe's default: a session expires 24 hours after it is created.
@@ -266,6 +266,13 @@ def _session(request: Request) -> Obj:
 
 def retrieve_checkout_session(request: Request) -> Obj:
     return _session(request)
+
+
+@includable(NOUN, "line_items")
+def _included_line_items(account: Account, session: Obj) -> tuple[list[Obj], str]:
+    """``expand[]=line_items`` on a Checkout Session: its line items."""
+    items: list[Obj] = list(account.hidden(session["id"]).get("line_items", []))
+    return items, f"/v1/checkout/sessions/{session['id']}/line_items"
 
 
 def list_line_items(request: Request) -> Obj:

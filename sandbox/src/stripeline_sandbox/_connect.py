@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stripeline_sandbox._balance_transactions import record
 from stripeline_sandbox._errors import StripeError, invalid, no_such
 from stripeline_sandbox._ids import new_id, random_part
 from stripeline_sandbox._lists import list_object
@@ -205,7 +206,7 @@ def retrieve_own_account(request: Request) -> Obj:
             shown: Obj = copy(found)
             return shown
     return {
-        "id": "acct_" + request.account.publishable_key[8:24],
+        "id": request.account.id,
         "object": NOUN,
         "business_profile": {"name": "Stripeline Sandbox"},
         "charges_enabled": True,
@@ -400,7 +401,15 @@ def _new_transfer(
         "object": "transfer",
         "amount": amount,
         "amount_reversed": 0,
-        "balance_transaction": new_id("txn"),
+        "balance_transaction": record(
+            call,
+            amount=-amount,
+            currency=currency,
+            type="transfer",
+            reporting_category="transfer",
+            source=transfer_id,
+            description=description,
+        ),
         "created": call.now(),
         "currency": currency,
         "description": description,

@@ -10,10 +10,10 @@ from typing import Any
 from stripeline_sandbox._errors import StripeError, invalid
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
-from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
+from stripeline_sandbox._objects import apply_metadata, copy, includable, previous_attributes
 from stripeline_sandbox._payment_methods import attach, resolve
 from stripeline_sandbox._routes import Call, Endpoint, Request, as_int, optional_str
-from stripeline_sandbox._state import Obj
+from stripeline_sandbox._state import Account, Obj
 
 _TEXT_FIELDS = ("description", "email", "name", "phone")
 _ADDRESS_FIELDS = ("city", "country", "line1", "line2", "postal_code", "state")
@@ -135,6 +135,12 @@ def create_customer_op(call: Call, params: dict[str, Any]) -> Obj:
     call.events.insert(0, call.emit("customer.created", customer))
     call.events.pop()
     return customer
+
+
+@includable("customer", "tax_ids")
+def _included_tax_ids(account: Account, customer: Obj) -> tuple[list[Obj], str]:
+    """``expand[]=tax_ids`` on a customer: empty (the sandbox keeps no tax ids)."""
+    return [], f"/v1/customers/{customer['id']}/tax_ids"
 
 
 def retrieve_customer(request: Request) -> Obj:

@@ -51,7 +51,8 @@ FRAUD_TYPES = (
 
 
 def _balance_transaction(call: Call, dispute: Obj, amount: int, fee: int, kind: str) -> Obj:
-    return {
+    """A balance transaction of the dispute (kept, so it can be retrieved too)."""
+    transaction: Obj = {
         "id": new_id("txn"),
         "object": "balance_transaction",
         "amount": amount,
@@ -79,6 +80,8 @@ def _balance_transaction(call: Call, dispute: Obj, amount: int, fee: int, kind: 
         "status": "available",
         "type": "adjustment",
     }
+    call.account.add(copy(transaction))
+    return transaction
 
 
 def after_card_charge(call: Call, charge: Obj, card: TestCard) -> None:

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from stripeline_sandbox._balance_transactions import for_charge
 from stripeline_sandbox._cards import TestCard, card_for_number, luhn_ok, test_card_for
 from stripeline_sandbox._charges import new_charge
 from stripeline_sandbox._disputes import after_card_charge
 from stripeline_sandbox._errors import StripeError, invalid, no_such
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
-from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
+from stripeline_sandbox._objects import apply_metadata, copy, includable, previous_attributes
 from stripeline_sandbox._payment_methods import attach, card_error, new_card_payment_method
 from stripeline_sandbox._routes import (
     Call,
@@ -32,7 +33,7 @@ from stripeline_sandbox._routes import (
     optional_str,
     required,
 )
-from stripeline_sandbox._state import Obj
+from stripeline_sandbox._state import Account, Obj
 
 MINIMUM_AMOUNT = 50
 #: The legacy card object's brand names.
@@ -173,12 +174,18 @@ def add_source(call: Call, customer: Obj, source: str, *, make_default: bool) ->
     return card
 
 
-def _sources(call: Call, customer: Obj) -> list[Obj]:
+def _sources(account: Account, customer: Obj) -> list[Obj]:
     return [
         card_object(pm, pm["id"], customer["id"])
-        for pm in call.account.all("payment_method")
+        for pm in account.all("payment_method")
         if pm["customer"] == customer["id"] and str(pm["id"]).startswith("card_")
     ]
+
+
+@includable("customer", "sources")
+def _included_sources(account: Account, customer: Obj) -> tuple[list[Obj], str]:
+    """``expand[]=sources`` on a customer: its card sources."""
+    return _sources(account, customer), f"/v1/customers/{customer['id']}/sources"
 
 
 def create_customer_source(request: Request) -> Obj:
@@ -195,7 +202,7 @@ def create_customer_source(request: Request) -> Obj:
 def list_customer_sources(request: Request) -> Obj:
     customer = request.get("customer", request.path_params["customer"])
     return list_object(
-        request, _sources(request, customer), f"/v1/customers/{customer['id']}/sources"
+        request, _sources(request.account, customer), f"/v1/customers/{customer['id']}/sources"
     )
 
 
@@ -283,7 +290,7 @@ def capture_charge(request: Request) -> Obj:
     charge["amount_captured"] = amount
     charge["amount_refunded"] = int(charge["amount"]) - amount
     charge["refunded"] = False
-    charge["balance_transaction"] = new_id("txn")
+    charge["balance_transaction"] = for_charge(request, charge, amount)
     request.emit("charge.captured", charge, previous_attributes(before, charge))
     card = request.account.hidden(charge["id"]).get("card")
     if isinstance(card, TestCard):

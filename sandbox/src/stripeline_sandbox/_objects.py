@@ -83,6 +83,51 @@ def previous_attributes(before: Obj, after: Obj) -> Obj:
     return previous
 
 
+#: How many items of an included list (``expand[]=sources``) are shown, as on Stripe.
+INCLUDED_LIST_LIMIT = 10
+
+#: Fields Stripe leaves out of an object unless ``expand[]`` names them (a
+#: Customer's ``sources``): object type -> field -> the field's items and the
+#: URL listing them, from the account and the object. Resource modules fill it.
+INCLUDABLE: dict[str, dict[str, Callable[[Account, Obj], tuple[list[Obj], str]]]] = {}
+
+
+def includable(
+    kind: str, name: str
+) -> Callable[
+    [Callable[[Account, Obj], tuple[list[Obj], str]]],
+    Callable[[Account, Obj], tuple[list[Obj], str]],
+]:
+    """Register a function as the source of ``kind``'s includable list field ``name``."""
+
+    def register(
+        function: Callable[[Account, Obj], tuple[list[Obj], str]],
+    ) -> Callable[[Account, Obj], tuple[list[Obj], str]]:
+        INCLUDABLE.setdefault(kind, {})[name] = function
+        return function
+
+    return register
+
+
+def _included(
+    account: Account, value: Obj, head: str, render: Callable[[Any], Any] | None
+) -> Obj | None:
+    """The list object of ``value``'s includable field ``head``, or None if it has none."""
+    produce = INCLUDABLE.get(str(value.get("object")), {}).get(head)
+    if produce is None or value.get("deleted"):
+        return None
+    items, url = produce(account, value)
+    data = [copy(item) for item in items[:INCLUDED_LIST_LIMIT]]
+    if render is not None:
+        data = [render(item) for item in data]
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": len(items) > INCLUDED_LIST_LIMIT,
+        "url": url,
+    }
+
+
 def expand(
     account: Account,
     value: Any,
@@ -92,9 +137,10 @@ def expand(
     """Replace ids by their objects along each dotted path of ``expand[]``.
 
     ``value`` must be a copy: it is changed in place. Each object brought in
-    goes through ``render`` (an older API version's shapes). A path naming a
-    field the object does not have is refused, as on Stripe; a null field,
-    or an id the sandbox does not keep, stays as it is.
+    goes through ``render`` (an older API version's shapes). A field Stripe
+    only includes when asked (``INCLUDABLE``) is added as a list object. A
+    path naming a field the object does not have is refused, as on Stripe; a
+    null field, or an id the sandbox does not keep, stays as it is.
 
     Raises:
         StripeError: 400 ``This property cannot be expanded``.
@@ -117,7 +163,10 @@ def _expand_path(
         return value
     head, rest = parts[0], parts[1:]
     if head not in value:
-        raise invalid(f"This property cannot be expanded ({path}).", param="expand")
+        included = _included(account, value, head, render)
+        if included is None:
+            raise invalid(f"This property cannot be expanded ({path}).", param="expand")
+        value[head] = included
     child = value[head]
     if isinstance(child, str) and child in account.objects:
         child = copy(account.objects[child])

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from stripeline_sandbox._balance_transactions import for_charge, record
 from stripeline_sandbox._bank_accounts import TestBankAccount
 from stripeline_sandbox._cards import DECLINE_MESSAGES, TestCard
 from stripeline_sandbox._charges import new_charge
@@ -375,7 +376,16 @@ def settle_payment(call: Call, payment_intent: Obj, outcome: str | None = None) 
         charge["status"] = "failed"
         charge["failure_code"] = code
         charge["failure_message"] = message
-        charge["failure_balance_transaction"] = new_id("txn")
+        # The debit returned: its pending funds taken back.
+        charge["failure_balance_transaction"] = record(
+            call,
+            amount=-int(charge["amount_captured"] or charge["amount"]),
+            currency=str(charge["currency"]),
+            type="payment_failure_refund",
+            reporting_category="charge_failure",
+            source=str(charge["id"]),
+            description="Payment failure refund",
+        )
         charge["outcome"] = {
             **charge["outcome"],
             "network_status": "declined_by_network",
@@ -531,7 +541,7 @@ def capture_payment_intent(request: Request) -> Obj:
     charge["captured"] = True
     charge["amount_captured"] = amount
     charge["amount_refunded"] = int(charge["amount"]) - amount
-    charge["balance_transaction"] = new_id("txn")
+    charge["balance_transaction"] = for_charge(request, charge, amount)
     _pay_destination(request, payment_intent, charge)
     payment_intent["status"] = "succeeded"
     payment_intent["amount_received"] = amount

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from stripeline_sandbox._balance_transactions import record
 from stripeline_sandbox._cards import TestCard
 from stripeline_sandbox._errors import invalid
 from stripeline_sandbox._ids import new_id
@@ -75,7 +76,7 @@ def create_refund(request: Request) -> Obj:
         "id": new_id("re"),
         "object": "refund",
         "amount": amount,
-        "balance_transaction": new_id("txn"),
+        "balance_transaction": None,
         "charge": charge["id"],
         "created": request.now(),
         "currency": charge["currency"],
@@ -98,6 +99,16 @@ def create_refund(request: Request) -> Obj:
         "status": "succeeded",
         "transfer_reversal": None,
     }
+    refund["balance_transaction"] = record(
+        request,
+        amount=-amount,
+        currency=str(charge["currency"]),
+        type="refund",
+        reporting_category="refund",
+        source=str(refund["id"]),
+        description="REFUND FOR CHARGE"
+        + (f" ({charge['description']})" if charge["description"] else ""),
+    )
     card = request.account.hidden(charge["id"]).get("card")
     fails = isinstance(card, TestCard) and card.refund_fails
     pending = isinstance(card, TestCard) and card.refund_pending
@@ -119,7 +130,15 @@ def create_refund(request: Request) -> Obj:
         refund_before = copy(refund)
         refund["status"] = "failed"
         refund["failure_reason"] = "expired_or_canceled_card"
-        refund["failure_balance_transaction"] = new_id("txn")
+        refund["failure_balance_transaction"] = record(
+            request,
+            amount=amount,
+            currency=str(charge["currency"]),
+            type="refund_failure",
+            reporting_category="refund_failure",
+            source=str(refund["id"]),
+            description="Refund failure",
+        )
         charge["amount_refunded"] = int(charge["amount_refunded"]) - amount
         charge["refunded"] = False
         changed = previous_attributes(refund_before, refund)

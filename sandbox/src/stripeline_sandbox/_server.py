@@ -225,6 +225,10 @@ class _Handler(BaseHTTPRequestHandler):
                 on_behalf = self.headers.get("Stripe-Account") or _context_account(
                     self.headers.get("Stripe-Context")
                 )
+                if on_behalf == account.id:
+                    # The key's own account, named as Stripe lets any account name
+                    # itself (dj-stripe does on every call): as if not named.
+                    on_behalf = None
                 if not path.startswith("/_sandbox/"):
                     with account.lock:
                         account.request_log.append((method, path, on_behalf or None))

@@ -74,6 +74,13 @@ class Account:
     #: For a Connect account (keyed by its ``acct_…`` id): the platform's account.
     platform: Account | None = None
 
+    @property
+    def id(self) -> str:
+        """The ``acct_…`` id Stripe names the account by (``GET /v1/account``)."""
+        if self.key.startswith("acct_"):  # a connected account is keyed by its id
+            return self.key
+        return "acct_" + self.publishable_key[8:24]
+
     def add(self, obj: Obj) -> Obj:
         """Store a new object; it is listed after every older one of its type."""
         self.objects[obj["id"]] = obj

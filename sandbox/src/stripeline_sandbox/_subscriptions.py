@@ -33,7 +33,7 @@ from stripeline_sandbox._invoicing import (
     void,
 )
 from stripeline_sandbox._lists import list_object
-from stripeline_sandbox._objects import apply_metadata, copy, previous_attributes
+from stripeline_sandbox._objects import apply_metadata, copy, includable, previous_attributes
 from stripeline_sandbox._payment_methods import attach, resolve
 from stripeline_sandbox._prices import plan_of
 from stripeline_sandbox._prorations import Change, proration_items
@@ -46,7 +46,7 @@ from stripeline_sandbox._routes import (
     optional_str,
     required,
 )
-from stripeline_sandbox._state import Obj
+from stripeline_sandbox._state import Account, Obj
 
 NOUN = "subscription"
 PRORATION_BEHAVIORS = ("create_prorations", "always_invoice", "none")
@@ -540,6 +540,21 @@ def resume_subscription(request: Request) -> Obj:
     return subscription
 
 
+#: Statuses a subscription list leaves out unless asked (``status=all``).
+_ENDED = ("canceled", "incomplete_expired")
+
+
+@includable("customer", "subscriptions")
+def _included_subscriptions(account: Account, customer: Obj) -> tuple[list[Obj], str]:
+    """``expand[]=subscriptions`` on a customer: its subscriptions that have not ended."""
+    found = [
+        subscription
+        for subscription in account.all(NOUN)
+        if subscription["customer"] == customer["id"] and subscription["status"] not in _ENDED
+    ]
+    return found, f"/v1/customers/{customer['id']}/subscriptions"
+
+
 def list_subscriptions(request: Request) -> Obj:
     settle(request)
     params = request.params
@@ -555,7 +570,7 @@ def list_subscriptions(request: Request) -> Obj:
         if params.get("test_clock") not in (None, subscription["test_clock"]):
             return False
         if status in (None, ""):
-            return subscription["status"] not in ("canceled", "incomplete_expired")
+            return subscription["status"] not in _ENDED
         return bool(status == "all" or subscription["status"] == status)
 
     return list_object(request, request.account.all(NOUN), "/v1/subscriptions", keep)
