@@ -421,3 +421,30 @@ def test_a_write_lock_whose_holder_is_gone_passes_on(sqlite_url: str) -> None:
     finally:
         writer.stop()
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_groups_of_any_size_share_one_prepared_insert(postgres_url: str) -> None:
+    """PostgreSQL: the group insert's text is the same whatever the group's
+    size (one array per column), so psycopg parses it once and the server
+    prepares it once. A multi-row ``VALUES`` had one text per size, split
+    again for every group past 50 parameters and never prepared."""
+    url = make_url(normalize_url(postgres_url))
+    engine = make_engine(postgres_url)
+    migrate(engine)
+    engine.dispose()
+    conn = psycopg.connect(url.set(drivername="postgresql").render_as_string(hide_password=False))
+    try:
+        sizes = [1, 3, 8, 20, 40] * 2
+        with conn.cursor() as cursor:
+            for size in sizes:
+                assert inbox.insert_new(cursor, [incoming() for _ in range(size)], postgres=True)
+                conn.commit()
+            prepared = cursor.execute(
+                "SELECT count(*) FROM pg_prepared_statements "
+                "WHERE statement LIKE 'INSERT INTO stripeline_events%%'"
+            ).fetchone()
+        assert prepared == (1,)
+        assert conn.execute("SELECT count(*) FROM stripeline_events").fetchone() == (sum(sizes),)
+    finally:
+        conn.close()

@@ -182,7 +182,7 @@ _COLUMNS = (
 )
 _PG_ROW = "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 0, 1, %s, %s, %s, %s)"
 _SQLITE_ROW = _PG_ROW.replace("%s", "?")
-_INSERTS: dict[tuple[bool, int], str] = {}
+_INSERTS: dict[int, str] = {}
 _UPSERT_TAIL = (
     " ON CONFLICT (id) DO UPDATE SET deliveries = stripeline_events.deliveries + 1, "
     "last_received_at = excluded.last_received_at RETURNING deliveries"
@@ -196,20 +196,37 @@ _SQLITE_DELIVERY = (
 _PG_DELIVERY = _SQLITE_DELIVERY.replace("?", "%s")
 
 
-def _insert(count: int, postgres: bool) -> str:
-    """The multi-row ``INSERT … DO NOTHING`` of ``count`` events: one
-    statement (PostgreSQL: one round trip; SQLite: one step, so the writer
-    lets go of the GIL once, not once per row, and never waits to get it
-    back from the event loop more than once)."""
-    sql = _INSERTS.get((postgres, count))
+def _insert(count: int) -> str:
+    """SQLite's multi-row ``INSERT … DO NOTHING`` of ``count`` events: one
+    statement, so the writer lets go of the GIL once, not once per row, and
+    never waits to get it back from the event loop more than once."""
+    sql = _INSERTS.get(count)
     if sql is None:
         sql = (
             f"INSERT INTO stripeline_events ({_COLUMNS}) VALUES "  # noqa: S608 (constant)
-            + ", ".join([_PG_ROW if postgres else _SQLITE_ROW] * count)
+            + ", ".join([_SQLITE_ROW] * count)
             + " ON CONFLICT (id) DO NOTHING"
         )
-        _INSERTS[(postgres, count)] = sql
+        _INSERTS[count] = sql
     return sql
+
+
+#: PostgreSQL's ``INSERT … DO NOTHING`` of a group: one array per column
+#: (binary parameters), the rows zipped by ``unnest``. One statement text
+#: whatever the group's size: psycopg parses it once and the server prepares
+#: it once, where a multi-row ``VALUES`` of more than 50 parameters was split
+#: by psycopg for every group (its query cache stops at 50). The arrays are in
+#: event-id order (``_by_id``), as the rows were.
+_PG_INSERT = (
+    f"INSERT INTO stripeline_events ({_COLUMNS}) "  # noqa: S608 (constant)
+    "SELECT id, type, account, livemode, api_version, created, object_id, object_type, "
+    "payload, source, status, 0, 1, received_at, received_at, signed_at, next_attempt_at "
+    "FROM unnest(%b::text[], %b::text[], %b::text[], %b::bool[], %b::text[], %b::int8[], "
+    "%b::text[], %b::text[], %b::bytea[], %b::text[], %b::text[], %b::timestamptz[], "
+    "%b::int8[], %b::timestamptz[]) AS r(id, type, account, livemode, api_version, created, "
+    "object_id, object_type, payload, source, status, received_at, signed_at, next_attempt_at) "
+    "ON CONFLICT (id) DO NOTHING"
+)
 
 
 def sqlite_time(value: datetime) -> str:
@@ -263,9 +280,14 @@ def insert_new(cursor: Any, items: Sequence[IncomingEvent], *, postgres: bool) -
     back and stores the group with ``store_counting`` instead."""
     if not items:
         return True
-    cursor.execute(
-        _insert(len(items), postgres), [v for i in _by_id(items) for v in _row(items[i], postgres)]
-    )
+    order = _by_id(items)
+    if postgres:
+        rows = [_row(items[i], True) for i in order]
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        del columns[12]  # last_received_at: received_at's array serves both
+        cursor.execute(_PG_INSERT, columns)
+    else:
+        cursor.execute(_insert(len(items)), [v for i in order for v in _row(items[i], False)])
     return bool(cursor.rowcount == len(items))
 
 
