@@ -488,8 +488,9 @@ class Worker:
                     finally:
                         self._free = False
                     if reached > 0:
-                        done = [e for e in picked[:reached] if e.id not in self._left_out]
-                        return done, len(done)
+                        # Those the commit concerns (``_abandon_claim``).
+                        picked = [e for e in picked[:reached] if e.id not in self._left_out]
+                        return picked, len(picked)
                     # PostgreSQL: the first objects are locked elsewhere;
                     # leased, the batch waits for them holding nothing else.
                     free = False
