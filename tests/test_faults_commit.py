@@ -255,3 +255,4 @@ def test_a_batch_processed_without_a_lease_still_counts_its_attempts(
         conn.execute(text("UPDATE fault SET broken = :off"), {"off": False})
         assert inbox.retry(conn, dead=True) == EVENTS
     assert Worker(app, listen=False).drain(timeout=30) == EVENTS
+    app.dispose()

@@ -9,9 +9,12 @@ the caller owns, so that callers decide what commits together. Statuses::
        └──(backoff)──── failed ──(max attempts)──▶ dead
     ignored: verified but of the other mode (test vs live); never processed.
 
-A ``processing`` row's ``next_attempt_at`` is the end of its lease: when a
-worker dies, the row is simply due again and any worker claims it. What the
-operator reads about events (lists, one event's story) is in ``ops``.
+An event no handler wants skips ``processing``: the worker picks it
+(``pick``), applies it and marks it ``processed`` (``finish_picked``) in one
+transaction, which holds it meanwhile. A ``processing`` row's
+``next_attempt_at`` is the end of its lease: when a worker dies, the row is
+simply due again and any worker claims it. What the operator reads about
+events (lists, one event's story) is in ``ops``.
 """
 
 from __future__ import annotations

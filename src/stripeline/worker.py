@@ -784,13 +784,14 @@ class Worker:
             if self._short(conn):
                 left = self.max_transaction_seconds - (self._clock() - started)
                 most = self._rows_within(left, BULK_SIZE)
-            end = position
-            while end < self._end(claimed) and end - position < most:
-                if not self._bulk_ok(claimed[end]):
-                    break
-                end += 1
-            if end == position and self._free:
-                break  # pragma: no cover - a picked batch is all bulk (``_claim_free``)
+            if self._free:  # every picked event is bulk (``_claim_free``)
+                end = min(position + most, self._end(claimed))
+            else:
+                end = position
+                while end < self._end(claimed) and end - position < most:
+                    if not self._bulk_ok(claimed[end]):
+                        break
+                    end += 1
             run = claimed[position:end] or claimed[position : position + 1]
             if postgres and self._free:
                 # Picked events whose objects another transaction holds are
