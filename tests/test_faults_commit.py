@@ -191,26 +191,34 @@ def test_readyz_is_503_while_the_database_refuses_writes(
         writable.dispose()
 
 
-#: SQLite, no handler: also refuse to mark an event processed, so that the
-#: batch fails in bulk, then event by event, and its attempt log (written last,
-#: outside any SAVEPOINT) is refused: the transaction of the claim and its
-#: first group cannot commit.
-SQLITE_FINISH_FAULT = """CREATE TRIGGER finish_refused BEFORE UPDATE ON stripeline_events
+#: No handler: also refuse to mark an event processed. SQLite: the batch
+#: fails in bulk, then event by event, and its attempt log (written last,
+#: outside any SAVEPOINT) is refused. PostgreSQL: at commit (deferred). Either
+#: way the transaction that picked the batch and processed it cannot commit.
+SQLITE_FINISH_FAULT = [
+    """CREATE TRIGGER finish_refused BEFORE UPDATE ON stripeline_events
    WHEN NEW.status = 'processed' AND (SELECT broken FROM fault) = 1
    BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"""
+]
+POSTGRES_FINISH_FAULT = [
+    """CREATE CONSTRAINT TRIGGER finish_refused AFTER UPDATE ON stripeline_events
+       DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.status = 'processed')
+       EXECUTE FUNCTION disk_full()""",
+]
 
 
-def test_a_claim_committed_with_its_group_still_counts_its_attempts(
+def test_a_batch_processed_without_a_lease_still_counts_its_attempts(
     faulty: tuple[str, Engine],
 ) -> None:
-    """SQLite commits the claim of a batch no handler wants together with its
-    first group: when that cannot commit, the attempts are counted and the
-    events marked failed in a transaction of their own, dead at the limit."""
+    """A batch no handler wants is picked and processed in one transaction,
+    without a lease: when that cannot commit, the attempts are counted and
+    the events marked failed in a transaction of their own, dead at the
+    limit."""
     url, engine = faulty
-    if engine.dialect.name != "sqlite":
-        pytest.skip("PostgreSQL commits every claim on its own")
+    sqlite = engine.dialect.name == "sqlite"
     with connect(engine) as conn:
-        conn.execute(text(SQLITE_FINISH_FAULT))
+        for statement in SQLITE_FINISH_FAULT if sqlite else POSTGRES_FINISH_FAULT:
+            conn.execute(text(statement))
     ids = store(engine, EVENTS)
     app = Stripeline(
         Settings(
@@ -244,6 +252,7 @@ def test_a_claim_committed_with_its_group_still_counts_its_attempts(
     assert all("could not commit" in row.last_error for row in rows)
 
     with connect(engine) as conn:
-        conn.execute(text("UPDATE fault SET broken = 0"))
+        conn.execute(text("UPDATE fault SET broken = :off"), {"off": False})
         assert inbox.retry(conn, dead=True) == EVENTS
     assert Worker(app, listen=False).drain(timeout=30) == EVENTS
+    app.dispose()

@@ -9,9 +9,12 @@ the caller owns, so that callers decide what commits together. Statuses::
        └──(backoff)──── failed ──(max attempts)──▶ dead
     ignored: verified but of the other mode (test vs live); never processed.
 
-A ``processing`` row's ``next_attempt_at`` is the end of its lease: when a
-worker dies, the row is simply due again and any worker claims it. What the
-operator reads about events (lists, one event's story) is in ``ops``.
+An event no handler wants skips ``processing``: the worker picks it
+(``pick``), applies it and marks it ``processed`` (``finish_picked``) in one
+transaction, which holds it meanwhile. A ``processing`` row's
+``next_attempt_at`` is the end of its lease: when a worker dies, the row is
+simply due again and any worker claims it. What the operator reads about
+events (lists, one event's story) is in ``ops``.
 """
 
 from __future__ import annotations
@@ -389,6 +392,88 @@ def claim(
     claimed = [ClaimedEvent(row[0], row[1], bytes(row[2]), row[3], row[4], row[5]) for row in rows]
     claimed.sort(key=lambda e: e.created)
     return claimed
+
+
+#: ``pick``'s statement per backend: ``claim``'s choice of rows, read
+#: without writing them. PostgreSQL locks them (``FOR NO KEY UPDATE``: the
+#: deliveries and attempts that reference an event can still be inserted)
+#: and skips those another transaction holds.
+_PICK = {
+    "sqlite": (
+        "SELECT id, type, payload, attempts + 1, created, account FROM stripeline_events"
+        " WHERE status IN ('pending', 'failed', 'processing') AND next_attempt_at <= ?"
+        " ORDER BY next_attempt_at LIMIT ?"
+    ),
+    "postgresql": (
+        "SELECT id, type, payload, attempts + 1, created, account FROM stripeline_events"
+        " WHERE status IN ('pending', 'failed', 'processing') AND next_attempt_at <= %s"
+        " ORDER BY next_attempt_at LIMIT %s FOR NO KEY UPDATE SKIP LOCKED"
+    ),
+}
+
+
+def pick(conn: Connection, *, limit: int, now: datetime) -> list[ClaimedEvent]:
+    """The events ``claim`` would take, read but not leased: held only by the
+    caller's transaction (SQLite: its write lock, from ``BEGIN IMMEDIATE``;
+    PostgreSQL: the rows' locks, others skipped), until it ends. Each event's
+    ``attempts`` is the one this run would be (one more than counted so far).
+
+    The caller either processes them in this very transaction and marks them
+    with ``finish_picked`` (nothing written before: a rollback leaves them due,
+    as they were), or leases them with ``lease``."""
+    rows = conn.exec_driver_sql(_PICK[conn.dialect.name], (raw.stamp(conn, now), limit)).all()
+    picked = [ClaimedEvent(row[0], row[1], bytes(row[2]), row[3], row[4], row[5]) for row in rows]
+    picked.sort(key=lambda e: e.created)
+    return picked
+
+
+def lease(
+    conn: Connection,
+    picked: Sequence[ClaimedEvent],
+    *,
+    worker: str,
+    lease_seconds: int,
+    now: datetime,
+) -> list[ClaimedEvent]:
+    """``claim`` for events ``pick`` returned in this transaction: take the
+    lease on each and count its attempt. Returns those leased (all of them:
+    the transaction holds them), in ``picked``'s order."""
+    if not picked:
+        return []
+    ids = [e.id for e in picked]
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    sql = (
+        "UPDATE stripeline_events SET status = 'processing',"  # noqa: S608 (marks only)
+        f" lease_owner = {mark}, next_attempt_at = {mark}, attempts = attempts + 1"
+        " WHERE status IN ('pending', 'failed', 'processing')"
+        f" AND {raw.in_list(conn, 'id', len(ids))} RETURNING id"
+    )
+    params = [
+        worker,
+        raw.stamp(conn, now + timedelta(seconds=lease_seconds)),
+        *raw.in_params(conn, ids),
+    ]
+    leased = {row[0] for row in conn.exec_driver_sql(sql, tuple(params))}
+    return [e for e in picked if e.id in leased]
+
+
+def finish_picked(conn: Connection, event_ids: Sequence[str], *, now: datetime) -> set[str]:
+    """``finish_many`` for events ``pick`` returned in this transaction, not
+    leased: mark them processed and count their attempt (the one a claim
+    would have counted). Returns the ids marked."""
+    if not event_ids:
+        return set()
+    ids = list(event_ids)
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    sql = (
+        "UPDATE stripeline_events SET status = 'processed',"  # noqa: S608 (marks only)
+        f" processed_at = {mark}, next_attempt_at = NULL, lease_owner = NULL,"
+        " last_error = NULL, last_traceback = NULL, attempts = attempts + 1"
+        " WHERE status IN ('pending', 'failed', 'processing')"
+        f" AND {raw.in_list(conn, 'id', len(ids))} RETURNING id"
+    )
+    params = [raw.stamp(conn, now), *raw.in_params(conn, ids)]
+    return {row[0] for row in conn.exec_driver_sql(sql, tuple(params))}
 
 
 def _held_by(worker: str, event_ids: Sequence[str]) -> Any:

@@ -1,6 +1,9 @@
 """The worker: claims due events, applies them to the mirror, runs handlers.
 
-One batch is claimed in a short transaction (the lease). The batch is then
+A batch of events that no handler wants (none thin) is picked, applied to the
+mirror and marked processed in one transaction, without a lease: the
+transaction holds the events until it ends, and a rollback leaves them due.
+Any other batch is claimed in a short transaction (the lease). The batch is then
 processed in transactions of at most ``max_transaction_seconds`` each; every
 event inside runs in its own SAVEPOINT, so a failing handler rolls back only
 its own event's writes, and what a handler writes through ``event.session``
@@ -48,7 +51,7 @@ from stripeline.db.engine import connect, handler_transaction, is_postgres, writ
 from stripeline.inbox import NOTIFY_CHANNEL
 from stripeline.log import get_logger
 from stripeline.mirror import refetch
-from stripeline.mirror._store import lock_objects, object_keys
+from stripeline.mirror._store import lock_objects, object_keys, try_lock_objects
 from stripeline.mirror.policy import READ_KEY, EventObject, apply_events
 
 log = get_logger("stripeline.worker")
@@ -266,6 +269,10 @@ class Worker:
         #: on the bulk runs (``_rows_within``).
         self._sqlite = app.engine.dialect.name == "sqlite"
         self._event_seconds = SQLITE_EVENT_SECONDS
+        #: Whether the group in progress applies picked events, not leased
+        #: ones (``_claim``), and those it left out (objects held elsewhere).
+        self._free = False
+        self._left_out: set[str] = set()
         #: SQLite: until when transactions stay short (a writer was seen waiting).
         self._contended_until = float("-inf")
         self.deadline_check_seconds = deadline_check_seconds
@@ -370,9 +377,11 @@ class Worker:
     # -- one batch ---------------------------------------------------------
 
     def run_once(self) -> int:
-        """Claim one batch and process it; return how many events were claimed.
+        """Take one batch and process it; return how many events were taken.
 
-        The claim commits on its own, before any handler runs: every run of
+        A batch no handler wants is applied in the transaction that picks
+        it, without a lease (``_claim``). Any other batch is claimed (leased)
+        in a transaction of its own, before any handler runs: every run of
         a handler is a counted attempt even when the batch's transaction
         cannot commit (a full disk, a read-only database), so the dead-letter
         limit holds and ``once()``-guarded effects are not repeated without
@@ -435,47 +444,68 @@ class Worker:
             position = reached  # the events past ``_end`` went to other workers
         return len(claimed) + self.refetch_once()
 
-    def _claim(self) -> tuple[list[inbox.ClaimedEvent], int]:
-        """Claim a batch; return it and the position processed up to.
+    def _claim(self, *, leased: bool = False) -> tuple[list[inbox.ClaimedEvent], int]:
+        """Pick a batch; return it and the position processed up to.
 
-        The claim commits on its own (position 0), except on SQLite when no
-        event of the batch has handlers, is thin or is past its last attempt:
-        then the batch's first group is processed in the claim's transaction,
-        one commit instead of two, and each event's row written to the
-        write-ahead log once instead of twice. No handler runs in that
-        transaction, so nothing outside the database can be repeated when it
-        does not commit; the events' attempts are then counted all the same,
-        and the events marked failed (dead at the limit), in a transaction of
-        their own (``inbox.abandon_claim``), as a batch claimed apart would be
-        by ``_abandon``. PostgreSQL keeps the claim apart: a group there first
-        waits for its objects' locks holding nothing else (``_process_group``).
+        A batch of events that no handler wants, none thin nor past its last
+        attempt, is applied without a lease (unless ``leased``): picked,
+        applied to the mirror and marked processed in one transaction
+        (``inbox.pick``, ``inbox.finish_picked``), its attempts counted by
+        that mark. The transaction that picked the events holds them
+        (SQLite: the write lock, from ``BEGIN IMMEDIATE``; PostgreSQL: their
+        rows' locks, ``SKIP LOCKED`` for the other workers): nobody else can
+        take them meanwhile, and a crash or a rollback leaves them due as they
+        were. Each event's row is written once, not claimed then finished.
+        What the transaction did not reach (its time ran out, a writer
+        waits, an object is locked elsewhere) stays due: the batch returned is
+        the part processed. No handler runs in that transaction, so nothing
+        outside the database can be repeated when it does not commit; the
+        attempts are then counted all the same, and the events marked failed
+        (dead at the limit), in a transaction of their own
+        (``inbox.abandon_claim``), as a leased batch would be by ``_abandon``.
+
+        Any other batch is leased (``inbox.lease``: the claim), in a
+        transaction of its own (position 0), before any handler runs or any
+        thin event is read: those take long, may time out, and each run of a
+        handler is a counted attempt even when its transaction cannot commit.
         """
-        claimed: list[inbox.ClaimedEvent] = []
-        together = False
+        picked: list[inbox.ClaimedEvent] = []
+        free = False
         limit = self.batch_size
         try:
             with connect(self.app.engine, background=True) as conn:
                 if self._short(conn):
-                    # The claim rewrites each event's row, and its first group
-                    # may commit with it: no more than one transaction's worth.
+                    # The transaction rewrites each event's row, and may
+                    # process them too: no more than one transaction's worth.
                     limit = self._rows_within(self.max_transaction_seconds, limit)
-                claimed = inbox.claim(
-                    conn,
-                    worker=self.id,
-                    limit=limit,
-                    lease_seconds=self.lease_seconds,
-                    now=self._now(),
+                now = self._now()
+                picked = inbox.pick(conn, limit=limit, now=now)
+                if not leased and self._claim_free(picked):
+                    free = self._free = True
+                    self._left_out = set()
+                    try:
+                        reached = self._process_group(conn, picked, 0)
+                    finally:
+                        self._free = False
+                    if reached > 0:
+                        # Those the commit concerns (``_abandon_claim``).
+                        picked = [e for e in picked[:reached] if e.id not in self._left_out]
+                        return picked, len(picked)
+                    # PostgreSQL: the first objects are locked elsewhere;
+                    # leased, the batch waits for them holding nothing else.
+                    free = False
+                claimed = inbox.lease(
+                    conn, picked, worker=self.id, lease_seconds=self.lease_seconds, now=now
                 )
-                together = self._claim_with_group(conn, claimed)
-                if not together:
-                    return claimed, 0
-                reached = self._process_group(conn, claimed, 0)
         except DBAPIError as exc:
-            if not together:
+            if not free:
                 raise
-            self._abandon_claim(claimed, exc)
+            if is_deadlock(exc):  # rolled back, nothing counted: leased this time
+                log.info("deadlock_retried", action="deadlock_retried", worker=self.id)
+                return self._claim(leased=True)
+            self._abandon_claim(picked, exc)
             raise
-        return claimed, reached
+        return claimed, 0
 
     def _short(self, conn: Connection) -> bool:
         """SQLite: whether to size this transaction by time: a writer (the
@@ -510,18 +540,19 @@ class Worker:
             sample = max(seconds, 0.0) / events
             self._event_seconds = 0.5 * self._event_seconds + 0.5 * sample
 
-    def _claim_with_group(self, conn: Connection, claimed: list[inbox.ClaimedEvent]) -> bool:
-        """Whether ``claimed``'s first group may commit with its claim (``_claim``)."""
-        if conn.dialect.name != "sqlite" or not claimed:
+    def _claim_free(self, picked: list[inbox.ClaimedEvent]) -> bool:
+        """Whether ``picked`` is applied without a lease (``_claim``)."""
+        if not picked:
             return False
         from stripeline.sync import thin
 
-        return all(self._bulk_ok(c) and not thin.is_thin(c.payload) for c in claimed)
+        return all(self._bulk_ok(c) and not thin.is_thin(c.payload) for c in picked)
 
     def _abandon_claim(self, claimed: list[inbox.ClaimedEvent], exc: DBAPIError) -> None:
-        """The transaction of a claim and its first group did not commit: count
-        the attempt of each event and mark it failed (dead at the limit), in a
-        transaction of its own, unless another worker claimed it meanwhile."""
+        """The transaction that picked ``claimed`` and processed it without a
+        lease did not commit: count the attempt of each event and mark it
+        failed (dead at the limit), in a transaction of its own, unless
+        another worker took it meanwhile."""
         settings = self.app.settings
         try:
             with connect(self.app.engine) as conn:
@@ -732,12 +763,18 @@ class Worker:
         workers (or a worker and the re-fetch loop, or the ingest writer
         counting a duplicate delivery) cannot deadlock on what they share,
         whatever the order of their events.
+
+        Picked events (``_claim``: their inbox rows locked since the pick)
+        never wait: a bulk run takes the objects' locks free at once and
+        leaves out the events whose objects are held elsewhere (due again
+        when this transaction ends).
         """
         started = self._clock()
         attempt_rows: list[dict[str, Any]] = []
         timeout_set = False
         postgres = conn.dialect.name == "postgresql"
-        fresh = True  # nothing taken yet in this transaction
+        # Nothing taken yet in this transaction (picked events: their rows are).
+        fresh = not self._free
         self._ran_in_group = []
         while position < self._end(claimed):
             # Events no handler wants are applied to the mirror in bulk;
@@ -747,16 +784,27 @@ class Worker:
             if self._short(conn):
                 left = self.max_transaction_seconds - (self._clock() - started)
                 most = self._rows_within(left, BULK_SIZE)
-            end = position
-            while end < self._end(claimed) and end - position < most:
-                if not self._bulk_ok(claimed[end]):
-                    break
-                end += 1
+            if self._free:  # every picked event is bulk (``_claim_free``)
+                end = min(position + most, self._end(claimed))
+            else:
+                end = position
+                while end < self._end(claimed) and end - position < most:
+                    if not self._bulk_ok(claimed[end]):
+                        break
+                    end += 1
             run = claimed[position:end] or claimed[position : position + 1]
-            if postgres and not self._take_locks(conn, run, wait=fresh):
+            if postgres and self._free:
+                # Picked events whose objects another transaction holds are
+                # left out, due again once this transaction ends.
+                run = self._take_free(conn, run)
+                if not run and position == 0:
+                    break  # nothing free at once: ``_claim`` leases the batch
+            elif postgres and not self._take_locks(conn, run, wait=fresh):
                 break  # held elsewhere: commit first, then wait for them
             fresh = False
-            if end > position:
+            if not run:
+                position = end
+            elif end > position:
                 attempt_rows.extend(self._process_bulk(conn, run))
                 position = end
             else:
@@ -791,13 +839,7 @@ class Worker:
         ``wait=False`` only if all is free at once (see ``_process_group``)."""
         keys: set[int] = set()
         for claimed in run:
-            body = self._bodies.get(claimed.id)
-            if body is None:
-                body = self._bodies[claimed.id] = _json.loads(claimed.payload)
-            data = body.get("data") if isinstance(body, dict) else None
-            keys |= object_keys(
-                claimed.account, data.get("object") if isinstance(data, dict) else None
-            )
+            keys |= self._object_keys(claimed)
         if not lock_objects(conn, keys, wait=wait):
             return False
         if wait and len(run) == 1:
@@ -805,6 +847,34 @@ class Worker:
         ids = sorted(e.id for e in run)
         rows = conn.exec_driver_sql(_LOCK_ROWS if wait else _TRY_LOCK_ROWS, (ids,)).all()
         return len(rows) == len(ids) or wait
+
+    def _take_free(
+        self, conn: Connection, run: list[inbox.ClaimedEvent]
+    ) -> list[inbox.ClaimedEvent]:
+        """PostgreSQL, picked events (``_claim``): lock what ``run``'s events
+        touch in the mirror where it is free at once (their inbox rows are
+        locked since ``inbox.pick``); return the events all of whose objects
+        are now this transaction's. The transaction never waits for a lock:
+        it holds the picked rows, which another's may be waiting for."""
+        wanted = [self._object_keys(claimed) for claimed in run]
+        refused = try_lock_objects(conn, set[int]().union(*wanted))
+        if not refused:
+            return run
+        taken = []
+        for claimed, keys in zip(run, wanted, strict=True):
+            if keys & refused:
+                self._left_out.add(claimed.id)
+            else:
+                taken.append(claimed)
+        return taken
+
+    def _object_keys(self, claimed: inbox.ClaimedEvent) -> set[int]:
+        """The advisory lock keys of the mirror objects ``claimed`` touches."""
+        body = self._bodies.get(claimed.id)
+        if body is None:
+            body = self._bodies[claimed.id] = _json.loads(claimed.payload)
+        data = body.get("data") if isinstance(body, dict) else None
+        return object_keys(claimed.account, data.get("object") if isinstance(data, dict) else None)
 
     def _body(self, claimed: inbox.ClaimedEvent) -> Any:
         """The event's parsed payload (parsed once when its locks were taken;
@@ -833,7 +903,12 @@ class Worker:
         began = self._clock()
         try:
             with conn.begin_nested():
-                owned = inbox.finish_many(conn, [e.id for e in run], worker=self.id, now=started_at)
+                ids = [e.id for e in run]
+                owned = (
+                    inbox.finish_picked(conn, ids, now=started_at)
+                    if self._free
+                    else inbox.finish_many(conn, ids, worker=self.id, now=started_at)
+                )
                 done = [claimed for claimed in run if claimed.id in owned]
                 events = [
                     EventObject(
@@ -855,6 +930,13 @@ class Worker:
                 events=len(run),
                 error=f"{type(exc).__name__}: {exc}"[:300],
             )
+            if self._free:
+                # Each event alone needs its lease: ``_process`` marks a
+                # failure on the event's row (taken in this transaction,
+                # which still holds the events).
+                run = inbox.lease(
+                    conn, run, worker=self.id, lease_seconds=self.lease_seconds, now=started_at
+                )
             results = [self._process(conn, claimed) for claimed in run]
             return [row for row in results if row is not None]
         elapsed = time.perf_counter() - t0

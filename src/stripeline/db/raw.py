@@ -51,11 +51,9 @@ def _sqlite_stamp(value: datetime | None) -> str | None:
     last, text = _last_stamp
     if value is last:
         return text
-    utc = _aware(value).astimezone(UTC)  # type: ignore[union-attr]
-    text = (
-        f"{utc.year:04d}-{utc.month:02d}-{utc.day:02d} "
-        f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d}.{utc.microsecond:06d}"
-    )
+    utc = value if value.tzinfo is UTC else _aware(value).astimezone(UTC)  # type: ignore[union-attr]
+    # ``YYYY-MM-DD HH:MM:SS.ffffff`` (microseconds always written).
+    text = utc.replace(tzinfo=None).isoformat(" ", "microseconds")
     _last_stamp = (value, text)
     return text
 
@@ -120,8 +118,11 @@ class RowWriter:
         self.sqlite = dialect == "sqlite"
         self.columns = [column.name for column in table.columns]
         converters = [_converter(self.sqlite, column.type) for column in table.columns]
-        self._pairs = [
-            (name, converter) for name, (converter, _) in zip(self.columns, converters, strict=True)
+        #: The columns whose values are converted, by position (SQLite).
+        self._converted = [
+            (index, converter)
+            for index, (converter, _) in enumerate(converters)
+            if converter is not None
         ]
         self._row = "(" + ", ".join(mark for _, mark in converters) + ")"
         if self.sqlite:
@@ -143,16 +144,21 @@ class RowWriter:
         return self._unnest
 
     def params(self, rows: list[dict[str, Any]]) -> list[Any]:
-        pairs = self._pairs
+        """The parameters of ``source(len(rows))``: each row's value of each
+        column (None where a row has no value)."""
         if self.sqlite:
+            columns = self.columns
+            converted = self._converted
             flat: list[Any] = []
             for row in rows:
-                for name, convert in pairs:
-                    value = row.get(name)
-                    flat.append(value if convert is None else convert(value))
+                values = [row.get(name) for name in columns]
+                for index, convert in converted:
+                    values[index] = convert(values[index])
+                flat += values
             return flat
-        columns = self.columns
-        return [_json.dumps_rows([{name: row.get(name) for name in columns} for row in rows])]
+        # ``jsonb_to_recordset`` reads each column's key (NULL when missing)
+        # and ignores any other: the rows go as they are.
+        return [_json.dumps_rows(rows)]
 
 
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]

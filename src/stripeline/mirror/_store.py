@@ -205,6 +205,30 @@ def object_keys(account: str | None, obj: object) -> set[int]:
     return keys
 
 
+def try_lock_objects(conn: Connection, keys: Iterable[int]) -> set[int]:
+    """PostgreSQL: ``lock_objects(keys, wait=False)``, returning the keys
+    held by another transaction (the others are taken). SQLite: none."""
+    if conn.dialect.name != "postgresql":
+        return set()
+    held = _held_keys(conn)
+    wanted = sorted(set(keys) - held)
+    if not wanted:
+        return set()
+    refused = set(conn.execute(_TRY_LOCK, {"ns": LOCK_NAMESPACE, "keys": wanted}).scalars())
+    held.update(k for k in wanted if k not in refused)
+    return refused
+
+
+def _held_keys(conn: Connection) -> set[int]:
+    """The advisory locks this connection's transaction holds (``lock_objects``)."""
+    transaction = conn.get_transaction()
+    mark = conn.info.get(_HELD)
+    if mark is None or mark[0] is not transaction:
+        mark = conn.info[_HELD] = (transaction, set())
+    held: set[int] = mark[1]
+    return held
+
+
 def lock_objects(conn: Connection, keys: Iterable[int], *, wait: bool = True) -> bool:
     """PostgreSQL: take this transaction's advisory lock on each of ``keys``
     it does not hold yet, in ascending order, waiting for them (``wait``), or
@@ -214,11 +238,7 @@ def lock_objects(conn: Connection, keys: Iterable[int], *, wait: bool = True) ->
     The locks last until the transaction ends. SQLite: nothing, True."""
     if conn.dialect.name != "postgresql":
         return True
-    transaction = conn.get_transaction()
-    mark = conn.info.get(_HELD)
-    if mark is None or mark[0] is not transaction:
-        mark = conn.info[_HELD] = (transaction, set())
-    held: set[int] = mark[1]
+    held = _held_keys(conn)
     wanted = sorted(set(keys) - held)
     if not wanted:
         return True
