@@ -153,15 +153,16 @@ def test_the_erasure_reads_the_pending_events_about_the_customers_objects(
 # -- plans -------------------------------------------------------------------
 
 
-def _fill(engine: Engine) -> None:
-    """30,000 processed events of 50 types about 3,000 objects, and 1,000
-    pending ones, then statistics."""
+def _fill(engine: Engine, *, settled: int = 30000, analyze: bool = True) -> None:
+    """``settled`` processed events (30,000) of 50 types about 3,000 objects,
+    and 1,000 pending ones, then statistics (unless not ``analyze``)."""
+    last = settled + 1000
     if engine.dialect.name == "postgresql":
-        rows = "generate_series(1, 31000) g"
+        rows = f"generate_series(1, {last}) g"
         at = "now() - interval '1 second' * (40000 - g)"
         payload, livemode = "convert_to('{}', 'UTF8')", "false"
     else:
-        rows = "(WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < 31000)"
+        rows = f"(WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < {last})"
         rows += " SELECT g FROM s)"
         at = "datetime('now', '-' || (40000 - g) || ' seconds')"
         payload, livemode = "x'7b7d'", "0"
@@ -172,14 +173,15 @@ def _fill(engine: Engine) -> None:
                 " received_at, last_received_at, source, status, attempts, deliveries, payload,"
                 " next_attempt_at, account, object_id, object_type)"
                 f" SELECT 'evt_p' || g, 'type.' || (g % 50), 'v', {livemode}, g, {at}, {at},"
-                f" 'webhook', CASE WHEN g <= 30000 THEN 'processed' ELSE 'pending' END, 0, 1,"
-                f" {payload}, CASE WHEN g <= 30000 THEN NULL ELSE {at} END, '',"
+                f" 'webhook', CASE WHEN g <= {settled} THEN 'processed' ELSE 'pending' END, 0, 1,"
+                f" {payload}, CASE WHEN g <= {settled} THEN NULL ELSE {at} END, '',"
                 f" 'cus_' || (g % 3000), 'customer' FROM {rows}"
             )
         )
-        conn.execute(
-            text("ANALYZE" if engine.dialect.name == "sqlite" else "ANALYZE stripeline_events")
-        )
+        if analyze:
+            conn.execute(
+                text("ANALYZE" if engine.dialect.name == "sqlite" else "ANALYZE stripeline_events")
+            )
 
 
 def _plans(engine: Engine, read: Callable[[Any], object]) -> list[str]:
@@ -282,3 +284,29 @@ def test_the_next_due_event_is_the_first_entry_of_the_claim_index(engine: Engine
     if isinstance(first, str):  # SQLite: the text the fill wrote
         first = datetime.fromisoformat(first).replace(tzinfo=UTC)
     assert due == first
+
+
+@pytest.mark.parametrize("statement", ["pick", "claim"])
+def test_the_worker_takes_due_events_from_the_claim_index_without_sorting(
+    engine: Engine, statement: str
+) -> None:
+    """The worker's pick and claim read the first due events from the partial
+    claim index, in its order. SQLite, with no statistics (a database nobody
+    ran ANALYZE on) and every event pending, chose the (status, received_at, id) index for the
+    ``status IN (…)`` and sorted every due event for each batch (32 µs per
+    event with 20,000 waiting) since 0010 dropped the (status, next_attempt_at)
+    index; it is now named (``INDEXED BY``)."""
+    sqlite = engine.dialect.name == "sqlite"
+    # A new inbox, every event waiting; PostgreSQL's autovacuum analyses it.
+    _fill(engine, settled=0, analyze=not sqlite)
+    now = inbox.utcnow()
+    at = inbox.sqlite_time(now) if sqlite else now
+    sql = (inbox._PICK if statement == "pick" else inbox._CLAIM)[engine.dialect.name]
+    params = (at, 500) if statement == "pick" else ("w", at, at, 500)
+    explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+    with connect(engine, readonly=True) as conn:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.execute(explain + sql, params)
+        plan = " | ".join(str(row[-1]) for row in cursor.fetchall())
+    assert "ix_stripeline_events_claim" in plan, plan
+    assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
