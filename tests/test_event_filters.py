@@ -162,7 +162,8 @@ def _fill(engine: Engine, *, settled: int = 30000, analyze: bool = True) -> None
         at = "now() - interval '1 second' * (40000 - g)"
         payload, livemode = "convert_to('{}', 'UTF8')", "false"
     else:
-        rows = f"(WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < {last})"
+        rows = "(WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s"
+        rows += f" WHERE g < {last})"
         rows += " SELECT g FROM s)"
         at = "datetime('now', '-' || (40000 - g) || ' seconds')"
         payload, livemode = "x'7b7d'", "0"

@@ -398,8 +398,7 @@ def claim(
 
 
 #: ``pick``'s statement per backend: ``claim``'s choice of rows (through the
-#: same index), read
-#: without writing them. PostgreSQL locks them (``FOR NO KEY UPDATE``: the
+#: same index), read without writing them. PostgreSQL locks them (``FOR NO KEY UPDATE``: the
 #: deliveries and attempts that reference an event can still be inserted)
 #: and skips those another transaction holds.
 _PICK = {
