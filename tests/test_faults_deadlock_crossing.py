@@ -257,7 +257,10 @@ def test_worker_and_ingest_writer_crossing_on_event_rows_never_deadlock(
                 stored += 1
             except DBAPIError as exc:
                 errors.append(exc)
-            time.sleep(0.001)  # the worker's claim skips locked rows: let it in
+            # The worker's claim skips locked rows: let it in. (1 ms starved it on a
+            # saturated machine: 32 of 150 claimed in 90 s; the writer's transaction,
+            # tens of milliseconds, still overlaps the worker's nearly always.)
+            time.sleep(0.005)
 
     writer = threading.Thread(target=deliver_again)
     try:
