@@ -465,19 +465,13 @@ def finish_picked(conn: Connection, event_ids: Sequence[str], *, now: datetime) 
     """``finish_many`` for events ``pick`` returned in this transaction, not
     leased: mark them processed and count their attempt (the one a claim
     would have counted). Returns the ids marked."""
-    if not event_ids:
-        return set()
-    ids = list(event_ids)
-    mark = "?" if conn.dialect.name == "sqlite" else "%s"
-    sql = (
-        "UPDATE stripeline_events SET status = 'processed',"  # noqa: S608 (marks only)
-        f" processed_at = {mark}, next_attempt_at = NULL, lease_owner = NULL,"
-        " last_error = NULL, last_traceback = NULL, attempts = attempts + 1"
-        " WHERE status IN ('pending', 'failed', 'processing')"
-        f" AND {raw.in_list(conn, 'id', len(ids))} RETURNING id"
+    return _mark_processed(
+        conn,
+        event_ids,
+        now=now,
+        also=", attempts = attempts + 1",
+        held="status IN ('pending', 'failed', 'processing')",
     )
-    params = [raw.stamp(conn, now), *raw.in_params(conn, ids)]
-    return {row[0] for row in conn.exec_driver_sql(sql, tuple(params))}
 
 
 def _held_by(worker: str, event_ids: Sequence[str]) -> Any:
@@ -534,18 +528,39 @@ def finish_many(
     conn: Connection, event_ids: Sequence[str], *, worker: str, now: datetime
 ) -> set[str]:
     """``finish`` for many events at once; returns the ids this worker still owned."""
+    mark = "?" if conn.dialect.name == "sqlite" else "%s"
+    return _mark_processed(
+        conn,
+        event_ids,
+        now=now,
+        held=f"lease_owner = {mark} AND status = 'processing'",
+        held_params=(worker,),
+    )
+
+
+def _mark_processed(
+    conn: Connection,
+    event_ids: Sequence[str],
+    *,
+    now: datetime,
+    held: str,
+    held_params: Sequence[Any] = (),
+    also: str = "",
+) -> set[str]:
+    """Mark ``event_ids`` processed where ``held`` (SQL on the event row,
+    ``held_params`` its values) still holds; ``also``: more of the ``SET``.
+    Returns the ids marked (``finish_many``, ``finish_picked``)."""
     if not event_ids:
         return set()
     ids = list(event_ids)
     mark = "?" if conn.dialect.name == "sqlite" else "%s"
     sql = (
-        "UPDATE stripeline_events SET status = 'processed',"  # noqa: S608 (marks only)
+        "UPDATE stripeline_events SET status = 'processed',"  # noqa: S608 (our SQL only)
         f" processed_at = {mark}, next_attempt_at = NULL, lease_owner = NULL,"
-        f" last_error = NULL, last_traceback = NULL"
-        f" WHERE lease_owner = {mark} AND status = 'processing'"
-        f" AND {raw.in_list(conn, 'id', len(ids))} RETURNING id"
+        f" last_error = NULL, last_traceback = NULL{also}"
+        f" WHERE {held} AND {raw.in_list(conn, 'id', len(ids))} RETURNING id"
     )
-    params = [raw.stamp(conn, now), worker, *raw.in_params(conn, ids)]
+    params = [raw.stamp(conn, now), *held_params, *raw.in_params(conn, ids)]
     return {row[0] for row in conn.exec_driver_sql(sql, tuple(params))}
 
 
