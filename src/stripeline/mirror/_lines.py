@@ -19,11 +19,10 @@ from typing import Any, cast
 
 from sqlalchemy import Connection, Table, delete, insert, select, tuple_
 
-from stripeline.db.models import Invoice, InvoiceLine, SubscriptionItem
+from stripeline.db.models import InvoiceLine, SubscriptionItem
 from stripeline.mirror.mapping import invoice_line_columns, subscription_item_columns
 
 invoice_lines = cast(Table, InvoiceLine.__table__)
-_invoices = cast(Table, Invoice.__table__)
 #: Keys per ``IN (…)`` list.
 _CHUNK = 500
 
@@ -78,21 +77,19 @@ def replace_invoice_lines(
 def write_invoice_lines(conn: Connection, rows: list[dict[str, Any]]) -> None:
     """The ``after_write`` hook of the invoice table (see the module doc).
 
-    Only invoices whose row now holds the state just written get their lines
-    rewritten: on PostgreSQL a racing worker may have written a newer state
-    first (the guarded upsert then left it alone). The upsert locked those
-    rows, so nobody else rewrites their lines before this transaction ends.
+    ``rows`` are the states this transaction has just written (``apply_states``
+    passes only those its guarded upsert or its compare-and-set wrote: a state
+    a racing worker's newer one kept out is not among them). Their rows are
+    locked by that write, so nobody else rewrites their lines before this
+    transaction ends: no need to read them back.
     """
     if not rows:
         return
-    held = _held_states(conn, _invoices, rows)
     replaced: list[tuple[str, str]] = []  # invoices whose lines are all replaced
     overwritten: list[tuple[str, str, str]] = []  # single lines written over
     line_rows: list[dict[str, Any]] = []
     for row in rows:
         key = (row["account"], row["id"])
-        if held.get(key) != (row["marker"], row["marker_rank"], row["event_id"]):
-            continue
         lines = row["data"].get("lines")
         if row["deleted"]:
             items: list[Any] = []
@@ -157,19 +154,16 @@ def _item_row(
 
 
 def write_subscription_items(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """The ``after_write`` hook of the subscription table (see above)."""
+    """The ``after_write`` hook of the subscription table (see above);
+    ``rows`` are states this transaction has just written
+    (``write_invoice_lines``)."""
     from stripeline.mirror._store import _upsert
-    from stripeline.mirror.tables import table_for
 
-    subscriptions = table_for("subscription").table
-    held = _held_states(conn, subscriptions, rows)
     item_rows: dict[tuple[str, str], dict[str, Any]] = {}
     #: (account, subscription) → (its row, the item ids it lists), for complete lists.
     complete: dict[tuple[str, str], tuple[dict[str, Any], set[str]]] = {}
     for row in rows:
         key = (row["account"], row["id"])
-        if held.get(key) != (row["marker"], row["marker_rank"], row["event_id"]):
-            continue
         listed = row["data"].get("items")
         if not isinstance(listed, dict) or not isinstance(listed.get("data"), list):
             continue
@@ -212,20 +206,3 @@ def _by_account(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
     for account, value in keys:
         grouped.setdefault(account, []).append(value)
     return grouped
-
-
-def _held_states(
-    conn: Connection, table: Table, rows: list[dict[str, Any]]
-) -> dict[tuple[str, str], tuple[int, int, str | None]]:
-    """What ``table`` holds now for the rows just upserted: (marker, rank, event)."""
-    held: dict[tuple[str, str], tuple[int, int, str | None]] = {}
-    for account, ids in _by_account([(row["account"], row["id"]) for row in rows]).items():
-        for start in range(0, len(ids), _CHUNK):
-            found = conn.execute(
-                select(table.c.id, table.c.marker, table.c.marker_rank, table.c.event_id).where(
-                    table.c.account == account, table.c.id.in_(ids[start : start + _CHUNK])
-                )
-            )
-            for object_id, marker, marker_rank, event_id in found:
-                held[(account, object_id)] = (marker, marker_rank, event_id)
-    return held
