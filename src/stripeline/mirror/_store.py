@@ -25,6 +25,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Connection, Table, select, text
@@ -180,8 +181,15 @@ def object_key(account: str | None, object_id: str) -> int:
     """The advisory lock key of one mirror object (a 32-bit hash of its
     account and id: the primary key of its mirror row and re-fetch row).
     Two objects sharing a key are merely serialised."""
+    return _object_key(account or "", object_id)
+
+
+@lru_cache(maxsize=16_384)
+def _object_key(account: str, object_id: str) -> int:
+    # Cached: a worker's batch asks for each object's key two or three
+    # times (its locks are taken before the mirror is written).
     digest = hashlib.blake2b(
-        f"{account or ''}\x00{object_id}".encode(), digest_size=4, person=b"stripeline"
+        f"{account}\x00{object_id}".encode(), digest_size=4, person=b"stripeline"
     ).digest()
     return int.from_bytes(digest, "big", signed=True)
 
@@ -383,7 +391,10 @@ def _newest(states: Sequence[State], result: ApplyResult) -> dict[tuple[str, str
     newest: dict[tuple[str, str], State] = {}
     for state in states:
         held = newest.get(state.key)
-        decision = decide(None if held is None else _seen(held), _seen(state))
+        if held is None:  # the object's first state here (``decide``: APPLY)
+            newest[state.key] = state
+            continue
+        decision = decide(_seen(held), _seen(state))
         if decision is Decision.APPLY:
             newest[state.key] = state
         elif decision is Decision.TIE:
@@ -492,8 +503,10 @@ def _swap(conn: Connection, table: Table, row: dict[str, Any], over: tuple[int, 
 def _decide(conn: Connection, table: Table, state: State, seen: Seen | None) -> Decision:
     """``decide`` for ``state`` against the held ``seen``, reading the held data
     when the rules need it."""
+    if seen is None:  # nothing held (``decide``: APPLY)
+        return Decision.APPLY
     incoming = _seen(state)
-    if seen is not None and needs_data(seen, incoming):
+    if needs_data(seen, incoming):
         seen = Seen(seen.marker, seen.rank, seen.fetched, _held_data(conn, table, state.key))
     return decide(seen, incoming)
 
