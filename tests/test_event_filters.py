@@ -118,6 +118,17 @@ def test_the_cli_list_by_type_shows_the_pending_events(engine: Engine) -> None:
     assert [s.id for s in waiting] == [event_id for event_id in expected if event_id in pending]
 
 
+def test_newest_events_refuses_columns_without_received_at_at_once(engine: Engine) -> None:
+    """The halves are merged on received_at and id: a select lacking one is
+    refused before any read, not with a KeyError once both halves hold rows."""
+    store_events(engine, [make_event("invoice.paid")], at=T0)
+    columns = (inbox.events.c.id, inbox.events.c.type)
+    with connect(engine, readonly=True) as conn:
+        for by_type_or_object in (False, True):
+            with pytest.raises(ValueError, match=r"missing: received_at$"):
+                ops.newest_events(conn, columns, by_type_or_object=by_type_or_object)
+
+
 def test_the_erasure_reads_the_pending_events_about_the_customers_objects(
     engine: Engine,
 ) -> None:
