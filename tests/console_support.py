@@ -9,11 +9,10 @@ from typing import Any
 
 from stripeline import inbox
 from stripeline.app import Stripeline
-from stripeline.core.envelope import parse_envelope
 from stripeline.db.engine import connect, make_engine
 from stripeline.settings import Settings
 from stripeline.web.console import hash_password
-from tests.factories import SECRET, encode
+from tests.factories import SECRET, store_events
 
 CONSOLE_SECRET = "console-secret-for-tests-0123456789abcdef"
 ADMIN = ("ada", "correct horse battery staple")
@@ -43,20 +42,7 @@ def console_app(database_url: str, **overrides: Any) -> Stripeline:
 def store(app: Stripeline, bodies: Iterable[dict[str, Any]], *, at: datetime | None = None) -> None:
     """Put events in the inbox as the webhook route does."""
     now = at or inbox.utcnow()
-    with connect(app.engine) as conn:
-        inbox.store(
-            conn,
-            [
-                inbox.IncomingEvent(
-                    envelope=parse_envelope(encode(body))[0],
-                    payload=encode(body),
-                    source="webhook",
-                    received_at=now,
-                    signed_at=int(now.timestamp()),
-                )
-                for body in bodies
-            ],
-        )
+    store_events(app.engine, bodies, at=now, signed_at=int(now.timestamp()))
 
 
 def status_of(app: Stripeline, event_id: str) -> str:

@@ -5,9 +5,16 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection, Engine
+
+from stripeline import inbox
+from stripeline.core.envelope import parse_envelope
 from stripeline.core.signature import sign
+from stripeline.db.engine import connect
 
 SECRET = "whsec_test_webhook_secret_0001"
 _ids = itertools.count(1)
@@ -48,7 +55,7 @@ def event(
     return body
 
 
-def encode(body: dict[str, Any]) -> bytes:
+def encode(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -56,3 +63,39 @@ def signed(payload: bytes, secret: str = SECRET, *, timestamp: int | None = None
     """Headers for a webhook POST of ``payload``."""
     ts = int(time.time()) if timestamp is None else timestamp
     return {"Stripe-Signature": sign(payload, secret, ts), "Content-Type": "application/json"}
+
+
+def store_events(
+    target: Engine | Connection,
+    bodies: Iterable[Mapping[str, Any] | bytes],
+    *,
+    at: datetime | None = None,
+    source: str = "webhook",
+    signed_at: int | None = None,
+    status: str = "pending",
+) -> list[bool]:
+    """Put events in the inbox with ``inbox.store``; what it returns (per
+    event, True when new).
+
+    A body is an event dict (stored as ``encode`` makes it) or the payload's
+    bytes as they are. All are received ``at``; None: each at ``inbox.utcnow()``
+    as it comes, so they stand in the inbox in the order given. An engine: in
+    a transaction of its own; a connection: in the caller's.
+    """
+    items = []
+    for body in bodies:
+        payload = body if isinstance(body, bytes) else encode(body)
+        items.append(
+            inbox.IncomingEvent(
+                envelope=parse_envelope(payload)[0],
+                payload=payload,
+                source=source,
+                received_at=inbox.utcnow() if at is None else at,
+                signed_at=signed_at,
+                status=status,
+            )
+        )
+    if isinstance(target, Connection):
+        return inbox.store(target, items)
+    with connect(target) as conn:
+        return inbox.store(conn, items)

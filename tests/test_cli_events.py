@@ -13,9 +13,9 @@ from sqlalchemy import Engine
 
 from stripeline import inbox, ops
 from stripeline.cli import main
-from stripeline.core.envelope import parse_envelope
 from stripeline.db import connect, make_engine
 from stripeline.mirror import refetch
+from tests.factories import store_events
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -49,21 +49,9 @@ def _store(
         "api_version": "2026-10-28.endive",
         "data": {"object": {"id": "cus_" + event_id[-6:], "object": "customer", "email": "x@y.z"}},
     }
-    payload = json.dumps(body).encode()
-    envelope, _ = parse_envelope(payload)
-    with connect(engine) as conn:
-        inbox.store(
-            conn,
-            [
-                inbox.IncomingEvent(
-                    envelope=envelope,
-                    payload=payload,
-                    source="webhook",
-                    received_at=received,
-                    signed_at=int(received.timestamp()),
-                )
-            ],
-        )
+    store_events(
+        engine, [json.dumps(body).encode()], at=received, signed_at=int(received.timestamp())
+    )
 
 
 def _fail(engine: Engine, event_id: str, *, attempts: int, max_attempts: int = 3) -> None:

@@ -19,13 +19,12 @@ from starlette.testclient import TestClient
 
 from stripeline import inbox
 from stripeline.app import Stripeline
-from stripeline.core.envelope import parse_envelope
 from stripeline.db.engine import connect, make_engine, normalize_url
 from stripeline.db.models import Event
 from stripeline.settings import Settings
 from stripeline.web import create_app
 from tests.apps.effects import effects, metadata
-from tests.factories import SECRET, encode, event, signed
+from tests.factories import SECRET, encode, event, signed, store_events
 from tests.tcp_proxy import TCPProxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,21 +36,12 @@ def fill(url: str, count: int) -> list[str]:
     ids: list[str] = []
     now = inbox.utcnow()
     for start in range(0, count, 1000):
-        items = []
-        for i in range(start, min(count, start + 1000)):
-            body = event(obj={"id": f"cus_{i:06d}", "object": "customer"})
-            payload = encode(body)
-            items.append(
-                inbox.IncomingEvent(
-                    envelope=parse_envelope(payload)[0],
-                    payload=payload,
-                    source="webhook",
-                    received_at=now,
-                )
-            )
-            ids.append(body["id"])
-        with connect(engine) as conn:
-            inbox.store(conn, items)
+        bodies = [
+            event(obj={"id": f"cus_{i:06d}", "object": "customer"})
+            for i in range(start, min(count, start + 1000))
+        ]
+        store_events(engine, bodies, at=now)
+        ids += [body["id"] for body in bodies]
     engine.dispose()
     return ids
 

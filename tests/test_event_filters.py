@@ -18,12 +18,11 @@ import pytest
 from sqlalchemy import Engine, event, text, update
 
 from stripeline import inbox, ops
-from stripeline.core.envelope import parse_envelope
 from stripeline.db import connect, make_engine
 from stripeline.flows import privacy
 from stripeline.web.console.queries import EventFilter, dead_ids, list_events
-from tests.factories import encode
 from tests.factories import event as make_event
+from tests.factories import store_events
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -33,22 +32,6 @@ def engine(database_url: str) -> Iterator[Engine]:
     made = make_engine(database_url)
     yield made
     made.dispose()
-
-
-def _store(engine: Engine, bodies: list[dict[str, Any]], at: datetime) -> None:
-    with connect(engine) as conn:
-        inbox.store(
-            conn,
-            [
-                inbox.IncomingEvent(
-                    envelope=parse_envelope(encode(body))[0],
-                    payload=encode(body),
-                    source="webhook",
-                    received_at=at,
-                )
-                for body in bodies
-            ],
-        )
 
 
 def _set_status(engine: Engine, ids: list[str], status: str) -> None:
@@ -71,7 +54,7 @@ def _mixed_inbox(engine: Engine) -> tuple[list[str], list[str]]:
         at = T0 + timedelta(seconds=i // 2)
         body = make_event("invoice.paid", obj={"id": "in_mixed", "object": "invoice"})
         other = make_event("invoice.created", obj={"id": f"in_other{i}", "object": "invoice"})
-        _store(engine, [body, other], at)
+        store_events(engine, [body, other], at=at)
         ours.append((at, str(body["id"])))
         if i % 3 == 0:
             pending.append(str(body["id"]))
@@ -135,6 +118,17 @@ def test_the_cli_list_by_type_shows_the_pending_events(engine: Engine) -> None:
     assert [s.id for s in waiting] == [event_id for event_id in expected if event_id in pending]
 
 
+def test_newest_events_refuses_columns_without_received_at_at_once(engine: Engine) -> None:
+    """The halves are merged on received_at and id: a select lacking one is
+    refused before any read, not with a KeyError once both halves hold rows."""
+    store_events(engine, [make_event("invoice.paid")], at=T0)
+    columns = (inbox.events.c.id, inbox.events.c.type)
+    with connect(engine, readonly=True) as conn:
+        for by_type_or_object in (False, True):
+            with pytest.raises(ValueError, match=r"missing: received_at$"):
+                ops.newest_events(conn, columns, by_type_or_object=by_type_or_object)
+
+
 def test_the_erasure_reads_the_pending_events_about_the_customers_objects(
     engine: Engine,
 ) -> None:
@@ -143,7 +137,7 @@ def test_the_erasure_reads_the_pending_events_about_the_customers_objects(
     charge = {"id": "ch_pending1", "object": "charge", "amount": 100}
     waiting = make_event("charge.updated", obj=charge)
     done = make_event("charge.succeeded", obj=charge)
-    _store(engine, [waiting, done], T0)
+    store_events(engine, [waiting, done], at=T0)
     _set_status(engine, [str(done["id"])], "processed")
     with connect(engine, readonly=True) as conn:
         rows = privacy._event_rows(conn, "", "cus_owner", ["ch_pending1"])

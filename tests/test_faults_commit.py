@@ -25,12 +25,11 @@ from starlette.testclient import TestClient
 
 from stripeline import inbox
 from stripeline.app import ReceivedEvent, Stripeline
-from stripeline.core.envelope import parse_envelope
 from stripeline.db.engine import connect, make_engine, normalize_url
 from stripeline.settings import Settings
 from stripeline.web import create_app
 from stripeline.worker import Worker
-from tests.factories import SECRET, encode, event
+from tests.factories import SECRET, event, store_events
 
 MAX_ATTEMPTS = 3
 EVENTS = 5
@@ -59,23 +58,12 @@ POSTGRES_FAULT = [
 
 
 def store(engine: Engine, count: int) -> list[str]:
-    now = inbox.utcnow()
-    items = []
-    for i in range(count):
-        payload = encode(
-            event("customer.updated", obj={"id": f"cus_{i:04d}", "object": "customer"})
-        )
-        items.append(
-            inbox.IncomingEvent(
-                envelope=parse_envelope(payload)[0],
-                payload=payload,
-                source="webhook",
-                received_at=now,
-            )
-        )
-    with connect(engine) as conn:
-        inbox.store(conn, items)
-    return [item.envelope.id for item in items]
+    bodies = [
+        event("customer.updated", obj={"id": f"cus_{i:04d}", "object": "customer"})
+        for i in range(count)
+    ]
+    store_events(engine, bodies, at=inbox.utcnow())
+    return [str(body["id"]) for body in bodies]
 
 
 @pytest.fixture

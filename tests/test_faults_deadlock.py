@@ -24,13 +24,12 @@ from structlog.testing import capture_logs
 
 from stripeline import inbox
 from stripeline.app import ReceivedEvent, Stripeline
-from stripeline.core.envelope import parse_envelope
 from stripeline.db.engine import connect, make_engine
 from stripeline.db.models import OnceKey
 from stripeline.mirror.tables import table_for
 from stripeline.settings import Settings
 from stripeline.worker import Worker
-from tests.factories import SECRET, encode, event
+from tests.factories import SECRET, event, store_events
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
@@ -49,26 +48,21 @@ def store_crossing(engine: Engine, round_: int, objects: int, kind: str) -> None
     order, the second (claimed next, by another worker) in the opposite one."""
     now = inbox.utcnow()
     base = 1_800_000_000 + round_ * 10 * objects
-    items = []
-    for second, order in enumerate((range(objects), range(objects - 1, -1, -1))):
-        for position, i in enumerate(order):
-            body = event(
+    sets = [
+        [
+            event(
                 kind,
                 id=f"evt_r{round_}_{second}_{i:05d}",
                 obj={"id": f"cus_r{round_}_{i:05d}", "object": "customer", "n": second},
                 created=base + second * objects * 2 + position,
             )
-            payload = encode(body)
-            items.append(
-                inbox.IncomingEvent(
-                    envelope=parse_envelope(payload)[0],
-                    payload=payload,
-                    source="webhook",
-                    received_at=now + timedelta(milliseconds=second),
-                )
-            )
-    with connect(engine) as conn:
-        inbox.store(conn, items)
+            for position, i in enumerate(order)
+        ]
+        for second, order in enumerate((range(objects), range(objects - 1, -1, -1)))
+    ]
+    with connect(engine) as conn:  # both sets in one transaction
+        for second, bodies in enumerate(sets):
+            store_events(conn, bodies, at=now + timedelta(milliseconds=second))
 
 
 def drain_together(app: Stripeline, batch: int) -> None:

@@ -37,7 +37,7 @@ from stripeline.db.engine import connect, make_engine
 from stripeline.mirror.tables import table_for
 from stripeline.settings import Settings
 from stripeline.worker import Worker, is_deadlock
-from tests.factories import SECRET, encode, event
+from tests.factories import SECRET, encode, event, store_events
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(180)]
 
@@ -107,34 +107,28 @@ def store_crossing(engine: Engine, round_: int) -> list[str]:
     next, by another) in the opposite order of both. Returns the event ids."""
     now = inbox.utcnow()
     base = 1_800_000_000 + round_ * 100_000
-    items = []
-    ids = []
+    sets = []
     for second in (0, 1):
         units = range(UNITS) if second == 0 else range(UNITS - 1, -1, -1)
         sequence = []
         for i in units:
             objects = unit_objects(round_, i, second)
             sequence += objects if second == 0 else objects[::-1]
-        for position, (kind, obj) in enumerate(sequence):
-            body = event(
-                kind,
-                id=f"evt_r{round_}_{second}_{position:04d}",
-                obj=obj,
-                created=base + second * 10_000 + position,
-            )
-            payload = encode(body)
-            ids.append(body["id"])
-            items.append(
-                inbox.IncomingEvent(
-                    envelope=parse_envelope(payload)[0],
-                    payload=payload,
-                    source="webhook",
-                    received_at=now + timedelta(milliseconds=second),
+        sets.append(
+            [
+                event(
+                    kind,
+                    id=f"evt_r{round_}_{second}_{position:04d}",
+                    obj=obj,
+                    created=base + second * 10_000 + position,
                 )
-            )
-    with connect(engine) as conn:
-        inbox.store(conn, items)
-    return ids
+                for position, (kind, obj) in enumerate(sequence)
+            ]
+        )
+    with connect(engine) as conn:  # both sets in one transaction
+        for second, bodies in enumerate(sets):
+            store_events(conn, bodies, at=now + timedelta(milliseconds=second))
+    return [str(body["id"]) for bodies in sets for body in bodies]
 
 
 def drain_together(app: Stripeline, batch: int) -> None:

@@ -20,11 +20,10 @@ from structlog.testing import capture_logs
 
 from stripeline import inbox
 from stripeline.app import ReceivedEvent, Stripeline
-from stripeline.core.envelope import parse_envelope
 from stripeline.db.engine import connect, make_engine
 from stripeline.settings import Settings
 from stripeline.worker import Worker
-from tests.factories import SECRET, encode, event
+from tests.factories import SECRET, event, store_events
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(180)]
 
@@ -66,29 +65,23 @@ def test_a_deadlock_rerun_of_handlers_is_counted_as_an_attempt(pg: tuple[str, En
         time.sleep(0.01)
 
     now = inbox.utcnow()
-    items = []
-    ids = []
-    for second, order in enumerate((range(KEYS), range(KEYS - 1, -1, -1))):
-        for position, k in enumerate(order):
-            body = event(
+    sets = [
+        [
+            event(
                 "customer.updated",
                 id=f"evt_{second}_{position:03d}",
                 # Objects of their own: the mirror does not serialise them.
                 obj={"id": f"cus_{second}_{k:03d}", "object": "customer", "k": k},
                 created=1_800_000_000 + second * 1000 + position,
             )
-            ids.append(body["id"])
-            payload = encode(body)
-            items.append(
-                inbox.IncomingEvent(
-                    envelope=parse_envelope(payload)[0],
-                    payload=payload,
-                    source="webhook",
-                    received_at=now + timedelta(milliseconds=second),
-                )
-            )
-    with connect(engine) as conn:
-        inbox.store(conn, items)
+            for position, k in enumerate(order)
+        ]
+        for second, order in enumerate((range(KEYS), range(KEYS - 1, -1, -1)))
+    ]
+    ids = [str(body["id"]) for bodies in sets for body in bodies]
+    with connect(engine) as conn:  # both sets in one transaction
+        for second, bodies in enumerate(sets):
+            store_events(conn, bodies, at=now + timedelta(milliseconds=second))
     workers = [
         Worker(app, worker_id=f"w{n}", batch_size=KEYS, max_transaction_seconds=60, listen=False)
         for n in range(2)

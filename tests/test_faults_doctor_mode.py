@@ -11,10 +11,9 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import Engine
 
-from stripeline import inbox
 from stripeline.cli import main
-from stripeline.core import parse_envelope
-from stripeline.db import connect, make_engine
+from stripeline.db import make_engine
+from tests.factories import store_events
 
 TEST_KEY = "sk_test_51DoctorModeKeyQWERTYz"
 LIVE_KEY = "sk_live_51DoctorModeLiveASDFGH"
@@ -23,30 +22,21 @@ T0 = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 
 def store(engine: Engine, count: int, *, livemode: bool, status: str = "pending") -> None:
-    items = []
-    for i in range(count):
-        body = {
-            "id": f"evt_{'live' if livemode else 'test'}_{status}_{i:05d}",
-            "object": "event",
-            "type": "customer.created",
-            "created": int(T0.timestamp()),
-            "livemode": livemode,
-            "api_version": "2026-10-28.endive",
-            "data": {"object": {"id": f"cus_{i:05d}", "object": "customer"}},
-        }
-        payload = json.dumps(body).encode()
-        envelope, _ = parse_envelope(payload)
-        items.append(
-            inbox.IncomingEvent(
-                envelope=envelope,
-                payload=payload,
-                source="webhook",
-                received_at=T0,
-                status=status,
-            )
-        )
-    with connect(engine) as conn:
-        inbox.store(conn, items)
+    payloads = [
+        json.dumps(
+            {
+                "id": f"evt_{'live' if livemode else 'test'}_{status}_{i:05d}",
+                "object": "event",
+                "type": "customer.created",
+                "created": int(T0.timestamp()),
+                "livemode": livemode,
+                "api_version": "2026-10-28.endive",
+                "data": {"object": {"id": f"cus_{i:05d}", "object": "customer"}},
+            }
+        ).encode()
+        for i in range(count)
+    ]
+    store_events(engine, payloads, at=T0, status=status)
 
 
 def mode_line(result: Result) -> str:

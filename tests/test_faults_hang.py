@@ -27,12 +27,11 @@ from sqlalchemy import Engine, select, text
 
 from stripeline import inbox, ops
 from stripeline.app import ReceivedEvent, Stripeline
-from stripeline.core.envelope import parse_envelope
 from stripeline.db.engine import connect, make_engine
 from stripeline.db.models import Attempt
 from stripeline.settings import Settings, load_settings
 from stripeline.worker import Worker
-from tests.factories import SECRET, encode, event
+from tests.factories import SECRET, event, store_events
 
 #: How long a hanging handler hangs (unless released sooner).
 HANG = 30.0
@@ -68,20 +67,7 @@ def store(engine: Engine, count: int) -> list[str]:
         )
         for i in range(count)
     ]
-    now = inbox.utcnow()
-    with connect(engine) as conn:
-        inbox.store(
-            conn,
-            [
-                inbox.IncomingEvent(
-                    envelope=parse_envelope(encode(b))[0],
-                    payload=encode(b),
-                    source="webhook",
-                    received_at=now,
-                )
-                for b in bodies
-            ],
-        )
+    store_events(engine, bodies, at=inbox.utcnow())
     return [str(b["id"]) for b in bodies]
 
 

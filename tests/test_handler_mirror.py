@@ -13,16 +13,15 @@ import pytest
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.orm import Session
 
-from stripeline import SecondWriteTransaction, StripelineError, inbox
+from stripeline import SecondWriteTransaction, StripelineError
 from stripeline.app import ReceivedEvent, Stripeline
-from stripeline.core.envelope import parse_envelope
 from stripeline.db.engine import connect, make_engine
 from stripeline.db.models import Attempt, Event
 from stripeline.db.models import CustomerLink as LinkRow
 from stripeline.mirror import Mirror
 from stripeline.settings import Settings
 from stripeline.worker import Worker
-from tests.factories import SECRET, encode, event
+from tests.factories import SECRET, event, store_events
 
 
 @pytest.fixture
@@ -39,19 +38,7 @@ def app(database_url: str) -> Iterator[Stripeline]:
 
 
 def put(engine: Engine, *bodies: dict[str, Any]) -> None:
-    with connect(engine) as conn:
-        inbox.store(
-            conn,
-            [
-                inbox.IncomingEvent(
-                    envelope=parse_envelope(encode(b))[0],
-                    payload=encode(b),
-                    source="webhook",
-                    received_at=inbox.utcnow(),
-                )
-                for b in bodies
-            ],
-        )
+    store_events(engine, bodies)
 
 
 def checkout_completed(user: str, customer: str) -> dict[str, Any]:

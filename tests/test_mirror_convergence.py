@@ -19,16 +19,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
-from stripeline import inbox
 from stripeline.app import Stripeline
-from stripeline.core.envelope import parse_envelope
 from stripeline.db.engine import connect
 from stripeline.mirror import refetch
 from stripeline.mirror.fetch import MemoryFetcher
 from stripeline.mirror.tables import all_tables
 from stripeline.settings import Settings
 from stripeline.worker import Worker
-from tests.factories import encode
+from tests.factories import encode, store_events
 
 BASE = 1_700_000_000
 INVOICE_FLOW = [
@@ -107,19 +105,7 @@ def events_of(histories: list[list[tuple[str, int, dict[str, Any]]]], tag: str) 
 def deliver(app: Stripeline, payloads: list[bytes]) -> None:
     if not payloads:
         return
-    with connect(app.engine) as conn:
-        inbox.store(
-            conn,
-            [
-                inbox.IncomingEvent(
-                    envelope=parse_envelope(p)[0],
-                    payload=p,
-                    source="webhook",
-                    received_at=inbox.utcnow(),
-                )
-                for p in payloads
-            ],
-        )
+    store_events(app.engine, payloads)
 
 
 def mirror_of(engine: Engine, account: str) -> dict[str, Any]:

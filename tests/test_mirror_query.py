@@ -19,9 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine
 
-from stripeline import inbox
 from stripeline.app import Stripeline
-from stripeline.core.envelope import parse_envelope
 from stripeline.db.engine import connect
 from stripeline.mirror import (
     Customer,
@@ -33,7 +31,7 @@ from stripeline.mirror import (
 from stripeline.mirror._store import apply_states, state_from_event
 from stripeline.settings import Settings
 from stripeline.worker import Worker
-from tests.factories import encode
+from tests.factories import encode, store_events
 
 FIXTURES = json.loads((Path(__file__).parent / "data" / "fixtures3.json").read_text())["resources"]
 BASE = 1_800_000_000
@@ -62,19 +60,7 @@ def deliver(app: Stripeline, *events: tuple[str, int, dict[str, Any]], account: 
         if account:
             body["account"] = account
         payloads.append(encode(body))
-    with connect(app.engine) as conn:
-        inbox.store(
-            conn,
-            [
-                inbox.IncomingEvent(
-                    envelope=parse_envelope(p)[0],
-                    payload=p,
-                    source="webhook",
-                    received_at=inbox.utcnow(),
-                )
-                for p in payloads
-            ],
-        )
+    store_events(app.engine, payloads)
     Worker(app, listen=False).drain()
 
 

@@ -23,10 +23,10 @@ from sqlalchemy import Engine, func, select
 
 from stripeline import inbox, retention
 from stripeline.cli import main
-from stripeline.core.envelope import parse_envelope
 from stripeline.db import connect, make_engine, migrate, models
 from stripeline.errors import ConfigError, RetentionTooShort
 from stripeline.settings import Settings, load_settings
+from tests.factories import store_events
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = inbox.utcnow()
@@ -56,22 +56,13 @@ def store(engine: Engine, event_id: str, received: datetime, *, status: str = "p
         "api_version": "2026-10-28.endive",
         "data": {"object": {"id": "cus_" + event_id[-6:], "object": "customer"}},
     }
-    payload = json.dumps(body).encode()
-    envelope, _ = parse_envelope(payload)
-    with connect(engine) as conn:
-        inbox.store(
-            conn,
-            [
-                inbox.IncomingEvent(
-                    envelope=envelope,
-                    payload=payload,
-                    source="webhook",
-                    received_at=received,
-                    signed_at=int(received.timestamp()),
-                    status=status,
-                )
-            ],
-        )
+    store_events(
+        engine,
+        [json.dumps(body).encode()],
+        at=received,
+        signed_at=int(received.timestamp()),
+        status=status,
+    )
 
 
 def attempt(engine: Engine, event_id: str, when: datetime, outcome: str) -> None:

@@ -22,7 +22,6 @@ from structlog.testing import capture_logs
 
 from stripeline import inbox
 from stripeline.cli import main
-from stripeline.core.envelope import parse_envelope
 from stripeline.db import connect
 from stripeline.errors import StripeRateLimitError
 from stripeline.gateway import Reader, make_client
@@ -30,6 +29,7 @@ from stripeline.settings import load_settings
 from stripeline.sync import catch_up, run_catch_up_forever, run_catch_up_forever_async
 from stripeline.sync.cursors import CURSOR_NAME, read_cursor, save_cursor
 from stripeline_sandbox import Sandbox
+from tests.factories import store_events
 
 
 @pytest.fixture
@@ -129,20 +129,7 @@ def test_events_already_delivered_by_webhook_are_not_stored_again(
     ids = _stripe_events(client)
     webhook_event = client.v1.events.retrieve(ids[1])
     payload = json.dumps(webhook_event.to_dict(for_json=True)).encode()
-    envelope, _ = parse_envelope(payload)
-    with connect(engine) as conn:
-        inbox.store(
-            conn,
-            [
-                inbox.IncomingEvent(
-                    envelope=envelope,
-                    payload=payload,
-                    source="webhook",
-                    received_at=datetime.now(UTC),
-                    signed_at=1,
-                )
-            ],
-        )
+    store_events(engine, [payload], signed_at=1)
 
     result = catch_up(engine, _reader(client), mode="test")
 

@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session
 
 from stripeline import inbox, ops
 from stripeline.app import ReceivedEvent, Stripeline
-from stripeline.core.envelope import parse_envelope
 from stripeline.db.engine import connect, make_engine
 from stripeline.db.models import Attempt, Event
 from stripeline.mirror import refetch
@@ -25,7 +24,7 @@ from stripeline.mirror.tables import table_for
 from stripeline.settings import Settings
 from stripeline.worker import Worker
 from stripeline_sandbox import Sandbox
-from tests.factories import SECRET, encode, event
+from tests.factories import SECRET, event, store_events
 
 notes_md = MetaData()
 notes = Table(
@@ -51,19 +50,7 @@ def app(database_url: str) -> Iterator[Stripeline]:
 
 
 def put(app: Stripeline, *bodies: dict[str, Any]) -> None:
-    with connect(app.engine) as conn:
-        inbox.store(
-            conn,
-            [
-                inbox.IncomingEvent(
-                    envelope=parse_envelope(encode(b))[0],
-                    payload=encode(b),
-                    source="webhook",
-                    received_at=inbox.utcnow(),
-                )
-                for b in bodies
-            ],
-        )
+    store_events(app.engine, bodies)
 
 
 def event_row(app: Stripeline, event_id: str) -> Event:

@@ -25,12 +25,11 @@ from sqlalchemy import Engine, text
 
 from stripeline import inbox
 from stripeline.app import ReceivedEvent, Stripeline
-from stripeline.core.envelope import parse_envelope
 from stripeline.db.engine import connect, make_engine
 from stripeline.mirror._store import get_object
 from stripeline.settings import Settings
 from stripeline.worker import Worker
-from tests.factories import SECRET, encode, event
+from tests.factories import SECRET, event, store_events
 
 SQLITE_TRANSITIONS = [
     "CREATE TABLE transitions (n INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -89,23 +88,12 @@ def app(database_url: str) -> Iterator[Stripeline]:
 
 def put(engine: Engine, count: int, *, prefix: str = "cus", kind: str = "customer") -> list[str]:
     """``count`` events, each about an object of its own."""
-    now = inbox.utcnow()
-    items = []
-    for i in range(count):
-        payload = encode(
-            event(f"{kind}.updated", obj={"id": f"{prefix}_{i:05d}", "object": kind}, created=1000)
-        )
-        items.append(
-            inbox.IncomingEvent(
-                envelope=parse_envelope(payload)[0],
-                payload=payload,
-                source="webhook",
-                received_at=now,
-            )
-        )
-    with connect(engine) as conn:
-        inbox.store(conn, items)
-    return [item.envelope.id for item in items]
+    bodies = [
+        event(f"{kind}.updated", obj={"id": f"{prefix}_{i:05d}", "object": kind}, created=1000)
+        for i in range(count)
+    ]
+    store_events(engine, bodies, at=inbox.utcnow())
+    return [str(body["id"]) for body in bodies]
 
 
 def transitions(engine: Engine) -> dict[str, list[tuple[str, str]]]:
@@ -278,26 +266,15 @@ def test_two_workers_never_apply_the_same_event(postgres_url: str) -> None:
         with connect(app.engine) as conn:
             for statement in POSTGRES_TRANSITIONS:
                 conn.execute(text(statement))
-        now = inbox.utcnow()
-        items = []
-        for n in range(400):
-            payload = encode(
-                event(
-                    "customer.updated",
-                    obj={"id": f"cus_{n % 37:03d}", "object": "customer", "n": n},
-                    created=1000 + n,
-                )
+        bodies = [
+            event(
+                "customer.updated",
+                obj={"id": f"cus_{n % 37:03d}", "object": "customer", "n": n},
+                created=1000 + n,
             )
-            items.append(
-                inbox.IncomingEvent(
-                    envelope=parse_envelope(payload)[0],
-                    payload=payload,
-                    source="webhook",
-                    received_at=now,
-                )
-            )
-        with connect(app.engine) as conn:
-            inbox.store(conn, items)
+            for n in range(400)
+        ]
+        store_events(app.engine, bodies, at=inbox.utcnow())
         workers = [Worker(app, listen=False, batch_size=25) for _ in range(2)]
         done = [0, 0]
         errors: list[BaseException] = []

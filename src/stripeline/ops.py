@@ -102,7 +102,17 @@ def newest_events(
     second half reads the pending events until it has ``limit`` of them (all
     of them when few match): the price of a webhook insert that writes
     neither index.
+
+    ``columns`` must hold ``received_at`` and ``id`` (the halves are merged on
+    them): ValueError names those it lacks, whatever the call would read.
     """
+    query = select(*columns)
+    missing = [name for name in ("received_at", "id") if name not in query.selected_columns]
+    if missing:
+        raise ValueError(
+            "newest_events merges on received_at and id, so its columns must "
+            f"include them; missing: {', '.join(missing)}"
+        )
     conds = list(where)
     if status:
         conds.append(events.c.status == status)
@@ -124,10 +134,7 @@ def newest_events(
     found = [
         list(
             conn.execute(
-                select(*columns)
-                .where(*conds, *half)
-                .order_by(received.desc(), by_id.desc())
-                .limit(limit)
+                query.where(*conds, *half).order_by(received.desc(), by_id.desc()).limit(limit)
             )
         )
         for half in halves
