@@ -143,6 +143,39 @@ def scratch_postgres(url: str) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def database_cpu(url: str) -> dict[int, float]:
+    """PostgreSQL: CPU seconds so far of each server process serving the
+    database of ``url`` (by pid, from ``/proc``; empty on SQLite or where
+    ``/proc`` cannot be read). ``database_cpu_since`` takes the difference."""
+    if url.startswith("sqlite"):
+        return {}
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    with _pg_admin(url) as admin:
+        rows = admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        ).fetchall()
+    tick = os.sysconf("SC_CLK_TCK")
+    seconds: dict[int, float] = {}
+    for (pid,) in rows:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return seconds
+
+
+def database_cpu_since(url: str, before: dict[int, float]) -> float:
+    """CPU seconds the database's server processes used since ``before``
+    (``database_cpu``); a process that ended meanwhile is not counted."""
+    after = database_cpu(url)
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+
+
 @contextmanager
 def scratch_database(backend: str, postgres_url: str) -> Iterator[str]:
     if backend == "sqlite":

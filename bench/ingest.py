@@ -374,6 +374,8 @@ class LoadResult:
     seconds: float = 0.0
     client_cpu: float = 0.0
     server_cpu: float = 0.0
+    #: PostgreSQL: CPU of the server processes serving the scratch database.
+    db_cpu: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -423,17 +425,21 @@ async def _drive(port: int, requests: list[bytes], max_seconds: float) -> LoadRe
     return result
 
 
-def run_load(server: Server, requests: list[bytes], max_seconds: float) -> LoadResult:
+def run_load(
+    server: Server, requests: list[bytes], max_seconds: float, database_url: str = "sqlite:"
+) -> LoadResult:
     try:
         import uvloop
 
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
+    db0 = common.database_cpu(database_url)
     cpu0, server0 = time.process_time(), server.cpu_seconds()
     result: LoadResult = runner(_drive(server.port, requests, max_seconds))
     result.client_cpu = time.process_time() - cpu0
     result.server_cpu = server.cpu_seconds() - server0
+    result.db_cpu = common.database_cpu_since(database_url, db0)
     return result
 
 
@@ -464,6 +470,7 @@ class Measurement:
             "seconds": round(r.seconds, 2),
             "server_cpu_ms_per_event": round(1000 * r.server_cpu / max(r.ok, 1), 3),
             "client_cpu_ms_per_event": round(1000 * r.client_cpu / max(r.ok, 1), 3),
+            "db_cpu_ms_per_event": round(1000 * r.db_cpu / max(r.ok, 1), 3),
             **self.extra,
         }
 
@@ -497,7 +504,7 @@ def measure(
             warm = prepare(server.port, args.warmup, run=run)
             run_load(server, warm, args.max_seconds)
             requests = prepare(server.port, args.events, run=run, start=args.warmup)
-            result = run_load(server, requests, args.max_seconds)
+            result = run_load(server, requests, args.max_seconds, url)
             if worker is not None:
                 # End to end: from the first POST until the worker applied the last event.
                 extra["processed_during_load"] = processed_rows(url) - args.warmup
@@ -526,6 +533,7 @@ def measure(
         f"  {backend:10} {s['app']:26} round {round_no}: {s['events_per_s']:8.1f} ev/s  "
         f"p50 {s['p50_ms']:6.2f} ms  p99 {s['p99_ms']:7.2f} ms  ok {s['ok']} err {s['errors']} "
         f"stored {s['stored']}  server cpu {s['server_cpu_ms_per_event']} ms/ev"
+        + (f" (+ database {s['db_cpu_ms_per_event']})" if backend == "postgres" else "")
         + (
             f"  processed {extra['processed_during_load']} during load, "
             f"all in {extra['end_to_end_s']} s"
