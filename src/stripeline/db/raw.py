@@ -67,10 +67,11 @@ def marks(conn: Connection, count: int) -> str:
 def in_list(conn: Connection, column: str, count: int) -> str:
     """``column IN (…)`` for ``count`` values: one array parameter on
     PostgreSQL (``= ANY``: one statement text whatever the count, prepared
-    once), ``count`` marks on SQLite."""
+    once; sent in binary, so the driver escapes nothing), ``count`` marks on
+    SQLite."""
     if conn.dialect.name == "sqlite":
         return f"{column} IN ({marks(conn, count)})"
-    return f"{column} = ANY(%s)"
+    return f"{column} = ANY(%b)"
 
 
 def in_params(conn: Connection, values: list[Any]) -> list[Any]:
