@@ -143,6 +143,18 @@ def scratch_postgres(url: str) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def settle(url: str) -> None:
+    """Before a measured phase: write back every dirty page of the machine
+    (``sync``) and, on PostgreSQL, checkpoint: the phase before (the other
+    app's run, a warm-up, a pre-fill) must not be flushed during this one,
+    which would slow whichever app happens to run second."""
+    os.sync()
+    if not url.startswith("sqlite"):
+        with _pg_admin(url) as admin:
+            admin.execute("CHECKPOINT")
+    os.sync()
+
+
 def database_cpu(url: str) -> dict[int, float]:
     """PostgreSQL: CPU seconds so far of each server process serving the
     database of ``url`` (by pid, from ``/proc``; empty on SQLite or where

@@ -504,6 +504,7 @@ def measure(
             warm = prepare(server.port, args.warmup, run=run)
             run_load(server, warm, args.max_seconds)
             requests = prepare(server.port, args.events, run=run, start=args.warmup)
+            common.settle(url)
             result = run_load(server, requests, args.max_seconds, url)
             if worker is not None:
                 # End to end: from the first POST until the worker applied the last event.
