@@ -78,3 +78,29 @@ def test_a_slow_body_is_408_and_nothing_is_stored(app: Stripeline) -> None:
         metrics = c.get("/metrics").text
     assert stored_ids(app) == {response.json()["id"]}
     assert 'stripeline_webhooks_total{endpoint="account",outcome="too_slow"} 1.0' in metrics
+
+
+def test_each_event_loop_keeps_its_own_deadlines(app: Stripeline) -> None:
+    """The deadlines are swept per event loop: a second client (a loop of its
+    own, after the first one's has closed) still cuts a slow body, while
+    bodies sent in time on the same loop at the same moment are stored."""
+    asgi = create_app(app)
+    for _ in range(2):
+        slow = encode(event())
+        quick = [encode(event()) for _ in range(3)]
+        with TestClient(asgi) as c:
+            assert c.portal is not None
+
+            async def together() -> list[tuple[httpx.Response, float]]:
+                return list(
+                    await asyncio.gather(
+                        _post(asgi, slow, 30.0), *(_post(asgi, body, 0.01) for body in quick)
+                    )
+                )
+
+            (cut, took), *rest = c.portal.call(together)
+        assert cut.status_code == 408
+        assert 0.4 < took < 5
+        assert [response.status_code for response, _ in rest] == [200, 200, 200]
+    stored = stored_ids(app)
+    assert len(stored) == 6
