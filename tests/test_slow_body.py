@@ -80,6 +80,14 @@ def test_a_slow_body_is_408_and_nothing_is_stored(app: Stripeline) -> None:
     assert 'stripeline_webhooks_total{endpoint="account",outcome="too_slow"} 1.0' in metrics
 
 
+async def _together(
+    asgi: Starlette, slow: bytes, quick: list[bytes]
+) -> list[tuple[httpx.Response, float]]:
+    """``slow`` with a 30 s pause and each of ``quick`` with a short one, at once."""
+    posts = [_post(asgi, slow, 30.0), *(_post(asgi, body, 0.01) for body in quick)]
+    return list(await asyncio.gather(*posts))
+
+
 def test_each_event_loop_keeps_its_own_deadlines(app: Stripeline) -> None:
     """The deadlines are swept per event loop: a second client (a loop of its
     own, after the first one's has closed) still cuts a slow body, while
@@ -91,14 +99,7 @@ def test_each_event_loop_keeps_its_own_deadlines(app: Stripeline) -> None:
         with TestClient(asgi) as c:
             assert c.portal is not None
 
-            async def together() -> list[tuple[httpx.Response, float]]:
-                return list(
-                    await asyncio.gather(
-                        _post(asgi, slow, 30.0), *(_post(asgi, body, 0.01) for body in quick)
-                    )
-                )
-
-            (cut, took), *rest = c.portal.call(together)
+            (cut, took), *rest = c.portal.call(_together, asgi, slow, quick)
         assert cut.status_code == 408
         assert 0.4 < took < 5
         assert [response.status_code for response, _ in rest] == [200, 200, 200]

@@ -59,8 +59,9 @@ class _BodyDeadlines:
     deadline, and one timer for all of them: a request whose body is not
     whole by its deadline is cancelled (its read answers 408) by the next
     sweep, every quarter of the body timeout (at most every second). An
-    ``asyncio.timeout`` per request armed and cancelled a timer each time:
-    about 5 µs on uvloop, a few per cent of a webhook's CPU."""
+    ``asyncio.timeout`` per request armed and cancelled a timer each time
+    (and asked for the running loop, hence the process id, three times): the
+    body read took 9.6-11.8 µs on uvloop with it, 3.4-3.7 without."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
