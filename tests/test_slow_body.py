@@ -105,3 +105,60 @@ def test_each_event_loop_keeps_its_own_deadlines(app: Stripeline) -> None:
         assert [response.status_code for response, _ in rest] == [200, 200, 200]
     stored = stored_ids(app)
     assert len(stored) == 6
+
+
+def test_a_body_in_pieces_past_the_limit_is_413_and_nothing_is_stored(database_url: str) -> None:
+    """Sent in pieces, with no Content-Length to refuse it up front, a body is
+    cut as soon as what came exceeds STRIPELINE_BODY_LIMIT."""
+    settings = Settings(
+        stripe_webhook_secret=SECRET,  # type: ignore[arg-type]
+        database_url=database_url,
+        body_limit=4096,
+    )
+    app = Stripeline(settings, engine=make_engine(database_url))
+    payload = encode(event(padding=6000))
+    assert len(payload) > 4096
+
+    async def post(asgi: Starlette) -> httpx.Response:
+        async def pieces() -> AsyncIterator[bytes]:
+            for start in range(0, len(payload), 1000):
+                yield payload[start : start + 1000]
+
+        transport = httpx.ASGITransport(app=asgi)
+        async with httpx.AsyncClient(transport=transport, base_url="http://stripeline") as client:
+            return await client.post("/webhooks/stripe", content=pieces(), headers=signed(payload))
+
+    try:
+        asgi = create_app(app)
+        with TestClient(asgi) as c:
+            assert c.portal is not None
+            response = c.portal.call(post, asgi)
+        assert response.status_code == 413
+        assert stored_ids(app) == set()
+    finally:
+        app.dispose()
+
+
+def test_a_cancelled_read_stays_a_cancellation_not_a_408() -> None:
+    """The server cancelling a request (shutting down) while its body is read
+    is not the body timeout: the cancellation goes on, and the read leaves
+    nothing behind in the loop's deadlines."""
+    from stripeline.web import asgi as asgi_module
+
+    async def never() -> dict[str, object]:
+        await asyncio.Event().wait()
+        return {}
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(asgi_module._read_body(never, None, 1024, 30.0))
+        await asyncio.sleep(0.01)
+        deadlines = asgi_module._deadlines[loop]
+        assert task in deadlines.reading
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task not in deadlines.reading
+        assert not deadlines.expired
+
+    asyncio.run(scenario())
