@@ -162,3 +162,33 @@ def test_a_cancelled_read_stays_a_cancellation_not_a_408() -> None:
         assert not deadlines.expired
 
     asyncio.run(scenario())
+
+
+def test_a_deadline_and_a_cancellation_at_once_stay_a_cancellation() -> None:
+    """When the sweep cuts a read that the server cancels at the same moment,
+    the server's cancellation goes on (as with ``asyncio.timeout``); the
+    deadline alone is a 408 (``_TooSlow``)."""
+    from stripeline.web import asgi as asgi_module
+
+    async def never() -> dict[str, object]:
+        await asyncio.Event().wait()
+        return {}
+
+    async def cut(also_cancelled: bool) -> BaseException:
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(asgi_module._read_body(never, None, 1024, 30.0))
+        await asyncio.sleep(0.01)
+        deadlines = asgi_module._deadlines[loop]
+        deadlines.reading[task] = loop.time() - 1  # past its deadline
+        deadlines._sweep()
+        if also_cancelled:
+            task.cancel()
+        try:
+            await task
+        except BaseException as exc:
+            assert task not in deadlines.reading and not deadlines.expired
+            return exc
+        raise AssertionError("the read returned")
+
+    assert isinstance(asyncio.run(cut(False)), asgi_module._TooSlow)
+    assert isinstance(asyncio.run(cut(True)), asyncio.CancelledError)

@@ -116,6 +116,9 @@ async def _read_body(receive: Receive, declared: bytes | None, limit: int, secon
     if deadlines is None:
         deadlines = _deadlines[loop] = _BodyDeadlines(loop)
     deadlines.begin(task, seconds)
+    # As ``asyncio.timeout`` does: a cancellation from elsewhere meanwhile
+    # (the server shutting down) wins over the deadline's.
+    cancelling = task.cancelling()
     body = bytearray()
     try:
         while True:
@@ -135,8 +138,7 @@ async def _read_body(receive: Receive, declared: bytes | None, limit: int, secon
             elif message["type"] == "http.disconnect":
                 raise ClientDisconnect
     except asyncio.CancelledError:
-        if deadlines.end(task):  # the deadline's, not the server's
-            task.uncancel()
+        if deadlines.end(task) and task.uncancel() <= cancelling:  # the deadline's alone
             raise _TooSlow from None
         raise
     finally:
