@@ -169,16 +169,19 @@ def database_cpu(url: str) -> dict[int, float]:
             "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
             (name,),
         ).fetchall()
-    tick = os.sysconf("SC_CLK_TCK")
-    seconds: dict[int, float] = {}
-    for (pid,) in rows:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        seconds[pid] = (int(fields[11]) + int(fields[12])) / tick
-    return seconds
+    seconds = {pid: process_cpu(pid) for (pid,) in rows}
+    return {pid: cpu for pid, cpu in seconds.items() if cpu == cpu}  # NaN: gone meanwhile
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far, from
+    ``/proc``; NaN when it cannot be read (gone, or no ``/proc``)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def database_cpu_since(url: str, before: dict[int, float]) -> float:

@@ -262,12 +262,7 @@ class Server:
     port: int
 
     def cpu_seconds(self) -> float:
-        try:
-            with open(f"/proc/{self.proc.pid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except OSError:
-            return float("nan")
+        return common.process_cpu(self.proc.pid)
 
     def peak_rss_mb(self) -> float:
         try:

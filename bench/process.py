@@ -210,7 +210,10 @@ def run_inbox(url: str, bodies: list[bytes]) -> dict[str, Any]:
         cur.execute(pick, (stamp, BATCH))
         picked = cur.fetchall()
         if not picked:
-            conn.rollback() if not sqlite else conn.execute("ROLLBACK")
+            if sqlite:
+                conn.execute("ROLLBACK")
+            else:
+                conn.rollback()
             break
         cur.executemany(upsert, _object_rows([bytes(row[2]) for row in picked], stamp))
         ids = [row[0] for row in picked]
