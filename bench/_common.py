@@ -143,13 +143,24 @@ def scratch_postgres(url: str) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def settle(url: str) -> None:
+def settle(url: str, *, analyze: bool = False) -> None:
     """Before a measured phase: write back every dirty page of the machine
     (``sync``) and, on PostgreSQL, checkpoint: the phase before (the other
     app's run, a warm-up, a pre-fill) must not be flushed during this one,
-    which would slow whichever app happens to run second."""
+    which would slow whichever app happens to run second.
+
+    ``analyze`` (PostgreSQL): also gather the statistics of the database of
+    ``url``, as autovacuum does within a minute of a new table's first rows
+    (its naptime): a pre-filled inbox is measured as a server that has seen
+    it, not in the few seconds before autovacuum wakes. SQLite keeps no
+    statistics unless someone runs ANALYZE: it is measured without."""
     os.sync()
     if not url.startswith("sqlite"):
+        if analyze:
+            import psycopg
+
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("ANALYZE")
         with _pg_admin(url) as admin:
             admin.execute("CHECKPOINT")
     os.sync()

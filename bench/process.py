@@ -77,7 +77,7 @@ def run_worker(url: str, bodies: list[bytes]) -> dict[str, Any]:
     from stripeline.worker import Worker
 
     fill_inbox(url, bodies)
-    common.settle(url)
+    common.settle(url, analyze=True)
     engine = make_engine(url)
     app = Stripeline(
         Settings(stripe_webhook_secret=common.SECRET, database_url=url, worker_batch_size=BATCH),
@@ -166,7 +166,7 @@ def _stamp(sqlite: bool) -> Any:
 
 def run_baseline(url: str, bodies: list[bytes]) -> dict[str, Any]:
     """Parse each payload, upsert its object: batched executemany, commit per batch."""
-    common.settle(url)
+    common.settle(url, analyze=True)
     conn, sqlite = _bare(url)
     sql = _upsert_sql(sqlite)
     t0 = time.perf_counter()
@@ -194,7 +194,7 @@ def run_inbox(url: str, bodies: list[bytes]) -> dict[str, Any]:
     from stripeline import inbox
 
     fill_inbox(url, bodies)
-    common.settle(url)
+    common.settle(url, analyze=True)
     conn, sqlite = _bare(url)
     upsert = _upsert_sql(sqlite)
     mark = "?" if sqlite else "%s"
