@@ -12,11 +12,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import alembic.command
+import pytest
+from click.testing import CliRunner
 from pydantic import SecretStr
 from sqlalchemy import Engine, text
 
 from stripeline.app import Stripeline
-from stripeline.db.engine import null_pool_engine
+from stripeline.cli import main
+from stripeline.db.engine import alembic_config, make_engine, null_pool_engine
 from stripeline.settings import Settings
 
 THREADS = 8
@@ -115,3 +119,22 @@ def test_threads_asking_at_once_share_one_fetcher_and_one_limiter() -> None:
             limiters = all_at_once(functools.partial(getattr, app, "api_limiter"))
         assert len({id(limiter) for limiter in limiters}) == 1
         assert app.api_limiter is limiters[0]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("command", ["worker", "serve"])
+def test_a_command_refusing_an_old_schema_leaves_no_connection_open(
+    command: str, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``stripeline worker`` and ``serve`` read the schema's revision on the
+    app's engine before refusing (exit 2): run in-process, they dispose it."""
+    engine = make_engine(postgres_url)
+    try:
+        alembic.command.downgrade(alembic_config(engine), "-1")
+    finally:
+        engine.dispose()
+    monkeypatch.setenv("STRIPELINE_DATABASE_URL", postgres_url)
+    result = CliRunner().invoke(main, [command, "--port", "0"] if command == "serve" else [command])
+    assert result.exit_code == 2, result.output
+    assert "stripeline migrate" in result.output
+    assert other_backends(postgres_url) == 0
