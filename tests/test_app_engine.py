@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -57,19 +58,27 @@ def all_at_once(ask: Callable[[], Any]) -> list[Any]:
     return got
 
 
-def other_backends(database_url: str) -> int:
-    """Connections to this test's PostgreSQL database other than the one asking."""
+def other_backends(database_url: str, *, within: float = 5.0) -> int:
+    """Connections to this test's PostgreSQL database other than the one
+    asking, once the closed ones are gone: a backend whose client closed the
+    connection leaves ``pg_stat_activity`` a moment later, an open one never."""
     checker = null_pool_engine(database_url)
+    deadline = time.monotonic() + within
     try:
-        with checker.connect() as conn:
-            return int(
-                conn.execute(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity"
-                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                    )
-                ).scalar_one()
-            )
+        # Autocommit: each look is a transaction of its own, with fresh statistics.
+        with checker.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            while True:
+                found = int(
+                    conn.execute(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity"
+                            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        )
+                    ).scalar_one()
+                )
+                if found == 0 or time.monotonic() > deadline:
+                    return found
+                time.sleep(0.02)
     finally:
         checker.dispose()
 
