@@ -16,12 +16,15 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.pool import Pool
 
 from stripeline.db import make_engine, migrate
 from stripeline.db.engine import normalize_url
@@ -45,6 +48,52 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Slow (multi-process) tests first: under xdist they start at once and
     overlap the rest of the suite instead of running alone at its end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+#: The PostgreSQL connections SQLAlchemy's pools opened while this test ran.
+_OPENED: list[weakref.ref[Any]] = []
+#: Set on a test whose setup or call failed.
+_FAILED = pytest.StashKey[bool]()
+
+
+@event.listens_for(Pool, "connect")
+def _remember_postgres_connection(dbapi_connection: Any, _record: Any) -> None:
+    if type(dbapi_connection).__module__.startswith("psycopg"):
+        _OPENED.append(weakref.ref(dbapi_connection))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.failed:
+        item.stash[_FAILED] = True
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _no_connection_left_open(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Once a test and its fixtures are done, no connection they opened to a
+    database other than the server's ``postgres`` is still open: an engine
+    or app left undisposed (on any path) fails its own test here, instead of
+    a garbage collection turning it into a ResourceWarning in whichever test
+    runs then. The connections found are closed, so that a test that failed
+    anyway does not fail another one too."""
+    _OPENED.clear()
+    request.node.stash[_FAILED] = False  # a rerun starts afresh
+    yield
+    left = [
+        conn
+        for ref in _OPENED
+        if (conn := ref()) is not None and not conn.closed and conn.info.dbname != "postgres"
+    ]
+    _OPENED.clear()
+    for conn in left:
+        conn.close()
+    if left and not request.node.stash.get(_FAILED, False):
+        pytest.fail(
+            f"{len(left)} PostgreSQL connection(s) opened by this test were left open: "
+            "dispose every engine and app it makes, on every path"
+        )
 
 
 @pytest.fixture(autouse=True)

@@ -27,6 +27,7 @@ from stripeline.db.engine import (
     legacy_revision,
     normalize_url,
 )
+from tests.test_app_engine import other_backends
 
 APP_REVISION = "5f1c0ab2e9d3"
 
@@ -222,3 +223,24 @@ def test_a_revision_of_another_history_is_not_taken(engine: Engine) -> None:
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars()
         assert list(rows) == [APP_REVISION]
+
+
+@pytest.mark.postgres
+def test_the_migrations_run_by_url_leave_no_connection_open(postgres_url: str) -> None:
+    """Alembic pointed at stripeline's migrations with ``sqlalchemy.url`` (no
+    engine handed over): they build an engine of their own and dispose it."""
+    engine = make_engine(postgres_url)
+    try:
+        command.downgrade(alembic_config(engine), "-1")
+    finally:
+        engine.dispose()
+    cfg = Config(stdout=io.StringIO())
+    cfg.set_main_option("script_location", "stripeline.db:migrations")
+    cfg.set_main_option("sqlalchemy.url", normalize_url(postgres_url).replace("%", "%%"))
+    command.upgrade(cfg, "head")
+    assert other_backends(postgres_url) == 0
+    engine = make_engine(postgres_url)
+    try:
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()

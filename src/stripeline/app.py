@@ -18,6 +18,7 @@ Run it with ``stripeline serve --app myproject.billing:app``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from dataclasses import dataclass, field
@@ -166,6 +167,10 @@ class Stripeline:
         self._limiter: TokenBucket | None = None
         self._overrides = overrides
         self._engine = engine
+        #: Held while the engine, the fetcher or the API limiter is first
+        #: built: threads that ask for one at once share it (a second engine,
+        #: never disposed, left its pooled connections open until collected).
+        self._building = threading.RLock()
         self._handlers: dict[str, list[Handler]] = {}
         self._extra_secrets: dict[str, list[str]] = {"account": [], "connect": []}
         self._secrets: dict[str, list[str]] = {}
@@ -193,32 +198,44 @@ class Stripeline:
 
     @property
     def engine(self) -> Engine:
-        if self._engine is None:
-            pool = 8 if not self.settings.is_sqlite else 5
-            self._engine = make_engine(self.settings.database_url, pool_size=pool)
-        return self._engine
+        """The database engine, built the first time it is needed (once,
+        whichever threads ask at the same moment)."""
+        engine = self._engine
+        if engine is None:
+            with self._building:
+                engine = self._engine
+                if engine is None:
+                    pool = 8 if not self.settings.is_sqlite else 5
+                    engine = self._engine = make_engine(self.settings.database_url, pool_size=pool)
+        return engine
 
     @property
     def fetcher(self) -> Fetcher | None:
         """How the mirror reads objects from the API: through the SDK when a
         key is set (the sandbox's, under ``serve`` without a key), else None."""
         if self._fetcher is None and self.settings.stripe_secret_key is not None:
-            from stripeline.gateway import StripeFetcher, make_client
+            with self._building:
+                if self._fetcher is None:
+                    from stripeline.gateway import StripeFetcher, make_client
 
-            self._fetcher = StripeFetcher(
-                make_client(self.settings),
-                reads_per_second=self.settings.reads_per_second,
-                limiter=self.api_limiter,
-            )
+                    self._fetcher = StripeFetcher(
+                        make_client(self.settings),
+                        reads_per_second=self.settings.reads_per_second,
+                        limiter=self.api_limiter,
+                    )
         return self._fetcher
 
     @property
     def api_limiter(self) -> TokenBucket:
         """The one token bucket this process's API reads share: re-fetches and
         catch-up together stay within ``STRIPELINE_API_READS_PER_SECOND``."""
-        if self._limiter is None:
-            self._limiter = TokenBucket(self.settings.reads_per_second, burst=1)
-        return self._limiter
+        limiter = self._limiter
+        if limiter is None:
+            with self._building:
+                limiter = self._limiter
+                if limiter is None:
+                    limiter = self._limiter = TokenBucket(self.settings.reads_per_second, burst=1)
+        return limiter
 
     @property
     def mirror(self) -> Mirror:

@@ -128,48 +128,54 @@ def serve(
     from stripeline.web._guard import ConnectionGuard, connection_cap
 
     app = load_app(app_spec)
-    settings = app.settings
-    configure_logging(settings.log_format, settings.log_level)
-    require_current_schema(app.engine, code=2)
-    sandbox = None
-    if settings.uses_sandbox:
-        sandbox = _start_sandbox(
-            app, f"http://{host}:{port}/webhooks/stripe", sandbox_port, sandbox_state
-        )
-    asgi = create_app(app, run_worker=not no_worker, catch_up=True)
-    database = "SQLite" if settings.is_sqlite else "PostgreSQL"
-    click.echo(
-        f"stripeline serving on http://{host}:{port} ({database}, {settings.effective_mode} mode)"
-    )
-    click.echo(f"  webhooks: POST http://{host}:{port}/webhooks/stripe")
-    click.echo(f"  health:   http://{host}:{port}/healthz   ready: /readyz   metrics: /metrics")
-    click.echo(f"  worker:   {'separate (stripeline worker)' if no_worker else 'in this process'}")
-    max_connections, fd_limit = connection_cap(settings.max_connections)
-    guard = ConnectionGuard(max_connections=max_connections, header_timeout=settings.header_timeout)
-    click.echo(
-        f"  limits:   {max_connections} connections (open files {fd_limit}), "
-        f"headers {settings.header_timeout:g} s, body {settings.body_timeout:g} s, "
-        f"keep-alive {settings.keep_alive_timeout} s"
-    )
-    stop_pruning = threading.Event()
-    if retention.start_pruning(app.engine, settings, stop_pruning) is not None:
-        click.echo(f"  inbox:    processed events kept {settings.inbox_retention_days} days")
     try:
-        uvicorn.run(
-            asgi,
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            http=guard.protocol(),
-            timeout_keep_alive=settings.keep_alive_timeout,
+        settings = app.settings
+        configure_logging(settings.log_format, settings.log_level)
+        require_current_schema(app.engine, code=2)
+        sandbox = None
+        if settings.uses_sandbox:
+            sandbox = _start_sandbox(
+                app, f"http://{host}:{port}/webhooks/stripe", sandbox_port, sandbox_state
+            )
+        asgi = create_app(app, run_worker=not no_worker, catch_up=True)
+        database = "SQLite" if settings.is_sqlite else "PostgreSQL"
+        click.echo(
+            f"stripeline serving on http://{host}:{port} ({database}, {settings.effective_mode} mode)"
         )
+        click.echo(f"  webhooks: POST http://{host}:{port}/webhooks/stripe")
+        click.echo(f"  health:   http://{host}:{port}/healthz   ready: /readyz   metrics: /metrics")
+        click.echo(
+            f"  worker:   {'separate (stripeline worker)' if no_worker else 'in this process'}"
+        )
+        max_connections, fd_limit = connection_cap(settings.max_connections)
+        guard = ConnectionGuard(
+            max_connections=max_connections, header_timeout=settings.header_timeout
+        )
+        click.echo(
+            f"  limits:   {max_connections} connections (open files {fd_limit}), "
+            f"headers {settings.header_timeout:g} s, body {settings.body_timeout:g} s, "
+            f"keep-alive {settings.keep_alive_timeout} s"
+        )
+        stop_pruning = threading.Event()
+        if retention.start_pruning(app.engine, settings, stop_pruning) is not None:
+            click.echo(f"  inbox:    processed events kept {settings.inbox_retention_days} days")
+        try:
+            uvicorn.run(
+                asgi,
+                host=host,
+                port=port,
+                log_level="warning",
+                access_log=False,
+                http=guard.protocol(),
+                timeout_keep_alive=settings.keep_alive_timeout,
+            )
+        finally:
+            guard.flush()
+            stop_pruning.set()
+            if sandbox is not None:
+                sandbox.close()
     finally:
-        guard.flush()
-        stop_pruning.set()
-        if sandbox is not None:
-            sandbox.close()
-        app.dispose()
+        app.dispose()  # refused (schema not current), failed or stopped
 
 
 @click.command()
@@ -182,18 +188,20 @@ def worker(app_spec: str | None) -> None:
     from stripeline.worker import Worker
 
     app = load_app(app_spec)
-    configure_logging(app.settings.log_format, app.settings.log_level)
-    require_current_schema(app.engine, code=2)
-    runner = Worker(app)
+    try:
+        configure_logging(app.settings.log_format, app.settings.log_level)
+        require_current_schema(app.engine, code=2)
+        runner = Worker(app)
 
-    def _stop(signum: int, _frame: object) -> None:
-        runner.stop()
+        def _stop(signum: int, _frame: object) -> None:
+            runner.stop()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    click.echo(f"stripeline worker {runner.id} processing the inbox", err=True)
-    runner.run()
-    app.dispose()
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        click.echo(f"stripeline worker {runner.id} processing the inbox", err=True)
+        runner.run()
+    finally:
+        app.dispose()  # refused (schema not current) or stopped: no connection left
 
 
 def _start_sandbox(app: Stripeline, webhook_url: str, port: int, state_file: str | None) -> Any:

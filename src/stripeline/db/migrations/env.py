@@ -22,11 +22,20 @@ def _include_name(name: str | None, type_: str, _parents: Any) -> bool:
 
 def _run() -> None:
     engine = config.attributes.get("engine")
-    if not isinstance(engine, Engine):
-        url = config.get_main_option("sqlalchemy.url")
-        if not url:
-            raise RuntimeError("no engine or sqlalchemy.url given to the migrations")
-        engine = make_engine(url)
+    if isinstance(engine, Engine):
+        _migrate(engine)  # the caller's engine: the caller disposes it
+        return
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise RuntimeError("no engine or sqlalchemy.url given to the migrations")
+    own = make_engine(url)
+    try:
+        _migrate(own)
+    finally:
+        own.dispose()  # else its pooled connection stays open until collected
+
+
+def _migrate(engine: Engine) -> None:
     with engine.connect() as connection:
         context.configure(
             connection=connection,
