@@ -360,8 +360,8 @@ def known_ids(conn: Connection, ids: Sequence[str]) -> set[str]:
 #: on PostgreSQL, of every entry a finished event leaves in the claim index
 #: until VACUUM), filtered by id, instead of the primary key's look-ups:
 #: draining a backlog cost per batch what the whole backlog does.
-DUE_BY_ID = "status || '' IN ('pending', 'failed', 'processing')"
-LEASED_BY_ID = "status || '' = 'processing'"
+_DUE_BY_ID = "status || '' IN ('pending', 'failed', 'processing')"
+_LEASED_BY_ID = "status || '' = 'processing'"
 
 
 #: ``claim``'s statement per backend (run on the driver: ``db.raw``). SQLite
@@ -464,7 +464,7 @@ def lease(
     sql = (
         "UPDATE stripeline_events SET status = 'processing',"  # noqa: S608 (marks only)
         f" lease_owner = {mark}, next_attempt_at = {mark}, attempts = attempts + 1"
-        f" WHERE {DUE_BY_ID} AND {raw.in_list(conn, 'id', len(ids))} RETURNING id"
+        f" WHERE {_DUE_BY_ID} AND {raw.in_list(conn, 'id', len(ids))} RETURNING id"
     )
     params = [
         worker,
@@ -484,7 +484,7 @@ def finish_picked(conn: Connection, event_ids: Sequence[str], *, now: datetime) 
         event_ids,
         now=now,
         also=", attempts = attempts + 1",
-        held=DUE_BY_ID,
+        held=_DUE_BY_ID,
     )
 
 
@@ -493,7 +493,7 @@ def _held_by(worker: str, event_ids: Sequence[str]) -> Any:
     return and_(
         events.c.id.in_(event_ids),
         events.c.lease_owner == worker,
-        text(LEASED_BY_ID),
+        text(_LEASED_BY_ID),
     )
 
 
@@ -547,7 +547,7 @@ def finish_many(
         conn,
         event_ids,
         now=now,
-        held=f"lease_owner = {mark} AND {LEASED_BY_ID}",
+        held=f"lease_owner = {mark} AND {_LEASED_BY_ID}",
         held_params=(worker,),
     )
 
