@@ -4,6 +4,7 @@ machine facts. Nothing here talks to anything but 127.0.0.1."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -181,7 +182,7 @@ def database_cpu(url: str) -> dict[int, float]:
             (name,),
         ).fetchall()
     seconds = {pid: process_cpu(pid) for (pid,) in rows}
-    return {pid: cpu for pid, cpu in seconds.items() if cpu == cpu}  # NaN: gone meanwhile
+    return {pid: cpu for pid, cpu in seconds.items() if not math.isnan(cpu)}  # gone meanwhile
 
 
 def process_cpu(pid: int) -> float:

@@ -9,12 +9,12 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, text
 
 from stripeline import inbox
 from stripeline.core.envelope import parse_envelope
 from stripeline.core.signature import sign
-from stripeline.db.engine import connect
+from stripeline.db.engine import connect, null_pool_engine
 
 SECRET = "whsec_test_webhook_secret_0001"
 _ids = itertools.count(1)
@@ -99,3 +99,28 @@ def store_events(
         return inbox.store(target, items)
     with connect(target) as conn:
         return inbox.store(conn, items)
+
+
+def other_backends(database_url: str, *, within: float = 5.0) -> int:
+    """Connections to this test's PostgreSQL database other than the one
+    asking, once the closed ones are gone: a backend whose client closed the
+    connection leaves ``pg_stat_activity`` a moment later, an open one never."""
+    checker = null_pool_engine(database_url)
+    deadline = time.monotonic() + within
+    try:
+        # Autocommit: each look is a transaction of its own, with fresh statistics.
+        with checker.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            while True:
+                found = int(
+                    conn.execute(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity"
+                            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                        )
+                    ).scalar_one()
+                )
+                if found == 0 or time.monotonic() > deadline:
+                    return found
+                time.sleep(0.02)
+    finally:
+        checker.dispose()

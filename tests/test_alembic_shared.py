@@ -27,7 +27,7 @@ from stripeline.db.engine import (
     legacy_revision,
     normalize_url,
 )
-from tests.test_app_engine import other_backends
+from tests.factories import other_backends
 
 APP_REVISION = "5f1c0ab2e9d3"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,8 +20,9 @@ from sqlalchemy import Engine, text
 
 from stripeline.app import Stripeline
 from stripeline.cli import main
-from stripeline.db.engine import alembic_config, make_engine, null_pool_engine
+from stripeline.db.engine import alembic_config, make_engine
 from stripeline.settings import Settings
+from tests.factories import other_backends
 
 THREADS = 8
 TRIES = 20
@@ -56,31 +56,6 @@ def all_at_once(ask: Callable[[], Any]) -> list[Any]:
         thread.join(30)
     assert len(got) == THREADS
     return got
-
-
-def other_backends(database_url: str, *, within: float = 5.0) -> int:
-    """Connections to this test's PostgreSQL database other than the one
-    asking, once the closed ones are gone: a backend whose client closed the
-    connection leaves ``pg_stat_activity`` a moment later, an open one never."""
-    checker = null_pool_engine(database_url)
-    deadline = time.monotonic() + within
-    try:
-        # Autocommit: each look is a transaction of its own, with fresh statistics.
-        with checker.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            while True:
-                found = int(
-                    conn.execute(
-                        text(
-                            "SELECT count(*) FROM pg_stat_activity"
-                            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                        )
-                    ).scalar_one()
-                )
-                if found == 0 or time.monotonic() > deadline:
-                    return found
-                time.sleep(0.02)
-    finally:
-        checker.dispose()
 
 
 def connect_once(app: Stripeline) -> Engine:

@@ -11,6 +11,7 @@ on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -179,20 +180,25 @@ def _fill(engine: Engine, *, settled: int = 30000, analyze: bool = True) -> None
             )
 
 
-def _plans(engine: Engine, read: Callable[[Any], object]) -> list[str]:
-    """The plan of each SELECT ``read`` runs, as run (same SQL, same values)."""
+@contextmanager
+def _sent(engine: Engine, verb: str) -> Iterator[list[tuple[str, Any]]]:
+    """The statements starting with ``verb`` sent on ``engine`` inside the
+    block, with their values."""
     ran: list[tuple[str, Any]] = []
 
     def seen(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
+        if statement.lstrip().upper().startswith(verb):
             ran.append((statement, parameters))
 
     event.listen(engine, "before_cursor_execute", seen)
     try:
-        with connect(engine, readonly=True) as conn:
-            read(conn)
+        yield ran
     finally:
         event.remove(engine, "before_cursor_execute", seen)
+
+
+def _explained(engine: Engine, ran: list[tuple[str, Any]]) -> list[str]:
+    """The plan of each statement, as sent (same SQL, same values)."""
     explain = "EXPLAIN " if engine.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN "
     plans = []
     with connect(engine, readonly=True) as conn:
@@ -200,6 +206,14 @@ def _plans(engine: Engine, read: Callable[[Any], object]) -> list[str]:
         for statement, parameters in ran:
             cursor.execute(explain + statement, parameters)
             plans.append(" | ".join(str(row[-1]) for row in cursor.fetchall()))
+    return plans
+
+
+def _plans(engine: Engine, read: Callable[[Any], object]) -> list[str]:
+    """The plan of each SELECT ``read`` runs."""
+    with _sent(engine, "SELECT") as ran, connect(engine, readonly=True) as conn:
+        read(conn)
+    plans = _explained(engine, ran)
     assert plans, "nothing was read"
     return plans
 
@@ -298,11 +312,7 @@ def test_the_worker_takes_due_events_from_the_claim_index_without_sorting(
     at = inbox.sqlite_time(now) if sqlite else now
     sql = (inbox._PICK if statement == "pick" else inbox._CLAIM)[engine.dialect.name]
     params = (at, 500) if statement == "pick" else ("w", at, at, 500)
-    explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
-    with connect(engine, readonly=True) as conn:
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute(explain + sql, params)
-        plan = " | ".join(str(row[-1]) for row in cursor.fetchall())
+    (plan,) = _explained(engine, [(sql, params)])
     assert "ix_stripeline_events_claim" in plan, plan
     assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
 
@@ -310,19 +320,10 @@ def test_the_worker_takes_due_events_from_the_claim_index_without_sorting(
 def _updates(engine: Engine, run: Callable[[Any, list[str]], object]) -> list[tuple[str, Any]]:
     """The UPDATEs ``run(conn, ids)`` sends for the 500 first due events (in
     a transaction rolled back), with their values."""
-    ran: list[tuple[str, Any]] = []
-
-    def seen(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("UPDATE"):
-            ran.append((statement, parameters))
-
     with connect(engine) as conn:
         ids = [e.id for e in inbox.pick(conn, limit=500, now=inbox.utcnow())]
-        event.listen(engine, "before_cursor_execute", seen)
-        try:
+        with _sent(engine, "UPDATE") as ran:
             run(conn, ids)
-        finally:
-            event.remove(engine, "before_cursor_execute", seen)
         conn.rollback()
     assert ran, "nothing was updated"
     return ran
@@ -371,12 +372,7 @@ def test_events_addressed_by_id_are_found_by_id_whatever_the_statistics_say(
             )
     else:
         _fill(engine, settled=0, analyze=False)
-    explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
-    for sql, params in _updates(engine, BY_ID[statement]):
-        with connect(engine, readonly=True) as conn:
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            cursor.execute(explain + sql, params)
-            plan = " | ".join(str(row[-1]) for row in cursor.fetchall())
+    for plan in _explained(engine, _updates(engine, BY_ID[statement])):
         assert "ix_stripeline_events_claim" not in plan, plan
         assert "status_received" not in plan, plan
         if sqlite:

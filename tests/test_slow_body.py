@@ -22,6 +22,7 @@ from stripeline.app import Stripeline
 from stripeline.db.engine import make_engine
 from stripeline.db.models import Event
 from stripeline.settings import Settings
+from stripeline.web import asgi as asgi_module
 from stripeline.web import create_app
 from tests.factories import SECRET, encode, event, signed
 
@@ -139,19 +140,20 @@ def test_a_body_in_pieces_past_the_limit_is_413_and_nothing_is_stored(database_u
         app.dispose()
 
 
+async def _never() -> dict[str, object]:
+    """An ASGI receive whose client never sends a byte."""
+    await asyncio.Event().wait()
+    return {}
+
+
 def test_a_cancelled_read_stays_a_cancellation_not_a_408() -> None:
     """The server cancelling a request (shutting down) while its body is read
     is not the body timeout: the cancellation goes on, and the read leaves
     nothing behind in the loop's deadlines."""
-    from stripeline.web import asgi as asgi_module
-
-    async def never() -> dict[str, object]:
-        await asyncio.Event().wait()
-        return {}
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        task = loop.create_task(asgi_module._read_body(never, None, 1024, 30.0))
+        task = loop.create_task(asgi_module._read_body(_never, None, 1024, 30.0))
         await asyncio.sleep(0.01)
         deadlines = asgi_module._deadlines[loop]
         assert task in deadlines.reading
@@ -168,15 +170,10 @@ def test_a_deadline_and_a_cancellation_at_once_stay_a_cancellation() -> None:
     """When the sweep cuts a read that the server cancels at the same moment,
     the server's cancellation goes on (as with ``asyncio.timeout``); the
     deadline alone is a 408 (``_TooSlow``)."""
-    from stripeline.web import asgi as asgi_module
-
-    async def never() -> dict[str, object]:
-        await asyncio.Event().wait()
-        return {}
 
     async def cut(also_cancelled: bool) -> BaseException:
         loop = asyncio.get_running_loop()
-        task = loop.create_task(asgi_module._read_body(never, None, 1024, 30.0))
+        task = loop.create_task(asgi_module._read_body(_never, None, 1024, 30.0))
         await asyncio.sleep(0.01)
         deadlines = asgi_module._deadlines[loop]
         deadlines.reading[task] = loop.time() - 1  # past its deadline
