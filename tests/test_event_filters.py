@@ -11,12 +11,11 @@ on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, text, update
+from sqlalchemy import Engine, text, update
 
 from stripeline import inbox, ops
 from stripeline.db import connect, make_engine
@@ -24,6 +23,7 @@ from stripeline.flows import privacy
 from stripeline.web.console.queries import EventFilter, dead_ids, list_events
 from tests.factories import event as make_event
 from tests.factories import store_events
+from tests.plans import explained, sent
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -180,40 +180,11 @@ def _fill(engine: Engine, *, settled: int = 30000, analyze: bool = True) -> None
             )
 
 
-@contextmanager
-def _sent(engine: Engine, verb: str) -> Iterator[list[tuple[str, Any]]]:
-    """The statements starting with ``verb`` sent on ``engine`` inside the
-    block, with their values."""
-    ran: list[tuple[str, Any]] = []
-
-    def seen(_c: Any, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith(verb):
-            ran.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
-        yield ran
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
-
-
-def _explained(engine: Engine, ran: list[tuple[str, Any]]) -> list[str]:
-    """The plan of each statement, as sent (same SQL, same values)."""
-    explain = "EXPLAIN " if engine.dialect.name == "postgresql" else "EXPLAIN QUERY PLAN "
-    plans = []
-    with connect(engine, readonly=True) as conn:
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        for statement, parameters in ran:
-            cursor.execute(explain + statement, parameters)
-            plans.append(" | ".join(str(row[-1]) for row in cursor.fetchall()))
-    return plans
-
-
 def _plans(engine: Engine, read: Callable[[Any], object]) -> list[str]:
     """The plan of each SELECT ``read`` runs."""
-    with _sent(engine, "SELECT") as ran, connect(engine, readonly=True) as conn:
+    with sent(engine, "SELECT") as ran, connect(engine, readonly=True) as conn:
         read(conn)
-    plans = _explained(engine, ran)
+    plans = explained(engine, ran)
     assert plans, "nothing was read"
     return plans
 
@@ -312,7 +283,7 @@ def test_the_worker_takes_due_events_from_the_claim_index_without_sorting(
     at = inbox.sqlite_time(now) if sqlite else now
     sql = (inbox._PICK if statement == "pick" else inbox._CLAIM)[engine.dialect.name]
     params = (at, 500) if statement == "pick" else ("w", at, at, 500)
-    (plan,) = _explained(engine, [(sql, params)])
+    (plan,) = explained(engine, [(sql, params)])
     assert "ix_stripeline_events_claim" in plan, plan
     assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
 
@@ -322,7 +293,7 @@ def _updates(engine: Engine, run: Callable[[Any, list[str]], object]) -> list[tu
     a transaction rolled back), with their values."""
     with connect(engine) as conn:
         ids = [e.id for e in inbox.pick(conn, limit=500, now=inbox.utcnow())]
-        with _sent(engine, "UPDATE") as ran:
+        with sent(engine, "UPDATE") as ran:
             run(conn, ids)
         conn.rollback()
     assert ran, "nothing was updated"
@@ -372,7 +343,7 @@ def test_events_addressed_by_id_are_found_by_id_whatever_the_statistics_say(
             )
     else:
         _fill(engine, settled=0, analyze=False)
-    for plan in _explained(engine, _updates(engine, BY_ID[statement])):
+    for plan in explained(engine, _updates(engine, BY_ID[statement])):
         assert "ix_stripeline_events_claim" not in plan, plan
         assert "status_received" not in plan, plan
         if sqlite:
