@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -9,12 +10,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 import stripe
+
+from stripeline.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,3 +103,45 @@ def test_serve_with_no_key_runs_the_sandbox_and_processes_its_events(tmp_path: P
         server.wait(20)
         assert server.stdout is not None
         server.stdout.close()
+
+
+def test_serve_failing_before_it_serves_closes_its_sandbox(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``stripeline serve | head -1`` once ``head`` has gone: its standard
+    output a pipe nobody reads, ``serve`` fails on the sandbox's banner, after
+    the sandbox started and before the server runs. The sandbox is closed all
+    the same (in-process, as an embedding program or a test runs ``main``):
+    its state file written by its close, its port refusing connections, none
+    of its threads left running."""
+    monkeypatch.setenv("STRIPELINE_DATABASE_URL", sqlite_url)
+    state = tmp_path / "sandbox.json"
+    sandbox_port = free_port()
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    before = set(threading.enumerate())
+    # Unbuffered: each write fails at once, nothing is left to fail on close.
+    broken = io.TextIOWrapper(open(write_end, "wb", buffering=0), write_through=True)
+    with broken, monkeypatch.context() as patch:
+        patch.setattr(sys, "stdout", broken)
+        with pytest.raises(SystemExit) as done:
+            main(
+                [
+                    "serve",
+                    "--port",
+                    str(free_port()),
+                    "--sandbox-port",
+                    str(sandbox_port),
+                    "--sandbox-state",
+                    str(state),
+                ],
+                prog_name="stripeline",
+            )
+    assert done.value.code == 1  # click's answer to a broken pipe (EPIPE)
+    assert json.loads(state.read_text())["secret_key"].startswith("sk_test_")
+    with (
+        pytest.raises(ConnectionRefusedError),
+        socket.create_connection(("127.0.0.1", sandbox_port), timeout=5),
+    ):
+        pass
+    assert [t.name for t in set(threading.enumerate()) - before if t.is_alive()] == []

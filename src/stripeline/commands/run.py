@@ -128,15 +128,17 @@ def serve(
     from stripeline.web._guard import ConnectionGuard, connection_cap
 
     app = load_app(app_spec)
+    # Closed by the outer ``finally``: whatever fails once it runs (the banner,
+    # building the app, the server) leaves no sandbox thread or port behind.
+    sandbox = None
     try:
         settings = app.settings
         configure_logging(settings.log_format, settings.log_level)
         require_current_schema(app.engine, code=2)
-        sandbox = None
         if settings.uses_sandbox:
-            sandbox = _start_sandbox(
-                app, f"http://{host}:{port}/webhooks/stripe", sandbox_port, sandbox_state
-            )
+            webhook_url = f"http://{host}:{port}/webhooks/stripe"
+            sandbox = _start_sandbox(webhook_url, sandbox_port, sandbox_state)
+            _use_sandbox(app, sandbox, webhook_url, sandbox_state)
         asgi = create_app(app, run_worker=not no_worker, catch_up=True)
         database = "SQLite" if settings.is_sqlite else "PostgreSQL"
         click.echo(
@@ -172,9 +174,9 @@ def serve(
         finally:
             guard.flush()
             stop_pruning.set()
-            if sandbox is not None:
-                sandbox.close()
     finally:
+        if sandbox is not None:
+            sandbox.close()
         app.dispose()  # refused (schema not current), failed or stopped
 
 
@@ -204,16 +206,13 @@ def worker(app_spec: str | None) -> None:
         app.dispose()  # refused (schema not current) or stopped: no connection left
 
 
-def _start_sandbox(app: Stripeline, webhook_url: str, port: int, state_file: str | None) -> Any:
+def _start_sandbox(webhook_url: str, port: int, state_file: str | None) -> Any:
     """No STRIPE_SECRET_KEY: run the offline sandbox in-process (see docs/sandbox.md).
 
-    The sandbox gets this server's webhook route as an endpoint, its signing
-    secret is accepted, and the gateway is pointed at it: nothing else in
-    stripeline knows it is not Stripe. With ``state_file`` its key, webhook
-    secret and objects outlive the process.
+    The sandbox gets this server's webhook route as an endpoint. With
+    ``state_file`` its key, webhook secret and objects outlive the process.
+    Returned as soon as it runs: the caller closes it, whatever fails next.
     """
-    from pydantic import SecretStr
-
     try:
         from stripeline_sandbox import Sandbox, StateFileError
     except ImportError:
@@ -226,11 +225,21 @@ def _start_sandbox(app: Stripeline, webhook_url: str, port: int, state_file: str
         sys.exit(2)
 
     try:
-        sandbox = Sandbox(port=port, webhook_url=webhook_url, state_file=state_file).start()
+        return Sandbox(port=port, webhook_url=webhook_url, state_file=state_file).start()
     except StateFileError as exc:
         fail(str(exc), code=2)
     except OSError as exc:
         fail(f"cannot start the sandbox on port {port}: {exc.strerror or exc}", code=2)
+
+
+def _use_sandbox(app: Stripeline, sandbox: Any, webhook_url: str, state_file: str | None) -> None:
+    """Point ``app`` at the running ``sandbox`` and say how to reach it.
+
+    Its signing secret is accepted and the gateway is pointed at it: nothing
+    else in stripeline knows it is not Stripe.
+    """
+    from pydantic import SecretStr
+
     app.add_webhook_secret(sandbox.webhook_secret)
     app.use_settings(
         app.settings.model_copy(
@@ -255,7 +264,6 @@ def _start_sandbox(app: Stripeline, webhook_url: str, port: int, state_file: str
         "print(c.v1.customers.create({'email': 'a@example.com'}).id)\""
     )
     click.echo("  and:  .venv/bin/stripeline events list")
-    return sandbox
 
 
 def sandbox_exports(secret_key: str, api_base: str, database_url: str) -> list[str]:
