@@ -189,3 +189,34 @@ def test_a_deadline_and_a_cancellation_at_once_stay_a_cancellation() -> None:
 
     assert isinstance(asyncio.run(cut(False)), asgi_module._TooSlow)
     assert isinstance(asyncio.run(cut(True)), asyncio.CancelledError)
+
+
+def test_two_event_loops_in_turn_each_sweep_their_own_reads() -> None:
+    """Reads on two event loops in turn (the last loop's deadlines, kept in
+    front of the per-loop dictionary, change hands at each one): each read is
+    entered in its own loop's deadlines, found again on the loop's next turn,
+    and cut by its own loop's sweep (entered in the other loop's, whose loop
+    is not running, it would never be cut)."""
+
+    async def read() -> asgi_module._BodyDeadlines:
+        async with asyncio.timeout(5):  # a read swept by no running loop
+            reading = asyncio.create_task(asgi_module._read_body(_never, None, 1024, 0.05))
+            await asyncio.sleep(0)
+            deadlines = asgi_module._deadlines[asyncio.get_running_loop()]
+            assert reading in deadlines.reading
+            with pytest.raises(asgi_module._TooSlow):
+                await reading
+        return deadlines
+
+    loops = [asyncio.new_event_loop(), asyncio.new_event_loop()]
+    try:
+        seen: dict[asyncio.AbstractEventLoop, list[asgi_module._BodyDeadlines]] = {}
+        for _ in range(3):
+            for loop in loops:
+                seen.setdefault(loop, []).append(loop.run_until_complete(read()))
+        for loop in loops:
+            first, *later = seen[loop]
+            assert first.loop is loop and all(d is first for d in later)
+    finally:
+        for loop in loops:
+            loop.close()

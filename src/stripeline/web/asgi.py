@@ -101,20 +101,32 @@ class _BodyDeadlines:
 _deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _BodyDeadlines] = (
     weakref.WeakKeyDictionary()
 )
+#: The last loop's, in front of ``_deadlines``: a server runs one loop, and
+#: the dictionary's look-up builds a weak reference each time (~0.15 µs per
+#: webhook). A read on another loop finds that loop's in the dictionary and
+#: takes this place. Its strong reference to the last loop (``.loop``) keeps
+#: nothing the dictionary would let go: each of its values holds its key
+#: strongly, so an entry outlives its loop's closing (a server has one loop;
+#: a test process keeps one entry per test client).
+_last_deadlines: _BodyDeadlines | None = None
 
 
 async def _read_body(receive: Receive, declared: bytes | None, limit: int, seconds: float) -> bytes:
     """The whole body, at most ``limit`` bytes, received within ``seconds``
     (``declared``: the Content-Length header, if any)."""
+    global _last_deadlines
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _TooLarge
     task = asyncio.current_task()
     if task is None:  # pragma: no cover - an ASGI server runs each request in a task
         raise RuntimeError("stripeline's webhook route runs in an asyncio task")
     loop = task.get_loop()
-    deadlines = _deadlines.get(loop)
-    if deadlines is None:
-        deadlines = _deadlines[loop] = _BodyDeadlines(loop)
+    deadlines = _last_deadlines  # read once: another thread's loop may replace it
+    if deadlines is None or deadlines.loop is not loop:
+        deadlines = _deadlines.get(loop)
+        if deadlines is None:
+            deadlines = _deadlines[loop] = _BodyDeadlines(loop)
+        _last_deadlines = deadlines
     deadlines.begin(task, seconds)
     # As ``asyncio.timeout`` does: a cancellation from elsewhere meanwhile
     # (the server shutting down) wins over the deadline's.
