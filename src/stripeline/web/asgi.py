@@ -77,13 +77,10 @@ class _BodyDeadlines:
         if self.timer is None:
             self.timer = self.loop.call_later(self.tick, self._sweep)
 
-    def end(self, task: asyncio.Task[Any]) -> bool:
-        """The read of ``task`` is over; True if the sweep cancelled it."""
+    def end(self, task: asyncio.Task[Any]) -> None:
+        """The read of ``task`` is over (whether the sweep cancelled it or not)."""
         self.reading.pop(task, None)
-        if task in self.expired:
-            self.expired.discard(task)
-            return True
-        return False
+        self.expired.discard(task)
 
     def _sweep(self) -> None:
         self.timer = None
@@ -150,7 +147,8 @@ async def _read_body(receive: Receive, declared: bytes | None, limit: int, secon
             elif message["type"] == "http.disconnect":
                 raise ClientDisconnect
     except asyncio.CancelledError:
-        if deadlines.end(task) and task.uncancel() <= cancelling:  # the deadline's alone
+        # Only asked here: the ``finally`` ends the read (once, on every path).
+        if task in deadlines.expired and task.uncancel() <= cancelling:  # the deadline's alone
             raise _TooSlow from None
         raise
     finally:
