@@ -145,3 +145,41 @@ def test_serve_failing_before_it_serves_closes_its_sandbox(
     ):
         pass
     assert [t.name for t in set(threading.enumerate()) - before if t.is_alive()] == []
+
+
+@pytest.mark.parametrize(("setting", "expected"), [("0.0007", 0.0007), ("0", None)])
+def test_serve_sets_the_thread_switch_interval(
+    sqlite_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str,
+    expected: float | None,
+) -> None:
+    """``STRIPELINE_THREAD_SWITCH_INTERVAL`` is the interval ``serve`` runs
+    with (0: Python's own, left as it was). Run in-process up to its first
+    output, which fails (standard output a pipe nobody reads)."""
+    monkeypatch.setenv("STRIPELINE_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("STRIPELINE_THREAD_SWITCH_INTERVAL", setting)
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    before = sys.getswitchinterval()
+    broken = io.TextIOWrapper(open(write_end, "wb", buffering=0), write_through=True)
+    try:
+        with broken, monkeypatch.context() as patch:
+            patch.setattr(sys, "stdout", broken)
+            with pytest.raises(SystemExit):
+                main(
+                    [
+                        "serve",
+                        "--port",
+                        str(free_port()),
+                        "--sandbox-port",
+                        str(free_port()),
+                        "--sandbox-state",
+                        str(tmp_path / "sandbox.json"),
+                    ],
+                    prog_name="stripeline",
+                )
+        assert sys.getswitchinterval() == pytest.approx(expected or before)
+    finally:
+        sys.setswitchinterval(before)

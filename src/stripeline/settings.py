@@ -296,6 +296,15 @@ class Settings(BaseSettings):
         le=600,
         description="Seconds an idle keep-alive connection is kept open between requests.",
     )
+    thread_switch_interval: float = Field(
+        default=0.0005,
+        ge=0,
+        le=1,
+        description=(
+            "serve: the interpreter's thread switch interval in seconds "
+            "(sys.setswitchinterval); 0 keeps Python's (5 ms)."
+        ),
+    )
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     inbox_retention_days: int | None = Field(
