@@ -594,6 +594,23 @@ def report(ms: list[Measurement], backends: list[str]) -> list[dict[str, Any]]:
                     f"{'-' if pg is None else f'{pg:.0f}%':>8} "
                     f"{'-' if pr is None else f'{pr:.0f}%':>9} {rss:>9}"
                 )
+    print(
+        "\nOver all rounds (the apps' order alternates: an even number of rounds"
+        " puts each app first as often as last)"
+    )
+    for backend in backends:
+        middle = {
+            app: common.median([m.result.rate for m in ms if m.backend == backend and m.app == app])
+            for app in ("floor-group", "stripeline")
+            if any(m.backend == backend and m.app == app for m in ms)
+        }
+        if len(middle) == 2:
+            rounds = len({m.round for m in ms if m.backend == backend})
+            print(
+                f"{backend:10} stripeline {middle['stripeline']:.0f} events/s, floor-group"
+                f" {middle['floor-group']:.0f}: {100 * middle['stripeline'] / middle['floor-group']:.0f}%"
+                f" (median of {rounds} round(s) each)"
+            )
     return rows
 
 
