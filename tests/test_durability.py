@@ -24,7 +24,7 @@ from stripeline.db.models import Event
 from stripeline.settings import Settings
 from stripeline.web import create_app
 from tests.apps.effects import effects, metadata
-from tests.factories import SECRET, encode, event, signed, store_events
+from tests.factories import SECRET, encode, event, other_backends, signed, store_events
 from tests.tcp_proxy import TCPProxy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -227,6 +227,34 @@ def test_a_worker_elsewhere_is_woken_by_notify(postgres_url: str) -> None:
         thread.join(10)
         web.dispose()
         worker_app.dispose()
+
+
+@pytest.mark.postgres
+def test_a_stopped_worker_leaves_no_listen_connection_behind(postgres_url: str) -> None:
+    """``run`` returns once its LISTEN thread has ended: no thread left, and
+    no connection to the database (the pooled ones disposed with the app)."""
+    import threading
+
+    from stripeline.worker import Worker
+
+    app = Stripeline(Settings(stripe_webhook_secret=SECRET, database_url=postgres_url))  # type: ignore[arg-type]  # pydantic validates it
+    worker = Worker(app, poll_seconds=30)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(
+            lambda: any(t.name == "stripeline-listen" for t in threading.enumerate()),
+            5,
+            "LISTEN thread started",
+        )
+        time.sleep(0.3)  # connected and listening
+    finally:
+        worker.stop()
+        thread.join(10)
+        app.dispose()
+    assert not thread.is_alive()
+    assert [t for t in threading.enumerate() if t.name == "stripeline-listen"] == []
+    assert other_backends(postgres_url, within=0.0) == 0
 
 
 @pytest.mark.postgres

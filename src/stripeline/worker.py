@@ -194,6 +194,11 @@ def _first_line(exc: DBAPIError) -> str:
     return (lines[0] if lines else type(orig).__name__)[:300]
 
 
+#: How long ``run`` waits for its LISTEN thread when it stops (the thread
+#: checks every second; a connection attempt may take its 3 s timeout).
+LISTEN_JOIN_SECONDS = 5.0
+
+
 def _set_statement_timeout(conn: Connection, value: str) -> None:
     """``SET LOCAL statement_timeout``: until the transaction ends."""
     conn.execute(text("SELECT set_config('statement_timeout', :value, true)"), {"value": value})
@@ -331,6 +336,11 @@ class Worker:
                     self._wake.clear()
         finally:
             self.close()
+            listener, self._listener = self._listener, None
+            if listener is not None:
+                # It looks at ``_stop`` at least once a second: once ``run``
+                # returns, its LISTEN connection is closed too.
+                listener.join(LISTEN_JOIN_SECONDS)
             log.info("worker_stopped", action="worker_stopped", worker=self.id)
 
     def check_deadlines(self) -> int:
