@@ -33,6 +33,13 @@ Every write goes through the ledger of outgoing calls (``app.calls``):
   otherwise, before anything is sent).
 
 Every method takes the order id, or the PaymentIntent's id (``pi_…``).
+
+Connect (direct charges): every method takes ``account=`` (a connected
+account's id, ``acct_…``). The calls then carry ``Stripe-Account``, are
+recorded under that account (the same order id on the platform and on a
+connected account, or on two accounts, are separate payments), and what
+Stripe answers is mirrored under it. An order or a PaymentIntent of another
+account is not found (``PaymentNotFound``), never acted on.
 """
 
 from __future__ import annotations
@@ -236,6 +243,9 @@ class Fulfilment:
     #: The event being processed: ``event.session`` / ``event.connection``
     #: write in its transaction (committed with it, or not at all).
     event: ReceivedEvent
+    #: The connected account whose order was paid (``acct_…``: the event came
+    #: through the Connect endpoint), None for the platform's own.
+    account: str | None = None
 
 
 FulfilHook = Callable[[Fulfilment], Awaitable[None] | None]
@@ -298,6 +308,25 @@ def _order_of(payment_intent: Mapping[str, Any]) -> str:
     return str(metadata.get(ORDER_KEY) or payment_intent["id"])
 
 
+def _options(account: str | None, key: str | None = None) -> Any:
+    """The SDK's request options: the idempotency key, and ``Stripe-Account``."""
+    options: dict[str, str] = {}
+    if key is not None:
+        options["idempotency_key"] = key
+    if account:
+        options["stripe_account"] = account
+    return options
+
+
+def _check_account(account: str | None) -> None:
+    """Refuse an ``account`` that is not a connected account's id (None or
+    "" is the platform)."""
+    if account is None or account == "":
+        return
+    if not isinstance(account, str) or not account.startswith("acct_"):
+        raise ValueError("account is a connected account's id (acct_…), or None for the platform")
+
+
 def _is_payment_intent_id(value: str) -> bool:
     return value.startswith("pi_")
 
@@ -336,6 +365,7 @@ class Payments:
         payment_method_types: Sequence[str] | None = None,
         return_url: str | None = None,
         off_session: bool = False,
+        account: str | None = None,
     ) -> PaymentOutcome:
         """Create the order's PaymentIntent (once, whatever is retried) and,
         given ``payment_method``, confirm it; return its typed outcome.
@@ -344,8 +374,12 @@ class Payments:
         makes no second PaymentIntent and no second charge: it answers with
         the PaymentIntent's current outcome.
 
+        ``account``: a connected account's id (``acct_…``): the PaymentIntent
+        is made in that account (a direct charge), once per account and order.
+
         Raises:
-            ValueError: ``amount`` is not positive or ``capture`` is unknown.
+            ValueError: ``amount`` is not positive, ``capture`` is unknown or
+                ``account`` is not an ``acct_…`` id.
             CallConflict: this order was started with another amount,
                 currency, customer, capture or metadata (nothing was sent).
             ModeMismatch: ``customer`` or ``payment_method`` is of the other mode.
@@ -358,7 +392,8 @@ class Payments:
             raise ValueError('capture is "automatic" or "manual"')
         if not order_id or _is_payment_intent_id(order_id):
             raise ValueError("order_id is your order's id (not empty, not a PaymentIntent id)")
-        self._app.calls.check_mode(customer, payment_method)
+        _check_account(account)
+        self._app.calls.check_mode(customer, payment_method, account=account)
         params: dict[str, Any] = {
             "amount": int(amount),
             "currency": currency.lower(),
@@ -371,19 +406,20 @@ class Payments:
             params["payment_method_types"] = list(payment_method_types)
 
         def send(client: StripeClient, key: str) -> Any:
-            return client.v1.payment_intents.create(cast(Any, params), {"idempotency_key": key})
+            return client.v1.payment_intents.create(cast(Any, params), _options(account, key))
 
         def find(client: StripeClient) -> Any:
             query: dict[str, Any] = {"limit": 100}
             if customer:
                 query["customer"] = customer
-            for found in client.v1.payment_intents.list(cast(Any, query)).auto_paging_iter():
+            listed = client.v1.payment_intents.list(cast(Any, query), _options(account))
+            for found in listed.auto_paging_iter():
                 if (as_dict(found).get("metadata") or {}).get(ORDER_KEY) == order_id:
                     return found
             return None
 
-        created = self._app.calls.run(CREATE, order_id, params, send, find=find)
-        current = self._current(created, order_id)
+        created = self._app.calls.run(CREATE, order_id, params, send, find=find, account=account)
+        current = self._current(created, order_id, account)
         if payment_method is None or current.status in _SETTLED:
             return current  # paid, on its way, authorised or canceled: nothing to confirm
         return self._confirm(
@@ -392,6 +428,7 @@ class Payments:
             payment_method=payment_method,
             return_url=return_url,
             off_session=off_session,
+            account=account,
         )
 
     def confirm(
@@ -401,25 +438,29 @@ class Payments:
         payment_method: str | None = None,
         return_url: str | None = None,
         off_session: bool = False,
+        account: str | None = None,
     ) -> PaymentOutcome:
         """Confirm the order's PaymentIntent (with ``payment_method``, or the
         one attached); return its outcome.
 
         Raises:
-            PaymentNotFound: no PaymentIntent is known for this order.
+            PaymentNotFound: no PaymentIntent is known for this order (in
+                ``account``, or on the platform without it).
             ModeMismatch: an id given is of the other mode.
             StripeAPIError: Stripe could not be reached or refused the call
                 (``StripeInvalidRequestError`` when the PaymentIntent cannot be
                 confirmed in its state).
         """
-        self._app.calls.check_mode(payment_method)
-        payment_intent, order_id = self._resolve(order_or_payment_intent)
+        _check_account(account)
+        self._app.calls.check_mode(payment_method, account=account)
+        payment_intent, order_id = self._resolve(order_or_payment_intent, account)
         return self._confirm(
             payment_intent,
             order_id,
             payment_method=payment_method,
             return_url=return_url,
             off_session=off_session,
+            account=account,
         )
 
     def _confirm(
@@ -430,6 +471,7 @@ class Payments:
         payment_method: str | None,
         return_url: str | None,
         off_session: bool,
+        account: str | None,
     ) -> PaymentOutcome:
         pi_id = str(payment_intent["id"])
         params: dict[str, Any] = {}
@@ -439,15 +481,15 @@ class Payments:
             params["return_url"] = return_url
         if off_session:
             params["off_session"] = True
-        reference = self._confirm_reference(order_id, payment_method, pi_id)
+        reference = self._confirm_reference(order_id, payment_method, pi_id, account)
 
         def send(client: StripeClient, key: str) -> Any:
             return client.v1.payment_intents.confirm(
-                pi_id, cast(Any, params), {"idempotency_key": key}
+                pi_id, cast(Any, params), _options(account, key)
             )
 
         try:
-            answer = self._app.calls.run(CONFIRM, reference, params, send)
+            answer = self._app.calls.run(CONFIRM, reference, params, send, account=account)
         except StripeCardError as exc:
             common = {
                 "payment_intent_id": pi_id,
@@ -459,9 +501,11 @@ class Payments:
             return _declined(
                 common, exc.decline_code, exc.code, payment_intent.get("client_secret")
             )
-        return self._current(answer, order_id)
+        return self._current(answer, order_id, account)
 
-    def _confirm_reference(self, order_id: str, payment_method: str | None, pi_id: str) -> str:
+    def _confirm_reference(
+        self, order_id: str, payment_method: str | None, pi_id: str, account: str | None
+    ) -> str:
         """The confirmation's reference: the attempt in flight or last made for
         this order and payment method, or a new attempt when that one finished
         and the PaymentIntent awaits a payment method again."""
@@ -469,63 +513,82 @@ class Payments:
         attempt = 1
         while True:
             reference = base if attempt == 1 else f"{base}#{attempt}"
-            record = self._app.calls.record(CONFIRM, reference)
+            record = self._app.calls.record(CONFIRM, reference, account=account)
             if record is None or record.status == "pending":
                 return reference
             following = f"{base}#{attempt + 1}"
-            if self._app.calls.record(CONFIRM, following) is not None:
+            if self._app.calls.record(CONFIRM, following, account=account) is not None:
                 attempt += 1
                 continue
-            fresh = self._retrieve(pi_id)
+            fresh = self._retrieve(pi_id, account)
             return following if fresh.get("status") in _AWAITING else reference
 
     # -- capture, cancel ------------------------------------------------------
 
-    def capture(self, order_or_payment_intent: str, amount: int | None = None) -> PaymentOutcome:
+    def capture(
+        self,
+        order_or_payment_intent: str,
+        amount: int | None = None,
+        *,
+        account: str | None = None,
+    ) -> PaymentOutcome:
         """Capture an authorised payment (``capture="manual"``): all of it, or
         ``amount`` (the rest is released). One capture per order.
 
         Raises:
-            PaymentNotFound: no PaymentIntent is known for this order.
+            ValueError: ``amount`` is not positive, or ``account`` is not an
+                ``acct_…`` id.
+            PaymentNotFound: no PaymentIntent is known for this order (of
+                ``account``, or of the platform without it).
             CallConflict: captured before with another amount (nothing was sent).
             StripeAPIError: Stripe refused (``StripeInvalidRequestError``: not
                 ``requires_capture``, or more than authorised).
         """
         if amount is not None and amount <= 0:
             raise ValueError("amount must be positive")
-        payment_intent, order_id = self._resolve(order_or_payment_intent)
+        _check_account(account)
+        payment_intent, order_id = self._resolve(order_or_payment_intent, account)
         pi_id = str(payment_intent["id"])
         params: dict[str, Any] = {} if amount is None else {"amount_to_capture": int(amount)}
 
         def send(client: StripeClient, key: str) -> Any:
             return client.v1.payment_intents.capture(
-                pi_id, cast(Any, params), {"idempotency_key": key}
+                pi_id, cast(Any, params), _options(account, key)
             )
 
-        answer = self._app.calls.run(CAPTURE, order_id, params, send)
-        return self._current(answer, order_id)
+        answer = self._app.calls.run(CAPTURE, order_id, params, send, account=account)
+        return self._current(answer, order_id, account)
 
-    def cancel(self, order_or_payment_intent: str, *, reason: str | None = None) -> PaymentOutcome:
+    def cancel(
+        self,
+        order_or_payment_intent: str,
+        *,
+        reason: str | None = None,
+        account: str | None = None,
+    ) -> PaymentOutcome:
         """Cancel the order's PaymentIntent (an authorisation is released);
         ``reason``: ``duplicate``, ``fraudulent``, ``requested_by_customer``,
         ``abandoned``.
 
         Raises:
-            PaymentNotFound: no PaymentIntent is known for this order.
+            ValueError: ``account`` is not an ``acct_…`` id.
+            PaymentNotFound: no PaymentIntent is known for this order (of
+                ``account``, or of the platform without it).
             StripeAPIError: Stripe refused (``StripeInvalidRequestError``: it
                 succeeded already; refund it instead).
         """
-        payment_intent, order_id = self._resolve(order_or_payment_intent)
+        _check_account(account)
+        payment_intent, order_id = self._resolve(order_or_payment_intent, account)
         pi_id = str(payment_intent["id"])
         params: dict[str, Any] = {} if reason is None else {"cancellation_reason": reason}
 
         def send(client: StripeClient, key: str) -> Any:
             return client.v1.payment_intents.cancel(
-                pi_id, cast(Any, params), {"idempotency_key": key}
+                pi_id, cast(Any, params), _options(account, key)
             )
 
-        answer = self._app.calls.run(CANCEL, order_id, params, send)
-        return self._current(answer, order_id)
+        answer = self._app.calls.run(CANCEL, order_id, params, send, account=account)
+        return self._current(answer, order_id, account)
 
     # -- refunds ----------------------------------------------------------------
 
@@ -536,6 +599,7 @@ class Payments:
         *,
         reason: str | None = None,
         reference: str | None = None,
+        account: str | None = None,
     ) -> Refunded:
         """Refund ``amount`` (default: all that is left) of the order's payment.
 
@@ -547,11 +611,15 @@ class Payments:
         exceed what was received, even when refunds are asked at once from
         several processes: they are admitted one at a time per order. A
         refund Stripe reports failed or canceled (returned by the card
-        network) counts no more; its reference still answers with it.
+        network) counts no more; its reference still answers with it. With
+        ``account``, the refunds of that account's order are counted (and
+        made in that account).
 
         Raises:
-            ValueError: ``amount`` is not positive, or ``reference`` holds ``:``.
-            PaymentNotFound: no PaymentIntent is known for this order.
+            ValueError: ``amount`` is not positive, ``reference`` holds ``:``,
+                or ``account`` is not an ``acct_…`` id.
+            PaymentNotFound: no PaymentIntent is known for this order (of
+                ``account``, or of the platform without it).
             NotRefundable: more than is left to refund (``refundable``), or the
                 payment did not succeed; nothing was sent to Stripe.
             CallConflict: this reference was refunded with another amount.
@@ -561,14 +629,15 @@ class Payments:
             raise ValueError("amount must be positive")
         if reference is not None and (not reference or ":" in reference):
             raise ValueError("a refund's reference is not empty and holds no ':'")
+        _check_account(account)
         reference = reference or ("full" if amount is None else uuid.uuid4().hex)
-        payment_intent = self._resolve(order_or_payment_intent)[0]
+        payment_intent = self._resolve(order_or_payment_intent, account)[0]
         pi_id = str(payment_intent["id"])
-        fresh = self._retrieve(pi_id)
+        fresh = self._retrieve(pi_id, account)
         order_id = _order_of(fresh)
         currency = str(fresh.get("currency") or "")
         prefix = f"{REFUND}:{order_id}:"
-        made = self._recorded_refunds(prefix)
+        made = self._recorded_refunds(prefix, account)
         if reference in made:
             recorded = made[reference]
             if amount is not None and amount != recorded:
@@ -585,7 +654,7 @@ class Payments:
                 "cancel it instead (nothing was sent to Stripe)",
                 refundable=0,
             )
-        outside, returned = self._refunds_at_stripe(pi_id)
+        outside, returned = self._refunds_at_stripe(pi_id, account)
         if amount is None:
             amount = received - outside - _counted(made, prefix, returned)
             if amount <= 0:
@@ -596,7 +665,7 @@ class Payments:
         asked = amount
 
         def admit(conn: Connection) -> None:
-            taken = self._recorded_refunds(prefix, conn)
+            taken = self._recorded_refunds(prefix, account, conn)
             if reference in taken:
                 raise CallConflict(
                     f"refund {reference} of {order_id} was made for {taken[reference]}, "
@@ -622,10 +691,12 @@ class Payments:
             params["reason"] = reason
 
         def send(client: StripeClient, idem: str) -> Any:
-            return client.v1.refunds.create(cast(Any, params), {"idempotency_key": idem})
+            return client.v1.refunds.create(cast(Any, params), _options(account, idem))
 
         def find(client: StripeClient) -> Any:
-            listed = client.v1.refunds.list({"payment_intent": pi_id, "limit": 100})
+            listed = client.v1.refunds.list(
+                {"payment_intent": pi_id, "limit": 100}, _options(account)
+            )
             for found in listed.auto_paging_iter():
                 if (as_dict(found).get("metadata") or {}).get(REFUND_KEY) == key:
                     return found
@@ -639,6 +710,7 @@ class Payments:
             find=find,
             admit=admit,
             lock=f"refund:{order_id}",
+            account=account,
         )
         return Refunded(
             refund_id=str(answer["id"]),
@@ -651,10 +723,13 @@ class Payments:
             reference=reference,
         )
 
-    def _recorded_refunds(self, prefix: str, conn: Connection | None = None) -> dict[str, int]:
-        """The refunds of an order in the ledger, not refused: reference → amount."""
+    def _recorded_refunds(
+        self, prefix: str, account: str | None, conn: Connection | None = None
+    ) -> dict[str, int]:
+        """The refunds of an order (of ``account``) in the ledger, not refused:
+        reference → amount."""
         query = select(calls.c.key).where(
-            calls.c.account == "",
+            calls.c.account == (account or ""),
             calls.c.key.like(_like_prefix(prefix), escape="\\"),
             calls.c.status != "failed",
         )
@@ -674,7 +749,7 @@ class Payments:
                 found[reference] = int(amount)
         return found
 
-    def _refunds_at_stripe(self, pi_id: str) -> tuple[int, set[str]]:
+    def _refunds_at_stripe(self, pi_id: str, account: str | None) -> tuple[int, set[str]]:
         """What Stripe holds of the PaymentIntent's refunds, in one listing.
 
         The amount refunded elsewhere (the Dashboard), failed and canceled
@@ -688,7 +763,9 @@ class Payments:
         total = 0
         returned: set[str] = set()
         with stripe_errors():
-            listed = self._app.calls.client.v1.refunds.list({"payment_intent": pi_id, "limit": 100})
+            listed = self._app.calls.client.v1.refunds.list(
+                {"payment_intent": pi_id, "limit": 100}, _options(account)
+            )
             for found in listed.auto_paging_iter():
                 refund = as_dict(found)
                 ours = (refund.get("metadata") or {}).get(REFUND_KEY)
@@ -702,53 +779,71 @@ class Payments:
 
     # -- reading ----------------------------------------------------------------
 
-    def status(self, order_or_payment_intent: str) -> PaymentOutcome:
+    def status(self, order_or_payment_intent: str, *, account: str | None = None) -> PaymentOutcome:
         """The order's outcome as the mirror holds it (no call to Stripe).
 
         Raises:
-            PaymentNotFound: the mirror holds no PaymentIntent for this order.
+            PaymentNotFound: the mirror holds no PaymentIntent for this order
+                (of ``account``, or of the platform without it).
         """
-        pi_id, order_id = self._known(order_or_payment_intent)
-        held = self._app.mirror.get(pi_id, "payment_intent") if pi_id else None
+        _check_account(account)
+        pi_id, order_id = self._known(order_or_payment_intent, account)
+        held = self._held(pi_id, account) if pi_id else None
         if held is None:
             raise PaymentNotFound(f"no payment known for {order_or_payment_intent}")
         return outcome_of(held, order_id)
 
-    def _known(self, order_or_payment_intent: str) -> tuple[str | None, str | None]:
+    def _known(
+        self, order_or_payment_intent: str, account: str | None
+    ) -> tuple[str | None, str | None]:
         """The PaymentIntent id the ledger (or the caller) names, and the order."""
         if _is_payment_intent_id(order_or_payment_intent):
-            self._app.calls.check_mode(order_or_payment_intent)
+            self._app.calls.check_mode(order_or_payment_intent, account=account)
             return order_or_payment_intent, None
-        record = self._app.calls.record(CREATE, order_or_payment_intent)
+        record = self._app.calls.record(CREATE, order_or_payment_intent, account=account)
         if record is None or record.object_id is None:
             return None, order_or_payment_intent
         return record.object_id, order_or_payment_intent
 
-    def _resolve(self, order_or_payment_intent: str) -> tuple[dict[str, Any], str]:
-        """The PaymentIntent (mirror first, else Stripe) and its order id."""
-        pi_id, order_id = self._known(order_or_payment_intent)
+    def _resolve(
+        self, order_or_payment_intent: str, account: str | None
+    ) -> tuple[dict[str, Any], str]:
+        """The PaymentIntent (mirror first, else Stripe) and its order id, in
+        ``account`` (a PaymentIntent of another account is not found)."""
+        pi_id, order_id = self._known(order_or_payment_intent, account)
         if pi_id is None:
             raise PaymentNotFound(
                 f"no payment was started for order {order_or_payment_intent} "
                 "(start it, or pass the PaymentIntent's id)"
             )
-        held = self._app.mirror.get(pi_id, "payment_intent")
-        payment_intent = held if held is not None else self._retrieve(pi_id)
+        held = self._held(pi_id, account)
+        payment_intent = held if held is not None else self._retrieve(pi_id, account)
         return payment_intent, order_id or _order_of(payment_intent)
 
-    def _retrieve(self, pi_id: str) -> dict[str, Any]:
+    def _held(self, pi_id: str, account: str | None) -> dict[str, Any] | None:
+        """The PaymentIntent as the mirror holds it under ``account``, or None."""
+        return self._app.mirror.for_account(account).get(pi_id, "payment_intent")
+
+    def _retrieve(self, pi_id: str, account: str | None) -> dict[str, Any]:
         from stripeline.errors import StripeInvalidRequestError
         from stripeline.gateway.client import stripe_errors
 
         try:
             with stripe_errors():
-                return as_dict(self._app.calls.client.v1.payment_intents.retrieve(pi_id))
+                return as_dict(
+                    self._app.calls.client.v1.payment_intents.retrieve(
+                        pi_id, None, _options(account)
+                    )
+                )
         except StripeInvalidRequestError as exc:
             if exc.http_status == 404:
-                raise PaymentNotFound(f"Stripe knows no PaymentIntent {pi_id}") from exc
+                where = f"in account {account}" if account else "on the platform account"
+                raise PaymentNotFound(f"Stripe knows no PaymentIntent {pi_id} {where}") from exc
             raise
 
-    def _current(self, answer: Mapping[str, Any], order_id: str) -> PaymentOutcome:
+    def _current(
+        self, answer: Mapping[str, Any], order_id: str, account: str | None
+    ) -> PaymentOutcome:
         """The outcome of the newest state there is.
 
         The mirror's, when it agrees with the ledger's answer. When they differ
@@ -758,13 +853,17 @@ class Payments:
         mirror set right.
         """
         pi_id = str(answer["id"])
-        held = self._app.mirror.get(pi_id, "payment_intent")
+        held = self._held(pi_id, account)
         if held is not None and held.get("status") == answer.get("status"):
             return outcome_of(held, order_id)
-        fresh = self._retrieve(pi_id)
+        fresh = self._retrieve(pi_id, account)
         with connect(self._app.engine) as conn:
             write_to_mirror(
-                conn, fresh, account="", livemode=self._app.calls.livemode, now=utcnow()
+                conn,
+                fresh,
+                account=account or "",
+                livemode=self._app.calls.livemode,
+                now=utcnow(),
             )
         return outcome_of(fresh, order_id)
 
@@ -781,6 +880,10 @@ class Payments:
         The order of a Checkout Session is its ``metadata["stripeline_order_id"]``,
         else its ``client_reference_id``, else its id. A hook that raises
         rolls the event back (retried later, the once-mark with it).
+
+        A connected account's payment (its events come through the Connect
+        endpoint) is fulfilled once per account and order, with
+        ``Fulfilment.account`` naming the account.
         """
         if not self._hooks:
             self._app.on(*FULFILLING_EVENTS)(self._on_paid)
@@ -789,7 +892,7 @@ class Payments:
 
     def _on_paid(self, event: ReceivedEvent) -> Awaitable[None] | None:
         fulfilment = fulfilment_of(event)
-        if fulfilment is None or not event.once(f"fulfil:{fulfilment.order_id}"):
+        if fulfilment is None or not event.once(_fulfil_key(fulfilment)):
             return None
         pending = [r for r in (hook(fulfilment) for hook in self._hooks) if r is not None]
         if not pending:
@@ -833,6 +936,7 @@ def fulfilment_of(event: ReceivedEvent) -> Fulfilment | None:
             currency=str(obj.get("currency") or ""),
             customer=obj.get("customer"),
             event=event,
+            account=event.account or None,
         )
     if event.type not in FULFILLING_EVENTS or obj.get("object") != "checkout.session":
         return None
@@ -853,7 +957,18 @@ def fulfilment_of(event: ReceivedEvent) -> Fulfilment | None:
         currency=str(obj.get("currency") or ""),
         customer=obj.get("customer") if isinstance(obj.get("customer"), str) else None,
         event=event,
+        account=event.account or None,
     )
+
+
+def _fulfil_key(fulfilment: Fulfilment) -> str:
+    """The once-mark of an order's fulfilment: ``fulfil:<order>`` on the
+    platform, ``fulfil@<account>:<order>`` for a connected account's order
+    (the same order id in two accounts is two orders; no platform order's
+    mark starts with ``fulfil@``)."""
+    if fulfilment.account:
+        return f"fulfil@{fulfilment.account}:{fulfilment.order_id}"
+    return f"fulfil:{fulfilment.order_id}"
 
 
 def _counted(recorded: dict[str, int], prefix: str, returned: set[str]) -> int:
