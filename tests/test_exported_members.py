@@ -222,6 +222,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "idempotency_key",
         "params_hash",
         "recorded_error",
+        "request_options",
         "write_to_mirror",
     },
     "stripeline.flows.checkout": {

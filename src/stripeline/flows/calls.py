@@ -93,6 +93,7 @@ __all__ = [
     "idempotency_key",
     "params_hash",
     "recorded_error",
+    "request_options",
     "write_to_mirror",
 ]
 
@@ -160,6 +161,17 @@ def idempotency_key(key: str, digest: str, generation: int = 1) -> str:
     """The ``Idempotency-Key`` for call ``key`` with parameters ``digest``."""
     suffix = "" if generation == 1 else f":{generation}"
     return f"sl:{key}:{digest[:16]}{suffix}"
+
+
+def request_options(account: str | None, key: str | None = None) -> Any:
+    """The SDK's request options of a flow's call: the idempotency key, and
+    ``Stripe-Account`` for a connected account (None or "": the platform)."""
+    options: dict[str, str] = {}
+    if key is not None:
+        options["idempotency_key"] = key
+    if account:
+        options["stripe_account"] = account
+    return options
 
 
 def as_dict(obj: Any) -> dict[str, Any]:

@@ -67,7 +67,7 @@ from stripeline.errors import (
     StripeInvalidRequestError,
 )
 from stripeline.flows._twin import in_thread
-from stripeline.flows.calls import as_dict, params_hash
+from stripeline.flows.calls import as_dict, params_hash, request_options
 from stripeline.inbox import utcnow
 from stripeline.mirror._store import apply_states, held_marker, state_from_fetch
 from stripeline.mirror.links import CustomerLinkConflict, links
@@ -144,15 +144,6 @@ def _check_user(user_id: str) -> None:
         raise ValueError(f"a user id is at most {MAX_USER_ID_LENGTH} characters")
     if any(char in user_id for char in "'\"\\"):
         raise ValueError("a user id may not contain quotes or backslashes (Stripe's search)")
-
-
-def _options(account: str | None, key: str | None = None) -> Any:
-    options: dict[str, str] = {}
-    if key is not None:
-        options["idempotency_key"] = key
-    if account:
-        options["stripe_account"] = account
-    return options
 
 
 def _metadata(user_id: str, metadata: Mapping[str, Any] | None) -> dict[str, str]:
@@ -236,7 +227,7 @@ class Customers:
             reference,
             params,
             lambda client, key: client.v1.customers.create(
-                cast(Any, params), _options(account, key)
+                cast(Any, params), request_options(account, key)
             ),
             find=lambda client: self._search(user_id, account),
             account=account,
@@ -277,7 +268,7 @@ class Customers:
             found = [
                 as_dict(customer)
                 for customer in self._app.calls.client.v1.customers.search(
-                    {"query": query, "limit": 100}, _options(account)
+                    {"query": query, "limit": 100}, request_options(account)
                 ).data
             ]
         found = [c for c in found if not c.get("deleted")]
@@ -370,7 +361,7 @@ class Customers:
                 reference,
                 params,
                 lambda client, key: client.v1.customers.update(
-                    customer_id, cast(Any, params), _options(account, key)
+                    customer_id, cast(Any, params), request_options(account, key)
                 ),
                 account=account,
             )
@@ -441,7 +432,7 @@ class Customers:
                     f"{customer.id}:{reference or uuid.uuid4().hex}",
                     params,
                     lambda client, key: client.v1.setup_intents.create(
-                        cast(Any, params), _options(account, key)
+                        cast(Any, params), request_options(account, key)
                     ),
                     account=account,
                 )
@@ -484,7 +475,7 @@ class Customers:
                 listed = [
                     as_dict(pm)
                     for pm in self._app.calls.client.v1.customers.payment_methods.list(
-                        customer.id, {"limit": 100}, _options(account)
+                        customer.id, {"limit": 100}, request_options(account)
                     ).auto_paging_iter()
                 ]
             fetched_at = int(time.time())
@@ -542,7 +533,7 @@ class Customers:
             payment_method,
             params,
             lambda client, key: client.v1.payment_methods.detach(
-                payment_method, {}, _options(account, key)
+                payment_method, {}, request_options(account, key)
             ),
             account=account,
         )

@@ -60,7 +60,7 @@ from stripeline.errors import (
     StripeCardError,
 )
 from stripeline.flows._twin import in_thread
-from stripeline.flows.calls import as_dict, calls, write_to_mirror
+from stripeline.flows.calls import as_dict, calls, request_options, write_to_mirror
 from stripeline.inbox import utcnow
 
 if TYPE_CHECKING:
@@ -308,16 +308,6 @@ def _order_of(payment_intent: Mapping[str, Any]) -> str:
     return str(metadata.get(ORDER_KEY) or payment_intent["id"])
 
 
-def _options(account: str | None, key: str | None = None) -> Any:
-    """The SDK's request options: the idempotency key, and ``Stripe-Account``."""
-    options: dict[str, str] = {}
-    if key is not None:
-        options["idempotency_key"] = key
-    if account:
-        options["stripe_account"] = account
-    return options
-
-
 def _check_account(account: str | None) -> None:
     """Refuse an ``account`` that is not a connected account's id (None or
     "" is the platform)."""
@@ -406,13 +396,15 @@ class Payments:
             params["payment_method_types"] = list(payment_method_types)
 
         def send(client: StripeClient, key: str) -> Any:
-            return client.v1.payment_intents.create(cast(Any, params), _options(account, key))
+            return client.v1.payment_intents.create(
+                cast(Any, params), request_options(account, key)
+            )
 
         def find(client: StripeClient) -> Any:
             query: dict[str, Any] = {"limit": 100}
             if customer:
                 query["customer"] = customer
-            listed = client.v1.payment_intents.list(cast(Any, query), _options(account))
+            listed = client.v1.payment_intents.list(cast(Any, query), request_options(account))
             for found in listed.auto_paging_iter():
                 if (as_dict(found).get("metadata") or {}).get(ORDER_KEY) == order_id:
                     return found
@@ -485,7 +477,7 @@ class Payments:
 
         def send(client: StripeClient, key: str) -> Any:
             return client.v1.payment_intents.confirm(
-                pi_id, cast(Any, params), _options(account, key)
+                pi_id, cast(Any, params), request_options(account, key)
             )
 
         try:
@@ -553,7 +545,7 @@ class Payments:
 
         def send(client: StripeClient, key: str) -> Any:
             return client.v1.payment_intents.capture(
-                pi_id, cast(Any, params), _options(account, key)
+                pi_id, cast(Any, params), request_options(account, key)
             )
 
         answer = self._app.calls.run(CAPTURE, order_id, params, send, account=account)
@@ -584,7 +576,7 @@ class Payments:
 
         def send(client: StripeClient, key: str) -> Any:
             return client.v1.payment_intents.cancel(
-                pi_id, cast(Any, params), _options(account, key)
+                pi_id, cast(Any, params), request_options(account, key)
             )
 
         answer = self._app.calls.run(CANCEL, order_id, params, send, account=account)
@@ -691,11 +683,11 @@ class Payments:
             params["reason"] = reason
 
         def send(client: StripeClient, idem: str) -> Any:
-            return client.v1.refunds.create(cast(Any, params), _options(account, idem))
+            return client.v1.refunds.create(cast(Any, params), request_options(account, idem))
 
         def find(client: StripeClient) -> Any:
             listed = client.v1.refunds.list(
-                {"payment_intent": pi_id, "limit": 100}, _options(account)
+                {"payment_intent": pi_id, "limit": 100}, request_options(account)
             )
             for found in listed.auto_paging_iter():
                 if (as_dict(found).get("metadata") or {}).get(REFUND_KEY) == key:
@@ -764,7 +756,7 @@ class Payments:
         returned: set[str] = set()
         with stripe_errors():
             listed = self._app.calls.client.v1.refunds.list(
-                {"payment_intent": pi_id, "limit": 100}, _options(account)
+                {"payment_intent": pi_id, "limit": 100}, request_options(account)
             )
             for found in listed.auto_paging_iter():
                 refund = as_dict(found)
@@ -832,7 +824,7 @@ class Payments:
             with stripe_errors():
                 return as_dict(
                     self._app.calls.client.v1.payment_intents.retrieve(
-                        pi_id, None, _options(account)
+                        pi_id, None, request_options(account)
                     )
                 )
         except StripeInvalidRequestError as exc:
