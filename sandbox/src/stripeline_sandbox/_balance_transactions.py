@@ -1,16 +1,21 @@
 """Balance transactions: the ``txn_…`` a captured charge, a refund, a dispute or
-a transfer names; retrieved and listed here.
+a transfer names; retrieved and listed here, and summed into the account's
+balance (``GET /v1/balance``).
 
 Fees follow Stripe's standard US pricing: a card charge pays 2.9 % + 30 (in
 its currency's minor unit), an ACH debit 0.8 % capped at 500; refunds,
 transfers and failures pay none (a dispute's fee is ``_disputes``'). A charge's
 funds are ``pending`` until ``available_on`` (two days after the capture, as
-Stripe's standard US payout schedule), then ``available``; the rest are
-available at once.
+Stripe's standard US payout schedule; at once for the ``bypassPending`` test
+cards), then ``available``; the rest are available at once. ``current`` is the
+one rule that turns a transaction ``available``: every request applies it to
+the due ones first (``release_due``), so a transaction read, expanded or
+counted in the balance agrees with the sandbox clock.
 """
 
 from __future__ import annotations
 
+from stripeline_sandbox._cards import TestCard
 from stripeline_sandbox._ids import new_id
 from stripeline_sandbox._lists import list_object
 from stripeline_sandbox._routes import Call, Endpoint, Request
@@ -19,6 +24,11 @@ from stripeline_sandbox._state import Obj
 NOUN = "balance_transaction"
 #: Seconds from a charge's capture until its funds are available.
 CHARGE_AVAILABLE_AFTER = 2 * 86_400
+#: Every sandbox account's ``default_currency`` (``GET /v1/account``): the
+#: balance always lists it, even before any money moved.
+DEFAULT_CURRENCY = "usd"
+#: Hidden state: the ``pending`` transactions, by id, with their ``available_on``.
+_PENDING = "__pending_balance_transactions__"
 
 
 def processing_fee(amount: int, payment_method_type: str) -> int:
@@ -67,16 +77,20 @@ def record(
         "net": amount - fee,
         "reporting_category": reporting_category,
         "source": source,
-        "status": "pending" if available_after else "available",
+        "status": "pending",
         "type": type,
     }
     call.account.add(transaction)
+    if current(call, transaction)["status"] == "pending":
+        call.account.hidden(_PENDING)[transaction["id"]] = transaction["available_on"]
     return str(transaction["id"])
 
 
 def for_charge(call: Call, charge: Obj, amount: int) -> str:
     """The balance transaction of ``amount`` captured on ``charge``."""
     method = str(charge["payment_method_details"].get("type") or "card")
+    card = call.account.hidden(str(charge["id"])).get("card")
+    bypass = isinstance(card, TestCard) and card.bypass_pending
     return record(
         call,
         amount=amount,
@@ -86,20 +100,39 @@ def for_charge(call: Call, charge: Obj, amount: int) -> str:
         source=str(charge["id"]),
         description=charge.get("description"),
         fee=processing_fee(amount, method),
-        available_after=CHARGE_AVAILABLE_AFTER,
+        available_after=0 if bypass else CHARGE_AVAILABLE_AFTER,
     )
 
 
-def _current(call: Call, transaction: Obj) -> Obj:
-    """``transaction`` with its funds available once ``available_on`` has passed."""
+def current(call: Call, transaction: Obj) -> Obj:
+    """``transaction``, ``available`` once the sandbox clock reached its
+    ``available_on`` (the one rule: ``pending`` until then)."""
     if transaction["status"] == "pending" and call.now() >= int(transaction["available_on"]):
         transaction["status"] = "available"
+        call.account.hidden(_PENDING).pop(transaction["id"], None)
     return transaction
+
+
+def release_due(call: Call) -> None:
+    """Make available every pending transaction of the account whose
+    ``available_on`` has passed (before each request, and when the clock moves)."""
+    due = call.account.hidden(_PENDING)
+    if not due:
+        return
+    now = call.now()
+    for transaction_id, moment in list(due.items()):
+        if int(moment) > now:
+            continue
+        transaction = call.account.find(NOUN, transaction_id)
+        if transaction is None:
+            due.pop(transaction_id, None)
+        else:
+            current(call, transaction)
 
 
 def retrieve_balance_transaction(request: Request) -> Obj:
     transaction = request.get(NOUN, request.path_params["id"], "balance transaction")
-    return _current(request, transaction)
+    return current(request, transaction)
 
 
 def list_balance_transactions(request: Request) -> Obj:
@@ -112,12 +145,53 @@ def list_balance_transactions(request: Request) -> Obj:
             and params.get("currency") in (None, transaction["currency"])
         )
 
-    transactions = [_current(request, t) for t in request.account.all(NOUN)]
+    transactions = [current(request, t) for t in request.account.all(NOUN)]
     return list_object(request, transactions, "/v1/balance_transactions", keep)
+
+
+def balance(call: Call) -> Obj:
+    """The account's balance: the ``net`` of its balance transactions by
+    currency, ``available`` or ``pending`` as ``current`` says.
+
+    Every currency the account has moved money in is listed in both, with
+    ``amount: 0`` where it has none (the default currency even before any
+    money moved). All of the sandbox's payment methods are cards or
+    non-legacy bank debits, which Stripe counts under ``source_types.card``.
+    """
+    totals: dict[str, dict[str, int]] = {DEFAULT_CURRENCY: {"available": 0, "pending": 0}}
+    for transaction in call.account.all(NOUN):
+        if transaction.get("balance_type", "payments") != "payments":
+            continue
+        status = current(call, transaction)["status"]
+        sums = totals.setdefault(str(transaction["currency"]), {"available": 0, "pending": 0})
+        sums[status] += int(transaction["net"])
+    currencies = sorted(totals, key=lambda c: (c != DEFAULT_CURRENCY, c))
+
+    def amounts(status: str) -> list[Obj]:
+        return [
+            {
+                "amount": totals[c][status],
+                "currency": c,
+                "source_types": {"card": totals[c][status]},
+            }
+            for c in currencies
+        ]
+
+    return {
+        "object": "balance",
+        "available": amounts("available"),
+        "livemode": False,
+        "pending": amounts("pending"),
+    }
+
+
+def retrieve_balance(request: Request) -> Obj:
+    return balance(request)
 
 
 #: This module's endpoints; ``_app.build_router`` puts every module's table together.
 ROUTES: tuple[Endpoint, ...] = (
     Endpoint("GET", "/v1/balance_transactions/{id}", retrieve_balance_transaction),
     Endpoint("GET", "/v1/balance_transactions", list_balance_transactions),
+    Endpoint("GET", "/v1/balance", retrieve_balance),
 )

@@ -33,6 +33,9 @@ class TestCard:
     checks: tuple[str | None, str | None, str] = (None, None, "pass")
     #: The card network sends an early fraud warning after the charge.
     early_fraud_warning: bool = False
+    #: Its charges' funds are available at once (``bypassPending``), not after
+    #: the payout schedule's delay.
+    bypass_pending: bool = False
 
 
 DECLINE_MESSAGES = {
@@ -125,8 +128,8 @@ CARDS_BY_NUMBER: dict[str, TestCard] = {
     "4000000000005423": TestCard("visa", "5423", early_fraud_warning=True),
     # -- refunds and balances (they succeed as plain cards here)
     "4000000000007726": TestCard("visa", "7726", refund_pending=True),
-    "4000000000000077": TestCard("visa", "0077"),
-    "4000003720000278": TestCard("visa", "0278", country="GB"),
+    "4000000000000077": TestCard("visa", "0077", bypass_pending=True),
+    "4000003720000278": TestCard("visa", "0278", country="GB", bypass_pending=True),
     # -- 3-D Secure
     "4000003800000446": TestCard("visa", "0446", three_d_secure="on_session"),
     "4000008260003178": TestCard(

@@ -94,10 +94,10 @@ def new_charge(
     if card is not None:
         _radar(charge, card)
     call.account.add(charge)
-    if captured and not failed:
-        charge["balance_transaction"] = for_charge(call, charge, amount)
     if card is not None:
         call.account.hidden(charge_id)["card"] = card
+    if captured and not failed:
+        charge["balance_transaction"] = for_charge(call, charge, amount)
     return charge
 
 

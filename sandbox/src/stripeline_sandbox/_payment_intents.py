@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stripeline_sandbox._balance_transactions import for_charge, record
+from stripeline_sandbox._balance_transactions import for_charge, record, release_due
 from stripeline_sandbox._bank_accounts import TestBankAccount
 from stripeline_sandbox._cards import DECLINE_MESSAGES, TestCard
 from stripeline_sandbox._charges import new_charge
@@ -410,10 +410,12 @@ def settle_payment(call: Call, payment_intent: Obj, outcome: str | None = None) 
 
 
 def settle_due(call: Call) -> None:
-    """Settle every bank debit of the account whose settlement time has passed.
+    """Settle every bank debit of the account whose settlement time has passed
+    (and make available the balance transactions that are due).
 
     Their events carry no request (as Stripe's events for asynchronous outcomes).
     """
+    release_due(call)
     settle_pending_refunds(call)
     due = call.account.hidden(_PROCESSING)
     if not due:
