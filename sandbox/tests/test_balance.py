@@ -153,3 +153,30 @@ def test_a_connected_account_has_its_own_balance(
     # A transfer to the account leaves the platform's available balance.
     client.v1.transfers.create({"amount": 300, "currency": "usd", "destination": account.id})
     assert _amounts(client.v1.balance.retrieve())["available"] == {"usd": 1612}
+
+
+def test_charges_due_at_different_times_are_released_each_at_its_own(
+    sandbox: Sandbox, client: stripe.StripeClient
+) -> None:
+    """The expanded transaction is released before the request (the due
+    ones only): a later charge stays pending until its own ``available_on``."""
+    first = _pay(client, 2000, "usd", "pm_card_visa")
+    sandbox.advance_clock(86_400)
+    second = _pay(client, 1000, "usd", "pm_card_visa")
+
+    def status(charge: stripe.Charge) -> str:
+        expanded = client.v1.charges.retrieve(charge.id, {"expand": ["balance_transaction"]})
+        assert isinstance(expanded.balance_transaction, stripe.BalanceTransaction)
+        return str(expanded.balance_transaction.status)
+
+    assert (status(first), status(second)) == ("pending", "pending")
+    sandbox.advance_clock(CHARGE_AVAILABLE_AFTER - 86_400)
+    assert (status(first), status(second)) == ("available", "pending")
+    sandbox.advance_clock(86_400 - 60)
+    assert status(second) == "pending"
+    sandbox.advance_clock(60)
+    assert status(second) == "available"
+    assert _amounts(client.v1.balance.retrieve()) == {
+        "available": {"usd": 1912 + 941},
+        "pending": {"usd": 0},
+    }

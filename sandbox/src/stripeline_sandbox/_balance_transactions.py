@@ -29,6 +29,9 @@ CHARGE_AVAILABLE_AFTER = 2 * 86_400
 DEFAULT_CURRENCY = "usd"
 #: Hidden state: the ``pending`` transactions, by id, with their ``available_on``.
 _PENDING = "__pending_balance_transactions__"
+#: Hidden state: ``{"at": …}``, the earliest ``available_on`` among them (or
+#: earlier): a request before it has nothing to release and looks no further.
+_NEXT = "__next_balance_release__"
 
 
 def processing_fee(amount: int, payment_method_type: str) -> int:
@@ -82,7 +85,11 @@ def record(
     }
     call.account.add(transaction)
     if current(call, transaction)["status"] == "pending":
-        call.account.hidden(_PENDING)[transaction["id"]] = transaction["available_on"]
+        moment = int(transaction["available_on"])
+        call.account.hidden(_PENDING)[transaction["id"]] = moment
+        following = call.account.hidden(_NEXT)
+        if following.get("at") is None or moment < int(following["at"]):
+            following["at"] = moment
     return str(transaction["id"])
 
 
@@ -120,6 +127,9 @@ def release_due(call: Call) -> None:
     if not due:
         return
     now = call.now()
+    following = call.account.hidden(_NEXT)
+    if following.get("at") is not None and int(following["at"]) > now:
+        return  # none due yet: every request spared the scan
     for transaction_id, moment in list(due.items()):
         if int(moment) > now:
             continue
@@ -128,6 +138,7 @@ def release_due(call: Call) -> None:
             due.pop(transaction_id, None)
         else:
             current(call, transaction)
+    following["at"] = min((int(moment) for moment in due.values()), default=None)
 
 
 def retrieve_balance_transaction(request: Request) -> Obj:
