@@ -90,6 +90,7 @@ __all__ = [
     "CallRecord",
     "Calls",
     "as_dict",
+    "check_account",
     "idempotency_key",
     "params_hash",
     "recorded_error",
@@ -161,6 +162,19 @@ def idempotency_key(key: str, digest: str, generation: int = 1) -> str:
     """The ``Idempotency-Key`` for call ``key`` with parameters ``digest``."""
     suffix = "" if generation == 1 else f":{generation}"
     return f"sl:{key}:{digest[:16]}{suffix}"
+
+
+def check_account(account: str | None) -> None:
+    """Refuse an ``account`` that is not a connected account's id (None or
+    "" is the platform): a flow's ``account=`` is checked before any call.
+
+    Raises:
+        ValueError: ``account`` is not an ``acct_…`` id.
+    """
+    if account is None or account == "":
+        return
+    if not isinstance(account, str) or not account.startswith("acct_"):
+        raise ValueError("account is a connected account's id (acct_…), or None for the platform")
 
 
 def request_options(account: str | None, key: str | None = None) -> Any:

@@ -60,7 +60,13 @@ from stripeline.errors import (
     StripeCardError,
 )
 from stripeline.flows._twin import in_thread
-from stripeline.flows.calls import as_dict, calls, request_options, write_to_mirror
+from stripeline.flows.calls import (
+    as_dict,
+    calls,
+    check_account,
+    request_options,
+    write_to_mirror,
+)
 from stripeline.inbox import utcnow
 
 if TYPE_CHECKING:
@@ -308,15 +314,6 @@ def _order_of(payment_intent: Mapping[str, Any]) -> str:
     return str(metadata.get(ORDER_KEY) or payment_intent["id"])
 
 
-def _check_account(account: str | None) -> None:
-    """Refuse an ``account`` that is not a connected account's id (None or
-    "" is the platform)."""
-    if account is None or account == "":
-        return
-    if not isinstance(account, str) or not account.startswith("acct_"):
-        raise ValueError("account is a connected account's id (acct_…), or None for the platform")
-
-
 def _is_payment_intent_id(value: str) -> bool:
     return value.startswith("pi_")
 
@@ -382,7 +379,7 @@ class Payments:
             raise ValueError('capture is "automatic" or "manual"')
         if not order_id or _is_payment_intent_id(order_id):
             raise ValueError("order_id is your order's id (not empty, not a PaymentIntent id)")
-        _check_account(account)
+        check_account(account)
         self._app.calls.check_mode(customer, payment_method, account=account)
         params: dict[str, Any] = {
             "amount": int(amount),
@@ -443,7 +440,7 @@ class Payments:
                 (``StripeInvalidRequestError`` when the PaymentIntent cannot be
                 confirmed in its state).
         """
-        _check_account(account)
+        check_account(account)
         self._app.calls.check_mode(payment_method, account=account)
         payment_intent, order_id = self._resolve(order_or_payment_intent, account)
         return self._confirm(
@@ -538,7 +535,7 @@ class Payments:
         """
         if amount is not None and amount <= 0:
             raise ValueError("amount must be positive")
-        _check_account(account)
+        check_account(account)
         payment_intent, order_id = self._resolve(order_or_payment_intent, account)
         pi_id = str(payment_intent["id"])
         params: dict[str, Any] = {} if amount is None else {"amount_to_capture": int(amount)}
@@ -569,7 +566,7 @@ class Payments:
             StripeAPIError: Stripe refused (``StripeInvalidRequestError``: it
                 succeeded already; refund it instead).
         """
-        _check_account(account)
+        check_account(account)
         payment_intent, order_id = self._resolve(order_or_payment_intent, account)
         pi_id = str(payment_intent["id"])
         params: dict[str, Any] = {} if reason is None else {"cancellation_reason": reason}
@@ -621,7 +618,7 @@ class Payments:
             raise ValueError("amount must be positive")
         if reference is not None and (not reference or ":" in reference):
             raise ValueError("a refund's reference is not empty and holds no ':'")
-        _check_account(account)
+        check_account(account)
         reference = reference or ("full" if amount is None else uuid.uuid4().hex)
         payment_intent = self._resolve(order_or_payment_intent, account)[0]
         pi_id = str(payment_intent["id"])
@@ -778,7 +775,7 @@ class Payments:
             PaymentNotFound: the mirror holds no PaymentIntent for this order
                 (of ``account``, or of the platform without it).
         """
-        _check_account(account)
+        check_account(account)
         pi_id, order_id = self._known(order_or_payment_intent, account)
         held = self._held(pi_id, account) if pi_id else None
         if held is None:
