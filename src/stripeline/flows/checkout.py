@@ -35,6 +35,16 @@ per order when ``checkout.session.completed`` (paid) or
 PaymentIntent's ``payment_intent.succeeded`` is processed from the inbox,
 whichever comes first, whatever the duplicates: never from the redirect to
 ``success_url``.
+
+Connect (direct charges): ``start_payment``, ``start_subscription`` and
+``portal`` take ``account=`` (a connected account's id, ``acct_…``). The
+session is then made in that account (``Stripe-Account``) for that account's
+customer of the user (``app.customers.ensure(..., account=...)``), its calls
+are recorded and its answers mirrored under the account: the same order on
+the platform and on a connected account (or on two accounts) are two
+sessions, each made once, never a ``CallConflict`` between them. Its paid
+session fulfils the order once per account, with ``Fulfilment.account`` set
+(its events come through the Connect endpoint).
 """
 
 from __future__ import annotations
@@ -49,7 +59,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 from stripeline.errors import StripeInvalidRequestError
 from stripeline.flows._twin import in_thread
-from stripeline.flows.calls import as_dict
+from stripeline.flows.calls import as_dict, check_account, request_options
 from stripeline.flows.payments import ORDER_KEY
 
 if TYPE_CHECKING:
@@ -136,6 +146,7 @@ class Checkout:
         capture: Literal["automatic", "manual"] = "automatic",
         payment_method_types: Sequence[str] | None = None,
         metadata: Mapping[str, str] | None = None,
+        account: str | None = None,
     ) -> StartedCheckout:
         """A Checkout Session paying order ``order_id``: ``amount`` in
         ``currency`` (one line named ``description``), or Stripe's
@@ -145,15 +156,22 @@ class Checkout:
         session (a complete one too: the order is paid); an expired one is
         replaced.
 
+        ``account``: a connected account's id (``acct_…``): the session is
+        made in that account (a direct charge), once per account and order,
+        for that account's customer of ``user_id``; ``line_items`` name that
+        account's prices.
+
         Raises:
             ValueError: neither or both of ``amount`` and ``line_items``, a
-                non-positive amount, a relative URL, an empty order id.
+                non-positive amount, a relative URL, an empty order id, an
+                ``account`` that is not an ``acct_…`` id.
             CallConflict: this order's session was made with another amount,
                 items, customer or URLs, and is still open (nothing was sent).
             StripeAPIError: Stripe could not be reached or refused the call.
         """
         if not order_id:
             raise ValueError("order_id is your order's id (not empty)")
+        check_account(account)
         if (amount is None) == (line_items is None):
             raise ValueError("give amount and currency, or line_items (not both)")
         _check_urls(success_url, cancel_url)
@@ -191,8 +209,8 @@ class Checkout:
             params["cancel_url"] = cancel_url
         if payment_method_types:
             params["payment_method_types"] = list(payment_method_types)
-        self._with_customer(params, user_id, email)
-        return self._start(order_id, params, order_id, reuse_complete=True)
+        self._with_customer(params, user_id, email, account)
+        return self._start(order_id, params, order_id, account, reuse_complete=True)
 
     # -- subscriptions ---------------------------------------------------------------
 
@@ -206,6 +224,7 @@ class Checkout:
         success_url: str,
         cancel_url: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        account: str | None = None,
     ) -> StartedCheckout:
         """A Checkout Session subscribing user ``user_id`` (their one customer,
         ``app.customers.ensure``) to ``prices`` (ids, or id → quantity), with a
@@ -217,13 +236,18 @@ class Checkout:
         later one). ``@app.fulfil`` never sees it: a subscription is not an
         order; read access from ``app.entitlements`` (docs/checkout.md).
 
+        ``account``: a connected account's id (``acct_…``): the session is
+        made in that account for that account's customer of the user, and
+        ``prices`` are that account's prices (a direct charge).
+
         Raises:
             ValueError: no prices, a quantity under 1, a negative trial, a
-                relative URL.
+                relative URL, an ``account`` that is not an ``acct_…`` id.
             CallConflict: the open session for these prices was made with
                 other URLs, trial or metadata (nothing was sent).
             StripeAPIError: Stripe could not be reached or refused the call.
         """
+        check_account(account)
         quantities = dict(prices) if isinstance(prices, Mapping) else dict.fromkeys(prices, 1)
         if not quantities or any(q < 1 for q in quantities.values()):
             raise ValueError("give at least one price, each with a quantity of 1 or more")
@@ -246,96 +270,127 @@ class Checkout:
             params["subscription_data"]["trial_period_days"] = trial_days
         if cancel_url is not None:
             params["cancel_url"] = cancel_url
-        self._with_customer(params, user_id, email)
-        return self._start(reference, params, reference, reuse_complete=False)
+        self._with_customer(params, user_id, email, account)
+        return self._start(reference, params, reference, account, reuse_complete=False)
 
     # -- the portal --------------------------------------------------------------------
 
-    def portal(self, user_id: str, return_url: str, *, email: str | None = None) -> str:
+    def portal(
+        self,
+        user_id: str,
+        return_url: str,
+        *,
+        email: str | None = None,
+        account: str | None = None,
+    ) -> str:
         """A link to Stripe's billing portal for user ``user_id``'s customer
         (cards, invoices, subscriptions), coming back to ``return_url``. A
         new, short-lived link on every call: redirect to it at once.
 
+        ``account``: a connected account's id (``acct_…``): the portal of
+        that account's customer of the user, made in that account.
+
         Raises:
-            ValueError: a bad user id or a relative URL.
+            ValueError: a bad user id, a relative URL, an ``account`` that is
+                not an ``acct_…`` id.
             StripeAPIError: Stripe could not be reached or refused the call
                 (no portal configuration in live mode, …).
         """
+        check_account(account)
         _check_urls(return_url, None)
-        customer = self._app.customers.ensure(user_id, email=email).id
+        customer = self._app.customers.ensure(user_id, email=email, account=account).id
         params = {"customer": customer, "return_url": return_url}
 
         def send(client: StripeClient, key: str) -> Any:
             return client.v1.billing_portal.sessions.create(
-                cast(Any, params), {"idempotency_key": key}
+                cast(Any, params), request_options(account, key)
             )
 
-        answer = self._app.calls.run(PORTAL, f"{user_id}:{uuid.uuid4().hex}", params, send)
+        answer = self._app.calls.run(
+            PORTAL, f"{user_id}:{uuid.uuid4().hex}", params, send, account=account
+        )
         return str(answer["url"])
 
     # -- the ledger ------------------------------------------------------------------------
 
     def _with_customer(
-        self, params: dict[str, Any], user_id: str | None, email: str | None
+        self, params: dict[str, Any], user_id: str | None, email: str | None, account: str | None
     ) -> None:
         if user_id is not None:
-            params["customer"] = self._app.customers.ensure(user_id, email=email).id
+            params["customer"] = self._app.customers.ensure(
+                user_id, email=email, account=account
+            ).id
         elif email is not None:
             params["customer_email"] = email
 
     def _start(
-        self, reference: str, params: dict[str, Any], order_id: str, *, reuse_complete: bool
+        self,
+        reference: str,
+        params: dict[str, Any],
+        order_id: str,
+        account: str | None,
+        *,
+        reuse_complete: bool,
     ) -> StartedCheckout:
-        """The session of ``reference``: the recorded one while it is open (or
-        complete, when ``reuse_complete``), else the next one in its chain."""
+        """The session of ``reference`` in ``account``: the recorded one while
+        it is open (or complete, when ``reuse_complete``), else the next one
+        in its chain."""
         for _ in range(_MAX_RENEWALS):
-            record = self._app.calls.record(CREATE, reference)
+            record = self._app.calls.record(CREATE, reference, account=account)
             if record is None or record.object_id is None:
                 break
-            session = self._retrieve(record.object_id)
+            session = self._retrieve(record.object_id, account)
             if session is None:
                 break  # deleted at Stripe (or never made): the call decides
             status = session.get("status")
             if status == "open" or (status == "complete" and reuse_complete):
                 # The same call again checks the parameters (CallConflict).
-                self._run(reference, params, order_id)
+                self._run(reference, params, order_id, account)
                 return _started(session, self._order_of(session, order_id))
             reference = f"{reference.split(':after:')[0]}:after:{session['id']}"
             if not reuse_complete:
                 order_id = reference
         else:
             raise RuntimeError(f"more than {_MAX_RENEWALS} expired sessions for {order_id}")
-        return _started(self._run(reference, params, order_id), order_id)
+        return _started(self._run(reference, params, order_id, account), order_id)
 
-    def _run(self, reference: str, params: dict[str, Any], order_id: str) -> dict[str, Any]:
+    def _run(
+        self, reference: str, params: dict[str, Any], order_id: str, account: str | None
+    ) -> dict[str, Any]:
         made = {**params, "metadata": {**params["metadata"], CHECKOUT_KEY: reference}}
         if params["mode"] == "subscription":
             made["metadata"][ORDER_KEY] = order_id
 
         def send(client: StripeClient, key: str) -> Any:
-            return client.v1.checkout.sessions.create(cast(Any, made), {"idempotency_key": key})
+            return client.v1.checkout.sessions.create(
+                cast(Any, made), request_options(account, key)
+            )
 
         def find(client: StripeClient) -> Any:
             query: dict[str, Any] = {"limit": 100}
             if made.get("customer"):
                 query["customer"] = made["customer"]
-            for found in client.v1.checkout.sessions.list(cast(Any, query)).auto_paging_iter():
+            listed = client.v1.checkout.sessions.list(cast(Any, query), request_options(account))
+            for found in listed.auto_paging_iter():
                 if (as_dict(found).get("metadata") or {}).get(CHECKOUT_KEY) == reference:
                     return found
             return None
 
-        return self._app.calls.run(CREATE, reference, made, send, find=find)
+        return self._app.calls.run(CREATE, reference, made, send, find=find, account=account)
 
     @staticmethod
     def _order_of(session: Mapping[str, Any], default: str) -> str:
         return str((session.get("metadata") or {}).get(ORDER_KEY) or default)
 
-    def _retrieve(self, session_id: str) -> dict[str, Any] | None:
+    def _retrieve(self, session_id: str, account: str | None) -> dict[str, Any] | None:
+        """The session as Stripe holds it in ``account``, or None (404)."""
         from stripeline.gateway.client import stripe_errors
 
         try:
             with stripe_errors():
-                found = self._app.calls.client.v1.checkout.sessions.retrieve(session_id)
+                found = self._app.calls.client.v1.checkout.sessions.retrieve(
+                    session_id, None, request_options(account)
+                )
         except StripeInvalidRequestError as exc:
             if exc.http_status == 404:
                 return None
