@@ -219,6 +219,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "CallRecord",
         "Calls",
         "as_dict",
+        "check_account",
         "idempotency_key",
         "params_hash",
         "recorded_error",
