@@ -337,3 +337,37 @@ def test_a_connected_accounts_paid_session_is_fulfilled_once_with_its_account(
     assert {a.status for a in answers} == {200}
     env.settle()
     assert len(seen) == 3
+
+
+def test_a_subscription_bought_on_a_connected_account_grants_access_in_that_account(
+    connect_env: StripelineEnv,
+    stripe_sandbox: Sandbox,
+    stripe_key: str,
+) -> None:
+    """Checkout on the account, its events through the Connect endpoint, the
+    mirror under the account: ``app.entitlements`` answers for the user in
+    that account (the price registered is the account's own), not on the
+    platform, where the user has no subscription."""
+    env = connect_env
+    account, as_connected = connect_account(stripe_sandbox, stripe_key, env.client)
+    price = as_connected.v1.prices.create(
+        {
+            "currency": "usd",
+            "unit_amount": 1500,
+            "recurring": {"interval": "month"},
+            "product_data": {"name": "Studio"},
+        }
+    )
+    env.app.entitlements.register(price.id, "studio")
+    started = env.app.checkout.start_subscription(
+        "lin", [price.id], email="lin@example.com", success_url=OK, account=account
+    )
+    assert not env.app.entitlements.has_access("lin", "studio", account=account)
+    pay(as_connected, started)
+    wait_for_events(env, as_connected)
+    env.settle()
+    assert env.app.entitlements.has_access("lin", "studio", account=account)
+    assert not env.app.entitlements.has_access("lin", "studio")
+    customer = env.app.mirror.for_account(account).customer_for_user("lin")
+    assert customer is not None
+    assert env.app.entitlements.has_access(customer.id, "studio", account=account)
