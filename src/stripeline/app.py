@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 
 Handler = Callable[["ReceivedEvent"], Awaitable[None] | None]
 H = TypeVar("H", bound=Handler)
+_Built = TypeVar("_Built")
 
 once_keys = cast(Table, OnceKey.__table__)
 
@@ -168,8 +169,7 @@ class Stripeline:
         self._overrides = overrides
         self._engine = engine
         #: Held while the engine, the fetcher or the API limiter is first
-        #: built: threads that ask for one at once share it (a second engine,
-        #: never disposed, left its pooled connections open until collected).
+        #: built (``_once``).
         self._building = threading.RLock()
         self._handlers: dict[str, list[Handler]] = {}
         self._extra_secrets: dict[str, list[str]] = {"account": [], "connect": []}
@@ -196,46 +196,53 @@ class Stripeline:
         self._secrets.clear()
         self._limiter = None
 
+    def _once(self, name: str, build: Callable[[], _Built]) -> _Built:
+        """The member ``name`` (``_engine``, ``_fetcher``, ``_limiter``),
+        built by ``build`` the first time it is asked for: once, whichever
+        threads ask at the same moment (a second engine, never disposed,
+        left its pooled connections open until collected)."""
+        value: _Built | None = getattr(self, name)
+        if value is None:
+            with self._building:
+                value = getattr(self, name)
+                if value is None:
+                    value = build()
+                    setattr(self, name, value)
+        return value
+
     @property
     def engine(self) -> Engine:
-        """The database engine, built the first time it is needed (once,
-        whichever threads ask at the same moment)."""
-        engine = self._engine
-        if engine is None:
-            with self._building:
-                engine = self._engine
-                if engine is None:
-                    pool = 8 if not self.settings.is_sqlite else 5
-                    engine = self._engine = make_engine(self.settings.database_url, pool_size=pool)
-        return engine
+        """The database engine, built the first time it is needed."""
+
+        def build() -> Engine:
+            pool = 8 if not self.settings.is_sqlite else 5
+            return make_engine(self.settings.database_url, pool_size=pool)
+
+        return self._once("_engine", build)
 
     @property
     def fetcher(self) -> Fetcher | None:
         """How the mirror reads objects from the API: through the SDK when a
         key is set (the sandbox's, under ``serve`` without a key), else None."""
-        if self._fetcher is None and self.settings.stripe_secret_key is not None:
-            with self._building:
-                if self._fetcher is None:
-                    from stripeline.gateway import StripeFetcher, make_client
+        if self._fetcher is not None or self.settings.stripe_secret_key is None:
+            return self._fetcher
 
-                    self._fetcher = StripeFetcher(
-                        make_client(self.settings),
-                        reads_per_second=self.settings.reads_per_second,
-                        limiter=self.api_limiter,
-                    )
-        return self._fetcher
+        def build() -> Fetcher:
+            from stripeline.gateway import StripeFetcher, make_client
+
+            return StripeFetcher(
+                make_client(self.settings),
+                reads_per_second=self.settings.reads_per_second,
+                limiter=self.api_limiter,
+            )
+
+        return self._once("_fetcher", build)
 
     @property
     def api_limiter(self) -> TokenBucket:
         """The one token bucket this process's API reads share: re-fetches and
         catch-up together stay within ``STRIPELINE_API_READS_PER_SECOND``."""
-        limiter = self._limiter
-        if limiter is None:
-            with self._building:
-                limiter = self._limiter
-                if limiter is None:
-                    limiter = self._limiter = TokenBucket(self.settings.reads_per_second, burst=1)
-        return limiter
+        return self._once("_limiter", lambda: TokenBucket(self.settings.reads_per_second, burst=1))
 
     @property
     def mirror(self) -> Mirror:
