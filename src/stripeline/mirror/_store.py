@@ -22,13 +22,14 @@ takes its events' ones before it applies them). SQLite has one writer: no lock.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Table, select, text
+from sqlalchemy import Connection, Engine, Table, select, text
 from sqlalchemy.exc import OperationalError
 
 from stripeline.core.ordering import (
@@ -490,8 +491,9 @@ def apply_states(conn: Connection, states: Sequence[State], *, now: datetime) ->
     return result
 
 
-#: The mirror tables whose statistics this process has seen to, per database.
-_ANALYSED: set[tuple[str, str]] = set()
+#: The mirror tables whose statistics this process has seen to, per engine
+#: (a test process's engines come and go: their entries with them).
+_ANALYSED: weakref.WeakKeyDictionary[Engine, set[str]] = weakref.WeakKeyDictionary()
 _NEVER_ANALYSED = text(
     "SELECT reltuples <= 0 FROM pg_class WHERE oid = CAST(CAST(:name AS text) AS regclass)"
 )
@@ -499,7 +501,8 @@ _NEVER_ANALYSED = text(
 
 def _analyse_once(conn: Connection, name: str) -> None:
     """ANALYZE a PostgreSQL mirror table that has never been analysed, once
-    per process, in the transaction that has just written rows to it.
+    per engine (an app has one), in the transaction that has just written
+    rows to it.
 
     Until a table's first ANALYZE (autovacuum's comes within about a minute
     of its first rows, later on a busy server) the planner takes
@@ -515,10 +518,12 @@ def _analyse_once(conn: Connection, name: str) -> None:
     transaction ends; with another worker or autovacuum analysing it, this
     one waits at most 50 ms, then leaves it to them. Without the right to
     analyse the table (not its owner), PostgreSQL skips it with a warning."""
-    key = (conn.engine.url.render_as_string(hide_password=True), name)
-    if key in _ANALYSED:
+    seen = _ANALYSED.get(conn.engine)
+    if seen is None:
+        seen = _ANALYSED.setdefault(conn.engine, set())
+    if name in seen:
         return
-    _ANALYSED.add(key)
+    seen.add(name)
     if not conn.execute(_NEVER_ANALYSED, {"name": name}).scalar():
         return
     waited = conn.execute(text("SELECT current_setting('lock_timeout')")).scalar_one()
