@@ -10,7 +10,7 @@ on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import Engine, text, update
 
 from stripeline import inbox, ops
-from stripeline.db import connect, make_engine
+from stripeline.db import connect
 from stripeline.flows import privacy
 from stripeline.web.console.queries import EventFilter, dead_ids, list_events
 from tests.factories import event as make_event
@@ -26,13 +26,6 @@ from tests.factories import store_events
 from tests.plans import explained, sent
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    made = make_engine(database_url)
-    yield made
-    made.dispose()
 
 
 def _set_status(engine: Engine, ids: list[str], status: str) -> None:

@@ -7,7 +7,6 @@ payment fulfilled from the Connect endpoint with the account named."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,33 +19,16 @@ from stripeline.flows.payments import ORDER_KEY, Fulfilment
 from stripeline.testing import StripelineEnv
 from stripeline.testing.delivery import deliver
 from stripeline_sandbox import Sandbox
-from tests.test_flows_payments_connect import (
-    connect_account,
-    payment_intents,
-    settings_for,
-    wait_for_events,
-)
-from tests.test_flows_payments_connect import (
-    connect_env as connect_env,  # the fixture: both endpoints served
-)
+
+# Fixtures (``app``, ``connected``, ``connect_env``: both endpoints served) and helpers.
+from tests.test_flows_payments_connect import app as app
+from tests.test_flows_payments_connect import connect_account, payment_intents, wait_for_events
+from tests.test_flows_payments_connect import connect_env as connect_env
+from tests.test_flows_payments_connect import connected as connected
 
 OK = "https://shop.example/thanks"
 BACK = "https://shop.example/cart"
 ACCOUNT_PAGE = "https://shop.example/account"
-
-
-@pytest.fixture
-def app(stripe_sandbox: Sandbox, stripe_key: str, database_url: str) -> Iterator[Stripeline]:
-    app = Stripeline(settings_for(stripe_sandbox, stripe_key, database_url))
-    yield app
-    app.dispose()
-
-
-@pytest.fixture
-def connected(
-    stripe_sandbox: Sandbox, stripe_key: str, stripe_client: stripe.StripeClient
-) -> tuple[str, stripe.StripeClient]:
-    return connect_account(stripe_sandbox, stripe_key, stripe_client)
 
 
 def sessions(client: stripe.StripeClient) -> list[stripe.checkout.Session]:

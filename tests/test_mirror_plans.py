@@ -29,13 +29,6 @@ ROWS = 20_000
 
 
 @pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    made = make_engine(database_url)
-    yield made
-    made.dispose()
-
-
-@pytest.fixture
 def postgres_engine(postgres_url: str) -> Iterator[Engine]:
     made = make_engine(postgres_url)
     yield made
